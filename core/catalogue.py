@@ -1,0 +1,118 @@
+"""The procedure catalogue and agency registry, read from the data files in catalogue/.
+
+Intake validates submissions against it; routing follows its steps. It is data, so a
+procedure or an agency endpoint changes without a code change.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from string import Template
+from typing import Any
+
+import yaml
+
+DEFAULT_DIR = Path(__file__).resolve().parent.parent / "catalogue"
+
+
+@dataclass(frozen=True)
+class Agency:
+    code: str
+    name: str
+    xroad: str
+    channel: str
+    url: str
+
+
+@dataclass(frozen=True)
+class Step:
+    index: int
+    name: str
+    agency_code: str
+    days: int
+
+
+@dataclass(frozen=True)
+class Procedure:
+    code: str
+    name: str
+    receiving_agency: str
+    total_days: int
+    required_fields: tuple[str, ...]
+    steps: tuple[Step, ...]
+
+
+class CatalogueError(ValueError):
+    pass
+
+
+@dataclass(frozen=True)
+class Catalogue:
+    procedures: Mapping[str, Procedure]
+    agencies: Mapping[str, Agency]
+
+    def procedure(self, code: str) -> Procedure | None:
+        return self.procedures.get(code)
+
+    def agency(self, code: str) -> Agency:
+        return self.agencies[code]
+
+
+def load_catalogue(
+    directory: Path = DEFAULT_DIR, variables: Mapping[str, str] | None = None
+) -> Catalogue:
+    """Load and cross-check the catalogue; ${VAR} in URLs come from `variables` or the env."""
+    env = {**os.environ, **(variables or {})}
+    agencies = {
+        a.code: a
+        for a in (_agency(raw, env) for raw in _read(directory / "agencies.yaml", "agencies"))
+    }
+    procedures = {
+        p.code: p
+        for p in (_procedure(raw) for raw in _read(directory / "procedures.yaml", "procedures"))
+    }
+    for procedure in procedures.values():
+        unknown = {procedure.receiving_agency} | {s.agency_code for s in procedure.steps}
+        unknown -= agencies.keys()
+        if unknown:
+            raise CatalogueError(f"procedure {procedure.code} names unknown agencies {unknown}")
+        if not procedure.steps:
+            raise CatalogueError(f"procedure {procedure.code} has no steps")
+    return Catalogue(procedures=procedures, agencies=agencies)
+
+
+def _read(path: Path, key: str) -> list[dict[str, Any]]:
+    with path.open(encoding="utf-8") as handle:
+        document = yaml.safe_load(handle) or {}
+    items = document.get(key)
+    if not isinstance(items, list):
+        raise CatalogueError(f"{path}: expected a list under '{key}'")
+    return items
+
+
+def _agency(raw: dict[str, Any], env: Mapping[str, str]) -> Agency:
+    delivery = raw.get("delivery") or {}
+    return Agency(
+        code=str(raw["code"]),
+        name=str(raw["name"]),
+        xroad=str(raw.get("xroad", "")),
+        channel=str(delivery.get("channel", "http")),
+        url=Template(str(delivery.get("url", ""))).safe_substitute(env),
+    )
+
+
+def _procedure(raw: dict[str, Any]) -> Procedure:
+    return Procedure(
+        code=str(raw["code"]),
+        name=str(raw["name"]),
+        receiving_agency=str(raw["receiving_agency"]),
+        total_days=int(raw["total_days"]),
+        required_fields=tuple(str(f) for f in raw.get("required_fields", ())),
+        steps=tuple(
+            Step(index=i, name=str(s["name"]), agency_code=str(s["agency"]), days=int(s["days"]))
+            for i, s in enumerate(raw.get("steps", ()))
+        ),
+    )

@@ -1,0 +1,127 @@
+"""Transactional outbox: state change and event in one commit, published by a relay.
+
+A service writes its rows and the event rows in the same transaction (Outbox.put). The
+relay reads a batch with FOR UPDATE SKIP LOCKED (so several replicas share the work),
+sends it to Kafka in one go, waits for the acknowledgements and deletes the rows. A crash
+between send and delete republishes the batch: consumers de-duplicate by event id.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from datetime import UTC, datetime
+
+from sqlalchemy import JSON, Column, LargeBinary, MetaData, String, Table, delete, select
+from sqlalchemy import event as sa_event
+from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
+
+from core.events import Event, to_kafka
+from core.kafka import TRANSIENT_ERRORS, EventProducer, OutboundRecord
+from core.storage import BigId, UtcDateTime, supports_skip_locked
+from core.telemetry import current_carrier
+
+log = logging.getLogger(__name__)
+
+
+def outbox_table(metadata: MetaData, owner: str) -> Table:
+    return Table(
+        f"{owner}_outbox",
+        metadata,
+        Column("id", BigId, primary_key=True, autoincrement=True),
+        Column("topic", String(255), nullable=False),
+        Column("key", LargeBinary, nullable=False),
+        Column("value", LargeBinary, nullable=False),
+        Column("headers", JSON, nullable=False),
+        # W3C context of the transaction that wrote the row: the relay's span continues it.
+        Column("trace", JSON, nullable=False),
+        Column("created_at", UtcDateTime(), nullable=False),
+    )
+
+
+class Outbox:
+    def __init__(self, table: Table, default_topic: str) -> None:
+        self.table = table
+        self.default_topic = default_topic
+        self.wakeup = asyncio.Event()
+
+    async def put(self, session: AsyncSession, event: Event, topic: str | None = None) -> None:
+        """Stage an event in the caller's transaction; the relay is woken after commit."""
+        key, value, headers = to_kafka(event)
+        await session.execute(
+            self.table.insert().values(
+                topic=topic or self.default_topic,
+                key=key,
+                value=value,
+                headers={k: v.decode() for k, v in headers.items()},
+                trace=current_carrier(),
+                created_at=datetime.now(UTC),
+            )
+        )
+        if not session.info.get("outbox_listener"):
+            session.info["outbox_listener"] = True
+            sa_event.listen(session.sync_session, "after_commit", self._after_commit, once=True)
+
+    def _after_commit(self, _session: object) -> None:
+        self.wakeup.set()
+
+
+class OutboxRelay:
+    def __init__(
+        self,
+        engine: AsyncEngine,
+        sessions: async_sessionmaker[AsyncSession],
+        outbox: Outbox,
+        producer: EventProducer,
+        *,
+        batch_size: int,
+        poll_interval_s: float,
+    ) -> None:
+        self._engine = engine
+        self._sessions = sessions
+        self._outbox = outbox
+        self._producer = producer
+        self._batch_size = batch_size
+        self._poll_interval_s = poll_interval_s
+
+    async def run(self) -> None:
+        while True:
+            self._outbox.wakeup.clear()
+            try:
+                published = await self.publish_batch()
+            except TRANSIENT_ERRORS as exc:
+                log.warning("outbox relay waiting for Kafka/database: %r", exc)
+                await asyncio.sleep(1.0)
+                continue
+            if published >= self._batch_size:
+                continue  # more rows are probably waiting
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._outbox.wakeup.wait(), self._poll_interval_s)
+
+    async def publish_batch(self) -> int:
+        """Publish up to one batch; returns how many events were published."""
+        if not self._producer.started:
+            raise ConnectionError("producer not started")
+        table = self._outbox.table
+        query = select(table).order_by(table.c.id).limit(self._batch_size)
+        if supports_skip_locked(self._engine):
+            query = query.with_for_update(skip_locked=True)
+        async with self._sessions.begin() as session:
+            rows = (await session.execute(query)).all()
+            if not rows:
+                return 0
+            await self._producer.send_batch(
+                [
+                    OutboundRecord(
+                        topic=row.topic,
+                        key=row.key,
+                        value=row.value,
+                        headers={k: v.encode() for k, v in row.headers.items()},
+                        trace_carrier=row.trace,
+                    )
+                    for row in rows
+                ]
+            )
+            await session.execute(delete(table).where(table.c.id.in_([row.id for row in rows])))
+        return len(rows)

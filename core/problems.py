@@ -1,0 +1,93 @@
+"""RFC 9457 problem details for every HTTP error: clients never get HTML or a bare 500."""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+from starlette.exceptions import HTTPException
+
+log = logging.getLogger(__name__)
+PROBLEM_JSON = "application/problem+json"
+
+
+class Problem(Exception):
+    """Raise from a handler to answer with a problem document.
+
+    `slug` names the problem type; its URI is relative to the API (/problems/<slug>).
+    """
+
+    def __init__(
+        self, status: int, slug: str, title: str, detail: str = "", **extensions: Any
+    ) -> None:
+        super().__init__(detail or title)
+        self.status = status
+        self.slug = slug
+        self.title = title
+        self.detail = detail
+        self.extensions = extensions
+
+
+def problem_response(
+    request: Request, status: int, type_: str, title: str, detail: str = "", **extensions: Any
+) -> JSONResponse:
+    body: dict[str, Any] = {"type": type_, "title": title, "status": status}
+    if detail:
+        body["detail"] = detail
+    body["instance"] = request.url.path
+    body.update(extensions)
+    return JSONResponse(body, status_code=status, media_type=PROBLEM_JSON)
+
+
+async def _on_problem(request: Request, exc: Exception) -> JSONResponse:
+    assert isinstance(exc, Problem)
+    return problem_response(
+        request, exc.status, f"/problems/{exc.slug}", exc.title, exc.detail, **exc.extensions
+    )
+
+
+async def _on_validation(request: Request, exc: Exception) -> JSONResponse:
+    assert isinstance(exc, RequestValidationError)
+    errors = [
+        {"location": list(e.get("loc", ())), "message": e.get("msg", ""), "type": e.get("type")}
+        for e in exc.errors()
+    ]
+    return problem_response(
+        request,
+        422,
+        "/problems/validation-error",
+        "The request is not valid",
+        f"{len(errors)} field(s) failed validation",
+        errors=errors,
+    )
+
+
+async def _on_http(request: Request, exc: Exception) -> JSONResponse:
+    assert isinstance(exc, HTTPException)
+    return problem_response(request, exc.status_code, "about:blank", str(exc.detail))
+
+
+async def _on_unexpected(request: Request, exc: Exception) -> JSONResponse:
+    log.exception("unhandled error on %s %s", request.method, request.url.path)
+    return problem_response(request, 500, "about:blank", "Internal Server Error")
+
+
+def install_problem_handlers(app: FastAPI) -> None:
+    app.add_exception_handler(Problem, _on_problem)
+    app.add_exception_handler(RequestValidationError, _on_validation)
+    app.add_exception_handler(HTTPException, _on_http)
+    app.add_exception_handler(Exception, _on_unexpected)
+
+
+PROBLEM_RESPONSES: dict[int | str, dict[str, Any]] = {
+    status: {"description": title, "content": {PROBLEM_JSON: {"schema": {"type": "object"}}}}
+    for status, title in (
+        (400, "Bad request"),
+        (404, "Not found"),
+        (409, "Conflict"),
+        (422, "Validation error"),
+    )
+}

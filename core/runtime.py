@@ -1,0 +1,124 @@
+"""What every service process owns: its database, the Kafka producer, the outbox relay and
+supervised background workers, started and stopped together."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Awaitable, Callable
+
+from sqlalchemy import MetaData
+
+from core.kafka import TRANSIENT_ERRORS, EventProducer
+from core.outbox import Outbox, OutboxRelay
+from core.settings import ServiceSettings
+from core.storage import create_engine, create_tables, ping, session_factory
+from core.telemetry import configure_tracing, shutdown_tracing
+
+log = logging.getLogger(__name__)
+Worker = Callable[[], Awaitable[None]]
+
+
+class Runtime:
+    def __init__(
+        self,
+        settings: ServiceSettings,
+        *,
+        name: str,
+        metadata: MetaData,
+        outbox: Outbox | None = None,
+    ) -> None:
+        self.settings = settings
+        self.name = name
+        self.metadata = metadata
+        self.outbox = outbox
+        self.engine = create_engine(settings.database_url)
+        self.sessions = session_factory(self.engine)
+        self.producer = EventProducer(settings)
+        self._workers: list[tuple[str, Worker]] = []
+        self._tasks: list[asyncio.Task[None]] = []
+        if outbox is not None:
+            relay = OutboxRelay(
+                self.engine,
+                self.sessions,
+                outbox,
+                self.producer,
+                batch_size=settings.outbox_batch_size,
+                poll_interval_s=settings.outbox_poll_interval_s,
+            )
+            self.add_worker("outbox-relay", relay.run)
+
+    def add_worker(self, name: str, worker: Worker) -> None:
+        """Register a long-running coroutine; it is restarted if it ever fails."""
+        self._workers.append((name, worker))
+
+    async def start(self) -> None:
+        configure_logging(self.settings.log_level)
+        configure_tracing(self.name)
+        await self._retry("database", lambda: create_tables(self.engine, self.metadata))
+        self._tasks.append(asyncio.create_task(self._connect_producer(), name="kafka-producer"))
+        for name, worker in self._workers:
+            self._tasks.append(asyncio.create_task(self._supervise(name, worker), name=name))
+        log.info("%s started", self.name)
+
+    async def stop(self) -> None:
+        for task in self._tasks:
+            task.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
+        self._tasks.clear()
+        await self.producer.stop()
+        await self.engine.dispose()
+        shutdown_tracing()
+
+    async def readiness(self) -> dict[str, str]:
+        """Each dependency's state; the service is ready only when all say ok."""
+        return {
+            "database": await _check(ping(self.engine)),
+            "kafka": await _check(self.producer.check()),
+        }
+
+    async def _connect_producer(self) -> None:
+        await self._retry("kafka", self.producer.start)
+
+    async def _retry(self, what: str, action: Callable[[], Awaitable[None]]) -> None:
+        delay = 0.2
+        while True:
+            try:
+                await action()
+                return
+            except TRANSIENT_ERRORS as exc:
+                log.warning("%s not reachable yet (%r); retrying in %.1fs", what, exc, delay)
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, 5.0)
+
+    async def _supervise(self, name: str, worker: Worker) -> None:
+        delay = 0.5
+        while True:
+            try:
+                await worker()
+                return
+            except asyncio.CancelledError:
+                raise
+            except Exception:
+                log.exception("worker %s failed; restarting in %.1fs", name, delay)
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, 10.0)
+
+
+async def _check(probe: Awaitable[None]) -> str:
+    try:
+        await asyncio.wait_for(probe, timeout=3)
+    except Exception as exc:
+        return f"unavailable: {exc!r}"
+    return "ok"
+
+
+def configure_logging(level: str) -> None:
+    logging.basicConfig(
+        level=level.upper(),
+        format="%(asctime)s %(levelname)s %(name)s %(message)s",
+    )
+    # aiokafka logs every reconnect attempt at ERROR; our retry loops already say it once.
+    logging.getLogger("aiokafka").setLevel(logging.CRITICAL)
+    # One INFO line per outgoing request is noise at a thousand dossiers a second.
+    logging.getLogger("httpx").setLevel(logging.WARNING)

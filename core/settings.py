@@ -1,0 +1,36 @@
+"""12-factor configuration: every setting comes from the environment (or its default).
+
+Each service subclasses ServiceSettings with its own fields; the standard OTEL_*
+variables are read by the OpenTelemetry SDK itself and are not repeated here.
+"""
+
+from __future__ import annotations
+
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+class ServiceSettings(BaseSettings):
+    model_config = SettingsConfigDict(extra="ignore", frozen=True)
+
+    # SQLite is the embedded default for `make run`; PostgreSQL for real deployments.
+    database_url: str = "sqlite+aiosqlite:///var/gateway.db"
+    kafka_bootstrap_servers: str = "127.0.0.1:9092"
+    # Every dossier lifecycle event, keyed by dossier code so a dossier's events stay ordered.
+    dossier_events_topic: str = "dossier.events"
+    # Events a consumer could not process go here with the reason, never silently dropped.
+    dead_letter_suffix: str = ".dlq"
+
+    http_host: str = "127.0.0.1"
+    http_port: int = 8080
+
+    outbox_batch_size: int = 500
+    # The relay is woken on every commit; polling only catches rows of crashed peers.
+    outbox_poll_interval_s: float = 1.0
+    # Kafka producer batching: a little linger buys large batches at high load.
+    kafka_linger_ms: int = 5
+    consumer_max_records: int = 500
+    log_level: str = "INFO"
+
+    @property
+    def dead_letter_topic(self) -> str:
+        return self.dossier_events_topic + self.dead_letter_suffix

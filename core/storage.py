@@ -1,0 +1,93 @@
+"""Database engine and sessions: PostgreSQL in deployments and CI, SQLite embedded.
+
+Every service owns its tables (names prefixed with the service) so that services can share
+one database in small deployments without ever reading each other's rows.
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from sqlalchemy import BigInteger, DateTime, Dialect, Integer, MetaData, TypeDecorator, event, text
+from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.engine import make_url
+from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
+from sqlalchemy.ext.asyncio import create_async_engine as _create_async_engine
+from sqlalchemy.sql.schema import Table
+
+
+class UtcDateTime(TypeDecorator[datetime]):
+    """An instant, always UTC in Python. SQLite keeps no offset, so without this an aware
+    datetime in another zone (a due time at 17:00 in Hà Nội) would come back as naive
+    17:00 and be read as UTC; PostgreSQL's timestamptz gets the same values."""
+
+    impl = DateTime(timezone=True)
+    cache_ok = True
+
+    def process_bind_param(self, value: datetime | None, dialect: Dialect) -> datetime | None:
+        if value is None:
+            return None
+        if value.tzinfo is None:
+            raise ValueError("naive datetime: pass an aware datetime to a UtcDateTime column")
+        return value.astimezone(UTC)
+
+    def process_result_value(self, value: datetime | None, dialect: Dialect) -> datetime | None:
+        if value is None:
+            return None
+        return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
+
+
+# SQLite only auto-increments an INTEGER PRIMARY KEY; PostgreSQL wants BIGINT for outboxes.
+BigId = BigInteger().with_variant(Integer(), "sqlite")
+
+
+def create_engine(database_url: str) -> AsyncEngine:
+    url = make_url(database_url)
+    if url.get_backend_name() == "sqlite":
+        if url.database and url.database != ":memory:":
+            Path(url.database).parent.mkdir(parents=True, exist_ok=True)
+        engine = _create_async_engine(url, connect_args={"timeout": 30})
+        event.listen(engine.sync_engine, "connect", _sqlite_pragmas)
+        return engine
+    return _create_async_engine(url, pool_size=10, max_overflow=10, pool_pre_ping=True)
+
+
+def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
+    # WAL lets readers run beside the single writer; NORMAL sync is durable in WAL mode
+    # against process crashes, which is what the embedded default must survive.
+    cursor = dbapi_connection.cursor()
+    cursor.execute("PRAGMA journal_mode=WAL")
+    cursor.execute("PRAGMA synchronous=NORMAL")
+    cursor.execute("PRAGMA busy_timeout=30000")
+    cursor.close()
+
+
+def session_factory(engine: AsyncEngine) -> async_sessionmaker[AsyncSession]:
+    return async_sessionmaker(engine, expire_on_commit=False)
+
+
+async def create_tables(engine: AsyncEngine, metadata: MetaData) -> None:
+    async with engine.begin() as conn:
+        await conn.run_sync(metadata.create_all)
+
+
+async def ping(engine: AsyncEngine) -> None:
+    async with engine.connect() as conn:
+        await conn.execute(text("SELECT 1"))
+
+
+def upsert(engine_or_dialect: AsyncEngine | str, table: Table) -> postgresql.Insert | sqlite.Insert:
+    """An INSERT that supports on_conflict_do_nothing/do_update on both backends."""
+    name = (
+        engine_or_dialect if isinstance(engine_or_dialect, str) else engine_or_dialect.dialect.name
+    )
+    if name == "postgresql":
+        return postgresql.insert(table)
+    return sqlite.insert(table)
+
+
+def supports_skip_locked(engine: AsyncEngine) -> bool:
+    # SQLite has a single writer, so there is nothing to skip; PostgreSQL rows are locked.
+    return engine.dialect.name == "postgresql"

@@ -1,0 +1,170 @@
+"""The local stack: Kafka, the four services and the sandbox stand-ins as real processes.
+
+`make run` uses it with the default ports; the integration tests use it with free ports,
+PostgreSQL and an OTLP receiver, and kill or restart single services through it.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import grpc
+import httpx
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+
+from devstack._process import free_ports, log_tail
+
+REPO = Path(__file__).resolve().parent.parent
+HOST = "127.0.0.1"
+SERVICES = ("sandbox", "identity", "routing", "notify", "intake")
+
+
+@dataclass(frozen=True)
+class Ports:
+    intake: int = 8080
+    routing: int = 8081
+    routing_grpc: int = 50051
+    notify: int = 8082
+    identity_grpc: int = 50052
+    sandbox: int = 8090
+    sandbox_smtp: int = 2525
+
+    @classmethod
+    def free(cls) -> Ports:
+        return cls(*free_ports(7))
+
+
+@dataclass
+class Stack:
+    kafka_bootstrap: str
+    var_dir: Path
+    ports: Ports = field(default_factory=Ports)
+    # None: each service gets its own SQLite file under var_dir (the embedded default).
+    database_url: str | None = None
+    # Extra environment for every process (OTEL_*, tuning for tests...).
+    env: Mapping[str, str] = field(default_factory=dict)
+    processes: dict[str, subprocess.Popen[bytes]] = field(default_factory=dict)
+
+    def url(self, service: str) -> str:
+        port = {
+            "intake": self.ports.intake,
+            "routing": self.ports.routing,
+            "notify": self.ports.notify,
+            "sandbox": self.ports.sandbox,
+        }[service]
+        return f"http://{HOST}:{port}"
+
+    def service_env(self, service: str) -> dict[str, str]:
+        p = self.ports
+        env = {
+            **os.environ,
+            "PYTHONUNBUFFERED": "1",
+            "KAFKA_BOOTSTRAP_SERVERS": self.kafka_bootstrap,
+            "DATABASE_URL": self.database_url
+            or f"sqlite+aiosqlite:///{self.var_dir / (service + '.db')}",
+            "OTEL_SERVICE_NAME": service,
+            "HTTP_HOST": HOST,
+            **self.env,
+        }
+        env |= {
+            "intake": {
+                "HTTP_PORT": str(p.intake),
+                "ROUTING_GRPC_TARGET": f"{HOST}:{p.routing_grpc}",
+            },
+            "routing": {
+                "HTTP_PORT": str(p.routing),
+                "GRPC_PORT": str(p.routing_grpc),
+                "PUBLIC_URL": self.url("routing"),
+                "DEMO_AGENCY_BASE_URL": self.url("sandbox"),
+            },
+            "notify": {
+                "HTTP_PORT": str(p.notify),
+                "SMTP_HOST": HOST,
+                "SMTP_PORT": str(p.sandbox_smtp),
+            },
+            "identity": {"GRPC_PORT": str(p.identity_grpc)},
+            "sandbox": {
+                "SANDBOX_HOST": HOST,
+                "SANDBOX_HTTP_PORT": str(p.sandbox),
+                "SANDBOX_SMTP_PORT": str(p.sandbox_smtp),
+            },
+        }[service]
+        return env
+
+    def start(self, timeout: float = 90) -> None:
+        for service in SERVICES:
+            self.start_service(service)
+        for service in SERVICES:
+            self.wait_ready(service, timeout)
+
+    def start_service(self, service: str) -> None:
+        module = "sandbox" if service == "sandbox" else f"services.{service}"
+        log_dir = self.var_dir / "log"
+        log_dir.mkdir(parents=True, exist_ok=True)
+        with (log_dir / f"{service}.log").open("ab") as log:
+            self.processes[service] = subprocess.Popen(
+                [sys.executable, "-m", module],
+                cwd=REPO,
+                env=self.service_env(service),
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,  # Ctrl-C in the terminal reaches the launcher only
+            )
+
+    def wait_ready(self, service: str, timeout: float = 90) -> None:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            process = self.processes[service]
+            if process.poll() is not None:
+                raise RuntimeError(
+                    f"{service} exited with {process.returncode}: {self.log_tail(service)}"
+                )
+            if self._ready(service):
+                return
+            time.sleep(0.2)
+        raise TimeoutError(f"{service} not ready after {timeout}s: {self.log_tail(service)}")
+
+    def _ready(self, service: str) -> bool:
+        if service == "identity":
+            target = f"{HOST}:{self.ports.identity_grpc}"
+            with grpc.insecure_channel(target) as channel:
+                try:
+                    answer = health_pb2_grpc.HealthStub(channel).Check(
+                        health_pb2.HealthCheckRequest(), timeout=1
+                    )
+                except grpc.RpcError:
+                    return False
+                return bool(answer.status == health_pb2.HealthCheckResponse.SERVING)
+        path = "/health/live" if service == "sandbox" else "/health/ready"
+        try:
+            return httpx.get(self.url(service) + path, timeout=1).status_code == 200
+        except httpx.HTTPError:
+            return False
+
+    def stop_service(self, service: str, sig: int = signal.SIGTERM, timeout: float = 15) -> None:
+        process = self.processes.pop(service, None)
+        if process is None or process.poll() is not None:
+            return
+        process.send_signal(sig)
+        try:
+            process.wait(timeout)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()
+
+    def stop(self) -> None:
+        for service in reversed(SERVICES):
+            self.stop_service(service)
+
+    def log_tail(self, service: str, lines: int = 30) -> str:
+        return log_tail(self.var_dir / "log" / f"{service}.log", lines)
+
+    def running(self) -> bool:
+        return all(p.poll() is None for p in self.processes.values())

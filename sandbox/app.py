@@ -1,0 +1,47 @@
+"""The sandbox as one ASGI app: every demo agency, the mail relay and a liveness probe."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+from fastapi import FastAPI
+
+from sandbox.agency import AgencyOffice, agency_router
+from sandbox.mail import MailServer, MailStore, mail_router
+from sandbox.settings import SandboxSettings
+
+
+def create_app(settings: SandboxSettings | None = None) -> FastAPI:
+    settings = settings or SandboxSettings()
+    office = AgencyOffice(settings)
+    store = MailStore()
+    mail_server = MailServer(store, settings.host, settings.smtp_port)
+
+    @asynccontextmanager
+    async def lifespan(_: FastAPI) -> AsyncIterator[None]:
+        await mail_server.start()
+        try:
+            yield
+        finally:
+            # Callbacks first: they may still be talking to a gateway that is going away too.
+            await office.close()
+            await mail_server.stop()
+
+    app = FastAPI(
+        title="Sandbox of national systems",
+        description="Stand-ins of agency back-offices and the mail relay, for development only.",
+        lifespan=lifespan,
+    )
+    app.state.settings = settings
+    app.state.agency_office = office
+    app.state.mail_store = store
+    app.state.mail_server = mail_server
+    app.include_router(agency_router(office))
+    app.include_router(mail_router(store))
+
+    @app.get("/health/live", tags=["health"])
+    async def live() -> dict[str, str]:
+        return {"status": "ok"}
+
+    return app

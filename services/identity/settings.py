@@ -1,0 +1,7 @@
+from __future__ import annotations
+
+from core.settings import ServiceSettings
+
+
+class IdentitySettings(ServiceSettings):
+    grpc_port: int = 50052

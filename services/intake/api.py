@@ -1,0 +1,106 @@
+"""Intake's REST API for agency systems and portals."""
+
+from __future__ import annotations
+
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Depends, Header, Request, Response, status
+
+from core.catalogue import Catalogue
+from core.problems import PROBLEM_RESPONSES, Problem
+from services.intake.dossiers import DossierRegistry
+from services.intake.journey import JourneyClient, JourneyUnavailable, steps_of
+from services.intake.schemas import DossierIn, DossierOut
+
+router = APIRouter(prefix="/v1", tags=["dossiers"])
+
+
+def registry(request: Request) -> DossierRegistry:
+    value: DossierRegistry = request.app.state.registry
+    return value
+
+
+def journeys(request: Request) -> JourneyClient:
+    value: JourneyClient = request.app.state.journeys
+    return value
+
+
+def catalogue(request: Request) -> Catalogue:
+    value: Catalogue = request.app.state.catalogue
+    return value
+
+
+@router.post(
+    "/dossiers",
+    status_code=status.HTTP_201_CREATED,
+    response_model=DossierOut,
+    responses=PROBLEM_RESPONSES,
+    summary="Submit a dossier",
+)
+async def submit_dossier(
+    body: DossierIn,
+    response: Response,
+    registry: Annotated[DossierRegistry, Depends(registry)],
+    catalogue: Annotated[Catalogue, Depends(catalogue)],
+    idempotency_key: Annotated[str | None, Header(max_length=255)] = None,
+) -> DossierOut:
+    """Register a dossier and start its journey. Send an `Idempotency-Key` so that a retried
+    request returns the same receipt instead of filing a second dossier."""
+    code, created = await registry.submit(body, idempotency_key)
+    if not created:
+        response.status_code = status.HTTP_200_OK
+        response.headers["Idempotent-Replayed"] = "true"
+    response.headers["Location"] = f"/v1/dossiers/{code}"
+    dossier = await registry.get(code)
+    assert dossier is not None
+    return _view(dossier, catalogue, steps=[], routed=False, available=True)
+
+
+@router.get(
+    "/dossiers/{code}",
+    response_model=DossierOut,
+    responses=PROBLEM_RESPONSES,
+    summary="Status of a dossier and each step of its journey",
+)
+async def get_dossier(
+    code: str,
+    registry: Annotated[DossierRegistry, Depends(registry)],
+    journeys: Annotated[JourneyClient, Depends(journeys)],
+    catalogue: Annotated[Catalogue, Depends(catalogue)],
+) -> DossierOut:
+    dossier = await registry.get(code)
+    if dossier is None:
+        raise Problem(404, "dossier-not-found", "No such dossier", f"No dossier {code!r}")
+    try:
+        journey = await journeys.journey(code)
+    except JourneyUnavailable:
+        return _view(dossier, catalogue, steps=[], routed=False, available=False)
+    if journey is None:
+        return _view(dossier, catalogue, steps=[], routed=False, available=True)
+    view = _view(dossier, catalogue, steps=steps_of(journey), routed=True, available=True)
+    if journey.status == "completed":
+        view.status = "completed"
+    return view
+
+
+def _view(
+    dossier: dict[str, Any],
+    catalogue: Catalogue,
+    *,
+    steps: list[Any],
+    routed: bool,
+    available: bool,
+) -> DossierOut:
+    procedure = catalogue.procedure(dossier["procedure_code"])
+    return DossierOut(
+        code=dossier["code"],
+        procedure_code=dossier["procedure_code"],
+        procedure_name=procedure.name if procedure else "",
+        receiving_agency_code=dossier["receiving_agency_code"],
+        status="processing" if routed else "received",
+        received_at=dossier["received_at"],
+        due_at=dossier["due_at"],
+        steps=steps,
+        journey_available=available,
+        trace_id=dossier["trace_id"],
+    )

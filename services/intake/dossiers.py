@@ -1,0 +1,174 @@
+"""Registering a dossier: validate against the catalogue, number it, set its due date, and
+record it with its DossierSubmitted event in one transaction."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from datetime import UTC, datetime
+from typing import Any
+
+from gateway.v1 import dossier_pb2, events_pb2
+from google.protobuf.struct_pb2 import Struct
+from google.protobuf.timestamp_pb2 import Timestamp
+from opentelemetry import trace
+from sqlalchemy import select
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+
+from core.calendar import WorkingCalendar
+from core.catalogue import Catalogue, Procedure
+from core.events import new_event
+from core.outbox import Outbox
+from core.problems import Problem
+from services.intake.models import dossiers, idempotency_keys
+from services.intake.receipts import next_receipt_code
+from services.intake.schemas import DossierIn
+
+SOURCE = "/gateway/intake"
+
+
+class DossierRegistry:
+    def __init__(
+        self,
+        sessions: async_sessionmaker[AsyncSession],
+        outbox: Outbox,
+        catalogue: Catalogue,
+        calendar: WorkingCalendar,
+    ) -> None:
+        self._sessions = sessions
+        self._outbox = outbox
+        self._catalogue = catalogue
+        self._calendar = calendar
+
+    async def submit(self, request: DossierIn, idempotency_key: str | None) -> tuple[str, bool]:
+        """Register the dossier; returns (receipt code, created). A replayed key returns the
+        first receipt with created=False."""
+        procedure = self._validate(request)
+        request_hash = _fingerprint(request)
+        if idempotency_key:
+            existing = await self._replayed(idempotency_key, request_hash)
+            if existing:
+                return existing, False
+        try:
+            code = await self._register(request, procedure, idempotency_key, request_hash)
+        except IntegrityError:
+            # A concurrent request with the same key won the race: answer with its receipt.
+            if idempotency_key and (
+                existing := await self._replayed(idempotency_key, request_hash)
+            ):
+                return existing, False
+            raise
+        return code, True
+
+    async def get(self, code: str) -> dict[str, Any] | None:
+        async with self._sessions() as session:
+            row = (await session.execute(select(dossiers).where(dossiers.c.code == code))).first()
+        return dict(row._mapping) if row else None
+
+    def _validate(self, request: DossierIn) -> Procedure:
+        procedure = self._catalogue.procedure(request.procedure_code)
+        if procedure is None:
+            raise Problem(
+                422,
+                "unknown-procedure",
+                "Unknown procedure",
+                f"No procedure {request.procedure_code!r} in the catalogue",
+            )
+        agency = request.receiving_agency_code or procedure.receiving_agency
+        if agency not in self._catalogue.agencies:
+            raise Problem(422, "unknown-agency", "Unknown receiving agency", f"{agency!r}")
+        missing = [f for f in procedure.required_fields if request.form_data.get(f) in (None, "")]
+        if missing:
+            raise Problem(
+                422,
+                "missing-form-fields",
+                "Required form fields are missing",
+                f"Procedure {procedure.code} requires: {', '.join(missing)}",
+                missing_fields=missing,
+            )
+        return procedure
+
+    async def _replayed(self, key: str, request_hash: str) -> str | None:
+        async with self._sessions() as session:
+            row = (
+                await session.execute(select(idempotency_keys).where(idempotency_keys.c.key == key))
+            ).first()
+        if row is None:
+            return None
+        if row.request_hash != request_hash:
+            raise Problem(
+                422,
+                "idempotency-key-reused",
+                "Idempotency-Key already used for another request",
+                "Send a new key for a different dossier",
+            )
+        return str(row.dossier_code)
+
+    async def _register(
+        self, request: DossierIn, procedure: Procedure, key: str | None, request_hash: str
+    ) -> str:
+        received_at = datetime.now(UTC)
+        due_at = self._calendar.add_working_days(received_at, procedure.total_days)
+        agency = request.receiving_agency_code or procedure.receiving_agency
+        span = trace.get_current_span()
+        async with self._sessions.begin() as session:
+            code = await next_receipt_code(session, agency, received_at)
+            span.set_attribute("dossier.code", code)
+            span.set_attribute("dossier.procedure_code", procedure.code)
+            await session.execute(
+                dossiers.insert().values(
+                    code=code,
+                    procedure_code=procedure.code,
+                    receiving_agency_code=agency,
+                    applicant=request.applicant.model_dump(),
+                    form_data=request.form_data,
+                    received_at=received_at,
+                    due_at=due_at,
+                    trace_id=format(span.get_span_context().trace_id, "032x"),
+                )
+            )
+            if key:
+                await session.execute(
+                    idempotency_keys.insert().values(
+                        key=key,
+                        request_hash=request_hash,
+                        dossier_code=code,
+                        created_at=received_at,
+                    )
+                )
+            submitted = events_pb2.DossierSubmitted(
+                dossier=_dossier_message(code, agency, request, received_at, due_at)
+            )
+            await self._outbox.put(session, new_event(submitted, source=SOURCE, dossier_code=code))
+        return code
+
+
+def _fingerprint(request: DossierIn) -> str:
+    canonical = json.dumps(request.model_dump(mode="json"), sort_keys=True, ensure_ascii=False)
+    return hashlib.sha256(canonical.encode()).hexdigest()
+
+
+def _dossier_message(
+    code: str, agency: str, request: DossierIn, received_at: datetime, due_at: datetime
+) -> dossier_pb2.Dossier:
+    form = Struct()
+    form.update(request.form_data)
+    received, due = Timestamp(), Timestamp()
+    received.FromDatetime(received_at)
+    due.FromDatetime(due_at)
+    applicant = request.applicant
+    return dossier_pb2.Dossier(
+        code=code,
+        procedure_code=request.procedure_code,
+        receiving_agency_code=agency,
+        applicant=dossier_pb2.Applicant(
+            personal_id=applicant.personal_id,
+            full_name=applicant.full_name,
+            email=applicant.email or "",
+            phone=applicant.phone or "",
+        ),
+        form_data=form,
+        received_at=received,
+        due_at=due,
+    )

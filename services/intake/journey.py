@@ -1,0 +1,67 @@
+"""Asks routing, over gRPC, where a dossier is on its journey across agencies."""
+
+from __future__ import annotations
+
+import logging
+from datetime import UTC, datetime
+
+import grpc
+from gateway.v1 import routing_pb2, routing_pb2_grpc
+from google.protobuf.timestamp_pb2 import Timestamp
+
+from core.grpc import traced_channel
+from services.intake.schemas import StepOut
+
+log = logging.getLogger(__name__)
+
+
+class JourneyUnavailable(Exception):
+    pass
+
+
+class JourneyClient:
+    def __init__(self, target: str, timeout_s: float) -> None:
+        self._channel = traced_channel(target)
+        self._stub = routing_pb2_grpc.RoutingServiceStub(self._channel)
+        self._timeout_s = timeout_s
+
+    async def close(self) -> None:
+        await self._channel.close()
+
+    async def journey(self, dossier_code: str) -> routing_pb2.Journey | None:
+        """The journey, or None while routing has not taken the dossier in yet."""
+        try:
+            return await self._stub.GetJourney(
+                routing_pb2.GetJourneyRequest(dossier_code=dossier_code), timeout=self._timeout_s
+            )
+        except grpc.aio.AioRpcError as exc:
+            if exc.code() == grpc.StatusCode.NOT_FOUND:
+                return None
+            log.warning("routing journey unavailable for %s: %s", dossier_code, exc.code())
+            raise JourneyUnavailable(str(exc.code())) from exc
+
+
+def steps_of(journey: routing_pb2.Journey) -> list[StepOut]:
+    return [
+        StepOut(
+            index=s.index,
+            name=s.name,
+            agency_code=s.agency_code,
+            agency_name=s.agency_name,
+            status=s.status,
+            transfer_id=s.transfer_id,
+            attempts=s.attempts,
+            routed_at=_ts(s, "routed_at"),
+            delivered_at=_ts(s, "delivered_at"),
+            completed_at=_ts(s, "completed_at"),
+            due_at=_ts(s, "due_at"),
+        )
+        for s in journey.steps
+    ]
+
+
+def _ts(step: routing_pb2.JourneyStep, field: str) -> datetime | None:
+    if not step.HasField(field):  # type: ignore[arg-type]  # names are checked by the tests
+        return None
+    stamp: Timestamp = getattr(step, field)
+    return stamp.ToDatetime(tzinfo=UTC)

@@ -1,0 +1,47 @@
+"""Intake: agency systems and portals submit dossiers here (REST, OpenAPI 3.1)."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+from fastapi import FastAPI
+
+from core.calendar import WorkingCalendar
+from core.catalogue import load_catalogue
+from core.http import create_app
+from core.runtime import Runtime
+from services.intake import models
+from services.intake.api import router
+from services.intake.dossiers import DossierRegistry
+from services.intake.journey import JourneyClient
+from services.intake.settings import IntakeSettings
+
+
+def build_app(settings: IntakeSettings | None = None) -> FastAPI:
+    settings = settings or IntakeSettings()
+    outbox = models.make_outbox(settings.dossier_events_topic)
+    runtime = Runtime(settings, name="intake", metadata=models.metadata, outbox=outbox)
+    catalogue = load_catalogue()
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        await runtime.start()
+        app.state.journeys = JourneyClient(settings.routing_grpc_target, settings.journey_timeout_s)
+        try:
+            yield
+        finally:
+            await app.state.journeys.close()
+            await runtime.stop()
+
+    app = create_app(
+        title="Dossier gateway — intake",
+        description="Submit administrative dossiers and follow their inter-agency journey.",
+        runtime=runtime,
+        lifespan=lifespan,
+    )
+    app.state.runtime = runtime
+    app.state.catalogue = catalogue
+    app.state.registry = DossierRegistry(runtime.sessions, outbox, catalogue, WorkingCalendar())
+    app.include_router(router)
+    return app

@@ -1,0 +1,50 @@
+"""Intake's tables. Intake owns the registered dossier; routing owns its journey."""
+
+from __future__ import annotations
+
+from sqlalchemy import JSON, Column, Integer, MetaData, String, Table
+
+from core.inbox import inbox_table
+from core.outbox import Outbox, outbox_table
+from core.storage import UtcDateTime
+
+metadata = MetaData()
+
+dossiers = Table(
+    "intake_dossier",
+    metadata,
+    Column("code", String(40), primary_key=True),
+    Column("procedure_code", String(40), nullable=False),
+    Column("receiving_agency_code", String(20), nullable=False),
+    Column("applicant", JSON, nullable=False),
+    Column("form_data", JSON, nullable=False),
+    Column("received_at", UtcDateTime(), nullable=False),
+    Column("due_at", UtcDateTime(), nullable=False),
+    Column("trace_id", String(32), nullable=False),
+)
+
+# Daily receipt numbering per receiving agency: AGENCY-YYMMDD-NNNN.
+receipt_sequences = Table(
+    "intake_receipt_sequence",
+    metadata,
+    Column("agency_code", String(20), primary_key=True),
+    Column("day", String(6), primary_key=True),
+    Column("last_number", Integer, nullable=False),
+)
+
+# One row per Idempotency-Key: a replay returns the same receipt, never a second dossier.
+idempotency_keys = Table(
+    "intake_idempotency_key",
+    metadata,
+    Column("key", String(255), primary_key=True),
+    Column("request_hash", String(64), nullable=False),
+    Column("dossier_code", String(40), nullable=False),
+    Column("created_at", UtcDateTime(), nullable=False),
+)
+
+outbox = outbox_table(metadata, "intake")
+processed_events = inbox_table(metadata, "intake")
+
+
+def make_outbox(topic: str) -> Outbox:
+    return Outbox(outbox, topic)

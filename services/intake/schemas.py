@@ -1,0 +1,80 @@
+"""The public contract of POST/GET /v1/dossiers (rendered in /openapi.json)."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, EmailStr, Field
+
+
+class ApplicantIn(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    personal_id: str = Field(
+        pattern=r"^\d{12}$", description="12-digit personal identification number"
+    )
+    full_name: str = Field(min_length=1, max_length=200)
+    email: EmailStr | None = None
+    phone: str | None = Field(default=None, pattern=r"^\+?\d{9,15}$")
+
+
+class DossierIn(BaseModel):
+    model_config = ConfigDict(
+        extra="forbid",
+        json_schema_extra={
+            "examples": [
+                {
+                    "procedure_code": "LT.KS-TT-BHYT",
+                    "applicant": {
+                        "personal_id": "001090012345",
+                        "full_name": "Nguyễn Thị Lan",
+                        "email": "lan@example.vn",
+                    },
+                    "form_data": {
+                        "child_full_name": "Trần Minh Khôi",
+                        "child_birth_date": "2026-11-01",
+                        "child_gender": "Nam",
+                        "mother_full_name": "Nguyễn Thị Lan",
+                        "residence_address": "Số 12, thôn Đông, xã Tân Phong",
+                    },
+                }
+            ]
+        },
+    )
+
+    procedure_code: str = Field(min_length=1, max_length=40)
+    receiving_agency_code: str | None = Field(
+        default=None, description="One-stop desk that received it; defaults to the procedure's"
+    )
+    applicant: ApplicantIn
+    form_data: dict[str, Any] = Field(default_factory=dict)
+
+
+class StepOut(BaseModel):
+    index: int
+    name: str
+    agency_code: str
+    agency_name: str
+    status: str
+    transfer_id: str
+    attempts: int
+    routed_at: datetime | None
+    delivered_at: datetime | None
+    completed_at: datetime | None
+    due_at: datetime | None
+
+
+class DossierOut(BaseModel):
+    code: str = Field(description="Receipt code AGENCYCODE-YYMMDD-NNNN")
+    procedure_code: str
+    procedure_name: str
+    receiving_agency_code: str
+    status: Literal["received", "processing", "completed"]
+    received_at: datetime
+    due_at: datetime
+    steps: list[StepOut] = Field(default_factory=list)
+    journey_available: bool = Field(
+        default=True, description="False when routing could not be asked just now"
+    )
+    trace_id: str

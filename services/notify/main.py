@@ -1,0 +1,35 @@
+"""Notify: tells citizens what happened to their dossier, and records delivery status."""
+
+from __future__ import annotations
+
+from fastapi import FastAPI
+
+from core.catalogue import load_catalogue
+from core.http import create_app
+from core.kafka import EventConsumer
+from core.runtime import Runtime
+from services.notify import models
+from services.notify.api import router
+from services.notify.notifications import NotificationService
+from services.notify.sender import EmailSender
+from services.notify.settings import NotifySettings
+
+
+def build_app(settings: NotifySettings | None = None) -> FastAPI:
+    settings = settings or NotifySettings()
+    runtime = Runtime(settings, name="notify", metadata=models.metadata)
+    service = NotificationService(runtime.sessions, load_catalogue())
+    consumer = EventConsumer(
+        settings, group_id="notify", handlers=service.handlers, producer=runtime.producer
+    )
+    sender = EmailSender(settings, runtime.engine, runtime.sessions, service)
+    runtime.add_worker("dossier-consumer", consumer.run)
+    runtime.add_worker("email-sender", sender.run)
+    app = create_app(
+        title="Dossier gateway — notify",
+        description="Delivery status of the messages sent to citizens and agencies.",
+        runtime=runtime,
+    )
+    app.state.runtime = runtime
+    app.include_router(router)
+    return app

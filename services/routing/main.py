@@ -1,0 +1,68 @@
+"""Routing: takes submitted dossiers across the agencies of their procedure."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+from fastapi import FastAPI
+from gateway.v1 import routing_pb2, routing_pb2_grpc
+
+from core.calendar import WorkingCalendar
+from core.catalogue import load_catalogue
+from core.grpc import GrpcServer
+from core.http import create_app
+from core.kafka import EventConsumer
+from core.outbox import Outbox
+from core.runtime import Runtime
+from services.routing import models
+from services.routing.api import router
+from services.routing.delivery import DeliveryWorker
+from services.routing.grpc_api import RoutingServicer
+from services.routing.journeys import JourneyService
+from services.routing.settings import RoutingSettings
+
+
+def build_app(settings: RoutingSettings | None = None) -> FastAPI:
+    settings = settings or RoutingSettings()
+    outbox = Outbox(models.outbox, settings.dossier_events_topic)
+    runtime = Runtime(settings, name="routing", metadata=models.metadata, outbox=outbox)
+    catalogue = load_catalogue(variables={"DEMO_AGENCY_BASE_URL": settings.demo_agency_base_url})
+    journeys = JourneyService(runtime.sessions, outbox, catalogue, WorkingCalendar())
+    consumer = EventConsumer(
+        settings,
+        group_id="routing",
+        handlers={"vn.gov.dossier.submitted.v1": journeys.take_in},
+        producer=runtime.producer,
+    )
+    delivery = DeliveryWorker(
+        settings, runtime.engine, runtime.sessions, outbox, catalogue, journeys
+    )
+    runtime.add_worker("dossier-consumer", consumer.run)
+    runtime.add_worker("delivery", delivery.run)
+    servicer = RoutingServicer(runtime.sessions, catalogue)
+    grpc_server = GrpcServer(
+        [lambda server: routing_pb2_grpc.add_RoutingServiceServicer_to_server(servicer, server)],
+        [routing_pb2.DESCRIPTOR.services_by_name["RoutingService"].full_name],
+    )
+
+    @asynccontextmanager
+    async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
+        await runtime.start()
+        await grpc_server.start(settings.http_host, settings.grpc_port)
+        try:
+            yield
+        finally:
+            await grpc_server.stop()
+            await runtime.stop()
+
+    app = create_app(
+        title="Dossier gateway — routing",
+        description="Agency systems report the outcome of the steps delivered to them.",
+        runtime=runtime,
+        lifespan=lifespan,
+    )
+    app.state.runtime = runtime
+    app.state.journeys = journeys
+    app.include_router(router)
+    return app

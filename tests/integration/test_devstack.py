@@ -1,0 +1,81 @@
+"""The devstack launchers start real servers that clients can use, and leave nothing behind."""
+
+from __future__ import annotations
+
+import asyncio
+from pathlib import Path
+
+import asyncpg
+import pytest
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
+
+from devstack.kafka import KafkaBroker
+from devstack.postgres import TEST_DATABASE_URL_ENV, PostgresServer, ensure_postgres
+
+pytestmark = pytest.mark.integration
+
+
+def _gone(pid: int, directory: Path) -> bool:
+    return not Path(f"/proc/{pid}").exists() and not directory.exists()
+
+
+async def test_kafka_broker_serves_produce_and_consume() -> None:
+    broker = KafkaBroker()
+    broker.start()
+    pid = broker.pid
+    assert pid is not None
+    try:
+        broker.create_topics(["devstack.smoke"], partitions=1)
+        broker.create_topics(["devstack.smoke"])  # already there: must not raise
+
+        producer = AIOKafkaProducer(bootstrap_servers=broker.bootstrap_servers)
+        await producer.start()
+        try:
+            await producer.send_and_wait("devstack.smoke", b"hello", key=b"dossier-1")
+        finally:
+            await producer.stop()
+
+        # A consumer group exercises __consumer_offsets, which needs replication factor 1.
+        consumer = AIOKafkaConsumer(
+            "devstack.smoke",
+            bootstrap_servers=broker.bootstrap_servers,
+            group_id="devstack-smoke",
+            auto_offset_reset="earliest",
+        )
+        await consumer.start()
+        try:
+            message = await asyncio.wait_for(consumer.getone(), timeout=30)
+            await consumer.commit()
+        finally:
+            await consumer.stop()
+        assert (message.key, message.value) == (b"dossier-1", b"hello")
+    finally:
+        broker.stop()
+
+    assert _gone(pid, broker.data_dir), "the java process or the temp data dir outlived stop()"
+    assert not broker.is_running()
+
+
+async def test_postgres_server_creates_database_and_answers() -> None:
+    with PostgresServer() as server:
+        pid = server.pid
+        server.create_database("devstack_smoke")
+        server.create_database("devstack_smoke")  # idempotent
+
+        assert server.url("devstack_smoke") == (
+            f"postgresql+asyncpg://gateway@127.0.0.1:{server.port}/devstack_smoke"
+        )
+        conn = await asyncpg.connect(server.dsn("devstack_smoke"))
+        try:
+            assert await conn.fetchval("select 1") == 1
+        finally:
+            await conn.close()
+
+    assert pid is not None
+    assert _gone(pid, server.data_dir), "the postmaster or the temp data dir outlived stop()"
+
+
+def test_ensure_postgres_prefers_the_configured_database(monkeypatch: pytest.MonkeyPatch) -> None:
+    url = "postgresql+asyncpg://gateway:secret@db.example:5432/gateway"
+    monkeypatch.setenv(TEST_DATABASE_URL_ENV, url)
+    assert ensure_postgres() == url

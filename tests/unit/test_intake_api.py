@@ -1,0 +1,175 @@
+"""Intake's HTTP contract on the embedded database: receipts, idempotency, problem details.
+
+Kafka is not running here: the outbox keeps the events, which is what these tests check.
+"""
+
+import re
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from fastapi.testclient import TestClient
+from sqlalchemy import create_engine, text
+
+from services.intake.main import build_app
+from services.intake.settings import IntakeSettings
+
+RECEIPT = re.compile(r"^000\.00\.01\.H22-\d{6}-\d{4}$")
+
+
+def dossier(**overrides: Any) -> dict[str, Any]:
+    body: dict[str, Any] = {
+        "procedure_code": "LT.KS-TT-BHYT",
+        "applicant": {
+            "personal_id": "001090012345",
+            "full_name": "Nguyễn Thị Lan",
+            "email": "lan@example.vn",
+        },
+        "form_data": {
+            "child_full_name": "Trần Minh Khôi",
+            "child_birth_date": "2026-11-01",
+            "child_gender": "Nam",
+            "mother_full_name": "Nguyễn Thị Lan",
+            "residence_address": "Số 12, thôn Đông, xã Tân Phong",
+        },
+    }
+    body.update(overrides)
+    return body
+
+
+@pytest.fixture
+def database(tmp_path: Path) -> Path:
+    return tmp_path / "intake.db"
+
+
+@pytest.fixture
+def client(database: Path) -> Iterator[TestClient]:
+    settings = IntakeSettings(
+        database_url=f"sqlite+aiosqlite:///{database}",
+        kafka_bootstrap_servers="127.0.0.1:1",  # nothing listens: events stay in the outbox
+        routing_grpc_target="127.0.0.1:1",
+        journey_timeout_s=0.2,
+    )
+    with TestClient(build_app(settings), raise_server_exceptions=False) as test_client:
+        yield test_client
+
+
+def outbox_rows(database: Path) -> int:
+    with create_engine(f"sqlite:///{database}").connect() as conn:
+        return int(conn.execute(text("SELECT count(*) FROM intake_outbox")).scalar_one())
+
+
+def assert_problem(response: Any, status: int) -> dict[str, Any]:
+    assert response.status_code == status, response.text
+    assert response.headers["content-type"] == "application/problem+json"
+    body: dict[str, Any] = response.json()
+    assert body["status"] == status
+    assert body["title"]
+    assert body["type"]
+    return body
+
+
+def test_submission_returns_receipt_due_date_and_stages_one_event(
+    client: TestClient, database: Path
+) -> None:
+    response = client.post("/v1/dossiers", json=dossier())
+    assert response.status_code == 201, response.text
+    body = response.json()
+    assert RECEIPT.match(body["code"])
+    assert response.headers["location"] == f"/v1/dossiers/{body['code']}"
+    assert body["status"] == "received"
+    assert body["due_at"] > body["received_at"]
+    # Due at office close in Hà Nội (17:00, UTC+7), rendered as the UTC instant.
+    assert body["due_at"].endswith(("Z", "+00:00"))
+    assert "T10:00:00" in body["due_at"]
+    assert outbox_rows(database) == 1
+
+
+def test_receipt_numbers_follow_each_other(client: TestClient) -> None:
+    first = client.post("/v1/dossiers", json=dossier()).json()["code"]
+    second = client.post("/v1/dossiers", json=dossier()).json()["code"]
+    assert int(second[-4:]) == int(first[-4:]) + 1
+    assert first[:-4] == second[:-4]
+
+
+def test_idempotency_key_replays_the_same_receipt(client: TestClient, database: Path) -> None:
+    headers = {"Idempotency-Key": "desk-7/2026-11-22/42"}
+    first = client.post("/v1/dossiers", json=dossier(), headers=headers)
+    again = client.post("/v1/dossiers", json=dossier(), headers=headers)
+    assert first.status_code == 201
+    assert again.status_code == 200
+    assert again.headers["idempotent-replayed"] == "true"
+    assert again.json()["code"] == first.json()["code"]
+    assert outbox_rows(database) == 1
+
+
+def test_idempotency_key_reused_for_another_dossier_is_refused(client: TestClient) -> None:
+    headers = {"Idempotency-Key": "k-1"}
+    client.post("/v1/dossiers", json=dossier(), headers=headers)
+    other = dossier(applicant={"personal_id": "079203001234", "full_name": "Lê Văn Bình"})
+    body = assert_problem(client.post("/v1/dossiers", json=other, headers=headers), 422)
+    assert body["type"] == "/problems/idempotency-key-reused"
+
+
+@pytest.mark.parametrize(
+    ("payload", "slug"),
+    [
+        (dossier(procedure_code="NO.SUCH"), "unknown-procedure"),
+        (dossier(receiving_agency_code="999.99.99.X00"), "unknown-agency"),
+        (dossier(form_data={"child_full_name": "A"}), "missing-form-fields"),
+        (dossier(applicant={"personal_id": "12345", "full_name": "A"}), "validation-error"),
+        (
+            dossier(applicant={"personal_id": "001090012345", "full_name": "A", "email": "x"}),
+            "validation-error",
+        ),
+        (dossier(unexpected="field"), "validation-error"),
+        ({}, "validation-error"),
+    ],
+)
+def test_invalid_submissions_get_problem_details(
+    client: TestClient, payload: Any, slug: str
+) -> None:
+    body = assert_problem(client.post("/v1/dossiers", json=payload), 422)
+    assert body["type"] == f"/problems/{slug}"
+
+
+def test_missing_fields_are_named(client: TestClient) -> None:
+    body = assert_problem(client.post("/v1/dossiers", json=dossier(form_data={})), 422)
+    assert "residence_address" in body["missing_fields"]
+
+
+def test_malformed_json_is_a_problem_not_a_500(client: TestClient) -> None:
+    response = client.post(
+        "/v1/dossiers", content=b'{"procedure_code": ', headers={"content-type": "application/json"}
+    )
+    assert_problem(response, 422)
+
+
+def test_unknown_dossier_is_404_problem(client: TestClient) -> None:
+    body = assert_problem(client.get("/v1/dossiers/000.00.01.H22-261122-9999"), 404)
+    assert body["type"] == "/problems/dossier-not-found"
+
+
+def test_dossier_is_readable_while_routing_is_unreachable(client: TestClient) -> None:
+    code = client.post("/v1/dossiers", json=dossier()).json()["code"]
+    body = client.get(f"/v1/dossiers/{code}").json()
+    assert body["status"] == "received"
+    assert body["journey_available"] is False
+
+
+def test_not_ready_without_kafka_but_alive(client: TestClient) -> None:
+    assert client.get("/health/live").status_code == 200
+    ready = client.get("/health/ready")
+    assert ready.status_code == 503
+    assert ready.json()["checks"]["database"] == "ok"
+    assert ready.json()["checks"]["kafka"] != "ok"
+
+
+def test_openapi_is_3_1_and_documents_problems(client: TestClient) -> None:
+    spec = client.get("/openapi.json").json()
+    assert spec["openapi"].startswith("3.1")
+    assert (
+        "application/problem+json"
+        in spec["paths"]["/v1/dossiers"]["post"]["responses"]["422"]["content"]
+    )

@@ -1,0 +1,35 @@
+from datetime import UTC, datetime
+from pathlib import Path
+
+import pytest
+from sqlalchemy import Column, Integer, MetaData, Table, select
+
+from core.calendar import VIETNAM
+from core.storage import UtcDateTime, create_engine, create_tables
+
+metadata = MetaData()
+moments = Table(
+    "moments", metadata, Column("id", Integer, primary_key=True), Column("at", UtcDateTime())
+)
+
+
+async def test_an_instant_in_vietnam_time_comes_back_as_the_same_instant(tmp_path: Path) -> None:
+    engine = create_engine(f"sqlite+aiosqlite:///{tmp_path / 't.db'}")
+    await create_tables(engine, metadata)
+    due = datetime(2026, 11, 30, 17, 0, tzinfo=VIETNAM)
+    async with engine.begin() as conn:
+        await conn.execute(moments.insert().values(id=1, at=due))
+        stored = (await conn.execute(select(moments.c.at))).scalar_one()
+    await engine.dispose()
+    assert stored == due
+    assert stored.tzinfo is UTC
+    assert stored.hour == 10
+
+
+async def test_naive_datetimes_are_refused(tmp_path: Path) -> None:
+    engine = create_engine(f"sqlite+aiosqlite:///{tmp_path / 't.db'}")
+    await create_tables(engine, metadata)
+    with pytest.raises(Exception, match="naive datetime"):
+        async with engine.begin() as conn:
+            await conn.execute(moments.insert().values(id=1, at=datetime(2026, 1, 1)))
+    await engine.dispose()
