@@ -7,15 +7,16 @@ operator needs; health and metrics scrapes are not traced at all.
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator, Callable
 from contextlib import AbstractAsyncContextManager
 
-from fastapi import FastAPI
+from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse
 from opentelemetry.instrumentation.fastapi import FastAPIInstrumentor
 from prometheus_client import make_asgi_app
 
-from core.problems import install_problem_handlers
+from core.problems import Problem, install_problem_handlers
 from core.runtime import Runtime
 
 Lifespan = Callable[[FastAPI], AbstractAsyncContextManager[None]]
@@ -30,6 +31,7 @@ def create_app(
         version="1.0.0",
         lifespan=lifespan or runtime_lifespan(runtime),
     )
+    app.state.runtime = runtime
     install_problem_handlers(app)
 
     @app.get("/health/live", tags=["health"], include_in_schema=False)
@@ -50,6 +52,17 @@ def create_app(
         app, excluded_urls="health/,metrics", exclude_spans=["receive", "send"]
     )
     return app
+
+
+async def database_ready(request: Request) -> None:
+    """Route dependency: answer 503 instead of failing while the schema is being created."""
+    runtime: Runtime = request.app.state.runtime
+    if runtime.schema_ready.is_set():
+        return
+    try:
+        await asyncio.wait_for(runtime.schema_ready.wait(), runtime.settings.schema_wait_s)
+    except TimeoutError:
+        raise Problem(503, "service-unavailable", "Service temporarily unavailable") from None
 
 
 def runtime_lifespan(runtime: Runtime) -> Lifespan:

@@ -8,6 +8,7 @@ from typing import Any
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
+from sqlalchemy.exc import InterfaceError, OperationalError
 from starlette.exceptions import HTTPException
 
 log = logging.getLogger(__name__)
@@ -70,6 +71,16 @@ async def _on_http(request: Request, exc: Exception) -> JSONResponse:
     return problem_response(request, exc.status_code, "about:blank", str(exc.detail))
 
 
+async def _on_unavailable(request: Request, exc: Exception) -> JSONResponse:
+    # The database is away: a client may retry; this is not a fault in its request.
+    log.warning("database unavailable on %s %s: %r", request.method, request.url.path, exc)
+    response = problem_response(
+        request, 503, "/problems/service-unavailable", "Service temporarily unavailable"
+    )
+    response.headers["Retry-After"] = "5"
+    return response
+
+
 async def _on_unexpected(request: Request, exc: Exception) -> JSONResponse:
     log.exception("unhandled error on %s %s", request.method, request.url.path)
     return problem_response(request, 500, "about:blank", "Internal Server Error")
@@ -79,6 +90,8 @@ def install_problem_handlers(app: FastAPI) -> None:
     app.add_exception_handler(Problem, _on_problem)
     app.add_exception_handler(RequestValidationError, _on_validation)
     app.add_exception_handler(HTTPException, _on_http)
+    app.add_exception_handler(OperationalError, _on_unavailable)
+    app.add_exception_handler(InterfaceError, _on_unavailable)
     app.add_exception_handler(Exception, _on_unexpected)
 
 

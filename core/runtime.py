@@ -37,6 +37,7 @@ class Runtime:
         self.producer = EventProducer(settings)
         self._workers: list[tuple[str, Worker]] = []
         self._tasks: list[asyncio.Task[None]] = []
+        self.schema_ready = asyncio.Event()
         if outbox is not None:
             relay = OutboxRelay(
                 self.engine,
@@ -55,7 +56,9 @@ class Runtime:
     async def start(self) -> None:
         configure_logging(self.settings.log_level)
         configure_tracing(self.name)
-        await self._retry("database", lambda: create_tables(self.engine, self.metadata))
+        # Nothing here waits for the database or Kafka: the process is live at once and
+        # becomes ready when both answer; workers retry until then.
+        self._tasks.append(asyncio.create_task(self._prepare_database(), name="database"))
         self._tasks.append(asyncio.create_task(self._connect_producer(), name="kafka-producer"))
         for name, worker in self._workers:
             self._tasks.append(asyncio.create_task(self._supervise(name, worker), name=name))
@@ -73,9 +76,18 @@ class Runtime:
     async def readiness(self) -> dict[str, str]:
         """Each dependency's state; the service is ready only when all say ok."""
         return {
-            "database": await _check(ping(self.engine)),
+            "database": await _check(self._database_check()),
             "kafka": await _check(self.producer.check()),
         }
+
+    async def _database_check(self) -> None:
+        if not self.schema_ready.is_set():
+            raise ConnectionError("schema not created yet")
+        await ping(self.engine)
+
+    async def _prepare_database(self) -> None:
+        await self._retry("database", lambda: create_tables(self.engine, self.metadata))
+        self.schema_ready.set()
 
     async def _connect_producer(self) -> None:
         await self._retry("kafka", self.producer.start)
@@ -92,6 +104,7 @@ class Runtime:
                 delay = min(delay * 2, 5.0)
 
     async def _supervise(self, name: str, worker: Worker) -> None:
+        await self.schema_ready.wait()
         delay = 0.5
         while True:
             try:

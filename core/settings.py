@@ -30,6 +30,8 @@ class ServiceSettings(BaseSettings):
     kafka_linger_ms: int = 5
     consumer_max_records: int = 500
     log_level: str = "INFO"
+    # How long a request waits for the schema at start-up before answering 503.
+    schema_wait_s: float = 5.0
 
     @property
     def dead_letter_topic(self) -> str:

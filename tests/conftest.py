@@ -10,9 +10,9 @@ from pathlib import Path
 import pytest
 
 from devstack.kafka import KafkaBroker
+from devstack.otlp_sink import SpanCollector
 from devstack.postgres import ensure_postgres
 from devstack.stack import Ports, Stack
-from tests.support.otlp import SpanCollector
 
 TOPIC = "dossier.events"
 

@@ -5,11 +5,11 @@ from __future__ import annotations
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
-from fastapi import FastAPI
+from fastapi import Depends, FastAPI
 
 from core.calendar import WorkingCalendar
 from core.catalogue import load_catalogue
-from core.http import create_app
+from core.http import create_app, database_ready
 from core.runtime import Runtime
 from services.intake import models
 from services.intake.api import router
@@ -40,8 +40,7 @@ def build_app(settings: IntakeSettings | None = None) -> FastAPI:
         runtime=runtime,
         lifespan=lifespan,
     )
-    app.state.runtime = runtime
     app.state.catalogue = catalogue
     app.state.registry = DossierRegistry(runtime.sessions, outbox, catalogue, WorkingCalendar())
-    app.include_router(router)
+    app.include_router(router, dependencies=[Depends(database_ready)])
     return app

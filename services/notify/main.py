@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
-from fastapi import FastAPI
+from fastapi import Depends, FastAPI
 
 from core.catalogue import load_catalogue
-from core.http import create_app
+from core.http import create_app, database_ready
 from core.kafka import EventConsumer
 from core.runtime import Runtime
 from services.notify import models
@@ -30,6 +30,5 @@ def build_app(settings: NotifySettings | None = None) -> FastAPI:
         description="Delivery status of the messages sent to citizens and agencies.",
         runtime=runtime,
     )
-    app.state.runtime = runtime
-    app.include_router(router)
+    app.include_router(router, dependencies=[Depends(database_ready)])
     return app

@@ -5,13 +5,13 @@ from __future__ import annotations
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
-from fastapi import FastAPI
+from fastapi import Depends, FastAPI
 from gateway.v1 import routing_pb2, routing_pb2_grpc
 
 from core.calendar import WorkingCalendar
 from core.catalogue import load_catalogue
 from core.grpc import GrpcServer
-from core.http import create_app
+from core.http import create_app, database_ready
 from core.kafka import EventConsumer
 from core.outbox import Outbox
 from core.runtime import Runtime
@@ -62,7 +62,6 @@ def build_app(settings: RoutingSettings | None = None) -> FastAPI:
         runtime=runtime,
         lifespan=lifespan,
     )
-    app.state.runtime = runtime
     app.state.journeys = journeys
-    app.include_router(router)
+    app.include_router(router, dependencies=[Depends(database_ready)])
     return app

@@ -6,6 +6,7 @@ from collections import Counter
 
 from opentelemetry.trace import SpanKind
 
+from devstack.otlp_sink import SpanCollector
 from devstack.stack import Stack
 from tests.support.flows import (
     agency_transfers,
@@ -15,7 +16,6 @@ from tests.support.flows import (
     submit,
     wait_completed,
 )
-from tests.support.otlp import SpanCollector
 
 AGENCIES = ["000.21.31.H22", "000.22.31.H22", "000.23.05.H22"]
 # OTLP's SpanKind numbering is the API's plus one (0 is UNSPECIFIED).

@@ -4,6 +4,7 @@ Kafka is not running here: the outbox keeps the events, which is what these test
 """
 
 import re
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -160,9 +161,11 @@ def test_dossier_is_readable_while_routing_is_unreachable(client: TestClient) ->
 
 def test_not_ready_without_kafka_but_alive(client: TestClient) -> None:
     assert client.get("/health/live").status_code == 200
-    ready = client.get("/health/ready")
+    deadline = time.monotonic() + 10
+    while (ready := client.get("/health/ready")).json()["checks"]["database"] != "ok":
+        assert time.monotonic() < deadline, ready.json()
+        time.sleep(0.05)
     assert ready.status_code == 503
-    assert ready.json()["checks"]["database"] == "ok"
     assert ready.json()["checks"]["kafka"] != "ok"
 
 
@@ -173,3 +176,21 @@ def test_openapi_is_3_1_and_documents_problems(client: TestClient) -> None:
         "application/problem+json"
         in spec["paths"]["/v1/dossiers"]["post"]["responses"]["422"]["content"]
     )
+
+
+def test_database_down_is_alive_not_ready_and_requests_get_503(tmp_path: Path) -> None:
+    settings = IntakeSettings(
+        # Nothing listens on port 1: the database is unreachable for this whole test.
+        database_url="postgresql+asyncpg://gateway@127.0.0.1:1/gateway",
+        kafka_bootstrap_servers="127.0.0.1:1",
+        routing_grpc_target="127.0.0.1:1",
+        schema_wait_s=0.2,
+    )
+    with TestClient(build_app(settings), raise_server_exceptions=False) as client:
+        assert client.get("/health/live").status_code == 200
+        ready = client.get("/health/ready")
+        assert ready.status_code == 503
+        assert ready.json()["checks"]["database"] != "ok"
+        response = client.post("/v1/dossiers", json=dossier())
+        body = assert_problem(response, 503)
+        assert body["type"] == "/problems/service-unavailable"

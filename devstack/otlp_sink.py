@@ -1,5 +1,5 @@
-"""An OTLP/gRPC trace receiver for tests: the services export to it exactly as they would to
-a collector or Jaeger, and the tests read back the spans they sent."""
+"""An OTLP/gRPC trace receiver: the services export to it exactly as they would to a
+collector or Jaeger; tests read back the spans, the benchmark counts them."""
 
 from __future__ import annotations
 
@@ -27,7 +27,7 @@ class SpanCollector(trace_service_pb2_grpc.TraceServiceServicer):
         self._lock = threading.Lock()
         self._spans: list[ReceivedSpan] = []
         self._server = grpc.server(futures.ThreadPoolExecutor(max_workers=4))
-        trace_service_pb2_grpc.add_TraceServiceServicer_to_server(self, self._server)
+        trace_service_pb2_grpc.add_TraceServiceServicer_to_server(self, self._server)  # type: ignore[no-untyped-call]
         self.port = self._server.add_insecure_port("127.0.0.1:0")
 
     def start(self) -> None:

@@ -1,0 +1,233 @@
+"""`make bench`: dossiers per second and submit->delivered latency of the whole gateway
+(durable: PostgreSQL, outbox, Kafka acks=all; traced: every span exported over OTLP),
+then of a bare pipeline with the same payload, measured in the same run on this machine.
+
+    python -m devstack.bench [--dossiers 2000] [--concurrency 64]
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import dataclass
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+import httpx
+
+from devstack._process import free_ports
+from devstack.kafka import KafkaBroker
+from devstack.otlp_sink import SpanCollector
+from devstack.postgres import PostgresServer
+from devstack.stack import REPO, Ports, Stack
+
+AGENCY = "000.21.31.H22"  # the one step of procedure HT.KS (birth registration)
+
+
+def payload(i: int) -> dict[str, Any]:
+    return {
+        "procedure_code": "HT.KS",
+        "applicant": {
+            "personal_id": f"0010900{i % 100000:05d}",
+            "full_name": "Nguyễn Thị Lan",
+            "email": f"bench{i}@example.vn",
+        },
+        "form_data": {
+            "child_full_name": "Trần Minh Khôi",
+            "child_birth_date": "2026-11-01",
+            "child_gender": "Nam",
+            "mother_full_name": "Nguyễn Thị Lan",
+        },
+    }
+
+
+@dataclass
+class Result:
+    name: str
+    submitted: int
+    submit_seconds: float
+    delivered: int
+    end_to_end_seconds: float
+    latencies_ms: list[float]
+
+    def lines(self) -> list[str]:
+        lat = sorted(self.latencies_ms)
+        p50 = statistics.median(lat) if lat else float("nan")
+        p99 = lat[min(len(lat) - 1, int(len(lat) * 0.99))] if lat else float("nan")
+        return [
+            f"{self.name}",
+            f"  submitted         {self.submitted} in {self.submit_seconds:.2f} s "
+            f"= {self.submitted / self.submit_seconds:.0f} dossiers/s accepted",
+            f"  delivered         {self.delivered} in {self.end_to_end_seconds:.2f} s "
+            f"= {self.delivered / self.end_to_end_seconds:.0f} dossiers/s end to end",
+            f"  submit->delivered p50 {p50:.0f} ms   p99 {p99:.0f} ms",
+        ]
+
+
+async def drive(
+    intake_url: str, sandbox_url: str, agency: str, n: int, concurrency: int, name: str
+) -> Result:
+    sent_at: dict[str, float] = {}
+    queue: asyncio.Queue[int] = asyncio.Queue()
+    for i in range(n):
+        queue.put_nowait(i)
+    limits = httpx.Limits(max_connections=concurrency, max_keepalive_connections=concurrency)
+    async with httpx.AsyncClient(timeout=30, limits=limits) as client:
+
+        async def worker() -> None:
+            while not queue.empty():
+                i = queue.get_nowait()
+                started = time.time()
+                response = await client.post(f"{intake_url}/v1/dossiers", json=payload(i))
+                response.raise_for_status()
+                sent_at[response.json()["code"]] = started
+
+        began = time.time()
+        await asyncio.gather(*(worker() for _ in range(concurrency)))
+        submit_seconds = time.time() - began
+        received = await _wait_delivered(
+            client, f"{sandbox_url}/agencies/{agency}/transfers", sent_at
+        )
+    last = max(received.values(), default=began)
+    latencies = [(received[c] - sent_at[c]) * 1000 for c in received]
+    return Result(name, n, submit_seconds, len(received), last - began, latencies)
+
+
+async def _wait_delivered(
+    client: httpx.AsyncClient, url: str, sent_at: dict[str, float]
+) -> dict[str, float]:
+    deadline = time.time() + 300
+    received: dict[str, float] = {}
+    while time.time() < deadline:
+        transfers = (await client.get(url)).json()
+        received = {
+            t["dossier_code"]: datetime.fromisoformat(t["first_received_at"]).timestamp()
+            for t in transfers
+            if t["dossier_code"] in sent_at
+        }
+        if len(received) == len(sent_at):
+            break
+        await asyncio.sleep(0.5)
+    return received
+
+
+def bench_stack(kafka: KafkaBroker, database_url: str, var_dir: Path, n: int, c: int) -> Result:
+    sink = SpanCollector()
+    sink.start()
+    stack = Stack(
+        kafka_bootstrap=kafka.bootstrap_servers,
+        var_dir=var_dir,
+        ports=Ports.free(),
+        database_url=database_url,
+        env={
+            "OTEL_EXPORTER_OTLP_ENDPOINT": sink.endpoint,
+            "OTEL_EXPORTER_OTLP_INSECURE": "true",
+            "LOG_LEVEL": "WARNING",
+            "SANDBOX_LOG_LEVEL": "WARNING",
+            "SANDBOX_AGENCY_DELAY_S": "0.05",
+        },
+    )
+    try:
+        stack.start()
+        asyncio.run(drive(stack.url("intake"), stack.url("sandbox"), AGENCY, 50, 8, "warm-up"))
+        result = asyncio.run(
+            drive(
+                stack.url("intake"), stack.url("sandbox"), AGENCY, n, c, "gateway (durable, traced)"
+            )
+        )
+        time.sleep(2)
+        result.name += f" — {len(sink.spans())} spans exported"
+        return result
+    finally:
+        stack.stop()
+        sink.stop()
+
+
+def bench_bare(kafka: KafkaBroker, var_dir: Path, n: int, c: int) -> Result:
+    api_port, sandbox_port = free_ports(2)
+    topic = f"bench.bare.{int(time.time())}"
+    kafka.create_topics([topic])
+    sandbox_url = f"http://127.0.0.1:{sandbox_port}"
+    stack = Stack(
+        kafka_bootstrap=kafka.bootstrap_servers,
+        var_dir=var_dir,
+        ports=Ports(sandbox=sandbox_port, sandbox_smtp=free_ports(1)[0]),
+        env={"SANDBOX_LOG_LEVEL": "WARNING"},
+    )
+    processes: list[subprocess.Popen[bytes]] = []
+    try:
+        stack.start_service("sandbox")
+        stack.wait_ready("sandbox")
+        # The bare pipeline never reports outcomes: keep the sandbox from calling back.
+        httpx.put(
+            f"{sandbox_url}/agencies/bench/behaviour", json={"fail_next": 0, "delay_s": 86400}
+        )
+        for args in (
+            ["api", str(api_port), kafka.bootstrap_servers, topic],
+            [
+                "forwarder",
+                kafka.bootstrap_servers,
+                topic,
+                f"{sandbox_url}/agencies/bench/transfers",
+            ],
+        ):
+            processes.append(
+                subprocess.Popen([sys.executable, "-m", "devstack.bench_bare", *args], cwd=REPO)
+            )
+        _wait_http(f"http://127.0.0.1:{api_port}/docs")
+        url = f"http://127.0.0.1:{api_port}"
+        asyncio.run(drive(url, sandbox_url, "bench", 50, 8, "warm-up"))
+        return asyncio.run(
+            drive(url, sandbox_url, "bench", n, c, "bare pipeline (no outbox, no tracing)")
+        )
+    finally:
+        for process in processes:
+            process.terminate()
+            process.wait(10)
+        stack.stop()
+
+
+def _wait_http(url: str, timeout: float = 30) -> None:
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        try:
+            if httpx.get(url, timeout=1).status_code == 200:
+                return
+        except httpx.HTTPError:
+            pass
+        time.sleep(0.2)
+    raise TimeoutError(url)
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--dossiers", type=int, default=2000)
+    parser.add_argument("--concurrency", type=int, default=64)
+    args = parser.parse_args()
+    with (
+        tempfile.TemporaryDirectory(prefix="bench-") as tmp,
+        KafkaBroker() as kafka,
+        PostgresServer() as pg,
+    ):
+        var_dir = Path(tmp)
+        results = [
+            bench_stack(kafka, pg.url(), var_dir, args.dossiers, args.concurrency),
+            bench_bare(kafka, var_dir, args.dossiers, args.concurrency),
+        ]
+    print(
+        f"\n{args.dossiers} dossiers, {args.concurrency} concurrent clients, one machine "
+        "(load generator, Kafka, PostgreSQL and services share its cores)"
+    )
+    for result in results:
+        print("\n".join(result.lines()))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
