@@ -9,7 +9,6 @@ between send and delete republishes the batch: consumers de-duplicate by event i
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 from datetime import UTC, datetime
 
@@ -21,6 +20,7 @@ from core.events import Event, to_kafka
 from core.kafka import TRANSIENT_ERRORS, EventProducer, OutboundRecord
 from core.storage import BigId, UtcDateTime, supports_skip_locked
 from core.telemetry import current_carrier
+from core.wakeup import wait_for_work
 
 log = logging.getLogger(__name__)
 
@@ -46,8 +46,16 @@ class Outbox:
         self.default_topic = default_topic
         self.wakeup = asyncio.Event()
 
-    async def put(self, session: AsyncSession, event: Event, topic: str | None = None) -> None:
-        """Stage an event in the caller's transaction; the relay is woken after commit."""
+    async def put(
+        self,
+        session: AsyncSession,
+        event: Event,
+        topic: str | None = None,
+        trace: dict[str, str] | None = None,
+    ) -> None:
+        """Stage an event in the caller's transaction; the relay is woken after commit.
+
+        The event continues the active trace, or `trace` (a W3C carrier) when given."""
         key, value, headers = to_kafka(event)
         await session.execute(
             self.table.insert().values(
@@ -55,7 +63,7 @@ class Outbox:
                 key=key,
                 value=value,
                 headers={k: v.decode() for k, v in headers.items()},
-                trace=current_carrier(),
+                trace=current_carrier() if trace is None else trace,
                 created_at=datetime.now(UTC),
             )
         )
@@ -96,8 +104,7 @@ class OutboxRelay:
                 continue
             if published >= self._batch_size:
                 continue  # more rows are probably waiting
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._outbox.wakeup.wait(), self._poll_interval_s)
+            await wait_for_work(self._outbox.wakeup, self._poll_interval_s)
 
     async def publish_batch(self) -> int:
         """Publish up to one batch; returns how many events were published."""

@@ -32,7 +32,7 @@ class Runtime:
         self.name = name
         self.metadata = metadata
         self.outbox = outbox
-        self.engine = create_engine(settings.database_url)
+        self.engine = create_engine(settings.database_url, settings.database_pool_size)
         self.sessions = session_factory(self.engine)
         self.producer = EventProducer(settings)
         self._workers: list[tuple[str, Worker]] = []

@@ -14,6 +14,7 @@ class ServiceSettings(BaseSettings):
 
     # SQLite is the embedded default for `make run`; PostgreSQL for real deployments.
     database_url: str = "sqlite+aiosqlite:///var/gateway.db"
+    database_pool_size: int = 10
     kafka_bootstrap_servers: str = "127.0.0.1:9092"
     # Every dossier lifecycle event, keyed by dossier code so a dossier's events stay ordered.
     dossier_events_topic: str = "dossier.events"

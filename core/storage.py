@@ -43,7 +43,7 @@ class UtcDateTime(TypeDecorator[datetime]):
 BigId = BigInteger().with_variant(Integer(), "sqlite")
 
 
-def create_engine(database_url: str) -> AsyncEngine:
+def create_engine(database_url: str, pool_size: int = 10) -> AsyncEngine:
     url = make_url(database_url)
     if url.get_backend_name() == "sqlite":
         if url.database and url.database != ":memory:":
@@ -51,7 +51,10 @@ def create_engine(database_url: str) -> AsyncEngine:
         engine = _create_async_engine(url, connect_args={"timeout": 30})
         event.listen(engine.sync_engine, "connect", _sqlite_pragmas)
         return engine
-    return _create_async_engine(url, pool_size=10, max_overflow=10, pool_pre_ping=True)
+    # A fixed pool: a burst waits for a connection instead of forking new PostgreSQL
+    # backends that are closed again right after. No pre-ping round trip per checkout: a
+    # broken connection fails its transaction, which the callers retry.
+    return _create_async_engine(url, pool_size=pool_size, max_overflow=0, pool_recycle=1800)
 
 
 def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:

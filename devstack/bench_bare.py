@@ -25,22 +25,23 @@ from services.intake.schemas import DossierIn
 
 
 def api(port: int, bootstrap: str, topic: str) -> None:
-    producer = AIOKafkaProducer(bootstrap_servers=bootstrap, linger_ms=5)
+    producers: list[AIOKafkaProducer] = []
 
     @asynccontextmanager
     async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
-        await producer.start()
+        producers.append(AIOKafkaProducer(bootstrap_servers=bootstrap, linger_ms=5))
+        await producers[0].start()
         yield
-        await producer.stop()
+        await producers[0].stop()
 
     app = FastAPI(lifespan=lifespan)
 
     @app.post("/v1/dossiers", status_code=201)
     async def submit(body: DossierIn) -> dict[str, str]:
         code = str(uuid.uuid4())
-        payload = {"code": code, **body.model_dump(mode="json")}
+        payload = {"code": code, **body.model_dump(mode="json", exclude_none=True)}
         # Enqueued, not awaited: the bare pipeline trades durability for speed.
-        await producer.send(topic, json.dumps(payload).encode(), key=code.encode())
+        await producers[0].send(topic, json.dumps(payload).encode(), key=code.encode())
         return {"code": code}
 
     uvicorn.run(
@@ -74,7 +75,7 @@ async def forwarder(bootstrap: str, topic: str, agency_url: str) -> None:
 
 
 async def _post(client: httpx.AsyncClient, url: str, dossier: dict[str, Any]) -> None:
-    await client.post(
+    response = await client.post(
         url,
         json={
             "transfer_id": dossier["code"],
@@ -83,6 +84,8 @@ async def _post(client: httpx.AsyncClient, url: str, dossier: dict[str, Any]) ->
             "outcome_url": "http://127.0.0.1:9/unused",
         },
     )
+    if not response.is_success:
+        print(f"bare forwarder: agency answered {response.status_code}", file=sys.stderr)
 
 
 if __name__ == "__main__":

@@ -57,8 +57,16 @@ class AppServer:
         if self._task is not None:
             await asyncio.shield(self._task)
 
+    async def _serve(self) -> None:
+        try:
+            await self._server.serve(sockets=[self._sock])
+        except SystemExit as exc:
+            # uvicorn exits the process when the app's startup fails (say, the SMTP port is
+            # taken); as a plain error it reaches whoever started us, and tests see it too.
+            raise RuntimeError(f"the HTTP server failed to start (exit {exc.code})") from None
+
     async def __aenter__(self) -> AppServer:
-        self._task = asyncio.create_task(self._server.serve(sockets=[self._sock]))
+        self._task = asyncio.create_task(self._serve())
         while not self._server.started:
             if self._task.done():
                 self._sock.close()

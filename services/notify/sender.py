@@ -7,10 +7,10 @@ resend after a crash mid-send can be recognised by the receiving side.
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import logging
 import random
+from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from email.message import EmailMessage
 from email.utils import make_msgid
@@ -23,6 +23,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
 from core.leases import claim_due
 from core.telemetry import context_from_carrier
+from core.wakeup import wait_for_work
 from services.notify.models import notifications
 from services.notify.notifications import NotificationService
 from services.notify.settings import NotifySettings
@@ -43,30 +44,56 @@ class EmailSender:
         self._engine = engine
         self._sessions = sessions
         self._wakeup = service.waiting
+        # One connection kept open across messages: a handshake per message (connect, EHLO,
+        # STARTTLS, AUTH, QUIT) would cost more than the message itself.
+        self._smtp: aiosmtplib.SMTP | None = None
 
     async def run(self) -> None:
-        while True:
-            self._wakeup.clear()
-            claimed = await claim_due(
-                self._engine,
-                self._sessions,
-                notifications,
-                key=notifications.c.id,
-                status=notifications.c.status,
-                claimable=["created", "sending", "temporary-failure"],
-                due=notifications.c.next_attempt_at,
-                attempts=notifications.c.attempts,
-                lease_s=self._settings.send_lease_s,
-                limit=self._settings.send_batch_size,
-                claimed_status="sending",
-            )
-            if claimed:
-                await asyncio.gather(*(self._send(row) for row in claimed))
-                continue
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._wakeup.wait(), self._settings.send_poll_interval_s)
+        try:
+            while True:
+                self._wakeup.clear()
+                claimed = await claim_due(
+                    self._engine,
+                    self._sessions,
+                    notifications,
+                    key=notifications.c.id,
+                    status=notifications.c.status,
+                    claimable=["created", "sending", "temporary-failure"],
+                    due=notifications.c.next_attempt_at,
+                    attempts=notifications.c.attempts,
+                    lease_s=self._settings.send_lease_s,
+                    limit=self._settings.send_batch_size,
+                    claimed_status="sending",
+                )
+                if claimed:
+                    await self._record([await self._send(row) for row in claimed])
+                    continue
+                await wait_for_work(self._wakeup, self._settings.send_poll_interval_s)
+        finally:
+            await self._disconnect()
 
-    async def _send(self, row: Any) -> None:
+    async def _connection(self) -> aiosmtplib.SMTP:
+        if self._smtp is None or not self._smtp.is_connected:
+            settings = self._settings
+            smtp = aiosmtplib.SMTP(
+                hostname=settings.smtp_host,
+                port=settings.smtp_port,
+                start_tls=settings.smtp_starttls,
+                timeout=settings.smtp_timeout_s,
+            )
+            await smtp.connect()
+            if settings.smtp_username:
+                await smtp.login(settings.smtp_username, settings.smtp_password or "")
+            self._smtp = smtp
+        return self._smtp
+
+    async def _disconnect(self) -> None:
+        smtp, self._smtp = self._smtp, None
+        if smtp is not None and smtp.is_connected:
+            with contextlib.suppress(aiosmtplib.SMTPException, OSError):
+                await smtp.quit()
+
+    async def _send(self, row: Any) -> Outcome:
         with tracer.start_as_current_span(
             "smtp send",
             context=context_from_carrier(row.trace),
@@ -80,23 +107,17 @@ class EmailSender:
             },
         ):
             try:
-                await aiosmtplib.send(
-                    self._message(row),
-                    hostname=self._settings.smtp_host,
-                    port=self._settings.smtp_port,
-                    start_tls=self._settings.smtp_starttls,
-                    username=self._settings.smtp_username,
-                    password=self._settings.smtp_password,
-                    timeout=self._settings.smtp_timeout_s,
-                )
+                smtp = await self._connection()
+                await smtp.send_message(self._message(row))
+            except aiosmtplib.SMTPRecipientsRefused as exc:
+                permanent = all(500 <= r.code < 600 for r in exc.recipients)
+                return Outcome(row, "; ".join(str(r) for r in exc.recipients), permanent)
             except aiosmtplib.SMTPResponseException as exc:
-                permanent = 500 <= exc.code < 600
-                await self._failed(row, f"SMTP {exc.code} {exc.message}", permanent=permanent)
-                return
+                return Outcome(row, f"SMTP {exc.code} {exc.message}", 500 <= exc.code < 600)
             except (aiosmtplib.SMTPException, OSError, TimeoutError) as exc:
-                await self._failed(row, f"{type(exc).__name__}: {exc}", permanent=False)
-                return
-            await self._set(row, status="delivered", sent_at=datetime.now(UTC), reason=None)
+                await self._disconnect()  # the connection is in an unknown state
+                return Outcome(row, f"{type(exc).__name__}: {exc}", permanent=False)
+            return Outcome(row, None, permanent=False)
 
     def _message(self, row: Any) -> EmailMessage:
         message = EmailMessage()
@@ -109,27 +130,39 @@ class EmailSender:
         message.set_content(row.body)
         return message
 
-    async def _failed(self, row: Any, reason: str, *, permanent: bool) -> None:
-        settings = self._settings
-        age = (datetime.now(UTC) - row.created_at).total_seconds()
-        if not permanent and age < settings.retry_for_s:
-            backoff = min(
-                settings.retry_backoff_base_s * 2 ** (row.attempts), settings.retry_backoff_max_s
-            )
-            log.warning("notification %s: temporary failure (%s)", row.id, reason)
-            await self._set(
-                row,
-                status="temporary-failure",
-                reason=reason,
-                next_attempt_at=datetime.now(UTC)
-                + timedelta(seconds=random.uniform(backoff / 2, backoff)),
-            )
-            return
-        log.error("notification %s: permanent failure (%s)", row.id, reason)
-        await self._set(row, status="permanent-failure", reason=reason)
-
-    async def _set(self, row: Any, **values: Any) -> None:
+    async def _record(self, outcomes: list[Outcome]) -> None:
+        """The statuses of a whole batch in one transaction."""
+        now = datetime.now(UTC)
         async with self._sessions.begin() as session:
-            await session.execute(
-                notifications.update().where(notifications.c.id == row.id).values(**values)
+            for outcome in outcomes:
+                await session.execute(
+                    notifications.update()
+                    .where(notifications.c.id == outcome.row.id)
+                    .values(**self._status(outcome, now))
+                )
+
+    def _status(self, outcome: Outcome, now: datetime) -> dict[str, Any]:
+        row, settings = outcome.row, self._settings
+        if outcome.reason is None:
+            return {"status": "delivered", "sent_at": now, "reason": None}
+        age = (now - row.created_at).total_seconds()
+        if not outcome.permanent and age < settings.retry_for_s:
+            backoff = min(
+                settings.retry_backoff_base_s * 2**row.attempts, settings.retry_backoff_max_s
             )
+            log.warning("notification %s: temporary failure (%s)", row.id, outcome.reason)
+            return {
+                "status": "temporary-failure",
+                "reason": outcome.reason,
+                "next_attempt_at": now + timedelta(seconds=random.uniform(backoff / 2, backoff)),
+            }
+        log.error("notification %s: permanent failure (%s)", row.id, outcome.reason)
+        return {"status": "permanent-failure", "reason": outcome.reason}
+
+
+@dataclass(frozen=True)
+class Outcome:
+    row: Any
+    # None when the server accepted the message.
+    reason: str | None
+    permanent: bool

@@ -9,9 +9,9 @@ the same transfer id, which the agency uses to de-duplicate.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import random
+from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -27,7 +27,8 @@ from core.catalogue import Catalogue
 from core.events import new_event
 from core.leases import claim_due
 from core.outbox import Outbox
-from core.telemetry import context_from_carrier
+from core.telemetry import context_from_carrier, current_carrier
+from core.wakeup import wait_for_work
 from services.routing.journeys import SOURCE, JourneyService, timestamp
 from services.routing.models import journeys, transfers
 from services.routing.settings import RoutingSettings
@@ -60,12 +61,12 @@ class DeliveryWorker:
                 self._wakeup.clear()
                 claimed = await self._claim()
                 if claimed:
-                    await asyncio.gather(*(self._deliver(client, *item) for item in claimed))
-                    continue
-                with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(
-                        self._wakeup.wait(), self._settings.delivery_poll_interval_s
+                    attempts = await asyncio.gather(
+                        *(self._deliver(client, *item) for item in claimed)
                     )
+                    await self._record(list(attempts))
+                    continue
+                await wait_for_work(self._wakeup, self._settings.delivery_poll_interval_s)
 
     async def _claim(self) -> list[tuple[Any, bytes]]:
         rows = await claim_due(
@@ -90,9 +91,9 @@ class DeliveryWorker:
             dossiers = {code: blob for code, blob in found}
         return [(row, dossiers[row.dossier_code]) for row in rows]
 
-    async def _deliver(self, client: httpx.AsyncClient, row: Any, dossier: bytes) -> None:
+    async def _deliver(self, client: httpx.AsyncClient, row: Any, dossier: bytes) -> Attempt:
         agency = self._catalogue.agency(row.agency_code)
-        attempt = row.attempts + 1
+        number = row.attempts + 1
         with tracer.start_as_current_span(
             "transfer deliver",
             context=context_from_carrier(row.trace),
@@ -100,9 +101,10 @@ class DeliveryWorker:
                 "dossier.code": row.dossier_code,
                 "agency.code": agency.code,
                 "transfer.id": row.transfer_id,
-                "transfer.attempt": attempt,
+                "transfer.attempt": number,
             },
         ):
+            attempt = Attempt(row=row, number=number, trace=current_carrier())
             try:
                 response = await client.post(
                     agency.url,
@@ -110,13 +112,12 @@ class DeliveryWorker:
                     headers={"Idempotency-Key": row.transfer_id},
                 )
             except httpx.TransportError as exc:
-                await self._failed(row, attempt, f"{type(exc).__name__}: {exc}", retry=True)
-                return
-            if response.is_success:
-                await self._delivered(row, attempt)
-            else:
-                retry = response.status_code == 429 or response.status_code >= 500
-                await self._failed(row, attempt, f"HTTP {response.status_code}", retry=retry)
+                attempt.error = f"{type(exc).__name__}: {exc}"
+                return attempt
+            if not response.is_success:
+                attempt.error = f"HTTP {response.status_code}"
+                attempt.retryable = response.status_code == 429 or response.status_code >= 500
+            return attempt
 
     def _payload(self, row: Any, blob: bytes) -> dict[str, Any]:
         dossier = dossier_pb2.Dossier()
@@ -133,50 +134,70 @@ class DeliveryWorker:
             "outcome_url": f"{self._settings.public_url}/v1/transfers/{row.transfer_id}/outcome",
         }
 
-    async def _delivered(self, row: Any, attempt: int) -> None:
+    async def _record(self, attempts: list[Attempt]) -> None:
+        """Every attempt of a batch in one transaction: one commit, not one per transfer."""
         now = datetime.now(UTC)
         async with self._sessions.begin() as session:
-            # The agency may already have reported the step done: then only note the time.
-            result = await session.execute(
-                transfers.update()
-                .where(transfers.c.transfer_id == row.transfer_id, transfers.c.status == "pending")
-                .values(status="delivered", delivered_at=now, last_error=None)
-            )
-            if result.rowcount:  # type: ignore[attr-defined]
-                delivered = events_pb2.DossierDelivered(
-                    dossier_code=row.dossier_code,
-                    step_index=row.step_index,
-                    agency_code=row.agency_code,
-                    transfer_id=row.transfer_id,
-                    attempts=attempt,
-                    delivered_at=timestamp(now),
-                )
-                event = new_event(delivered, source=SOURCE, dossier_code=row.dossier_code)
-                await self._outbox.put(session, event)
+            for attempt in attempts:
+                if attempt.error is None:
+                    await self._delivered(session, attempt, now)
+                else:
+                    await self._failed(session, attempt, now)
 
-    async def _failed(self, row: Any, attempt: int, error: str, *, retry: bool) -> None:
-        settings = self._settings
-        give_up = not retry or attempt >= settings.delivery_max_attempts
+    async def _delivered(self, session: AsyncSession, attempt: Attempt, now: datetime) -> None:
+        row = attempt.row
+        # The agency may already have reported the step done: then there is nothing to do.
+        result = await session.execute(
+            transfers.update()
+            .where(transfers.c.transfer_id == row.transfer_id, transfers.c.status == "pending")
+            .values(status="delivered", delivered_at=now, last_error=None)
+        )
+        if result.rowcount:  # type: ignore[attr-defined]
+            delivered = events_pb2.DossierDelivered(
+                dossier_code=row.dossier_code,
+                step_index=row.step_index,
+                agency_code=row.agency_code,
+                transfer_id=row.transfer_id,
+                attempts=attempt.number,
+                delivered_at=timestamp(now),
+            )
+            event = new_event(delivered, source=SOURCE, dossier_code=row.dossier_code)
+            await self._outbox.put(session, event, trace=attempt.trace)
+
+    async def _failed(self, session: AsyncSession, attempt: Attempt, now: datetime) -> None:
+        settings, row = self._settings, attempt.row
+        give_up = not attempt.retryable or attempt.number >= settings.delivery_max_attempts
         log.warning(
             "delivery of %s to %s failed (attempt %d): %s%s",
             row.transfer_id,
             row.agency_code,
-            attempt,
-            error,
+            attempt.number,
+            attempt.error,
             "; dead-lettered" if give_up else "",
         )
         backoff = min(
-            settings.delivery_backoff_base_s * 2 ** (attempt - 1), settings.delivery_backoff_max_s
+            settings.delivery_backoff_base_s * 2 ** (attempt.number - 1),
+            settings.delivery_backoff_max_s,
         )
         # Full jitter keeps many failing transfers from retrying in lockstep.
-        next_attempt = datetime.now(UTC) + timedelta(seconds=random.uniform(0, backoff))
-        async with self._sessions.begin() as session:
-            await session.execute(
-                transfers.update()
-                .where(transfers.c.transfer_id == row.transfer_id, transfers.c.status == "pending")
-                .values(
-                    status="dead_lettered" if give_up else "pending",
-                    next_attempt_at=next_attempt,
-                    last_error=error,
-                )
+        next_attempt = now + timedelta(seconds=random.uniform(0, backoff))
+        await session.execute(
+            transfers.update()
+            .where(transfers.c.transfer_id == row.transfer_id, transfers.c.status == "pending")
+            .values(
+                status="dead_lettered" if give_up else "pending",
+                next_attempt_at=next_attempt,
+                last_error=attempt.error,
             )
+        )
+
+
+@dataclass
+class Attempt:
+    """One delivery attempt's result, recorded with the rest of its batch."""
+
+    row: Any
+    number: int
+    trace: dict[str, str]
+    error: str | None = None
+    retryable: bool = True
