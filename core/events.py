@@ -56,6 +56,9 @@ class Event:
     data: Message
     id: str = field(default_factory=lambda: str(uuid.uuid4()))
     time: datetime = field(default_factory=lambda: datetime.now(UTC))
+    # W3C context of the span that is handling this event (set by the consumer): what the
+    # handler writes continues the trace from here.
+    trace: dict[str, str] = field(default_factory=dict)
 
 
 def new_event(data: Message, *, source: str, dossier_code: str) -> Event:

@@ -1,16 +1,18 @@
-"""Idempotent consumers: an event id is claimed in the handler's own transaction.
+"""Idempotent consumers: event ids are claimed in the handler's own transaction.
 
-Kafka delivers at least once and the outbox may republish after a crash; claiming the id
+Kafka delivers at least once and the outbox may republish after a crash; claiming the ids
 in the same commit as the handler's effects makes every effect happen exactly once.
 """
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from datetime import UTC, datetime
 
 from sqlalchemy import Column, MetaData, String, Table
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from core.events import Event
 from core.storage import UtcDateTime, upsert
 
 
@@ -23,12 +25,16 @@ def inbox_table(metadata: MetaData, owner: str) -> Table:
     )
 
 
-async def claim_event(session: AsyncSession, table: Table, event_id: str) -> bool:
-    """True the first time this event id is seen; False for a redelivery."""
+async def first_seen(session: AsyncSession, table: Table, events: Sequence[Event]) -> list[Event]:
+    """The events of the batch never processed before, in their order; one round trip."""
+    if not events:
+        return []
+    now = datetime.now(UTC)
     statement = (
         upsert(session.get_bind().dialect.name, table)
-        .values(event_id=event_id, processed_at=datetime.now(UTC))
+        .values([{"event_id": e.id, "processed_at": now} for e in events])
         .on_conflict_do_nothing()
         .returning(table.c.event_id)
     )
-    return (await session.execute(statement)).first() is not None
+    claimed = set((await session.execute(statement)).scalars())
+    return [e for e in events if e.id in claimed]

@@ -5,8 +5,8 @@ from __future__ import annotations
 from fastapi import Depends, FastAPI
 
 from core.catalogue import load_catalogue
+from core.consumer import EventConsumer
 from core.http import create_app, database_ready
-from core.kafka import EventConsumer
 from core.runtime import Runtime
 from services.notify import models
 from services.notify.api import router
@@ -20,7 +20,11 @@ def build_app(settings: NotifySettings | None = None) -> FastAPI:
     runtime = Runtime(settings, name="notify", metadata=models.metadata)
     service = NotificationService(runtime.sessions, load_catalogue())
     consumer = EventConsumer(
-        settings, group_id="notify", handlers=service.handlers, producer=runtime.producer
+        settings,
+        group_id="notify",
+        event_types=service.event_types,
+        handle=service.handle,
+        producer=runtime.producer,
     )
     sender = EmailSender(settings, runtime.engine, runtime.sessions, service)
     runtime.add_worker("dossier-consumer", consumer.run)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import uuid
+from collections.abc import Sequence
 from datetime import UTC, datetime
 from typing import Any
 
@@ -14,9 +15,8 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from core.catalogue import Catalogue
 from core.events import Event, PoisonEvent
-from core.inbox import claim_event
+from core.inbox import first_seen
 from core.storage import upsert
-from core.telemetry import current_carrier
 from services.notify.models import contacts, notifications, processed_events
 from services.notify.templates import Rendered, render
 
@@ -27,30 +27,55 @@ class NotificationService:
         self._catalogue = catalogue
         self.waiting = asyncio.Event()
 
-    @property
-    def handlers(self) -> dict[str, Any]:
-        return {
-            "vn.gov.dossier.submitted.v1": self.on_event,
-            "vn.gov.dossier.routed.v1": self.on_event,
-            "vn.gov.dossier.completed.v1": self.on_event,
+    event_types = frozenset(
+        {
+            "vn.gov.dossier.submitted.v1",
+            "vn.gov.dossier.routed.v1",
+            "vn.gov.dossier.completed.v1",
         }
+    )
 
-    async def on_event(self, event: Event) -> None:
+    async def handle(self, events: Sequence[Event]) -> None:
+        """One notification per event and channel, for a whole batch in one transaction."""
         async with self._sessions.begin() as session:
-            if not await claim_event(session, processed_events, event.id):
-                return
-            if isinstance(event.data, events_pb2.DossierSubmitted):
-                await self._remember_contact(session, event.data)
-            contact = (
-                await session.execute(
-                    select(contacts).where(contacts.c.dossier_code == event.subject)
-                )
-            ).first()
-            if contact is None:
-                raise PoisonEvent(f"no contact known for dossier {event.subject}")
-            message = self._render(event, contact._mapping)
-            await self._record(session, event, contact.email, message)
+            fresh = await first_seen(session, processed_events, events)
+            for event in fresh:
+                if isinstance(event.data, events_pb2.DossierSubmitted):
+                    await self._remember_contact(session, event.data)
+            known = await session.execute(
+                select(contacts).where(contacts.c.dossier_code.in_({e.subject for e in fresh}))
+            )
+            by_dossier = {row.dossier_code: row._mapping for row in known}
+            rows = [self._notification(event, by_dossier) for event in fresh]
+            if rows:
+                await session.execute(notifications.insert(), rows)
         self.waiting.set()
+
+    def _notification(self, event: Event, by_dossier: dict[str, Any]) -> dict[str, Any]:
+        contact = by_dossier.get(event.subject)
+        if contact is None:
+            raise PoisonEvent(f"no contact known for dossier {event.subject}")
+        message = self._render(event, contact)
+        email = contact["email"]
+        now = datetime.now(UTC)
+        return {
+            "id": str(uuid.uuid4()),
+            "event_id": event.id,
+            "dossier_code": event.subject,
+            "channel": "email",
+            "recipient": email,
+            "template": message.template,
+            "subject": message.subject,
+            "body": message.body,
+            # Without an address there is nothing to send: recorded, never retried.
+            "status": "created" if email else "permanent-failure",
+            "reason": None if email else "no email address for the applicant",
+            "attempts": 0,
+            "next_attempt_at": now,
+            "trace": event.trace,
+            "created_at": now,
+            "sent_at": None,
+        }
 
     async def _remember_contact(
         self, session: AsyncSession, submitted: events_pb2.DossierSubmitted
@@ -96,27 +121,3 @@ class NotificationService:
             return render(template, fields)
         except UndefinedError as exc:
             raise PoisonEvent(f"template {template}: {exc}") from exc
-
-    async def _record(
-        self, session: AsyncSession, event: Event, email: str | None, message: Rendered
-    ) -> None:
-        now = datetime.now(UTC)
-        await session.execute(
-            notifications.insert().values(
-                id=str(uuid.uuid4()),
-                event_id=event.id,
-                dossier_code=event.subject,
-                channel="email",
-                recipient=email,
-                template=message.template,
-                subject=message.subject,
-                body=message.body,
-                # Without an address there is nothing to send: recorded, never retried.
-                status="created" if email else "permanent-failure",
-                reason=None if email else "no email address for the applicant",
-                attempts=0,
-                next_attempt_at=now,
-                trace=current_carrier(),
-                created_at=now,
-            )
-        )

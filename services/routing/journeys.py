@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import uuid
+from collections.abc import Sequence
 from datetime import UTC, datetime
 from typing import Any
 
@@ -21,7 +22,7 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from core.calendar import WorkingCalendar
 from core.catalogue import Catalogue, Procedure
 from core.events import Event, PoisonEvent, new_event
-from core.inbox import claim_event
+from core.inbox import first_seen
 from core.outbox import Outbox
 from core.problems import Problem
 from core.telemetry import context_from_carrier, current_carrier
@@ -57,31 +58,33 @@ class JourneyService:
         # Set after a commit that created a transfer: the delivery worker starts at once.
         self.transfers_waiting = asyncio.Event()
 
-    async def take_in(self, event: Event) -> None:
-        """Handler of DossierSubmitted: start the journey at the procedure's first step."""
+    async def take_in(self, events: Sequence[Event]) -> None:
+        """Handler of DossierSubmitted: start each journey at its procedure's first step."""
+        now = datetime.now(UTC)
+        async with self._sessions.begin() as session:
+            for event in await first_seen(session, processed_events, events):
+                await self._start_journey(session, event, now)
+        self.transfers_waiting.set()
+
+    async def _start_journey(self, session: AsyncSession, event: Event, now: datetime) -> None:
         assert isinstance(event.data, events_pb2.DossierSubmitted)
         dossier = event.data.dossier
         procedure = self._catalogue.procedure(dossier.procedure_code)
         if procedure is None:
             raise PoisonEvent(f"procedure {dossier.procedure_code!r} is not in the catalogue")
-        now = datetime.now(UTC)
-        async with self._sessions.begin() as session:
-            if not await claim_event(session, processed_events, event.id):
-                return
-            await session.execute(
-                journeys.insert().values(
-                    code=dossier.code,
-                    procedure_code=procedure.code,
-                    status="routing",
-                    current_step=0,
-                    dossier=dossier.SerializeToString(),
-                    trace=current_carrier(),
-                    received_at=dossier.received_at.ToDatetime(tzinfo=UTC),
-                    due_at=dossier.due_at.ToDatetime(tzinfo=UTC),
-                )
+        await session.execute(
+            journeys.insert().values(
+                code=dossier.code,
+                procedure_code=procedure.code,
+                status="routing",
+                current_step=0,
+                dossier=dossier.SerializeToString(),
+                trace=event.trace,
+                received_at=dossier.received_at.ToDatetime(tzinfo=UTC),
+                due_at=dossier.due_at.ToDatetime(tzinfo=UTC),
             )
-            await self._route_step(session, dossier.code, procedure, 0, now)
-        self.transfers_waiting.set()
+        )
+        await self._route_step(session, dossier.code, procedure, 0, now, event.trace)
 
     async def report_outcome(self, transfer_id: str, outcome: str, note: str) -> dict[str, Any]:
         """An agency reports its step done; the dossier moves on, or completes."""
@@ -150,7 +153,9 @@ class JourneyService:
                 .where(journeys.c.code == journey.code)
                 .values(current_step=next_index)
             )
-            await self._route_step(session, journey.code, procedure, next_index, now)
+            await self._route_step(
+                session, journey.code, procedure, next_index, now, current_carrier()
+            )
             return
         await session.execute(
             journeys.update()
@@ -163,7 +168,13 @@ class JourneyService:
         await self._outbox.put(session, new_event(done, source=SOURCE, dossier_code=journey.code))
 
     async def _route_step(
-        self, session: AsyncSession, code: str, procedure: Procedure, index: int, now: datetime
+        self,
+        session: AsyncSession,
+        code: str,
+        procedure: Procedure,
+        index: int,
+        now: datetime,
+        trace_carrier: dict[str, str],
     ) -> None:
         step = procedure.steps[index]
         agency = self._catalogue.agency(step.agency_code)
@@ -179,7 +190,7 @@ class JourneyService:
                 status="pending",
                 attempts=0,
                 next_attempt_at=now,
-                trace=current_carrier(),
+                trace=trace_carrier,
                 routed_at=now,
                 due_at=due_at,
             )
@@ -193,4 +204,5 @@ class JourneyService:
             transfer_id=transfer_id,
             step_due_at=timestamp(due_at),
         )
-        await self._outbox.put(session, new_event(routed, source=SOURCE, dossier_code=code))
+        event = new_event(routed, source=SOURCE, dossier_code=code)
+        await self._outbox.put(session, event, trace=trace_carrier)

@@ -10,9 +10,9 @@ from gateway.v1 import routing_pb2, routing_pb2_grpc
 
 from core.calendar import WorkingCalendar
 from core.catalogue import load_catalogue
+from core.consumer import EventConsumer
 from core.grpc import GrpcServer
 from core.http import create_app, database_ready
-from core.kafka import EventConsumer
 from core.outbox import Outbox
 from core.runtime import Runtime
 from services.routing import models
@@ -32,7 +32,8 @@ def build_app(settings: RoutingSettings | None = None) -> FastAPI:
     consumer = EventConsumer(
         settings,
         group_id="routing",
-        handlers={"vn.gov.dossier.submitted.v1": journeys.take_in},
+        event_types={"vn.gov.dossier.submitted.v1"},
+        handle=journeys.take_in,
         producer=runtime.producer,
     )
     delivery = DeliveryWorker(

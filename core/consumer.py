@@ -1,0 +1,174 @@
+"""The Kafka consumer: batches of CloudEvents handled in one transaction, at least once.
+
+Offsets are committed only after the handler's transaction, and handlers claim event ids
+in that same transaction (core.inbox), so a redelivery changes nothing. Each handled record
+gets its CONSUMER span `<topic> process`, the child of the producer's span; the span's
+context rides on the Event (`event.trace`) so that what the handler writes continues the
+dossier's trace. A batch that fails for a reason other than an outage is replayed one event
+at a time, so only a poison event is dead-lettered, with its reason, and the rest go on.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import logging
+from collections.abc import Awaitable, Callable, Collection, Sequence
+from typing import Any
+
+from aiokafka import AIOKafkaConsumer
+from opentelemetry import trace
+from opentelemetry.propagate import extract, inject
+from opentelemetry.trace import Span, SpanKind, StatusCode
+
+from core.events import EVENT_TYPES, Event, PoisonEvent, from_kafka
+from core.kafka import TRANSIENT_ERRORS, EventProducer, OutboundRecord, messaging_attributes
+from core.settings import ServiceSettings
+
+log = logging.getLogger(__name__)
+tracer = trace.get_tracer("gateway.kafka")
+
+# An event whose handler keeps failing for another reason is a poison event after this.
+HANDLER_ATTEMPTS = 5
+
+BatchHandler = Callable[[Sequence[Event]], Awaitable[None]]
+
+
+class EventConsumer:
+    def __init__(
+        self,
+        settings: ServiceSettings,
+        *,
+        group_id: str,
+        event_types: Collection[str],
+        handle: BatchHandler,
+        producer: EventProducer,
+        topics: Sequence[str] | None = None,
+    ) -> None:
+        self._settings = settings
+        self._group_id = group_id
+        self._event_types = frozenset(event_types)
+        self._handle = handle
+        self._producer = producer
+        self._topics = list(topics or [settings.dossier_events_topic])
+
+    async def run(self) -> None:
+        consumer = AIOKafkaConsumer(
+            *self._topics,
+            bootstrap_servers=self._settings.kafka_bootstrap_servers,
+            group_id=self._group_id,
+            enable_auto_commit=False,
+            auto_offset_reset="earliest",
+            max_poll_records=self._settings.consumer_max_records,
+        )
+        await consumer.start()
+        try:
+            while True:
+                batches = await consumer.getmany(
+                    timeout_ms=500, max_records=self._settings.consumer_max_records
+                )
+                records = [r for partition in batches.values() for r in partition]
+                if records:
+                    await self._process(records)
+                    await consumer.commit()
+        finally:
+            await consumer.stop()
+
+    async def _process(self, records: list[Any]) -> None:
+        accepted: list[tuple[Event, Span, Any]] = []
+        for record in records:
+            headers = {k: v for k, v in (record.headers or ())}
+            ce_type = headers.get("ce_type", b"").decode(errors="replace")
+            if ce_type and ce_type not in self._event_types and _is_wellformed_type(ce_type):
+                continue  # another service's business: skipped without decoding or a span
+            try:
+                event = from_kafka(record.key, record.value, headers)
+            except PoisonEvent as exc:
+                await self._dead_letter(record, str(exc))
+                continue
+            span = self._start_span(record, headers, event)
+            carrier: dict[str, str] = {}
+            inject(carrier, context=trace.set_span_in_context(span))
+            accepted.append((dataclasses.replace(event, trace=carrier), span, record))
+        if not accepted:
+            return
+        try:
+            await self._with_outage_retries(lambda: self._handle([e for e, _, _ in accepted]))
+        except Exception:
+            log.warning("batch of %d failed; replaying it event by event", len(accepted))
+            for event, span, record in accepted:
+                failure = await self._handle_one(event)
+                if failure is not None:
+                    span.set_status(StatusCode.ERROR, failure)
+                    await self._dead_letter(record, failure)
+        finally:
+            for _, span, _ in accepted:
+                span.end()
+
+    def _start_span(self, record: Any, headers: dict[str, bytes], event: Event) -> Span:
+        parent = extract({k: v.decode(errors="replace") for k, v in headers.items()})
+        return tracer.start_span(
+            f"{record.topic} process",
+            context=parent,
+            kind=SpanKind.CONSUMER,
+            attributes=messaging_attributes(record.topic, record.key, event.id)
+            | {
+                "messaging.operation.type": "process",
+                "messaging.consumer.group.name": self._group_id,
+                "messaging.destination.partition.id": str(record.partition),
+                "messaging.kafka.offset": record.offset,
+                "cloudevents.event_type": event.type,
+            },
+        )
+
+    async def _with_outage_retries(self, action: Callable[[], Awaitable[None]]) -> None:
+        """Run action; while the database or broker is away, wait and run it again."""
+        delay = 0.1
+        while True:
+            try:
+                await action()
+                return
+            except TRANSIENT_ERRORS as exc:
+                log.warning("transient failure, retrying in %.1fs: %r", delay, exc)
+            await asyncio.sleep(delay)
+            delay = min(delay * 2, 10.0)
+
+    async def _handle_one(self, event: Event) -> str | None:
+        """Handle one event alone; the reason it is poison, or None when it went through."""
+        for attempt in range(1, HANDLER_ATTEMPTS + 1):
+            try:
+                await self._with_outage_retries(lambda: self._handle([event]))
+                return None
+            except PoisonEvent as exc:
+                return str(exc)
+            except Exception as exc:
+                log.exception("handler failed on event %s (attempt %d)", event.id, attempt)
+                if attempt == HANDLER_ATTEMPTS:
+                    return f"handler failed {attempt} times: {exc!r}"
+                await asyncio.sleep(0.1 * 2**attempt)
+        return None
+
+    async def _dead_letter(self, record: Any, reason: str) -> None:
+        log.error(
+            "dead-lettering %s[%s]@%s: %s", record.topic, record.partition, record.offset, reason
+        )
+        headers = {k: v for k, v in (record.headers or ())} | {
+            "dlq_reason": reason.encode(),
+            "dlq_source_topic": record.topic.encode(),
+            "dlq_source_partition": str(record.partition).encode(),
+            "dlq_source_offset": str(record.offset).encode(),
+            "dlq_consumer_group": self._group_id.encode(),
+        }
+        dead = OutboundRecord(
+            topic=record.topic + self._settings.dead_letter_suffix,
+            key=record.key or b"",
+            value=record.value or b"",
+            headers=headers,
+        )
+        await self._with_outage_retries(lambda: self._producer.send_batch([dead]))
+
+
+def _is_wellformed_type(ce_type: str) -> bool:
+    # Our own event types are skipped cheaply when not handled; anything else is decoded,
+    # and an unknown type is reported as poison by from_kafka.
+    return ce_type in EVENT_TYPES
