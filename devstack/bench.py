@@ -19,6 +19,7 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
+import aiohttp
 import httpx
 
 from devstack._process import free_ports
@@ -77,16 +78,18 @@ async def drive(
     queue: asyncio.Queue[int] = asyncio.Queue()
     for i in range(n):
         queue.put_nowait(i)
-    limits = httpx.Limits(max_connections=concurrency, max_keepalive_connections=concurrency)
-    async with httpx.AsyncClient(timeout=30, limits=limits) as client:
+    # aiohttp: the load generator shares the cores with the stack, so it must be cheap.
+    connector = aiohttp.TCPConnector(limit=concurrency)
+    timeout = aiohttp.ClientTimeout(total=30)
+    async with aiohttp.ClientSession(connector=connector, timeout=timeout) as client:
 
         async def worker() -> None:
             while not queue.empty():
                 i = queue.get_nowait()
                 started = time.time()
-                response = await client.post(f"{intake_url}/v1/dossiers", json=payload(i))
-                response.raise_for_status()
-                sent_at[response.json()["code"]] = started
+                async with client.post(f"{intake_url}/v1/dossiers", json=payload(i)) as response:
+                    response.raise_for_status()
+                    sent_at[(await response.json())["code"]] = started
 
         began = time.time()
         await asyncio.gather(*(worker() for _ in range(concurrency)))
@@ -100,12 +103,13 @@ async def drive(
 
 
 async def _wait_delivered(
-    client: httpx.AsyncClient, url: str, sent_at: dict[str, float]
+    client: aiohttp.ClientSession, url: str, sent_at: dict[str, float]
 ) -> dict[str, float]:
     deadline = time.time() + 300
     received: dict[str, float] = {}
     while time.time() < deadline:
-        transfers = (await client.get(url)).json()
+        async with client.get(url) as response:
+            transfers = await response.json()
         received = {
             t["dossier_code"]: datetime.fromisoformat(t["first_received_at"]).timestamp()
             for t in transfers

@@ -16,7 +16,7 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Any
 
-import httpx
+import aiohttp
 import uvicorn
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 from fastapi import FastAPI
@@ -60,7 +60,7 @@ async def forwarder(bootstrap: str, topic: str, agency_url: str) -> None:
         topic, bootstrap_servers=bootstrap, group_id="bare", auto_offset_reset="earliest"
     )
     await consumer.start()
-    async with httpx.AsyncClient(timeout=10) as client:
+    async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=10)) as client:
         try:
             while True:
                 batches = await consumer.getmany(timeout_ms=200, max_records=500)
@@ -74,8 +74,8 @@ async def forwarder(bootstrap: str, topic: str, agency_url: str) -> None:
             await consumer.stop()
 
 
-async def _post(client: httpx.AsyncClient, url: str, dossier: dict[str, Any]) -> None:
-    response = await client.post(
+async def _post(client: aiohttp.ClientSession, url: str, dossier: dict[str, Any]) -> None:
+    async with client.post(
         url,
         json={
             "transfer_id": dossier["code"],
@@ -83,9 +83,9 @@ async def _post(client: httpx.AsyncClient, url: str, dossier: dict[str, Any]) ->
             "step": {"index": 0, "name": "bench", "agency_code": "bench", "due_at": ""},
             "outcome_url": "http://127.0.0.1:9/unused",
         },
-    )
-    if not response.is_success:
-        print(f"bare forwarder: agency answered {response.status_code}", file=sys.stderr)
+    ) as response:
+        if response.status >= 300:
+            print(f"bare forwarder: agency answered {response.status}", file=sys.stderr)
 
 
 if __name__ == "__main__":

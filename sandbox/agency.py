@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Annotated, Any
 
-import httpx
+import aiohttp
 from fastapi import APIRouter, Header, Response
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel, Field
@@ -99,12 +99,13 @@ class AgencyOffice:
         self._agencies: dict[str, AgencyState] = {}
         # The event loop keeps only weak references to tasks; this set keeps callbacks alive.
         self._tasks: set[asyncio.Task[None]] = set()
-        self._client: httpx.AsyncClient | None = None
+        self._client: aiohttp.ClientSession | None = None
 
-    def _http(self) -> httpx.AsyncClient:
+    def _http(self) -> aiohttp.ClientSession:
         if self._client is None:
-            # trust_env=False: a proxy from the environment must not swallow loopback callbacks.
-            self._client = httpx.AsyncClient(timeout=ATTEMPT_TIMEOUT_S, trust_env=False)
+            # trust_env=False (the default): a proxy from the environment must not swallow
+            # loopback callbacks.
+            self._client = aiohttp.ClientSession()
         return self._client
 
     def _agency(self, agency_code: str) -> AgencyState:
@@ -113,7 +114,7 @@ class AgencyOffice:
     async def close(self) -> None:
         await self._cancel_callbacks()
         if self._client is not None:
-            await self._client.aclose()
+            await self._client.close()
             self._client = None
 
     async def reset(self) -> None:
@@ -181,25 +182,28 @@ class AgencyOffice:
             attempt += 1
             timeout = max(0.1, min(ATTEMPT_TIMEOUT_S, deadline - loop.time()))
             try:
-                response = await self._http().post(
-                    url, json=payload, headers=headers, timeout=timeout
-                )
-            except (httpx.UnsupportedProtocol, httpx.InvalidURL) as exc:
+                async with self._http().post(
+                    url,
+                    json=payload,
+                    headers=headers,
+                    timeout=aiohttp.ClientTimeout(total=timeout),
+                ) as response:
+                    status, text = response.status, (await response.text())[:200]
+            except aiohttp.InvalidURL as exc:
                 log.error("transfer %s: cannot call back %s: %s", who, url, exc)
                 return
-            except httpx.TransportError as exc:
+            except (aiohttp.ClientError, TimeoutError) as exc:
                 problem = f"{type(exc).__name__}: {exc}"
             else:
-                if response.is_success:
+                if 200 <= status < 300:
                     record.reported_at = _now()
                     log.info("transfer %s reported done (attempt %d)", who, attempt)
                     return
-                if response.status_code < 500:
+                if status < 500:
                     # A 4xx will not change by asking again; the gateway refused this outcome.
-                    status, text = response.status_code, response.text[:200]
                     log.warning("transfer %s: callback refused with %d %s", who, status, text)
                     return
-                problem = f"HTTP {response.status_code}"
+                problem = f"HTTP {status}"
             if loop.time() + wait > deadline:
                 log.error("transfer %s: gave up after %d attempts: %s", who, attempt, problem)
                 return

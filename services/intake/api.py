@@ -46,13 +46,11 @@ async def submit_dossier(
 ) -> DossierOut:
     """Register a dossier and start its journey. Send an `Idempotency-Key` so that a retried
     request returns the same receipt instead of filing a second dossier."""
-    code, created = await registry.submit(body, idempotency_key)
+    dossier, created = await registry.submit(body, idempotency_key)
     if not created:
         response.status_code = status.HTTP_200_OK
         response.headers["Idempotent-Replayed"] = "true"
-    response.headers["Location"] = f"/v1/dossiers/{code}"
-    dossier = await registry.get(code)
-    assert dossier is not None
+    response.headers["Location"] = f"/v1/dossiers/{dossier['code']}"
     return _view(dossier, catalogue, steps=[], routed=False, available=True)
 
 

@@ -41,25 +41,27 @@ class DossierRegistry:
         self._catalogue = catalogue
         self._calendar = calendar
 
-    async def submit(self, request: DossierIn, idempotency_key: str | None) -> tuple[str, bool]:
-        """Register the dossier; returns (receipt code, created). A replayed key returns the
-        first receipt with created=False."""
+    async def submit(
+        self, request: DossierIn, idempotency_key: str | None
+    ) -> tuple[dict[str, Any], bool]:
+        """Register the dossier; returns (its record, created). A replayed key returns the
+        first dossier's record with created=False."""
         procedure = self._validate(request)
         request_hash = _fingerprint(request)
-        if idempotency_key:
-            existing = await self._replayed(idempotency_key, request_hash)
-            if existing:
-                return existing, False
+        if idempotency_key and (replayed := await self._replay(idempotency_key, request_hash)):
+            return replayed, False
         try:
-            code = await self._register(request, procedure, idempotency_key, request_hash)
+            record = await self._register(request, procedure, idempotency_key, request_hash)
         except IntegrityError:
             # A concurrent request with the same key won the race: answer with its receipt.
-            if idempotency_key and (
-                existing := await self._replayed(idempotency_key, request_hash)
-            ):
-                return existing, False
+            if idempotency_key and (replayed := await self._replay(idempotency_key, request_hash)):
+                return replayed, False
             raise
-        return code, True
+        return record, True
+
+    async def _replay(self, key: str, request_hash: str) -> dict[str, Any] | None:
+        code = await self._replayed(key, request_hash)
+        return await self.get(code) if code else None
 
     async def get(self, code: str) -> dict[str, Any] | None:
         async with self._sessions() as session:
@@ -107,7 +109,7 @@ class DossierRegistry:
 
     async def _register(
         self, request: DossierIn, procedure: Procedure, key: str | None, request_hash: str
-    ) -> str:
+    ) -> dict[str, Any]:
         received_at = datetime.now(UTC)
         due_at = self._calendar.add_working_days(received_at, procedure.total_days)
         agency = request.receiving_agency_code or procedure.receiving_agency
@@ -116,18 +118,17 @@ class DossierRegistry:
             code = await next_receipt_code(session, agency, received_at)
             span.set_attribute("dossier.code", code)
             span.set_attribute("dossier.procedure_code", procedure.code)
-            await session.execute(
-                dossiers.insert().values(
-                    code=code,
-                    procedure_code=procedure.code,
-                    receiving_agency_code=agency,
-                    applicant=request.applicant.model_dump(),
-                    form_data=request.form_data,
-                    received_at=received_at,
-                    due_at=due_at,
-                    trace_id=format(span.get_span_context().trace_id, "032x"),
-                )
-            )
+            record = {
+                "code": code,
+                "procedure_code": procedure.code,
+                "receiving_agency_code": agency,
+                "applicant": request.applicant.model_dump(),
+                "form_data": request.form_data,
+                "received_at": received_at,
+                "due_at": due_at.astimezone(UTC),
+                "trace_id": format(span.get_span_context().trace_id, "032x"),
+            }
+            await session.execute(dossiers.insert().values(record))
             if key:
                 await session.execute(
                     idempotency_keys.insert().values(
@@ -141,7 +142,7 @@ class DossierRegistry:
                 dossier=_dossier_message(code, agency, request, received_at, due_at)
             )
             await self._outbox.put(session, new_event(submitted, source=SOURCE, dossier_code=code))
-        return code
+        return record
 
 
 def _fingerprint(request: DossierIn) -> str:
