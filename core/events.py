@@ -15,8 +15,9 @@ from typing import Any
 from cloudevents.core.bindings import kafka as ce_kafka
 from cloudevents.core.formats.json import JSONFormat
 from cloudevents.core.v1.event import CloudEvent
-from gateway.v1 import events_pb2
 from google.protobuf.message import DecodeError, Message
+
+from gateway.v1 import events_pb2
 
 PROTOBUF = "application/protobuf"
 

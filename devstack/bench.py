@@ -130,8 +130,7 @@ def bench_stack(kafka: KafkaBroker, database_url: str, var_dir: Path, n: int, c:
         ports=Ports.free(),
         database_url=database_url,
         env={
-            "OTEL_EXPORTER_OTLP_ENDPOINT": sink.endpoint,
-            "OTEL_EXPORTER_OTLP_INSECURE": "true",
+            **sink.exporter_env(),
             "LOG_LEVEL": "WARNING",
             "SANDBOX_LOG_LEVEL": "WARNING",
             "SANDBOX_AGENCY_DELAY_S": "0.05",

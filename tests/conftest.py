@@ -58,9 +58,7 @@ def stack(
         database_url=database_url,
         env={
             "DOSSIER_EVENTS_TOPIC": TOPIC,
-            "OTEL_EXPORTER_OTLP_ENDPOINT": spans.endpoint,
-            "OTEL_EXPORTER_OTLP_INSECURE": "true",
-            "OTEL_BSP_SCHEDULE_DELAY": "200",
+            **spans.exporter_env(),
             # Short leases and backoff so crash and retry tests finish in seconds.
             "DELIVERY_LEASE_S": "4",
             "DELIVERY_BACKOFF_BASE_S": "0.2",

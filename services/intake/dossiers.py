@@ -8,7 +8,6 @@ import json
 from datetime import UTC, datetime
 from typing import Any
 
-from gateway.v1 import dossier_pb2, events_pb2
 from google.protobuf.struct_pb2 import Struct
 from google.protobuf.timestamp_pb2 import Timestamp
 from opentelemetry import trace
@@ -21,6 +20,7 @@ from core.catalogue import Catalogue, Procedure
 from core.events import new_event
 from core.outbox import Outbox
 from core.problems import Problem
+from gateway.v1 import dossier_pb2, events_pb2
 from services.intake.models import dossiers, idempotency_keys
 from services.intake.receipts import next_receipt_code
 from services.intake.schemas import DossierIn

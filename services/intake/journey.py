@@ -6,10 +6,10 @@ import logging
 from datetime import UTC, datetime
 
 import grpc
-from gateway.v1 import routing_pb2, routing_pb2_grpc
 from google.protobuf.timestamp_pb2 import Timestamp
 
 from core.grpc import traced_channel
+from gateway.v1 import routing_pb2, routing_pb2_grpc
 from services.intake.schemas import StepOut
 
 log = logging.getLogger(__name__)

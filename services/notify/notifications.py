@@ -8,7 +8,6 @@ from collections.abc import Sequence
 from datetime import UTC, datetime
 from typing import Any
 
-from gateway.v1 import events_pb2
 from jinja2 import UndefinedError
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
@@ -17,6 +16,7 @@ from core.catalogue import Catalogue
 from core.events import Event, PoisonEvent
 from core.inbox import first_seen
 from core.storage import upsert
+from gateway.v1 import events_pb2
 from services.notify.models import contacts, notifications, processed_events
 from services.notify.templates import Rendered, render
 

@@ -16,7 +16,6 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import aiohttp
-from gateway.v1 import dossier_pb2, events_pb2
 from google.protobuf.json_format import MessageToDict
 from opentelemetry import trace
 from opentelemetry.instrumentation.aiohttp_client import create_trace_config
@@ -29,6 +28,7 @@ from core.leases import claim_due
 from core.outbox import Outbox
 from core.telemetry import context_from_carrier, current_carrier
 from core.wakeup import wait_for_work
+from gateway.v1 import dossier_pb2, events_pb2
 from services.routing.journeys import SOURCE, JourneyService, timestamp
 from services.routing.models import journeys, transfers
 from services.routing.settings import RoutingSettings

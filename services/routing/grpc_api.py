@@ -5,12 +5,12 @@ from __future__ import annotations
 from datetime import datetime
 
 import grpc
-from gateway.v1 import routing_pb2, routing_pb2_grpc
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from core.catalogue import Catalogue
 from core.telemetry import trace_id_of
+from gateway.v1 import routing_pb2, routing_pb2_grpc
 from services.routing.journeys import timestamp
 from services.routing.models import journeys, transfers
 

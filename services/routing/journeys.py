@@ -12,7 +12,6 @@ from collections.abc import Sequence
 from datetime import UTC, datetime
 from typing import Any
 
-from gateway.v1 import events_pb2
 from google.protobuf.timestamp_pb2 import Timestamp
 from opentelemetry import trace
 from opentelemetry.trace import Link
@@ -26,6 +25,7 @@ from core.inbox import first_seen
 from core.outbox import Outbox
 from core.problems import Problem
 from core.telemetry import context_from_carrier, current_carrier
+from gateway.v1 import events_pb2
 from services.routing.models import journeys, processed_events, transfers
 
 SOURCE = "/gateway/routing"

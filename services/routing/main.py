@@ -6,7 +6,6 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
 from fastapi import Depends, FastAPI
-from gateway.v1 import routing_pb2, routing_pb2_grpc
 
 from core.calendar import WorkingCalendar
 from core.catalogue import load_catalogue
@@ -15,6 +14,7 @@ from core.grpc import GrpcServer
 from core.http import create_app, database_ready
 from core.outbox import Outbox
 from core.runtime import Runtime
+from gateway.v1 import routing_pb2, routing_pb2_grpc
 from services.routing import models
 from services.routing.api import router
 from services.routing.delivery import DeliveryWorker

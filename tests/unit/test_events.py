@@ -1,7 +1,7 @@
 import pytest
-from gateway.v1 import events_pb2
 
 from core.events import PoisonEvent, from_kafka, new_event, to_kafka
+from gateway.v1 import events_pb2
 
 
 def completed_event() -> tuple[bytes, bytes, dict[str, bytes]]:

@@ -1,0 +1,45 @@
+"""The gRPC servers answer the standard health and reflection services over real sockets,
+and RoutingService returns a proper status for an unknown dossier."""
+
+from __future__ import annotations
+
+import grpc
+import pytest
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
+
+from devstack.stack import HOST, Stack
+from gateway.v1 import routing_pb2, routing_pb2_grpc
+
+
+def listed_services(target: str) -> set[str]:
+    with grpc.insecure_channel(target) as channel:
+        stub = reflection_pb2_grpc.ServerReflectionStub(channel)
+        request = reflection_pb2.ServerReflectionRequest(list_services="")
+        answer = next(iter(stub.ServerReflectionInfo(iter([request]), timeout=5)))
+    return {s.name for s in answer.list_services_response.service}
+
+
+@pytest.mark.parametrize(
+    ("port_field", "expected"),
+    [
+        ("identity_grpc", {"grpc.health.v1.Health"}),
+        ("routing_grpc", {"grpc.health.v1.Health", "gateway.v1.RoutingService"}),
+    ],
+)
+def test_health_and_reflection(stack: Stack, port_field: str, expected: set[str]) -> None:
+    target = f"{HOST}:{getattr(stack.ports, port_field)}"
+    assert expected | {"grpc.reflection.v1alpha.ServerReflection"} <= listed_services(target)
+    with grpc.insecure_channel(target) as channel:
+        status = health_pb2_grpc.HealthStub(channel).Check(
+            health_pb2.HealthCheckRequest(), timeout=5
+        )
+    assert status.status == health_pb2.HealthCheckResponse.SERVING
+
+
+def test_unknown_dossier_is_not_found(stack: Stack) -> None:
+    with grpc.insecure_channel(f"{HOST}:{stack.ports.routing_grpc}") as channel:
+        stub = routing_pb2_grpc.RoutingServiceStub(channel)
+        with pytest.raises(grpc.RpcError) as raised:
+            stub.GetJourney(routing_pb2.GetJourneyRequest(dossier_code="nope"), timeout=5)
+    assert raised.value.code() == grpc.StatusCode.NOT_FOUND
