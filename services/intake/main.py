@@ -10,6 +10,7 @@ from fastapi import Depends, FastAPI
 from core.calendar import WorkingCalendar
 from core.catalogue import load_catalogue
 from core.http import create_app, database_ready
+from core.outbox import Outbox
 from core.runtime import Runtime
 from services.intake import models
 from services.intake.api import router
@@ -20,7 +21,7 @@ from services.intake.settings import IntakeSettings
 
 def build_app(settings: IntakeSettings | None = None) -> FastAPI:
     settings = settings or IntakeSettings()
-    outbox = models.make_outbox(settings.dossier_events_topic)
+    outbox = Outbox(models.outbox, settings.dossier_events_topic)
     runtime = Runtime(settings, name="intake", metadata=models.metadata, outbox=outbox)
     catalogue = load_catalogue()
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 from sqlalchemy import JSON, Column, Integer, MetaData, String, Table
 
 from core.inbox import inbox_table
-from core.outbox import Outbox, outbox_table
+from core.outbox import outbox_table
 from core.storage import UtcDateTime
 
 metadata = MetaData()
@@ -44,7 +44,3 @@ idempotency_keys = Table(
 
 outbox = outbox_table(metadata, "intake")
 processed_events = inbox_table(metadata, "intake")
-
-
-def make_outbox(topic: str) -> Outbox:
-    return Outbox(outbox, topic)
