@@ -62,6 +62,7 @@ def stack(
             # Short leases and backoff so crash and retry tests finish in seconds.
             "DELIVERY_LEASE_S": "4",
             "DELIVERY_BACKOFF_BASE_S": "0.2",
+            "DELIVERY_MAX_ATTEMPTS": "4",
             "SEND_LEASE_S": "4",
             "SANDBOX_AGENCY_DELAY_S": "0.2",
         },

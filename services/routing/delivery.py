@@ -192,6 +192,7 @@ class DeliveryWorker:
                 status="dead_lettered" if give_up else "pending",
                 next_attempt_at=next_attempt,
                 last_error=attempt.error,
+                dead_lettered_at=now if give_up else None,
             )
         )
 

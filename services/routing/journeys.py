@@ -51,7 +51,7 @@ class JourneyService:
         catalogue: Catalogue,
         calendar: WorkingCalendar,
     ) -> None:
-        self._sessions = sessions
+        self.sessions = sessions
         self._outbox = outbox
         self._catalogue = catalogue
         self._calendar = calendar
@@ -61,7 +61,7 @@ class JourneyService:
     async def take_in(self, events: Sequence[Event]) -> None:
         """Handler of DossierSubmitted: start each journey at its procedure's first step."""
         now = datetime.now(UTC)
-        async with self._sessions.begin() as session:
+        async with self.sessions.begin() as session:
             for event in await first_seen(session, processed_events, events):
                 await self._start_journey(session, event, now)
         self.transfers_waiting.set()
@@ -88,7 +88,7 @@ class JourneyService:
 
     async def report_outcome(self, transfer_id: str, outcome: str, note: str) -> dict[str, Any]:
         """An agency reports its step done; the dossier moves on, or completes."""
-        async with self._sessions.begin() as session:
+        async with self.sessions.begin() as session:
             transfer = (
                 await session.execute(
                     select(transfers)

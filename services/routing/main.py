@@ -15,7 +15,7 @@ from core.http import create_app, database_ready
 from core.outbox import Outbox
 from core.runtime import Runtime
 from gateway.v1 import routing_pb2, routing_pb2_grpc
-from services.routing import models
+from services.routing import dead_letters, models
 from services.routing.api import router
 from services.routing.delivery import DeliveryWorker
 from services.routing.grpc_api import RoutingServicer
@@ -65,4 +65,5 @@ def build_app(settings: RoutingSettings | None = None) -> FastAPI:
     )
     app.state.journeys = journeys
     app.include_router(router, dependencies=[Depends(database_ready)])
+    app.include_router(dead_letters.router, dependencies=[Depends(database_ready)])
     return app

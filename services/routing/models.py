@@ -53,6 +53,9 @@ transfers = Table(
     # When the delivery worker may (re)try; pushed forward by a claim (a lease).
     Column("next_attempt_at", UtcDateTime(), nullable=False),
     Column("last_error", Text),
+    Column("dead_lettered_at", UtcDateTime()),
+    # How many times an operator sent a dead-lettered transfer again.
+    Column("replays", Integer, nullable=False, default=0),
     Column("trace", JSON, nullable=False),
     Column("routed_at", UtcDateTime(), nullable=False),
     Column("delivered_at", UtcDateTime()),

@@ -1,0 +1,100 @@
+"""Operators' view of transfers that could not be delivered, and their replay.
+
+A transfer is dead-lettered when its agency refused it (4xx other than 429) or kept failing
+until the last attempt. Nothing is lost: the row stays with its reason until an operator
+replays it, which delivers it again with the same transfer id (the agency de-duplicates).
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Depends, Query, Request
+from pydantic import BaseModel
+from sqlalchemy import select
+
+from core.problems import PROBLEM_RESPONSES, Problem
+from services.routing.journeys import JourneyService
+from services.routing.models import transfers
+
+router = APIRouter(prefix="/v1/dead-letters", tags=["operators"])
+
+
+class DeadLetterOut(BaseModel):
+    transfer_id: str
+    dossier_code: str
+    step_index: int
+    step_name: str
+    agency_code: str
+    attempts: int
+    replays: int
+    reason: str | None
+    dead_lettered_at: datetime | None
+
+
+def _journeys(request: Request) -> JourneyService:
+    value: JourneyService = request.app.state.journeys
+    return value
+
+
+Journeys = Annotated[JourneyService, Depends(_journeys)]
+
+
+def _out(row: Any) -> DeadLetterOut:
+    return DeadLetterOut(reason=row.last_error, **{k: row._mapping[k] for k in _FIELDS})
+
+
+_FIELDS = [f for f in DeadLetterOut.model_fields if f != "reason"]
+
+
+@router.get("", response_model=list[DeadLetterOut], summary="Transfers that were not delivered")
+async def list_dead_letters(
+    journeys: Journeys,
+    agency_code: Annotated[str | None, Query(max_length=20)] = None,
+    limit: Annotated[int, Query(ge=1, le=1000)] = 100,
+) -> list[DeadLetterOut]:
+    query = select(transfers).where(transfers.c.status == "dead_lettered")
+    if agency_code:
+        query = query.where(transfers.c.agency_code == agency_code)
+    query = query.order_by(transfers.c.dead_lettered_at).limit(limit)
+    async with journeys.sessions() as session:
+        return [_out(row) for row in await session.execute(query)]
+
+
+@router.post(
+    "/{transfer_id}/replay",
+    response_model=DeadLetterOut,
+    responses=PROBLEM_RESPONSES,
+    summary="Deliver a dead-lettered transfer again",
+)
+async def replay(transfer_id: str, journeys: Journeys) -> DeadLetterOut:
+    """The transfer goes back to the delivery queue with a fresh set of attempts."""
+    async with journeys.sessions.begin() as session:
+        row = (
+            await session.execute(
+                select(transfers).where(transfers.c.transfer_id == transfer_id).with_for_update()
+            )
+        ).first()
+        if row is None:
+            raise Problem(404, "transfer-not-found", "No such transfer", transfer_id)
+        if row.status != "dead_lettered":
+            raise Problem(
+                409,
+                "transfer-not-dead-lettered",
+                "Only a dead-lettered transfer can be replayed",
+                f"transfer {transfer_id} is {row.status}",
+            )
+        await session.execute(
+            transfers.update()
+            .where(transfers.c.transfer_id == transfer_id)
+            .values(
+                status="pending",
+                attempts=0,
+                replays=transfers.c.replays + 1,
+                next_attempt_at=datetime.now(UTC),
+            )
+        )
+    journeys.transfers_waiting.set()
+    replayed = {**row._mapping, "replays": row.replays + 1, "status": "pending"}
+    return DeadLetterOut(reason=row.last_error, **{k: replayed[k] for k in _FIELDS})
