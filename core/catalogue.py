@@ -30,6 +30,8 @@ class Agency:
 @dataclass(frozen=True)
 class Step:
     index: int
+    # Steps of one stage run in parallel; the next stage starts when all are done (a join).
+    stage: int
     name: str
     agency_code: str
     days: int
@@ -43,6 +45,13 @@ class Procedure:
     total_days: int
     required_fields: tuple[str, ...]
     steps: tuple[Step, ...]
+
+    @property
+    def stage_count(self) -> int:
+        return self.steps[-1].stage + 1 if self.steps else 0
+
+    def stage(self, number: int) -> tuple[Step, ...]:
+        return tuple(s for s in self.steps if s.stage == number)
 
 
 class CatalogueError(ValueError):
@@ -111,8 +120,22 @@ def _procedure(raw: dict[str, Any]) -> Procedure:
         receiving_agency=str(raw["receiving_agency"]),
         total_days=int(raw["total_days"]),
         required_fields=tuple(str(f) for f in raw.get("required_fields", ())),
-        steps=tuple(
-            Step(index=i, name=str(s["name"]), agency_code=str(s["agency"]), days=int(s["days"]))
-            for i, s in enumerate(raw.get("steps", ()))
-        ),
+        steps=_steps(raw.get("steps", ())),
     )
+
+
+def _steps(raw_steps: list[dict[str, Any]]) -> tuple[Step, ...]:
+    """Flatten `steps`; an item `{parallel: [step, ...]}` is one stage of parallel steps."""
+    steps: list[Step] = []
+    for stage, item in enumerate(raw_steps):
+        for raw in item.get("parallel") or [item]:
+            steps.append(
+                Step(
+                    index=len(steps),
+                    stage=stage,
+                    name=str(raw["name"]),
+                    agency_code=str(raw["agency"]),
+                    days=int(raw["days"]),
+                )
+            )
+    return tuple(steps)

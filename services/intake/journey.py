@@ -45,6 +45,7 @@ def steps_of(journey: routing_pb2.Journey) -> list[StepOut]:
     return [
         StepOut(
             index=s.index,
+            stage=s.stage,
             name=s.name,
             agency_code=s.agency_code,
             agency_name=s.agency_name,

@@ -53,6 +53,7 @@ class DossierIn(BaseModel):
 
 class StepOut(BaseModel):
     index: int
+    stage: int = Field(description="Steps of one stage run in parallel")
     name: str
     agency_code: str
     agency_name: str

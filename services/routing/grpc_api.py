@@ -53,6 +53,7 @@ class RoutingServicer(routing_pb2_grpc.RoutingServiceServicer):
         values = row._mapping  # type: ignore[attr-defined]
         step = routing_pb2.JourneyStep(
             index=values["step_index"],
+            stage=values["stage"],
             name=values["step_name"],
             agency_code=values["agency_code"],
             agency_name=self._catalogue.agency(values["agency_code"]).name,

@@ -15,11 +15,11 @@ from typing import Any
 from google.protobuf.timestamp_pb2 import Timestamp
 from opentelemetry import trace
 from opentelemetry.trace import Link
-from sqlalchemy import select
+from sqlalchemy import func, select
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from core.calendar import WorkingCalendar
-from core.catalogue import Catalogue, Procedure
+from core.catalogue import Catalogue, Procedure, Step
 from core.events import Event, PoisonEvent, new_event
 from core.inbox import first_seen
 from core.outbox import Outbox
@@ -77,14 +77,14 @@ class JourneyService:
                 code=dossier.code,
                 procedure_code=procedure.code,
                 status="routing",
-                current_step=0,
+                current_stage=0,
                 dossier=dossier.SerializeToString(),
                 trace=event.trace,
                 received_at=dossier.received_at.ToDatetime(tzinfo=UTC),
                 due_at=dossier.due_at.ToDatetime(tzinfo=UTC),
             )
         )
-        await self._route_step(session, dossier.code, procedure, 0, now, event.trace)
+        await self._route_stage(session, dossier.code, procedure, 0, now, event.trace)
 
     async def report_outcome(self, transfer_id: str, outcome: str, note: str) -> dict[str, Any]:
         """An agency reports its step done; the dossier moves on, or completes."""
@@ -144,17 +144,30 @@ class JourneyService:
         await self._outbox.put(
             session, new_event(completed, source=SOURCE, dossier_code=journey.code)
         )
+        # The journey row is locked (FOR UPDATE), so parallel branches finishing at the same
+        # moment are counted one after the other: exactly one of them sees the join complete.
+        still_open = await session.scalar(
+            select(func.count())
+            .select_from(transfers)
+            .where(
+                transfers.c.dossier_code == journey.code,
+                transfers.c.stage == transfer.stage,
+                transfers.c.status != "completed",
+            )
+        )
+        if still_open:
+            return
         procedure = self._catalogue.procedure(journey.procedure_code)
         assert procedure is not None
-        next_index = transfer.step_index + 1
-        if next_index < len(procedure.steps):
+        next_stage = transfer.stage + 1
+        if next_stage < procedure.stage_count:
             await session.execute(
                 journeys.update()
                 .where(journeys.c.code == journey.code)
-                .values(current_step=next_index)
+                .values(current_stage=next_stage)
             )
-            await self._route_step(
-                session, journey.code, procedure, next_index, now, current_carrier()
+            await self._route_stage(
+                session, journey.code, procedure, next_stage, now, current_carrier()
             )
             return
         await session.execute(
@@ -167,16 +180,28 @@ class JourneyService:
         )
         await self._outbox.put(session, new_event(done, source=SOURCE, dossier_code=journey.code))
 
-    async def _route_step(
+    async def _route_stage(
         self,
         session: AsyncSession,
         code: str,
         procedure: Procedure,
-        index: int,
+        stage: int,
         now: datetime,
         trace_carrier: dict[str, str],
     ) -> None:
-        step = procedure.steps[index]
+        """Send the dossier to every agency of the stage: one transfer per step."""
+        for step in procedure.stage(stage):
+            await self._route_step(session, code, step, now, trace_carrier)
+
+    async def _route_step(
+        self,
+        session: AsyncSession,
+        code: str,
+        step: Step,
+        now: datetime,
+        trace_carrier: dict[str, str],
+    ) -> None:
+        index = step.index
         agency = self._catalogue.agency(step.agency_code)
         transfer_id = transfer_id_for(code, index)
         due_at = self._calendar.add_working_days(now, step.days)
@@ -185,6 +210,7 @@ class JourneyService:
                 transfer_id=transfer_id,
                 dossier_code=code,
                 step_index=index,
+                stage=step.stage,
                 step_name=step.name,
                 agency_code=agency.code,
                 status="pending",

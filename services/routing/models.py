@@ -28,7 +28,8 @@ journeys = Table(
     Column("procedure_code", String(40), nullable=False),
     # routing | completed
     Column("status", String(20), nullable=False),
-    Column("current_step", Integer, nullable=False),
+    # The stage under way: its steps run in parallel; the next starts when all are done.
+    Column("current_stage", Integer, nullable=False),
     # The submitted gateway.v1.Dossier, delivered to every agency of the journey.
     Column("dossier", LargeBinary, nullable=False),
     # W3C context of the dossier's trace: later hops (agency callbacks) continue it.
@@ -45,6 +46,7 @@ transfers = Table(
     Column("transfer_id", String(36), primary_key=True),
     Column("dossier_code", String(40), nullable=False, index=True),
     Column("step_index", Integer, nullable=False),
+    Column("stage", Integer, nullable=False),
     Column("step_name", String(200), nullable=False),
     Column("agency_code", String(20), nullable=False),
     # pending -> delivered -> completed, or pending -> dead_lettered

@@ -25,7 +25,7 @@ _sym_db = _symbol_database.Default()
 from google.protobuf import timestamp_pb2 as google_dot_protobuf_dot_timestamp__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x18gateway/v1/routing.proto\x12\ngateway.v1\x1a\x1fgoogle/protobuf/timestamp.proto\")\n\x11GetJourneyRequest\x12\x14\n\x0c\x64ossier_code\x18\x01 \x01(\t\"\xca\x02\n\x0bJourneyStep\x12\r\n\x05index\x18\x01 \x01(\x05\x12\x0c\n\x04name\x18\x02 \x01(\t\x12\x13\n\x0b\x61gency_code\x18\x03 \x01(\t\x12\x13\n\x0b\x61gency_name\x18\x04 \x01(\t\x12\x0e\n\x06status\x18\x05 \x01(\t\x12\x13\n\x0btransfer_id\x18\x06 \x01(\t\x12\x10\n\x08\x61ttempts\x18\x07 \x01(\x05\x12-\n\trouted_at\x18\x08 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x30\n\x0c\x64\x65livered_at\x18\t \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x30\n\x0c\x63ompleted_at\x18\n \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12*\n\x06\x64ue_at\x18\x0b \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"\x81\x01\n\x07Journey\x12\x14\n\x0c\x64ossier_code\x18\x01 \x01(\t\x12\x16\n\x0eprocedure_code\x18\x02 \x01(\t\x12\x0e\n\x06status\x18\x03 \x01(\t\x12&\n\x05steps\x18\x04 \x03(\x0b\x32\x17.gateway.v1.JourneyStep\x12\x10\n\x08trace_id\x18\x05 \x01(\t2R\n\x0eRoutingService\x12@\n\nGetJourney\x12\x1d.gateway.v1.GetJourneyRequest\x1a\x13.gateway.v1.Journeyb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x18gateway/v1/routing.proto\x12\ngateway.v1\x1a\x1fgoogle/protobuf/timestamp.proto\")\n\x11GetJourneyRequest\x12\x14\n\x0c\x64ossier_code\x18\x01 \x01(\t\"\xd9\x02\n\x0bJourneyStep\x12\r\n\x05index\x18\x01 \x01(\x05\x12\x0c\n\x04name\x18\x02 \x01(\t\x12\x13\n\x0b\x61gency_code\x18\x03 \x01(\t\x12\x13\n\x0b\x61gency_name\x18\x04 \x01(\t\x12\x0e\n\x06status\x18\x05 \x01(\t\x12\x13\n\x0btransfer_id\x18\x06 \x01(\t\x12\x10\n\x08\x61ttempts\x18\x07 \x01(\x05\x12-\n\trouted_at\x18\x08 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x30\n\x0c\x64\x65livered_at\x18\t \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x30\n\x0c\x63ompleted_at\x18\n \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12*\n\x06\x64ue_at\x18\x0b \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\r\n\x05stage\x18\x0c \x01(\x05\"\x81\x01\n\x07Journey\x12\x14\n\x0c\x64ossier_code\x18\x01 \x01(\t\x12\x16\n\x0eprocedure_code\x18\x02 \x01(\t\x12\x0e\n\x06status\x18\x03 \x01(\t\x12&\n\x05steps\x18\x04 \x03(\x0b\x32\x17.gateway.v1.JourneyStep\x12\x10\n\x08trace_id\x18\x05 \x01(\t2R\n\x0eRoutingService\x12@\n\nGetJourney\x12\x1d.gateway.v1.GetJourneyRequest\x1a\x13.gateway.v1.Journeyb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -35,9 +35,9 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_GETJOURNEYREQUEST']._serialized_start=73
   _globals['_GETJOURNEYREQUEST']._serialized_end=114
   _globals['_JOURNEYSTEP']._serialized_start=117
-  _globals['_JOURNEYSTEP']._serialized_end=447
-  _globals['_JOURNEY']._serialized_start=450
-  _globals['_JOURNEY']._serialized_end=579
-  _globals['_ROUTINGSERVICE']._serialized_start=581
-  _globals['_ROUTINGSERVICE']._serialized_end=663
+  _globals['_JOURNEYSTEP']._serialized_end=462
+  _globals['_JOURNEY']._serialized_start=465
+  _globals['_JOURNEY']._serialized_end=594
+  _globals['_ROUTINGSERVICE']._serialized_start=596
+  _globals['_ROUTINGSERVICE']._serialized_end=678
 # @@protoc_insertion_point(module_scope)

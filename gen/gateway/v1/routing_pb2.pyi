@@ -53,6 +53,7 @@ class JourneyStep(_message.Message):
     DELIVERED_AT_FIELD_NUMBER: _builtins.int
     COMPLETED_AT_FIELD_NUMBER: _builtins.int
     DUE_AT_FIELD_NUMBER: _builtins.int
+    STAGE_FIELD_NUMBER: _builtins.int
     index: _builtins.int
     name: _builtins.str
     agency_code: _builtins.str
@@ -61,6 +62,8 @@ class JourneyStep(_message.Message):
     """pending | delivering | delivered | completed | dead_lettered"""
     transfer_id: _builtins.str
     attempts: _builtins.int
+    stage: _builtins.int
+    """Steps of the same stage run in parallel; the next stage waits for all of them."""
     @_builtins.property
     def routed_at(self) -> _timestamp_pb2.Timestamp: ...
     @_builtins.property
@@ -83,10 +86,11 @@ class JourneyStep(_message.Message):
         delivered_at: _timestamp_pb2.Timestamp | None = ...,
         completed_at: _timestamp_pb2.Timestamp | None = ...,
         due_at: _timestamp_pb2.Timestamp | None = ...,
+        stage: _builtins.int = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["completed_at", b"completed_at", "delivered_at", b"delivered_at", "due_at", b"due_at", "routed_at", b"routed_at"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["agency_code", b"agency_code", "agency_name", b"agency_name", "attempts", b"attempts", "completed_at", b"completed_at", "delivered_at", b"delivered_at", "due_at", b"due_at", "index", b"index", "name", b"name", "routed_at", b"routed_at", "status", b"status", "transfer_id", b"transfer_id"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["agency_code", b"agency_code", "agency_name", b"agency_name", "attempts", b"attempts", "completed_at", b"completed_at", "delivered_at", b"delivered_at", "due_at", b"due_at", "index", b"index", "name", b"name", "routed_at", b"routed_at", "stage", b"stage", "status", b"status", "transfer_id", b"transfer_id"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
