@@ -1,4 +1,5 @@
-"""The sandbox as one ASGI app: every demo agency, the mail relay and a liveness probe."""
+"""The sandbox as one ASGI app: every demo agency, the mail relay, an SMS gateway and a
+liveness probe."""
 
 from __future__ import annotations
 
@@ -10,6 +11,7 @@ from fastapi import FastAPI
 from sandbox.agency import AgencyOffice, agency_router
 from sandbox.mail import MailServer, MailStore, mail_router
 from sandbox.settings import SandboxSettings
+from sandbox.sms import SmsStore, sms_router
 
 
 def create_app(settings: SandboxSettings | None = None) -> FastAPI:
@@ -39,6 +41,7 @@ def create_app(settings: SandboxSettings | None = None) -> FastAPI:
     app.state.mail_server = mail_server
     app.include_router(agency_router(office))
     app.include_router(mail_router(store))
+    app.include_router(sms_router(SmsStore()))
 
     @app.get("/health/live", tags=["health"])
     async def live() -> dict[str, str]:
