@@ -1,0 +1,420 @@
+"""Stand-in of VNeID, the national e-ID: a real OpenID Connect provider built on authlib.
+
+Authorization code flow only, PKCE S256, state and nonce all required; the gateway's
+client authenticates at /token with client_secret_basic or private_key_jwt. ID tokens are
+RS256, signed with the current key; /jwks also serves the previous key for a grace period
+so tokens signed just before a rotation still verify. Citizens are the population-registry
+stand-in's, so e-ID and registry agree on names. `sub` is the personal ID, as with VNeID.
+"""
+
+from __future__ import annotations
+
+import hmac
+import html
+import secrets
+import time
+from dataclasses import dataclass, field
+from typing import Any, ClassVar
+from urllib.parse import parse_qsl
+
+from authlib.oauth2.rfc6749 import AuthorizationServer, OAuth2Request
+from authlib.oauth2.rfc6749.errors import InvalidRequestError, OAuth2Error
+from authlib.oauth2.rfc6749.grants import AuthorizationCodeGrant
+from authlib.oauth2.rfc6749.requests import BasicOAuth2Payload
+from authlib.oauth2.rfc6750 import BearerTokenGenerator
+from authlib.oauth2.rfc7523 import JWTBearerClientAssertion
+from authlib.oauth2.rfc7636 import CodeChallenge
+from authlib.oidc.core import UserInfo
+from authlib.oidc.core.grants import OpenIDCode
+from fastapi import FastAPI, Request
+from fastapi.responses import HTMLResponse, JSONResponse, Response
+from joserfc.jwk import KeySet, RSAKey
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from sandbox.registry import mask, residence_of
+
+SCOPES = ["openid", "profile"]
+# VNeID assurance levels: 1 = account identified online, 2 = identity verified in person.
+ACR_LEVELS = ["1", "2"]
+# Offered on the login page; any registered number works through login_hint.
+DEMO_CITIZENS = ["001090012345", "079185000001", "031200123456", "048305654321"]
+
+
+class OidcSettings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="SANDBOX_OIDC_", extra="ignore", frozen=True)
+
+    # Log in whoever `login_hint` names without showing a page: tests and demos only.
+    auto_login: bool = False
+    code_ttl_s: int = 600
+    token_ttl_s: int = 3600
+    # How long the previous signing key stays in /jwks after a rotation.
+    key_grace_s: float = 86400.0
+
+
+@dataclass(frozen=True)
+class Citizen:
+    personal_id: str
+    name: str
+    acr: str
+
+
+@dataclass
+class Client:
+    """A registered relying party; a secret for client_secret_basic, else its JWKS."""
+
+    client_id: str
+    redirect_uris: list[str]
+    client_secret: str | None = None
+    jwks: dict[str, Any] | None = None
+
+    def get_client_id(self) -> str:
+        return self.client_id
+
+    def get_default_redirect_uri(self) -> str:
+        return self.redirect_uris[0]
+
+    def get_allowed_scope(self, scope: str) -> str:
+        return " ".join(s for s in (scope or "").split() if s in SCOPES)
+
+    def check_redirect_uri(self, redirect_uri: str) -> bool:
+        return redirect_uri in self.redirect_uris
+
+    def check_client_secret(self, client_secret: str) -> bool:
+        secret = self.client_secret or ""
+        return bool(secret) and hmac.compare_digest(secret.encode(), client_secret.encode())
+
+    def check_endpoint_auth_method(self, method: str, endpoint: str) -> bool:
+        expected = "client_secret_basic" if self.client_secret else "private_key_jwt"
+        return method == expected
+
+    def check_response_type(self, response_type: str) -> bool:
+        return response_type == "code"
+
+    def check_grant_type(self, grant_type: str) -> bool:
+        return grant_type == "authorization_code"
+
+
+@dataclass
+class AuthorizationCode:
+    code: str
+    client_id: str
+    redirect_uri: str
+    scope: str
+    nonce: str
+    code_challenge: str
+    code_challenge_method: str
+    citizen: Citizen
+    expires_at: float
+    auth_time: int = field(default_factory=lambda: int(time.time()))
+
+    def get_redirect_uri(self) -> str:
+        return self.redirect_uri
+
+    def get_scope(self) -> str:
+        return self.scope
+
+    def get_nonce(self) -> str:
+        return self.nonce
+
+    def get_auth_time(self) -> int:
+        return self.auth_time
+
+    def get_acr(self) -> str:
+        return self.citizen.acr
+
+    def get_amr(self) -> None:
+        return None
+
+
+class SigningKeys:
+    """The current RS256 key plus retired ones, published until their grace period ends."""
+
+    def __init__(self, grace_s: float) -> None:
+        self._grace_s = grace_s
+        self.current = self._generate()
+        self._retired: list[tuple[RSAKey, float]] = []
+
+    @staticmethod
+    def _generate() -> RSAKey:
+        return RSAKey.generate_key(2048, {"use": "sig", "alg": "RS256"}, auto_kid=True)
+
+    def rotate(self) -> None:
+        self._retired.append((self.current, time.time() + self._grace_s))
+        self.current = self._generate()
+
+    def public_jwks(self) -> dict[str, Any]:
+        now = time.time()
+        self._retired = [(key, until) for key, until in self._retired if until > now]
+        keys = [self.current, *(key for key, _ in self._retired)]
+        return {"keys": [key.as_dict(private=False) for key in keys]}
+
+
+class _S256Required(CodeChallenge):  # type: ignore[misc]
+    """PKCE for every client, S256 only: `plain` would leak the verifier with the challenge."""
+
+    def validate_code_challenge(self, grant: Any, redirect_uri: str) -> None:
+        data = grant.request.payload.data
+        if not data.get("code_challenge"):
+            raise InvalidRequestError("PKCE is required: missing 'code_challenge'")
+        if data.get("code_challenge_method") != "S256":
+            raise InvalidRequestError("'code_challenge_method' must be S256")
+        super().validate_code_challenge(grant, redirect_uri)
+
+    def get_authorization_code_challenge(self, code: AuthorizationCode) -> str:
+        return code.code_challenge
+
+    def get_authorization_code_challenge_method(self, code: AuthorizationCode) -> str:
+        return code.code_challenge_method
+
+
+class _OpenIDCode(OpenIDCode):  # type: ignore[misc]
+    def __init__(self, provider: Provider) -> None:
+        super().__init__(require_nonce=True)
+        self._provider = provider
+
+    def exists_nonce(self, nonce: str, request: OAuth2Request) -> bool:
+        # A nonce seen before is a replayed authentication request.
+        return (request.payload.client_id, nonce) in self._provider.nonces
+
+    def resolve_client_private_key(self, client: Client) -> RSAKey:
+        return self._provider.keys.current
+
+    def get_client_algorithm(self, client: Client) -> str:
+        return "RS256"
+
+    def get_encode_header(self, client: Client) -> dict[str, str]:
+        # kid lets relying parties pick the right key from /jwks across rotations.
+        return {"alg": "RS256", "typ": "JWT", "kid": self._provider.keys.current.kid or ""}
+
+    def get_client_claims(self, client: Client) -> dict[str, Any]:
+        now = int(time.time())
+        ttl = self._provider.settings.token_ttl_s
+        return {
+            "iss": self._provider.issuer,
+            "aud": [client.client_id],
+            "iat": now,
+            "exp": now + ttl,
+        }
+
+    def generate_user_info(self, user: Citizen, scope: str) -> UserInfo:
+        return UserInfo(sub=user.personal_id, name=user.name)
+
+
+class _CodeGrant(AuthorizationCodeGrant):  # type: ignore[misc]
+    TOKEN_ENDPOINT_AUTH_METHODS: ClassVar[list[str]] = ["client_secret_basic", "private_key_jwt"]
+    server: Provider
+
+    def validate_authorization_request(self) -> str:
+        if not self.request.payload.state:
+            raise InvalidRequestError("'state' is required")
+        return str(super().validate_authorization_request())
+
+    def save_authorization_code(self, code: str, request: OAuth2Request) -> None:
+        data = request.payload.data
+        self.server.codes[code] = AuthorizationCode(
+            code=code,
+            client_id=request.client.client_id,
+            redirect_uri=data.get("redirect_uri", ""),
+            scope=request.client.get_allowed_scope(data.get("scope", "")),
+            nonce=data["nonce"],
+            code_challenge=data["code_challenge"],
+            code_challenge_method=data["code_challenge_method"],
+            citizen=request.user,
+            expires_at=time.time() + self.server.settings.code_ttl_s,
+        )
+        self.server.nonces.add((request.client.client_id, data["nonce"]))
+
+    def query_authorization_code(self, code: str, client: Client) -> AuthorizationCode | None:
+        found = self.server.codes.get(code)
+        if found is None or found.client_id != client.client_id or found.expires_at < time.time():
+            return None
+        return found
+
+    def delete_authorization_code(self, code: AuthorizationCode) -> None:
+        self.server.codes.pop(code.code, None)
+
+    def authenticate_user(self, code: AuthorizationCode) -> Citizen:
+        return code.citizen
+
+
+class _PrivateKeyJWT(JWTBearerClientAssertion):  # type: ignore[misc]
+    CLIENT_AUTH_METHOD = "private_key_jwt"
+
+    def __init__(self, provider: Provider) -> None:
+        super().__init__()
+        self._provider = provider
+        self._seen: set[tuple[str, str]] = set()
+
+    def get_audiences(self) -> list[str]:
+        return [f"{self._provider.issuer}/token", self._provider.issuer]
+
+    def validate_jti(self, claims: dict[str, Any], jti: str) -> bool:
+        # A replayed client assertion must not authenticate twice.
+        if (claims["sub"], jti) in self._seen:
+            return False
+        self._seen.add((claims["sub"], jti))
+        return True
+
+    def resolve_client_public_key(self, client: Client) -> KeySet:
+        return KeySet.import_key_set(client.jwks or {"keys": []})  # type: ignore[arg-type]
+
+
+class _Request(OAuth2Request):  # type: ignore[misc]
+    """An HTTP request already read from Starlette: authlib's API is synchronous."""
+
+    def __init__(self, request: Request, form: dict[str, str]) -> None:
+        super().__init__(request.method, str(request.url), headers=request.headers)
+        self._args = dict(request.query_params)
+        self._form = form
+        self.payload = BasicOAuth2Payload({**self._args, **form})
+
+    @property
+    def args(self) -> dict[str, str]:
+        return self._args
+
+    @property
+    def form(self) -> dict[str, str]:
+        return self._form
+
+
+class Provider(AuthorizationServer):  # type: ignore[misc]
+    def __init__(self, issuer: str, clients: list[Client], settings: OidcSettings) -> None:
+        super().__init__(scopes_supported=SCOPES)
+        self.issuer = issuer.rstrip("/")
+        self.settings = settings
+        self.keys = SigningKeys(settings.key_grace_s)
+        self.clients = {c.client_id: c for c in clients}
+        self.codes: dict[str, AuthorizationCode] = {}
+        self.nonces: set[tuple[str, str]] = set()
+        self.tokens: dict[str, tuple[Citizen, float]] = {}
+        self.register_grant(_CodeGrant, [_S256Required(), _OpenIDCode(self)])
+        self.register_client_auth_method("private_key_jwt", _PrivateKeyJWT(self))
+        generator = BearerTokenGenerator(self._new_token, expires_generator=settings.token_ttl_s)
+        self.register_token_generator("default", generator)
+
+    @staticmethod
+    def _new_token(**_: Any) -> str:
+        return secrets.token_urlsafe(32)
+
+    def query_client(self, client_id: str) -> Client | None:
+        return self.clients.get(client_id)
+
+    def save_token(self, token: dict[str, Any], request: OAuth2Request) -> None:
+        expires_at = time.time() + self.settings.token_ttl_s
+        self.tokens[token["access_token"]] = (request.user, expires_at)
+
+    def create_oauth2_request(self, request: _Request) -> _Request:
+        return request
+
+    def send_signal(self, name: str, *args: Any, **kwargs: Any) -> None:
+        pass
+
+    def handle_response(self, status: int, body: Any, headers: list[tuple[str, str]]) -> Response:
+        if isinstance(body, dict):
+            return JSONResponse(body, status, dict(headers))
+        return Response(body, status, dict(headers))
+
+    def metadata(self) -> dict[str, Any]:
+        return {
+            "issuer": self.issuer,
+            "authorization_endpoint": f"{self.issuer}/authorize",
+            "token_endpoint": f"{self.issuer}/token",
+            "userinfo_endpoint": f"{self.issuer}/userinfo",
+            "jwks_uri": f"{self.issuer}/jwks",
+            "scopes_supported": SCOPES,
+            "response_types_supported": ["code"],
+            "grant_types_supported": ["authorization_code"],
+            "subject_types_supported": ["public"],
+            "id_token_signing_alg_values_supported": ["RS256"],
+            "token_endpoint_auth_methods_supported": _CodeGrant.TOKEN_ENDPOINT_AUTH_METHODS,
+            "token_endpoint_auth_signing_alg_values_supported": ["RS256"],
+            "code_challenge_methods_supported": ["S256"],
+            "acr_values_supported": ACR_LEVELS,
+            "claims_supported": ["sub", "name", "acr", "nonce", "iss", "aud", "exp", "iat"],
+        }
+
+
+def _login_page(request: _Request) -> HTMLResponse:
+    hidden = "".join(
+        f'<input type="hidden" name="{html.escape(k)}" value="{html.escape(v)}">'
+        for k, v in request.args.items()
+    )
+    wanted = request.args.get("acr_values", "").split()
+    options = "".join(
+        f'<label><input type="radio" name="acr" value="{level}"'
+        f"{' checked' if level == max(wanted or ['1']) else ''}> Mức {level}</label> "
+        for level in ACR_LEVELS
+    )
+    rows = ""
+    for pid in DEMO_CITIZENS:
+        citizen = residence_of(pid)
+        if citizen is not None:
+            label = html.escape(f"{citizen.full_name} ({mask(pid)})")
+            rows += f'<li><button name="personal_id" value="{pid}">{label}</button></li>'
+    page = (
+        '<!doctype html><html lang="vi"><meta charset="utf-8"><title>VNeID (sandbox)</title>'
+        f'<h1>Đăng nhập VNeID</h1><form method="post">{hidden}<p>{options}</p>'
+        f"<ul>{rows}</ul></form></html>"
+    )
+    return HTMLResponse(page)
+
+
+def create_oidc_app(
+    issuer: str, clients: list[Client], settings: OidcSettings | None = None
+) -> FastAPI:
+    provider = Provider(issuer, clients, settings or OidcSettings())
+    app = FastAPI(title="VNeID sandbox", openapi_url=None)
+    app.state.provider = provider
+
+    async def read(request: Request) -> _Request:
+        # OAuth posts are always urlencoded (RFC 6749 §4.1.3), which needs no multipart parser.
+        form: dict[str, str] = {}
+        if request.headers.get("content-type", "").startswith("application/x-www-form-urlencoded"):
+            form = dict(parse_qsl((await request.body()).decode(), keep_blank_values=True))
+        return _Request(request, form)
+
+    @app.get("/.well-known/openid-configuration")
+    async def discovery() -> dict[str, Any]:
+        return provider.metadata()
+
+    @app.get("/jwks")
+    async def jwks() -> dict[str, Any]:
+        return provider.keys.public_jwks()
+
+    @app.api_route("/authorize", methods=["GET", "POST"])
+    async def authorize(request: Request) -> Response:
+        oauth_request = await read(request)
+        try:
+            grant = provider.get_consent_grant(oauth_request)
+        except OAuth2Error as error:
+            return provider.handle_error_response(oauth_request, error)  # type: ignore[no-any-return]
+        data = oauth_request.payload.data
+        personal_id = data.get("personal_id") if request.method == "POST" else None
+        if personal_id is None and provider.settings.auto_login:
+            personal_id = data.get("login_hint")
+        if personal_id is None:
+            return _login_page(oauth_request)
+        well_formed = len(personal_id) == 12 and personal_id.isascii() and personal_id.isdigit()
+        citizen = residence_of(personal_id) if well_formed else None
+        if citizen is None:
+            return HTMLResponse("Số định danh không hợp lệ hoặc chưa đăng ký.", 400)
+        acr = data.get("acr") or max(data.get("acr_values", "").split() or ["1"])
+        user = Citizen(personal_id, citizen.full_name, acr if acr in ACR_LEVELS else "1")
+        response = provider.create_authorization_response(oauth_request, user, grant)
+        return response  # type: ignore[no-any-return]
+
+    @app.post("/token")
+    async def token(request: Request) -> Response:
+        return provider.create_token_response(await read(request))  # type: ignore[no-any-return]
+
+    @app.api_route("/userinfo", methods=["GET", "POST"])
+    async def userinfo(request: Request) -> Response:
+        scheme, _, access_token = request.headers.get("authorization", "").partition(" ")
+        found = provider.tokens.get(access_token) if scheme.lower() == "bearer" else None
+        if found is None or found[1] < time.time():
+            challenge = {"WWW-Authenticate": 'Bearer error="invalid_token"'}
+            return JSONResponse({"error": "invalid_token"}, 401, challenge)
+        citizen = found[0]
+        return JSONResponse({"sub": citizen.personal_id, "name": citizen.name, "acr": citizen.acr})
+
+    return app
