@@ -22,7 +22,8 @@ from opentelemetry.propagate import extract, inject
 from opentelemetry.trace import Span, SpanKind, StatusCode
 
 from core.events import EVENT_TYPES, Event, PoisonEvent, from_kafka
-from core.kafka import TRANSIENT_ERRORS, EventProducer, OutboundRecord, messaging_attributes
+from core.kafka import EventProducer, OutboundRecord, messaging_attributes
+from core.retry import until_available
 from core.settings import ServiceSettings
 
 log = logging.getLogger(__name__)
@@ -79,7 +80,9 @@ class EventConsumer:
         for record in records:
             headers = {k: v for k, v in (record.headers or ())}
             ce_type = headers.get("ce_type", b"").decode(errors="replace")
-            if ce_type and ce_type not in self._event_types and _is_wellformed_type(ce_type):
+            # Our own types that this consumer does not handle are skipped cheaply; any other
+            # type is decoded, and an unknown one is reported as poison by from_kafka.
+            if ce_type and ce_type not in self._event_types and ce_type in EVENT_TYPES:
                 continue  # another service's business: skipped without decoding or a span
             try:
                 event = from_kafka(record.key, record.value, headers)
@@ -93,7 +96,7 @@ class EventConsumer:
         if not accepted:
             return
         try:
-            await self._with_outage_retries(lambda: self._handle([e for e, _, _ in accepted]))
+            await until_available(self._group_id, lambda: self._handle([e for e, _, _ in accepted]))
         except Exception:
             log.warning("batch of %d failed; replaying it event by event", len(accepted))
             for event, span, record in accepted:
@@ -121,23 +124,11 @@ class EventConsumer:
             },
         )
 
-    async def _with_outage_retries(self, action: Callable[[], Awaitable[None]]) -> None:
-        """Run action; while the database or broker is away, wait and run it again."""
-        delay = 0.1
-        while True:
-            try:
-                await action()
-                return
-            except TRANSIENT_ERRORS as exc:
-                log.warning("transient failure, retrying in %.1fs: %r", delay, exc)
-            await asyncio.sleep(delay)
-            delay = min(delay * 2, 10.0)
-
     async def _handle_one(self, event: Event) -> str | None:
         """Handle one event alone; the reason it is poison, or None when it went through."""
         for attempt in range(1, HANDLER_ATTEMPTS + 1):
             try:
-                await self._with_outage_retries(lambda: self._handle([event]))
+                await until_available(self._group_id, lambda: self._handle([event]))
                 return None
             except PoisonEvent as exc:
                 return str(exc)
@@ -165,10 +156,4 @@ class EventConsumer:
             value=record.value or b"",
             headers=headers,
         )
-        await self._with_outage_retries(lambda: self._producer.send_batch([dead]))
-
-
-def _is_wellformed_type(ce_type: str) -> bool:
-    # Our own event types are skipped cheaply when not handled; anything else is decoded,
-    # and an unknown type is reported as poison by from_kafka.
-    return ce_type in EVENT_TYPES
+        await until_available("dead-letter topic", lambda: self._producer.send_batch([dead]))

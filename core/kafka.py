@@ -14,25 +14,14 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from aiokafka import AIOKafkaProducer
-from aiokafka.errors import KafkaError
 from opentelemetry import trace
 from opentelemetry.propagate import extract, inject
 from opentelemetry.trace import SpanKind
-from sqlalchemy.exc import InterfaceError, OperationalError
 
 from core.settings import ServiceSettings
 
 log = logging.getLogger(__name__)
 tracer = trace.get_tracer("gateway.kafka")
-
-# Failures that say nothing about the event itself: retry until they pass, never dead-letter.
-TRANSIENT_ERRORS: tuple[type[BaseException], ...] = (
-    OSError,
-    TimeoutError,
-    KafkaError,
-    OperationalError,
-    InterfaceError,
-)
 
 
 @dataclass(frozen=True)

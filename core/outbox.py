@@ -17,7 +17,8 @@ from sqlalchemy import event as sa_event
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
 from core.events import Event, to_kafka
-from core.kafka import TRANSIENT_ERRORS, EventProducer, OutboundRecord
+from core.kafka import EventProducer, OutboundRecord
+from core.retry import TRANSIENT_ERRORS
 from core.storage import BigId, UtcDateTime, supports_skip_locked
 from core.telemetry import current_carrier
 from core.wakeup import wait_for_work

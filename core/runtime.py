@@ -9,8 +9,9 @@ from collections.abc import Awaitable, Callable
 
 from sqlalchemy import MetaData
 
-from core.kafka import TRANSIENT_ERRORS, EventProducer
+from core.kafka import EventProducer
 from core.outbox import Outbox, OutboxRelay
+from core.retry import until_available
 from core.settings import ServiceSettings
 from core.storage import create_engine, create_tables, ping, session_factory
 from core.telemetry import configure_tracing, shutdown_tracing
@@ -86,22 +87,13 @@ class Runtime:
         await ping(self.engine)
 
     async def _prepare_database(self) -> None:
-        await self._retry("database", lambda: create_tables(self.engine, self.metadata))
+        await until_available(
+            "database schema", lambda: create_tables(self.engine, self.metadata), max_delay_s=5
+        )
         self.schema_ready.set()
 
     async def _connect_producer(self) -> None:
-        await self._retry("kafka", self.producer.start)
-
-    async def _retry(self, what: str, action: Callable[[], Awaitable[None]]) -> None:
-        delay = 0.2
-        while True:
-            try:
-                await action()
-                return
-            except TRANSIENT_ERRORS as exc:
-                log.warning("%s not reachable yet (%r); retrying in %.1fs", what, exc, delay)
-                await asyncio.sleep(delay)
-                delay = min(delay * 2, 5.0)
+        await until_available("kafka producer", self.producer.start, max_delay_s=5)
 
     async def _supervise(self, name: str, worker: Worker) -> None:
         await self.schema_ready.wait()

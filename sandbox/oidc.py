@@ -9,11 +9,9 @@ stand-in's, so e-ID and registry agree on names. `sub` is the personal ID, as wi
 
 from __future__ import annotations
 
-import hmac
 import html
 import secrets
 import time
-from dataclasses import dataclass, field
 from typing import Any, ClassVar
 from urllib.parse import parse_qsl
 
@@ -29,124 +27,18 @@ from authlib.oidc.core.grants import OpenIDCode
 from fastapi import FastAPI, Request
 from fastapi.responses import HTMLResponse, JSONResponse, Response
 from joserfc.jwk import KeySet, RSAKey
-from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from sandbox.oidc_models import (
+    ACR_LEVELS,
+    DEMO_CITIZENS,
+    SCOPES,
+    AuthorizationCode,
+    Citizen,
+    Client,
+    OidcSettings,
+    SigningKeys,
+)
 from sandbox.registry import mask, residence_of
-
-SCOPES = ["openid", "profile"]
-# VNeID assurance levels: 1 = account identified online, 2 = identity verified in person.
-ACR_LEVELS = ["1", "2"]
-# Offered on the login page; any registered number works through login_hint.
-DEMO_CITIZENS = ["001090012345", "079185000001", "031200123456", "048305654321"]
-
-
-class OidcSettings(BaseSettings):
-    model_config = SettingsConfigDict(env_prefix="SANDBOX_OIDC_", extra="ignore", frozen=True)
-
-    # Log in whoever `login_hint` names without showing a page: tests and demos only.
-    auto_login: bool = False
-    code_ttl_s: int = 600
-    token_ttl_s: int = 3600
-    # How long the previous signing key stays in /jwks after a rotation.
-    key_grace_s: float = 86400.0
-
-
-@dataclass(frozen=True)
-class Citizen:
-    personal_id: str
-    name: str
-    acr: str
-
-
-@dataclass
-class Client:
-    """A registered relying party; a secret for client_secret_basic, else its JWKS."""
-
-    client_id: str
-    redirect_uris: list[str]
-    client_secret: str | None = None
-    jwks: dict[str, Any] | None = None
-
-    def get_client_id(self) -> str:
-        return self.client_id
-
-    def get_default_redirect_uri(self) -> str:
-        return self.redirect_uris[0]
-
-    def get_allowed_scope(self, scope: str) -> str:
-        return " ".join(s for s in (scope or "").split() if s in SCOPES)
-
-    def check_redirect_uri(self, redirect_uri: str) -> bool:
-        return redirect_uri in self.redirect_uris
-
-    def check_client_secret(self, client_secret: str) -> bool:
-        secret = self.client_secret or ""
-        return bool(secret) and hmac.compare_digest(secret.encode(), client_secret.encode())
-
-    def check_endpoint_auth_method(self, method: str, endpoint: str) -> bool:
-        expected = "client_secret_basic" if self.client_secret else "private_key_jwt"
-        return method == expected
-
-    def check_response_type(self, response_type: str) -> bool:
-        return response_type == "code"
-
-    def check_grant_type(self, grant_type: str) -> bool:
-        return grant_type == "authorization_code"
-
-
-@dataclass
-class AuthorizationCode:
-    code: str
-    client_id: str
-    redirect_uri: str
-    scope: str
-    nonce: str
-    code_challenge: str
-    code_challenge_method: str
-    citizen: Citizen
-    expires_at: float
-    auth_time: int = field(default_factory=lambda: int(time.time()))
-
-    def get_redirect_uri(self) -> str:
-        return self.redirect_uri
-
-    def get_scope(self) -> str:
-        return self.scope
-
-    def get_nonce(self) -> str:
-        return self.nonce
-
-    def get_auth_time(self) -> int:
-        return self.auth_time
-
-    def get_acr(self) -> str:
-        return self.citizen.acr
-
-    def get_amr(self) -> None:
-        return None
-
-
-class SigningKeys:
-    """The current RS256 key plus retired ones, published until their grace period ends."""
-
-    def __init__(self, grace_s: float) -> None:
-        self._grace_s = grace_s
-        self.current = self._generate()
-        self._retired: list[tuple[RSAKey, float]] = []
-
-    @staticmethod
-    def _generate() -> RSAKey:
-        return RSAKey.generate_key(2048, {"use": "sig", "alg": "RS256"}, auto_kid=True)
-
-    def rotate(self) -> None:
-        self._retired.append((self.current, time.time() + self._grace_s))
-        self.current = self._generate()
-
-    def public_jwks(self) -> dict[str, Any]:
-        now = time.time()
-        self._retired = [(key, until) for key, until in self._retired if until > now]
-        keys = [self.current, *(key for key, _ in self._retired)]
-        return {"keys": [key.as_dict(private=False) for key in keys]}
 
 
 class _S256Required(CodeChallenge):  # type: ignore[misc]

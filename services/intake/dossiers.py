@@ -60,8 +60,22 @@ class DossierRegistry:
         return record, True
 
     async def _replay(self, key: str, request_hash: str) -> dict[str, Any] | None:
-        code = await self._replayed(key, request_hash)
-        return await self.get(code) if code else None
+        """The dossier a key already registered (one query), None for a new key."""
+        query = select(dossiers, idempotency_keys.c.request_hash).join(
+            idempotency_keys, idempotency_keys.c.dossier_code == dossiers.c.code
+        )
+        async with self._sessions() as session:
+            row = (await session.execute(query.where(idempotency_keys.c.key == key))).first()
+        if row is None:
+            return None
+        if row.request_hash != request_hash:
+            raise Problem(
+                422,
+                "idempotency-key-reused",
+                "Idempotency-Key already used for another request",
+                "Send a new key for a different dossier",
+            )
+        return {c.name: row._mapping[c.name] for c in dossiers.columns}
 
     async def get(self, code: str) -> dict[str, Any] | None:
         async with self._sessions() as session:
@@ -90,22 +104,6 @@ class DossierRegistry:
                 missing_fields=missing,
             )
         return procedure
-
-    async def _replayed(self, key: str, request_hash: str) -> str | None:
-        async with self._sessions() as session:
-            row = (
-                await session.execute(select(idempotency_keys).where(idempotency_keys.c.key == key))
-            ).first()
-        if row is None:
-            return None
-        if row.request_hash != request_hash:
-            raise Problem(
-                422,
-                "idempotency-key-reused",
-                "Idempotency-Key already used for another request",
-                "Send a new key for a different dossier",
-            )
-        return str(row.dossier_code)
 
     async def _register(
         self, request: DossierIn, procedure: Procedure, key: str | None, request_hash: str

@@ -7,6 +7,7 @@ replays it, which delivers it again with the same transfer id (the agency de-dup
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from datetime import UTC, datetime
 from typing import Annotated, Any
 
@@ -41,11 +42,11 @@ def _journeys(request: Request) -> JourneyService:
 Journeys = Annotated[JourneyService, Depends(_journeys)]
 
 
-def _out(row: Any) -> DeadLetterOut:
-    return DeadLetterOut(reason=row.last_error, **{k: row._mapping[k] for k in _FIELDS})
-
-
 _FIELDS = [f for f in DeadLetterOut.model_fields if f != "reason"]
+
+
+def _out(values: Mapping[Any, Any]) -> DeadLetterOut:
+    return DeadLetterOut(reason=values["last_error"], **{k: values[k] for k in _FIELDS})
 
 
 @router.get("", response_model=list[DeadLetterOut], summary="Transfers that were not delivered")
@@ -59,7 +60,7 @@ async def list_dead_letters(
         query = query.where(transfers.c.agency_code == agency_code)
     query = query.order_by(transfers.c.dead_lettered_at).limit(limit)
     async with journeys.sessions() as session:
-        return [_out(row) for row in await session.execute(query)]
+        return [_out(row._mapping) for row in await session.execute(query)]
 
 
 @router.post(
@@ -96,5 +97,4 @@ async def replay(transfer_id: str, journeys: Journeys) -> DeadLetterOut:
             )
         )
     journeys.transfers_waiting.set()
-    replayed = {**row._mapping, "replays": row.replays + 1, "status": "pending"}
-    return DeadLetterOut(reason=row.last_error, **{k: replayed[k] for k in _FIELDS})
+    return _out({**row._mapping, "replays": row.replays + 1})
