@@ -20,7 +20,7 @@ Dossier gateway is running.
   intake     {stack.url("intake")}   OpenAPI: {stack.url("intake")}/docs
   routing    {stack.url("routing")}   gRPC {HOST}:{p.routing_grpc}
   notify     {stack.url("notify")}
-  identity   gRPC {HOST}:{p.identity_grpc}
+  identity   {stack.url("identity")}   gRPC {HOST}:{p.identity_grpc}
   Kafka      {broker.bootstrap_servers}   topics {TOPIC}, {TOPIC}.dlq
   database   {database}
   sandbox    agencies {stack.url("sandbox")}/agencies   SMTP {HOST}:{p.sandbox_smtp}

@@ -32,13 +32,17 @@ class Ports:
     routing: int = 8081
     routing_grpc: int = 50051
     notify: int = 8082
+    identity: int = 8083
     identity_grpc: int = 50052
     sandbox: int = 8090
     sandbox_smtp: int = 2525
+    # The population registry stand-in (gRPC) and agencies that take transfers over gRPC.
+    sandbox_registry_grpc: int = 50053
+    sandbox_agency_grpc: int = 50054
 
     @classmethod
     def free(cls) -> Ports:
-        return cls(*free_ports(7))
+        return cls(*free_ports(10))
 
 
 @dataclass
@@ -57,6 +61,7 @@ class Stack:
             "intake": self.ports.intake,
             "routing": self.ports.routing,
             "notify": self.ports.notify,
+            "identity": self.ports.identity,
             "sandbox": self.ports.sandbox,
         }[service]
         return f"http://{HOST}:{port}"
@@ -89,11 +94,13 @@ class Stack:
                 "SMTP_HOST": HOST,
                 "SMTP_PORT": str(p.sandbox_smtp),
             },
-            "identity": {"GRPC_PORT": str(p.identity_grpc)},
+            "identity": {"HTTP_PORT": str(p.identity), "GRPC_PORT": str(p.identity_grpc)},
             "sandbox": {
                 "SANDBOX_HOST": HOST,
                 "SANDBOX_HTTP_PORT": str(p.sandbox),
                 "SANDBOX_SMTP_PORT": str(p.sandbox_smtp),
+                "SANDBOX_REGISTRY_GRPC_PORT": str(p.sandbox_registry_grpc),
+                "SANDBOX_AGENCY_GRPC_PORT": str(p.sandbox_agency_grpc),
             },
         }[service]
         return env
@@ -132,21 +139,24 @@ class Stack:
         raise TimeoutError(f"{service} not ready after {timeout}s: {self.log_tail(service)}")
 
     def _ready(self, service: str) -> bool:
-        if service == "identity":
-            target = f"{HOST}:{self.ports.identity_grpc}"
-            with grpc.insecure_channel(target) as channel:
-                try:
-                    answer = health_pb2_grpc.HealthStub(channel).Check(
-                        health_pb2.HealthCheckRequest(), timeout=1
-                    )
-                except grpc.RpcError:
-                    return False
-                return bool(answer.status == health_pb2.HealthCheckResponse.SERVING)
+        if service == "identity" and not self._grpc_serving(f"{HOST}:{self.ports.identity_grpc}"):
+            return False
         path = "/health/live" if service == "sandbox" else "/health/ready"
         try:
             return httpx.get(self.url(service) + path, timeout=1).status_code == 200
         except httpx.HTTPError:
             return False
+
+    @staticmethod
+    def _grpc_serving(target: str) -> bool:
+        with grpc.insecure_channel(target) as channel:
+            try:
+                answer = health_pb2_grpc.HealthStub(channel).Check(
+                    health_pb2.HealthCheckRequest(), timeout=1
+                )
+            except grpc.RpcError:
+                return False
+            return bool(answer.status == health_pb2.HealthCheckResponse.SERVING)
 
     def stop_service(self, service: str, sig: int = signal.SIGTERM, timeout: float = 15) -> None:
         process = self.processes.pop(service, None)

@@ -1,3 +1,6 @@
-from services.identity.main import main
+from core.serve import serve_http
+from services.identity.main import build_app
+from services.identity.settings import IdentitySettings
 
-main()
+settings = IdentitySettings()
+serve_http(build_app(settings), settings)

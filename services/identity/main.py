@@ -1,34 +1,38 @@
-"""Identity: e-ID login and population-registry reads (issue 3). Today it serves the standard
-gRPC health and reflection services, so the stack, probes and clients are wired already."""
+"""Identity: citizens' e-ID login, population-registry reads with consent, agency tokens
+(issue 3). HTTP for browsers and agency systems, gRPC for the other services."""
 
 from __future__ import annotations
 
-import asyncio
-import logging
-import signal
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+from fastapi import FastAPI
 
 from core.grpc import GrpcServer
-from core.runtime import configure_logging
-from core.telemetry import configure_tracing, shutdown_tracing
+from core.http import create_app
+from core.runtime import Runtime
+from services.identity import models
 from services.identity.settings import IdentitySettings
 
-log = logging.getLogger(__name__)
 
+def build_app(settings: IdentitySettings | None = None) -> FastAPI:
+    settings = settings or IdentitySettings()
+    runtime = Runtime(settings, name="identity", metadata=models.metadata)
+    grpc_server = GrpcServer([], [])
 
-async def serve(settings: IdentitySettings) -> None:
-    configure_logging(settings.log_level)
-    configure_tracing("identity")
-    server = GrpcServer([], [])
-    port = await server.start(settings.http_host, settings.grpc_port)
-    log.info("identity gRPC listening on %s:%d", settings.http_host, port)
-    stop = asyncio.Event()
-    loop = asyncio.get_running_loop()
-    for sig in (signal.SIGINT, signal.SIGTERM):
-        loop.add_signal_handler(sig, stop.set)
-    await stop.wait()
-    await server.stop()
-    shutdown_tracing()
+    @asynccontextmanager
+    async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
+        await runtime.start()
+        await grpc_server.start(settings.http_host, settings.grpc_port)
+        try:
+            yield
+        finally:
+            await grpc_server.stop()
+            await runtime.stop()
 
-
-def main() -> None:
-    asyncio.run(serve(IdentitySettings()))
+    return create_app(
+        title="Dossier gateway — identity",
+        description="Citizens' e-ID login and consented reads of the population registry.",
+        runtime=runtime,
+        lifespan=lifespan,
+    )

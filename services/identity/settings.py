@@ -4,4 +4,5 @@ from core.settings import ServiceSettings
 
 
 class IdentitySettings(ServiceSettings):
+    http_port: int = 8083
     grpc_port: int = 50052

@@ -1,0 +1,7 @@
+"""Identity's tables."""
+
+from __future__ import annotations
+
+from sqlalchemy import MetaData
+
+metadata = MetaData()
