@@ -28,6 +28,10 @@ EVENT_TYPES: dict[str, type[Message]] = {
     "vn.gov.dossier.step_completed.v1": events_pb2.StepCompleted,
     "vn.gov.dossier.completed.v1": events_pb2.DossierCompleted,
     "vn.gov.dossier.overdue.v1": events_pb2.DossierOverdue,
+    "vn.gov.dossier.status_changed.v1": events_pb2.DossierStatusChanged,
+    "vn.gov.dossier.supplement_requested.v1": events_pb2.SupplementRequested,
+    "vn.gov.dossier.refused.v1": events_pb2.DossierRefused,
+    "vn.gov.transfer.dead_lettered.v1": events_pb2.TransferDeadLettered,
     "vn.gov.notification.status_changed.v1": events_pb2.NotificationStatusChanged,
 }
 TYPE_OF: dict[type[Message], str] = {cls: name for name, cls in EVENT_TYPES.items()}

@@ -9,6 +9,7 @@ from google.protobuf import descriptor as _descriptor
 from google.protobuf import message as _message
 from google.protobuf import struct_pb2 as _struct_pb2
 from google.protobuf import timestamp_pb2 as _timestamp_pb2
+from google.protobuf.internal import enum_type_wrapper as _enum_type_wrapper
 import builtins as _builtins
 import sys
 import typing as _typing
@@ -19,6 +20,62 @@ else:
     from typing_extensions import TypeAlias as _TypeAlias, Never as _Never
 
 DESCRIPTOR: _descriptor.FileDescriptor
+
+class _DossierStatus:
+    ValueType = _typing.NewType("ValueType", _builtins.int)
+    V: _TypeAlias = ValueType  # noqa: Y015
+
+class _DossierStatusEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_DossierStatus.ValueType], _builtins.type):
+    DESCRIPTOR: _descriptor.EnumDescriptor
+    DOSSIER_STATUS_UNSPECIFIED: _DossierStatus.ValueType  # 0
+    DOSSIER_STATUS_REGISTERED: _DossierStatus.ValueType  # 1
+    """Mới đăng ký"""
+    DOSSIER_STATUS_RECEIVED: _DossierStatus.ValueType  # 2
+    """Được tiếp nhận"""
+    DOSSIER_STATUS_REFUSED: _DossierStatus.ValueType  # 3
+    """Không được tiếp nhận"""
+    DOSSIER_STATUS_PROCESSING: _DossierStatus.ValueType  # 4
+    """Đang xử lý"""
+    DOSSIER_STATUS_SUPPLEMENT_REQUESTED: _DossierStatus.ValueType  # 5
+    """Yêu cầu bổ sung giấy tờ"""
+    DOSSIER_STATUS_FEES_DUE: _DossierStatus.ValueType  # 6
+    """Yêu cầu thực hiện nghĩa vụ tài chính"""
+    DOSSIER_STATUS_WITHDRAWN: _DossierStatus.ValueType  # 7
+    """Công dân yêu cầu rút hồ sơ"""
+    DOSSIER_STATUS_STOPPED: _DossierStatus.ValueType  # 8
+    """Dừng xử lý"""
+    DOSSIER_STATUS_DECIDED: _DossierStatus.ValueType  # 9
+    """Đã xử lý xong"""
+    DOSSIER_STATUS_RESULT_RETURNED: _DossierStatus.ValueType  # 10
+    """Đã trả kết quả"""
+
+class DossierStatus(_DossierStatus, metaclass=_DossierStatusEnumTypeWrapper):
+    """The national public-service portal's dossier status codes (1-10): the external contract
+    of a dossier's state. Enum numbers ARE the portal's codes; internal states are finer.
+    """
+
+DOSSIER_STATUS_UNSPECIFIED: DossierStatus.ValueType  # 0
+DOSSIER_STATUS_REGISTERED: DossierStatus.ValueType  # 1
+"""Mới đăng ký"""
+DOSSIER_STATUS_RECEIVED: DossierStatus.ValueType  # 2
+"""Được tiếp nhận"""
+DOSSIER_STATUS_REFUSED: DossierStatus.ValueType  # 3
+"""Không được tiếp nhận"""
+DOSSIER_STATUS_PROCESSING: DossierStatus.ValueType  # 4
+"""Đang xử lý"""
+DOSSIER_STATUS_SUPPLEMENT_REQUESTED: DossierStatus.ValueType  # 5
+"""Yêu cầu bổ sung giấy tờ"""
+DOSSIER_STATUS_FEES_DUE: DossierStatus.ValueType  # 6
+"""Yêu cầu thực hiện nghĩa vụ tài chính"""
+DOSSIER_STATUS_WITHDRAWN: DossierStatus.ValueType  # 7
+"""Công dân yêu cầu rút hồ sơ"""
+DOSSIER_STATUS_STOPPED: DossierStatus.ValueType  # 8
+"""Dừng xử lý"""
+DOSSIER_STATUS_DECIDED: DossierStatus.ValueType  # 9
+"""Đã xử lý xong"""
+DOSSIER_STATUS_RESULT_RETURNED: DossierStatus.ValueType  # 10
+"""Đã trả kết quả"""
+Global___DossierStatus: _TypeAlias = DossierStatus  # noqa: Y015
 
 @_typing.final
 class Applicant(_message.Message):

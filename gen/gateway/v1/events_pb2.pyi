@@ -224,6 +224,182 @@ class DossierOverdue(_message.Message):
 Global___DossierOverdue: _TypeAlias = DossierOverdue  # noqa: Y015
 
 @_typing.final
+class DossierStatusChanged(_message.Message):
+    """ce_type: vn.gov.dossier.status_changed.v1 — the dossier moved to another national status
+    (published on every transition; the portal sync and statistics follow this one event).
+    """
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    DOSSIER_CODE_FIELD_NUMBER: _builtins.int
+    PROCEDURE_CODE_FIELD_NUMBER: _builtins.int
+    STATUS_FIELD_NUMBER: _builtins.int
+    PREVIOUS_STATUS_FIELD_NUMBER: _builtins.int
+    AGENCY_CODE_FIELD_NUMBER: _builtins.int
+    REASON_FIELD_NUMBER: _builtins.int
+    CHANGED_AT_FIELD_NUMBER: _builtins.int
+    RECEIVED_AT_FIELD_NUMBER: _builtins.int
+    DUE_AT_FIELD_NUMBER: _builtins.int
+    FINISHED_AT_FIELD_NUMBER: _builtins.int
+    dossier_code: _builtins.str
+    procedure_code: _builtins.str
+    status: _dossier_pb2.DossierStatus.ValueType
+    previous_status: _dossier_pb2.DossierStatus.ValueType
+    agency_code: _builtins.str
+    """Agency holding the dossier at the change (the step's agency, or the receiving desk)."""
+    reason: _builtins.str
+    """Why, when the change has one (refusal, supplement, stop): shown to the citizen."""
+    @_builtins.property
+    def changed_at(self) -> _timestamp_pb2.Timestamp: ...
+    @_builtins.property
+    def received_at(self) -> _timestamp_pb2.Timestamp: ...
+    @_builtins.property
+    def due_at(self) -> _timestamp_pb2.Timestamp:
+        """Current statutory due time (moves when a supplement stops the clock)."""
+
+    @_builtins.property
+    def finished_at(self) -> _timestamp_pb2.Timestamp: ...
+    def __init__(
+        self,
+        *,
+        dossier_code: _builtins.str = ...,
+        procedure_code: _builtins.str = ...,
+        status: _dossier_pb2.DossierStatus.ValueType = ...,
+        previous_status: _dossier_pb2.DossierStatus.ValueType = ...,
+        agency_code: _builtins.str = ...,
+        reason: _builtins.str = ...,
+        changed_at: _timestamp_pb2.Timestamp | None = ...,
+        received_at: _timestamp_pb2.Timestamp | None = ...,
+        due_at: _timestamp_pb2.Timestamp | None = ...,
+        finished_at: _timestamp_pb2.Timestamp | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["changed_at", b"changed_at", "due_at", b"due_at", "finished_at", b"finished_at", "received_at", b"received_at"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["agency_code", b"agency_code", "changed_at", b"changed_at", "dossier_code", b"dossier_code", "due_at", b"due_at", "finished_at", b"finished_at", "previous_status", b"previous_status", "procedure_code", b"procedure_code", "reason", b"reason", "received_at", b"received_at", "status", b"status"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___DossierStatusChanged: _TypeAlias = DossierStatusChanged  # noqa: Y015
+
+@_typing.final
+class SupplementRequested(_message.Message):
+    """ce_type: vn.gov.dossier.supplement_requested.v1 — an agency needs more documents; the
+    dossier's clock stops until the citizen supplements.
+    """
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    DOSSIER_CODE_FIELD_NUMBER: _builtins.int
+    STEP_INDEX_FIELD_NUMBER: _builtins.int
+    AGENCY_CODE_FIELD_NUMBER: _builtins.int
+    AGENCY_NAME_FIELD_NUMBER: _builtins.int
+    REASON_FIELD_NUMBER: _builtins.int
+    REQUESTED_AT_FIELD_NUMBER: _builtins.int
+    dossier_code: _builtins.str
+    step_index: _builtins.int
+    agency_code: _builtins.str
+    agency_name: _builtins.str
+    reason: _builtins.str
+    @_builtins.property
+    def requested_at(self) -> _timestamp_pb2.Timestamp: ...
+    def __init__(
+        self,
+        *,
+        dossier_code: _builtins.str = ...,
+        step_index: _builtins.int = ...,
+        agency_code: _builtins.str = ...,
+        agency_name: _builtins.str = ...,
+        reason: _builtins.str = ...,
+        requested_at: _timestamp_pb2.Timestamp | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["requested_at", b"requested_at"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["agency_code", b"agency_code", "agency_name", b"agency_name", "dossier_code", b"dossier_code", "reason", b"reason", "requested_at", b"requested_at", "step_index", b"step_index"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___SupplementRequested: _TypeAlias = SupplementRequested  # noqa: Y015
+
+@_typing.final
+class DossierRefused(_message.Message):
+    """ce_type: vn.gov.dossier.refused.v1 — an agency refused the dossier, with the reason."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    DOSSIER_CODE_FIELD_NUMBER: _builtins.int
+    STEP_INDEX_FIELD_NUMBER: _builtins.int
+    AGENCY_CODE_FIELD_NUMBER: _builtins.int
+    AGENCY_NAME_FIELD_NUMBER: _builtins.int
+    REASON_FIELD_NUMBER: _builtins.int
+    REFUSED_AT_FIELD_NUMBER: _builtins.int
+    dossier_code: _builtins.str
+    step_index: _builtins.int
+    agency_code: _builtins.str
+    agency_name: _builtins.str
+    reason: _builtins.str
+    @_builtins.property
+    def refused_at(self) -> _timestamp_pb2.Timestamp: ...
+    def __init__(
+        self,
+        *,
+        dossier_code: _builtins.str = ...,
+        step_index: _builtins.int = ...,
+        agency_code: _builtins.str = ...,
+        agency_name: _builtins.str = ...,
+        reason: _builtins.str = ...,
+        refused_at: _timestamp_pb2.Timestamp | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["refused_at", b"refused_at"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["agency_code", b"agency_code", "agency_name", b"agency_name", "dossier_code", b"dossier_code", "reason", b"reason", "refused_at", b"refused_at", "step_index", b"step_index"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___DossierRefused: _TypeAlias = DossierRefused  # noqa: Y015
+
+@_typing.final
+class TransferDeadLettered(_message.Message):
+    """ce_type: vn.gov.transfer.dead_lettered.v1 — a transfer exhausted its delivery attempts;
+    operators list and replay it through routing's dead-letter API.
+    """
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    DOSSIER_CODE_FIELD_NUMBER: _builtins.int
+    STEP_INDEX_FIELD_NUMBER: _builtins.int
+    AGENCY_CODE_FIELD_NUMBER: _builtins.int
+    TRANSFER_ID_FIELD_NUMBER: _builtins.int
+    ATTEMPTS_FIELD_NUMBER: _builtins.int
+    REASON_FIELD_NUMBER: _builtins.int
+    DEAD_LETTERED_AT_FIELD_NUMBER: _builtins.int
+    dossier_code: _builtins.str
+    step_index: _builtins.int
+    agency_code: _builtins.str
+    transfer_id: _builtins.str
+    attempts: _builtins.int
+    reason: _builtins.str
+    @_builtins.property
+    def dead_lettered_at(self) -> _timestamp_pb2.Timestamp: ...
+    def __init__(
+        self,
+        *,
+        dossier_code: _builtins.str = ...,
+        step_index: _builtins.int = ...,
+        agency_code: _builtins.str = ...,
+        transfer_id: _builtins.str = ...,
+        attempts: _builtins.int = ...,
+        reason: _builtins.str = ...,
+        dead_lettered_at: _timestamp_pb2.Timestamp | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["dead_lettered_at", b"dead_lettered_at"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["agency_code", b"agency_code", "attempts", b"attempts", "dead_lettered_at", b"dead_lettered_at", "dossier_code", b"dossier_code", "reason", b"reason", "step_index", b"step_index", "transfer_id", b"transfer_id"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___TransferDeadLettered: _TypeAlias = TransferDeadLettered  # noqa: Y015
+
+@_typing.final
 class NotificationStatusChanged(_message.Message):
     """ce_type: vn.gov.notification.status_changed.v1 — a citizen or agency notification
     moved to a new delivery status.
