@@ -6,14 +6,16 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Awaitable, Callable
+from pathlib import Path
 
 from sqlalchemy import MetaData
 
 from core.kafka import EventProducer
+from core.migrations import upgrade
 from core.outbox import Outbox, OutboxRelay
 from core.retry import until_available
 from core.settings import ServiceSettings
-from core.storage import create_engine, create_tables, ping, session_factory
+from core.storage import create_engine, ping, session_factory
 from core.telemetry import configure_tracing, shutdown_tracing
 
 log = logging.getLogger(__name__)
@@ -27,11 +29,13 @@ class Runtime:
         *,
         name: str,
         metadata: MetaData,
+        migrations: Path,
         outbox: Outbox | None = None,
     ) -> None:
         self.settings = settings
         self.name = name
         self.metadata = metadata
+        self.migrations = migrations
         self.outbox = outbox
         self.engine = create_engine(settings.database_url, settings.database_pool_size)
         self.sessions = session_factory(self.engine)
@@ -88,7 +92,9 @@ class Runtime:
 
     async def _prepare_database(self) -> None:
         await until_available(
-            "database schema", lambda: create_tables(self.engine, self.metadata), max_delay_s=5
+            "database schema",
+            lambda: upgrade(self.engine, self.name, self.migrations, self.metadata),
+            max_delay_s=5,
         )
         self.schema_ready.set()
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from pathlib import Path
 
 from fastapi import FastAPI
 
@@ -14,10 +15,17 @@ from core.runtime import Runtime
 from services.identity import models
 from services.identity.settings import IdentitySettings
 
+MIGRATIONS = Path(__file__).resolve().parent / "migrations"
+
 
 def build_app(settings: IdentitySettings | None = None) -> FastAPI:
     settings = settings or IdentitySettings()
-    runtime = Runtime(settings, name="identity", metadata=models.metadata)
+    runtime = Runtime(
+        settings,
+        name="identity",
+        metadata=models.metadata,
+        migrations=MIGRATIONS,
+    )
     grpc_server = GrpcServer([], [])
 
     @asynccontextmanager

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from pathlib import Path
 
 from fastapi import Depends, FastAPI
 
@@ -18,11 +19,19 @@ from services.intake.dossiers import DossierRegistry
 from services.intake.journey import JourneyClient
 from services.intake.settings import IntakeSettings
 
+MIGRATIONS = Path(__file__).resolve().parent / "migrations"
+
 
 def build_app(settings: IntakeSettings | None = None) -> FastAPI:
     settings = settings or IntakeSettings()
     outbox = Outbox(models.outbox, settings.dossier_events_topic)
-    runtime = Runtime(settings, name="intake", metadata=models.metadata, outbox=outbox)
+    runtime = Runtime(
+        settings,
+        name="intake",
+        metadata=models.metadata,
+        migrations=MIGRATIONS,
+        outbox=outbox,
+    )
     catalogue = load_catalogue()
 
     @asynccontextmanager

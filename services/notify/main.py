@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 from fastapi import Depends, FastAPI
 
 from core.catalogue import load_catalogue
@@ -14,10 +16,17 @@ from services.notify.notifications import NotificationService
 from services.notify.sender import EmailSender
 from services.notify.settings import NotifySettings
 
+MIGRATIONS = Path(__file__).resolve().parent / "migrations"
+
 
 def build_app(settings: NotifySettings | None = None) -> FastAPI:
     settings = settings or NotifySettings()
-    runtime = Runtime(settings, name="notify", metadata=models.metadata)
+    runtime = Runtime(
+        settings,
+        name="notify",
+        metadata=models.metadata,
+        migrations=MIGRATIONS,
+    )
     service = NotificationService(runtime.sessions, load_catalogue())
     consumer = EventConsumer(
         settings,

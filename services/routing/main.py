@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from pathlib import Path
 
 from fastapi import Depends, FastAPI
 
@@ -22,11 +23,19 @@ from services.routing.grpc_api import RoutingServicer
 from services.routing.journeys import JourneyService
 from services.routing.settings import RoutingSettings
 
+MIGRATIONS = Path(__file__).resolve().parent / "migrations"
+
 
 def build_app(settings: RoutingSettings | None = None) -> FastAPI:
     settings = settings or RoutingSettings()
     outbox = Outbox(models.outbox, settings.dossier_events_topic)
-    runtime = Runtime(settings, name="routing", metadata=models.metadata, outbox=outbox)
+    runtime = Runtime(
+        settings,
+        name="routing",
+        metadata=models.metadata,
+        migrations=MIGRATIONS,
+        outbox=outbox,
+    )
     catalogue = load_catalogue(variables={"DEMO_AGENCY_BASE_URL": settings.demo_agency_base_url})
     journeys = JourneyService(runtime.sessions, outbox, catalogue, WorkingCalendar())
     consumer = EventConsumer(
