@@ -2,7 +2,12 @@
 (durable: PostgreSQL, outbox, Kafka acks=all; traced: every span exported over OTLP),
 then of a bare pipeline with the same payload, measured in the same run on this machine.
 
-    python -m devstack.bench [--dossiers 2000] [--concurrency 64]
+    python -m devstack.bench [--dossiers 2000] [--concurrency 64] [--rate 100]
+
+Closed loop (the default) finds the saturation throughput: every client submits again as
+soon as it is answered, so latency there is mostly queueing. With --rate, dossiers arrive
+open loop at a fixed rate, as citizens do, and latency is what one dossier sees below
+saturation.
 """
 
 from __future__ import annotations
@@ -71,28 +76,52 @@ class Result:
         ]
 
 
-async def drive(
-    intake_url: str, sandbox_url: str, agency: str, n: int, concurrency: int, name: str
-) -> Result:
+@dataclass(frozen=True)
+class Load:
+    dossiers: int
+    concurrency: int
+    # Dossiers per second arriving open loop; None submits closed loop as fast as answered.
+    rate: float | None = None
+
+
+WARM_UP = Load(dossiers=50, concurrency=8)
+
+
+async def drive(intake_url: str, sandbox_url: str, agency: str, load: Load, name: str) -> Result:
     sent_at: dict[str, float] = {}
+    n, concurrency = load.dossiers, load.concurrency
     queue: asyncio.Queue[int] = asyncio.Queue()
     for i in range(n):
         queue.put_nowait(i)
     # aiohttp: the load generator shares the cores with the stack, so it must be cheap.
-    connector = aiohttp.TCPConnector(limit=concurrency)
+    # Open loop must not queue in the client: a connection per dossier in flight (0 = no cap).
+    connector = aiohttp.TCPConnector(limit=concurrency if load.rate is None else 0)
     timeout = aiohttp.ClientTimeout(total=30)
     async with aiohttp.ClientSession(connector=connector, timeout=timeout) as client:
 
+        async def submit(i: int) -> None:
+            started = time.time()
+            async with client.post(f"{intake_url}/v1/dossiers", json=payload(i)) as response:
+                response.raise_for_status()
+                sent_at[(await response.json())["code"]] = started
+
         async def worker() -> None:
             while not queue.empty():
-                i = queue.get_nowait()
-                started = time.time()
-                async with client.post(f"{intake_url}/v1/dossiers", json=payload(i)) as response:
-                    response.raise_for_status()
-                    sent_at[(await response.json())["code"]] = started
+                await submit(queue.get_nowait())
+
+        async def arrivals(rate: float) -> None:
+            # Each dossier at its own scheduled instant, whether or not earlier ones are done.
+            tasks = []
+            for i in range(n):
+                await asyncio.sleep(max(0.0, began + i / rate - time.time()))
+                tasks.append(asyncio.create_task(submit(i)))
+            await asyncio.gather(*tasks)
 
         began = time.time()
-        await asyncio.gather(*(worker() for _ in range(concurrency)))
+        if load.rate is None:
+            await asyncio.gather(*(worker() for _ in range(concurrency)))
+        else:
+            await arrivals(load.rate)
         submit_seconds = time.time() - began
         received = await _wait_delivered(
             client, f"{sandbox_url}/agencies/{agency}/transfers", sent_at
@@ -121,7 +150,7 @@ async def _wait_delivered(
     return received
 
 
-def bench_stack(kafka: KafkaBroker, database_url: str, var_dir: Path, n: int, c: int) -> Result:
+def bench_stack(kafka: KafkaBroker, database_url: str, var_dir: Path, load: Load) -> Result:
     sink = SpanCollector()
     sink.start()
     stack = Stack(
@@ -138,12 +167,9 @@ def bench_stack(kafka: KafkaBroker, database_url: str, var_dir: Path, n: int, c:
     )
     try:
         stack.start()
-        asyncio.run(drive(stack.url("intake"), stack.url("sandbox"), AGENCY, 50, 8, "warm-up"))
-        result = asyncio.run(
-            drive(
-                stack.url("intake"), stack.url("sandbox"), AGENCY, n, c, "gateway (durable, traced)"
-            )
-        )
+        intake, sandbox = stack.url("intake"), stack.url("sandbox")
+        asyncio.run(drive(intake, sandbox, AGENCY, WARM_UP, "warm-up"))
+        result = asyncio.run(drive(intake, sandbox, AGENCY, load, "gateway (durable, traced)"))
         time.sleep(2)
         result.name += f" — {len(sink.spans())} spans exported"
         return result
@@ -152,7 +178,7 @@ def bench_stack(kafka: KafkaBroker, database_url: str, var_dir: Path, n: int, c:
         sink.stop()
 
 
-def bench_bare(kafka: KafkaBroker, var_dir: Path, n: int, c: int) -> Result:
+def bench_bare(kafka: KafkaBroker, var_dir: Path, load: Load) -> Result:
     api_port, sandbox_port = free_ports(2)
     topic = f"bench.bare.{int(time.time())}"
     kafka.create_topics([topic])
@@ -185,9 +211,9 @@ def bench_bare(kafka: KafkaBroker, var_dir: Path, n: int, c: int) -> Result:
             )
         _wait_http(f"http://127.0.0.1:{api_port}/docs")
         url = f"http://127.0.0.1:{api_port}"
-        asyncio.run(drive(url, sandbox_url, "bench", 50, 8, "warm-up"))
+        asyncio.run(drive(url, sandbox_url, "bench", WARM_UP, "warm-up"))
         return asyncio.run(
-            drive(url, sandbox_url, "bench", n, c, "bare pipeline (no outbox, no tracing)")
+            drive(url, sandbox_url, "bench", load, "bare pipeline (no outbox, no tracing)")
         )
     finally:
         for process in processes:
@@ -212,7 +238,9 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--dossiers", type=int, default=2000)
     parser.add_argument("--concurrency", type=int, default=64)
+    parser.add_argument("--rate", type=float, help="open loop: dossiers arriving per second")
     args = parser.parse_args()
+    load = Load(args.dossiers, args.concurrency, args.rate)
     with (
         tempfile.TemporaryDirectory(prefix="bench-") as tmp,
         KafkaBroker() as kafka,
@@ -220,11 +248,12 @@ def main() -> int:
     ):
         var_dir = Path(tmp)
         results = [
-            bench_stack(kafka, pg.url(), var_dir, args.dossiers, args.concurrency),
-            bench_bare(kafka, var_dir, args.dossiers, args.concurrency),
+            bench_stack(kafka, pg.url(), var_dir, load),
+            bench_bare(kafka, var_dir, load),
         ]
+    arrival = f"arriving at {args.rate:.0f}/s" if args.rate else f"{args.concurrency} clients"
     print(
-        f"\n{args.dossiers} dossiers, {args.concurrency} concurrent clients, one machine "
+        f"\n{args.dossiers} dossiers, {arrival}, one machine "
         "(load generator, Kafka, PostgreSQL and services share its cores)"
     )
     for result in results:
