@@ -78,8 +78,10 @@ class _PrivateKeyJWT(JWTBearerClientAssertion):  # type: ignore[misc]
 class _Request(OAuth2Request):  # type: ignore[misc]
     """A token request already read from Starlette: authlib's API is synchronous."""
 
-    def __init__(self, request: Request, form: dict[str, str]) -> None:
-        super().__init__(request.method, str(request.url), headers=request.headers)
+    def __init__(self, request: Request, form: dict[str, str], uri: str) -> None:
+        # The public URL, not the one a TLS-terminating proxy forwarded us: authlib refuses
+        # plain http (except on loopback), which is right for what agencies see.
+        super().__init__(request.method, uri, headers=request.headers)
         self._form = form
         self.payload = BasicOAuth2Payload(dict(form))
 
@@ -174,7 +176,9 @@ def oauth_router(server: AgencyTokens) -> APIRouter:
         if request.headers.get("content-type", "").startswith("application/x-www-form-urlencoded"):
             form = dict(parse_qsl((await request.body()).decode(), keep_blank_values=True))
         # Off the event loop: checking a secret's scrypt hash takes tens of milliseconds.
-        answer = await asyncio.to_thread(server.create_token_response, _Request(request, form))
+        answer = await asyncio.to_thread(
+            server.create_token_response, _Request(request, form, server.token_endpoint)
+        )
         return answer  # type: ignore[no-any-return]
 
     @router.get("/.well-known/oauth-authorization-server", summary="RFC 8414 metadata")

@@ -27,11 +27,13 @@ class TestIssuer:
 
     def settings(self) -> dict[str, Any]:
         """Settings fields that make a service trust this issuer."""
-        return {"auth_issuer": ISSUER, "auth_audience": AUDIENCE, "auth_jwks": json.dumps(self.jwks)}
+        return {
+            "auth_issuer": ISSUER,
+            "auth_audience": AUDIENCE,
+            "auth_jwks": json.dumps(self.jwks),
+        }
 
-    def token(
-        self, agency: str, scopes: str, *, key: RSAKey | None = None, **claims: Any
-    ) -> str:
+    def token(self, agency: str, scopes: str, *, key: RSAKey | None = None, **claims: Any) -> str:
         now = int(time.time())
         body = {
             "iss": ISSUER,
