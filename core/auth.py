@@ -13,6 +13,7 @@ each API (e.g. only the agency holding a step may report it done).
 from __future__ import annotations
 
 import asyncio
+import base64
 import json
 import logging
 import time
@@ -23,7 +24,7 @@ from typing import Annotated, Any
 import aiohttp
 from fastapi import Depends, Request
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
-from joserfc import jws, jwt
+from joserfc import jwt
 from joserfc.errors import JoseError
 from joserfc.jwk import KeySet
 
@@ -104,10 +105,7 @@ class TokenVerifier:
             self._install(dict(static_jwks))
 
     async def verify(self, token: str) -> AgencyPrincipal:
-        try:
-            header = jws.extract_compact(token.encode()).headers()
-        except (JoseError, ValueError, UnicodeError) as exc:
-            raise InvalidToken("malformed token") from exc
+        header = _header(token)
         if header.get("alg") not in ALGORITHMS:
             raise InvalidToken(f"algorithm {header.get('alg')!r} is not accepted")
         keys = await self._keys_for(str(header.get("kid", "")))
@@ -151,6 +149,19 @@ class TokenVerifier:
         keys = KeySet.import_key_set(jwks)  # type: ignore[arg-type]
         self._keys = keys
         self._kids = frozenset(str(key.kid) for key in keys.keys if key.kid)
+
+
+def _header(token: str) -> dict[str, Any]:
+    # Only to pick the key and refuse bad algorithms early; joserfc parses the whole token.
+    # Cheaper than a second full parse (a third of the cost of a verification).
+    try:
+        segment = token.split(".", 1)[0]
+        header = json.loads(base64.urlsafe_b64decode(segment + "=" * (-len(segment) % 4)))
+    except (ValueError, UnicodeError) as exc:
+        raise InvalidToken("malformed token") from exc
+    if not isinstance(header, dict):
+        raise InvalidToken("malformed token")
+    return header
 
 
 def http_jwks(url: str, timeout_s: float = 5) -> tuple[Fetch, Callable[[], Awaitable[None]]]:

@@ -72,7 +72,13 @@ class Result:
 
 
 async def drive(
-    intake_url: str, sandbox_url: str, agency: str, n: int, concurrency: int, name: str
+    intake_url: str,
+    sandbox_url: str,
+    agency: str,
+    n: int,
+    concurrency: int,
+    name: str,
+    token: str = "",
 ) -> Result:
     sent_at: dict[str, float] = {}
     queue: asyncio.Queue[int] = asyncio.Queue()
@@ -81,13 +87,16 @@ async def drive(
     # aiohttp: the load generator shares the cores with the stack, so it must be cheap.
     connector = aiohttp.TCPConnector(limit=concurrency)
     timeout = aiohttp.ClientTimeout(total=30)
+    # One token for the whole run, as an agency system would reuse it until it expires.
+    headers = {"Authorization": f"Bearer {token}"} if token else {}
     async with aiohttp.ClientSession(connector=connector, timeout=timeout) as client:
 
         async def worker() -> None:
             while not queue.empty():
                 i = queue.get_nowait()
                 started = time.time()
-                async with client.post(f"{intake_url}/v1/dossiers", json=payload(i)) as response:
+                url = f"{intake_url}/v1/dossiers"
+                async with client.post(url, json=payload(i), headers=headers) as response:
                     response.raise_for_status()
                     sent_at[(await response.json())["code"]] = started
 
@@ -138,11 +147,11 @@ def bench_stack(kafka: KafkaBroker, database_url: str, var_dir: Path, n: int, c:
     )
     try:
         stack.start()
-        asyncio.run(drive(stack.url("intake"), stack.url("sandbox"), AGENCY, 50, 8, "warm-up"))
+        token = stack.credentials.token(stack.url("identity"), "motcua-h22", "dossiers:submit")
+        intake, sandbox = stack.url("intake"), stack.url("sandbox")
+        asyncio.run(drive(intake, sandbox, AGENCY, 50, 8, "warm-up", token))
         result = asyncio.run(
-            drive(
-                stack.url("intake"), stack.url("sandbox"), AGENCY, n, c, "gateway (durable, traced)"
-            )
+            drive(intake, sandbox, AGENCY, n, c, "gateway (durable, traced)", token)
         )
         time.sleep(2)
         result.name += f" — {len(sink.spans())} spans exported"
