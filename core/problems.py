@@ -111,10 +111,17 @@ PROBLEM_RESPONSES: dict[int | str, dict[str, Any]] = {
     status: {"description": title, "content": {PROBLEM_JSON: {"schema": {"type": "object"}}}}
     for status, title in (
         (400, "Bad request"),
-        (401, "Missing or invalid access token"),
-        (403, "The access token does not allow this"),
         (404, "Not found"),
         (409, "Conflict"),
         (422, "Validation error"),
+    )
+}
+
+# For routes that require an access token (core.auth.require_scope).
+AUTH_PROBLEM_RESPONSES: dict[int | str, dict[str, Any]] = {
+    status: {"description": title, "content": {PROBLEM_JSON: {"schema": {"type": "object"}}}}
+    for status, title in (
+        (401, "Missing or invalid access token"),
+        (403, "The access token does not allow this call"),
     )
 }

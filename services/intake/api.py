@@ -8,13 +8,13 @@ from fastapi import APIRouter, Depends, Header, Request, Response, status
 
 from core.auth import DOSSIERS_READ, DOSSIERS_SUBMIT, AgencyPrincipal, require_scope
 from core.catalogue import Catalogue
-from core.problems import PROBLEM_RESPONSES, Problem
+from core.problems import AUTH_PROBLEM_RESPONSES, PROBLEM_RESPONSES, Problem
 from gateway.v1 import routing_pb2
 from services.intake.dossiers import DossierRegistry
 from services.intake.journey import JourneyClient, JourneyUnavailable, steps_of
 from services.intake.schemas import DossierIn, DossierOut
 
-router = APIRouter(prefix="/v1", tags=["dossiers"])
+router = APIRouter(prefix="/v1", tags=["dossiers"], responses=AUTH_PROBLEM_RESPONSES)
 Submitter = Annotated[AgencyPrincipal, Depends(require_scope(DOSSIERS_SUBMIT))]
 Reader = Annotated[AgencyPrincipal, Depends(require_scope(DOSSIERS_READ))]
 

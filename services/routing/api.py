@@ -8,10 +8,10 @@ from fastapi import APIRouter, Depends, Request
 from pydantic import BaseModel, ConfigDict, Field
 
 from core.auth import TRANSFERS_REPORT, AgencyPrincipal, require_scope
-from core.problems import PROBLEM_RESPONSES
+from core.problems import AUTH_PROBLEM_RESPONSES, PROBLEM_RESPONSES
 from services.routing.journeys import JourneyService
 
-router = APIRouter(prefix="/v1", tags=["agency"])
+router = APIRouter(prefix="/v1", tags=["agency"], responses=AUTH_PROBLEM_RESPONSES)
 
 
 class OutcomeIn(BaseModel):

@@ -16,7 +16,7 @@ from pydantic import BaseModel
 from sqlalchemy import select
 
 from core.auth import DEAD_LETTERS_MANAGE, require_scope
-from core.problems import PROBLEM_RESPONSES, Problem
+from core.problems import AUTH_PROBLEM_RESPONSES, PROBLEM_RESPONSES, Problem
 from services.routing.journeys import JourneyService
 from services.routing.models import transfers
 
@@ -24,6 +24,7 @@ from services.routing.models import transfers
 router = APIRouter(
     prefix="/v1/dead-letters",
     tags=["operators"],
+    responses=AUTH_PROBLEM_RESPONSES,
     dependencies=[Depends(require_scope(DEAD_LETTERS_MANAGE))],
 )
 
