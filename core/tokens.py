@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import time
-from urllib.parse import quote_plus
+from urllib.parse import quote
 
 import aiohttp
 
@@ -17,6 +17,8 @@ from core.settings import ServiceSettings
 
 # Refresh this long before expiry: a token must not expire on its way to the callee.
 REFRESH_MARGIN_S = 30.0
+# After a failed fetch, callers fail fast for this long instead of each hitting identity.
+FAILURE_PAUSE_S = 2.0
 
 
 class TokenUnavailable(Exception):
@@ -29,13 +31,14 @@ class ServiceTokens:
     ) -> None:
         self._url = url
         self._form = {"grant_type": "client_credentials"} | ({"scope": scope} if scope else {})
-        # RFC 6749 §2.3.1: both parts form-urlencoded before the Basic encoding.
-        basic = aiohttp.encode_basic_auth(quote_plus(client_id), quote_plus(client_secret))
+        # RFC 6749 §2.3.1: both parts urlencoded first (%20, not +: servers differ on +).
+        basic = aiohttp.encode_basic_auth(quote(client_id, safe=""), quote(client_secret, safe=""))
         self._headers = {"Authorization": basic}
         self._timeout = aiohttp.ClientTimeout(total=timeout_s)
         self._session: aiohttp.ClientSession | None = None
         self._token = ""
         self._expires_at = 0.0
+        self._failed: tuple[float, str] | None = None
         self._lock = asyncio.Lock()
 
     @classmethod
@@ -52,7 +55,14 @@ class ServiceTokens:
             return self._token
         async with self._lock:
             if time.monotonic() >= self._expires_at:
-                await self._fetch()
+                if self._failed and time.monotonic() < self._failed[0]:
+                    raise TokenUnavailable(self._failed[1])
+                try:
+                    await self._fetch()
+                except TokenUnavailable as exc:
+                    self._failed = (time.monotonic() + FAILURE_PAUSE_S, str(exc))
+                    raise
+                self._failed = None
         return self._token
 
     def forget(self) -> None:

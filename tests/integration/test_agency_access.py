@@ -19,6 +19,7 @@ from tests.support.flows import (
     chain_dossier,
     dossier_view,
     eventually,
+    submit,
     wait_completed,
 )
 
@@ -106,17 +107,18 @@ def test_only_the_agency_holding_a_step_reports_its_outcome(stack: Stack) -> Non
 
 
 def test_a_dossier_is_read_only_by_its_agencies(stack: Stack) -> None:
-    body = chain_dossier("reader@example.vn") | {"procedure_code": "HT.KS"}
-    body["form_data"].pop("residence_address")
-    submitted = httpx.post(
-        f"{stack.url('intake')}/v1/dossiers", json=body, headers=as_agency(stack, DESK), timeout=10
-    )
-    assert submitted.status_code == 201, submitted.text
-    code = submitted.json()["code"]
+    intake = stack.url("intake")
+    chain = submit(stack, chain_dossier("reader@example.vn"))
+    wait_completed(stack, chain)  # read by the receiving desk
+    # The insurance office handles the last step of the chain: it may read the dossier.
+    on_journey = httpx.get(f"{intake}/v1/dossiers/{chain}", headers=as_agency(stack, INSURANCE))
+    assert on_journey.status_code == 200, on_journey.text
+
+    birth = chain_dossier("reader@example.vn") | {"procedure_code": "HT.KS"}
+    birth["form_data"].pop("residence_address")
+    code = submit(stack, birth)
     wait_completed(stack, code)  # read by the receiving justice office
-    stranger = httpx.get(
-        f"{stack.url('intake')}/v1/dossiers/{code}", headers=as_agency(stack, INSURANCE)
-    )
+    stranger = httpx.get(f"{intake}/v1/dossiers/{code}", headers=as_agency(stack, INSURANCE))
     assert_problem(stranger, 403, "dossier-not-readable")
 
 
