@@ -14,7 +14,7 @@ from joserfc.jwk import RSAKey
 
 from core.auth import TokenVerifier
 from services.identity.clients import AgencyClient, hash_secret, load_clients
-from services.identity.keys import SigningKeys, generate_key
+from services.identity.keys import SigningKeys, generate_key, load_signing_keys
 from services.identity.oauth import AgencyTokens, oauth_router
 
 ISSUER = "http://127.0.0.1:8083"
@@ -187,3 +187,19 @@ def test_clients_come_from_the_catalogue_with_credentials_from_the_environment()
     assert not motcua.check_client_secret(SECRET + "!")
     assert motcua.auth_methods == ("client_secret_basic", "client_secret_post")
     assert SECRET not in (motcua.secret_hash or "")
+
+
+def test_a_configured_signing_key_is_used_and_replicas_cannot_go_without(tmp_path: Any) -> None:
+    current, retired = generate_key(), generate_key()
+    (tmp_path / "retired.pem").write_bytes(retired.as_pem(private=True))
+    keys = load_signing_keys(
+        current.as_pem(private=True).decode(),
+        "",
+        str(tmp_path / "retired.pem"),
+        required=True,
+        grace_s=600,
+    )
+    published = [k["n"] for k in keys.public_jwks()["keys"]]
+    assert published == [current.as_dict()["n"], retired.as_dict()["n"]]
+    with pytest.raises(RuntimeError, match="replicas"):
+        load_signing_keys("", "", "", required=True, grace_s=600)
