@@ -6,17 +6,18 @@ from __future__ import annotations
 from collections.abc import AsyncIterator, Mapping
 from contextlib import asynccontextmanager
 from pathlib import Path
+from typing import Any
 
 from fastapi import FastAPI
 
-from core.auth import token_verifier
+from core.auth import Fetch, TokenVerifier, token_verifier
 from core.auth_grpc import AuthInterceptor
 from core.grpc import GrpcServer
 from core.http import create_app
 from core.runtime import Runtime
 from services.identity import models
 from services.identity.clients import CLIENTS_FILE, load_clients
-from services.identity.keys import load_signing_keys
+from services.identity.keys import SigningKeys, load_signing_keys
 from services.identity.oauth import AgencyTokens, oauth_router
 from services.identity.settings import IdentitySettings
 
@@ -41,9 +42,18 @@ def build_app(settings: IdentitySettings | None = None) -> FastAPI:
         keys=keys,
         ttl_s=settings.access_token_ttl_s,
     )
-    # Identity verifies tokens like every other service: against its own published JWKS.
-    verification = token_verifier(settings)
-    grpc_server = GrpcServer([], [], [AuthInterceptor(verification.verifier, GRPC_SCOPES)])
+    # Like every service; tests running it in-process may give a fixed JWKS (AUTH_JWKS).
+    verifier = (
+        token_verifier(settings).verifier
+        if settings.auth_jwks
+        else TokenVerifier(
+            issuer=settings.auth_issuer,
+            audience=settings.auth_audience,
+            fetch=_published(keys),
+            leeway_s=settings.auth_leeway_s,
+        )
+    )
+    grpc_server = GrpcServer([], [], [AuthInterceptor(verifier, GRPC_SCOPES)])
 
     @asynccontextmanager
     async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
@@ -53,7 +63,6 @@ def build_app(settings: IdentitySettings | None = None) -> FastAPI:
             yield
         finally:
             await grpc_server.stop()
-            await verification.close()
             await runtime.stop()
 
     app = create_app(
@@ -63,6 +72,15 @@ def build_app(settings: IdentitySettings | None = None) -> FastAPI:
         lifespan=lifespan,
     )
     app.state.agency_tokens = tokens
-    app.state.token_verifier = verification.verifier
+    app.state.token_verifier = verifier
     app.include_router(oauth_router(tokens))
     return app
+
+
+def _published(keys: SigningKeys) -> Fetch:
+    """Identity checks tokens like every service, against what it publishes, minus the HTTP."""
+
+    async def fetch() -> dict[str, Any]:
+        return keys.public_jwks()
+
+    return fetch
