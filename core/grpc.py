@@ -19,14 +19,22 @@ SERVING = health_pb2.HealthCheckResponse.SERVING
 class GrpcServer:
     """Built in start(): a grpc.aio server belongs to the event loop it was created on."""
 
-    def __init__(self, registrations: Sequence[Registration], service_names: Sequence[str]) -> None:
+    def __init__(
+        self,
+        registrations: Sequence[Registration],
+        service_names: Sequence[str],
+        interceptors: Sequence[grpc.aio.ServerInterceptor] = (),
+    ) -> None:
         self._registrations = list(registrations)
         self._names = list(service_names)
+        # After tracing, so that refused calls are traced too (e.g. core.auth_grpc).
+        self._interceptors = list(interceptors)
         self._server: grpc.aio.Server | None = None
         self._health: health.aio.HealthServicer | None = None
 
     async def start(self, host: str, port: int) -> int:
-        server = grpc.aio.server(interceptors=[aio_server_interceptor()])  # type: ignore[no-untyped-call]
+        tracing = aio_server_interceptor()  # type: ignore[no-untyped-call]
+        server = grpc.aio.server(interceptors=[tracing, *self._interceptors])
         self._health = health.aio.HealthServicer()
         health_pb2_grpc.add_HealthServicer_to_server(self._health, server)
         for register in self._registrations:

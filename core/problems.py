@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+from collections.abc import Mapping
 from typing import Any
 
 from fastapi import FastAPI, Request
@@ -22,13 +23,22 @@ class Problem(Exception):
     """
 
     def __init__(
-        self, status: int, slug: str, title: str, detail: str = "", **extensions: Any
+        self,
+        status: int,
+        slug: str,
+        title: str,
+        detail: str = "",
+        *,
+        headers: Mapping[str, str] | None = None,
+        **extensions: Any,
     ) -> None:
         super().__init__(detail or title)
         self.status = status
         self.slug = slug
         self.title = title
         self.detail = detail
+        # e.g. WWW-Authenticate on a 401, Retry-After on a 503
+        self.headers = dict(headers or {})
         self.extensions = extensions
 
 
@@ -45,9 +55,11 @@ def problem_response(
 
 async def _on_problem(request: Request, exc: Exception) -> JSONResponse:
     assert isinstance(exc, Problem)
-    return problem_response(
+    response = problem_response(
         request, exc.status, f"/problems/{exc.slug}", exc.title, exc.detail, **exc.extensions
     )
+    response.headers.update(exc.headers)
+    return response
 
 
 async def _on_validation(request: Request, exc: Exception) -> JSONResponse:
@@ -102,5 +114,14 @@ PROBLEM_RESPONSES: dict[int | str, dict[str, Any]] = {
         (404, "Not found"),
         (409, "Conflict"),
         (422, "Validation error"),
+    )
+}
+
+# For routes that require an access token (core.auth.require_scope).
+AUTH_PROBLEM_RESPONSES: dict[int | str, dict[str, Any]] = {
+    status: {"description": title, "content": {PROBLEM_JSON: {"schema": {"type": "object"}}}}
+    for status, title in (
+        (401, "Missing or invalid access token"),
+        (403, "The access token does not allow this call"),
     )
 }

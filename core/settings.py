@@ -34,6 +34,18 @@ class ServiceSettings(BaseSettings):
     # How long a request waits for the schema at start-up before answering 503.
     schema_wait_s: float = 5.0
 
+    # Agency access tokens: issued by identity (the issuer), verified offline by every service
+    # against identity's JWKS (default <issuer>/.well-known/jwks.json).
+    auth_issuer: str = "http://127.0.0.1:8083"
+    auth_audience: str = "dossier-gateway"
+    auth_jwks_url: str = ""
+    # A fixed JWKS document (JSON) instead of fetching it: services run in-process by tests.
+    auth_jwks: str = ""
+    auth_leeway_s: float = 30.0
+    # This service's own client credentials, for its calls to other services.
+    auth_client_id: str = ""
+    auth_client_secret: str = ""
+
     @property
     def dead_letter_topic(self) -> str:
         return self.dossier_events_topic + self.dead_letter_suffix

@@ -87,7 +87,9 @@ class Load:
 WARM_UP = Load(dossiers=50, concurrency=8)
 
 
-async def drive(intake_url: str, sandbox_url: str, agency: str, load: Load, name: str) -> Result:
+async def drive(
+    intake_url: str, sandbox_url: str, agency: str, load: Load, name: str, token: str = ""
+) -> Result:
     sent_at: dict[str, float] = {}
     n, concurrency = load.dossiers, load.concurrency
     queue: asyncio.Queue[int] = asyncio.Queue()
@@ -97,11 +99,14 @@ async def drive(intake_url: str, sandbox_url: str, agency: str, load: Load, name
     # Open loop must not queue in the client: a connection per dossier in flight (0 = no cap).
     connector = aiohttp.TCPConnector(limit=concurrency if load.rate is None else 0)
     timeout = aiohttp.ClientTimeout(total=30)
+    # One token for the whole run, as an agency system would reuse it until it expires.
+    headers = {"Authorization": f"Bearer {token}"} if token else {}
     async with aiohttp.ClientSession(connector=connector, timeout=timeout) as client:
 
         async def submit(i: int) -> None:
             started = time.time()
-            async with client.post(f"{intake_url}/v1/dossiers", json=payload(i)) as response:
+            url = f"{intake_url}/v1/dossiers"
+            async with client.post(url, json=payload(i), headers=headers) as response:
                 response.raise_for_status()
                 sent_at[(await response.json())["code"]] = started
 
@@ -167,9 +172,12 @@ def bench_stack(kafka: KafkaBroker, database_url: str, var_dir: Path, load: Load
     )
     try:
         stack.start()
+        token = stack.credentials.token(stack.url("identity"), "motcua-h22", "dossiers:submit")
         intake, sandbox = stack.url("intake"), stack.url("sandbox")
-        asyncio.run(drive(intake, sandbox, AGENCY, WARM_UP, "warm-up"))
-        result = asyncio.run(drive(intake, sandbox, AGENCY, load, "gateway (durable, traced)"))
+        asyncio.run(drive(intake, sandbox, AGENCY, WARM_UP, "warm-up", token))
+        result = asyncio.run(
+            drive(intake, sandbox, AGENCY, load, "gateway (durable, traced)", token)
+        )
         time.sleep(2)
         result.name += f" — {len(sink.spans())} spans exported"
         return result

@@ -10,11 +10,13 @@ from devstack.kafka import KafkaBroker
 from devstack.stack import HOST, REPO, Ports, Stack
 
 TOPIC = os.environ.get("DOSSIER_EVENTS_TOPIC", "dossier.events")
+PICK_JSON_FIELD = """python3 -c 'import json,sys; print(json.load(sys.stdin)[sys.argv[1]])'"""
 
 
 def banner(stack: Stack, broker: KafkaBroker) -> str:
     p = stack.ports
     database = stack.database_url or f"SQLite files in {stack.var_dir}/"
+    desk = stack.credentials.clients["motcua-h22"]
     return f"""
 Dossier gateway is running.
   intake     {stack.url("intake")}   OpenAPI: {stack.url("intake")}/docs
@@ -26,10 +28,14 @@ Dossier gateway is running.
   sandbox    agencies {stack.url("sandbox")}/agencies   SMTP {HOST}:{p.sandbox_smtp}
              mailbox {stack.url("sandbox")}/mail/messages
   logs       {stack.var_dir}/log/
+  tokens     {stack.url("identity")}/oauth2/token
+             demo agency credentials in {stack.credentials.file}
 
-Submit a first dossier (the README explains every field):
+Get a token for the one-stop desk, then submit a first dossier (see the README):
+  TOKEN=$(curl -s {stack.url("identity")}/oauth2/token -u "motcua-h22:{desk.secret}" \\
+    -d grant_type=client_credentials | {PICK_JSON_FIELD} access_token)
   curl -s -X POST {stack.url("intake")}/v1/dossiers -H 'Content-Type: application/json' \\
-    -d @docs/examples/birth-residence-insurance.json
+    -H "Authorization: Bearer $TOKEN" -d @docs/examples/birth-residence-insurance.json
 
 Ctrl-C stops everything.
 """

@@ -20,6 +20,7 @@ import httpx
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from devstack._process import free_ports, log_tail
+from devstack.credentials import DemoCredentials
 
 REPO = Path(__file__).resolve().parent.parent
 HOST = "127.0.0.1"
@@ -55,6 +56,14 @@ class Stack:
     # Extra environment for every process (OTEL_*, tuning for tests...).
     env: Mapping[str, str] = field(default_factory=dict)
     processes: dict[str, subprocess.Popen[bytes]] = field(default_factory=dict)
+    # Demo agency credentials, generated into var_dir/credentials on first use.
+    _credentials: DemoCredentials | None = None
+
+    @property
+    def credentials(self) -> DemoCredentials:
+        if self._credentials is None:
+            self._credentials = DemoCredentials.seed(self.var_dir / "credentials")
+        return self._credentials
 
     def url(self, service: str) -> str:
         port = {
@@ -76,12 +85,14 @@ class Stack:
             or f"sqlite+aiosqlite:///{self.var_dir / (service + '.db')}",
             "OTEL_SERVICE_NAME": service,
             "HTTP_HOST": HOST,
+            "AUTH_ISSUER": self.url("identity"),
             **self.env,
         }
         env |= {
             "intake": {
                 "HTTP_PORT": str(p.intake),
                 "ROUTING_GRPC_TARGET": f"{HOST}:{p.routing_grpc}",
+                **self.credentials.client_env("gateway-intake"),
             },
             "routing": {
                 "HTTP_PORT": str(p.routing),
@@ -94,13 +105,19 @@ class Stack:
                 "SMTP_HOST": HOST,
                 "SMTP_PORT": str(p.sandbox_smtp),
             },
-            "identity": {"HTTP_PORT": str(p.identity), "GRPC_PORT": str(p.identity_grpc)},
+            "identity": {
+                "HTTP_PORT": str(p.identity),
+                "GRPC_PORT": str(p.identity_grpc),
+                **self.credentials.identity_env(),
+            },
             "sandbox": {
                 "SANDBOX_HOST": HOST,
                 "SANDBOX_HTTP_PORT": str(p.sandbox),
                 "SANDBOX_SMTP_PORT": str(p.sandbox_smtp),
                 "SANDBOX_REGISTRY_GRPC_PORT": str(p.sandbox_registry_grpc),
                 "SANDBOX_AGENCY_GRPC_PORT": str(p.sandbox_agency_grpc),
+                "SANDBOX_AGENCY_TOKEN_URL": self.url("identity") + "/oauth2/token",
+                "SANDBOX_AGENCY_CLIENTS": self.credentials.sandbox_agencies(),
             },
         }[service]
         return env

@@ -19,6 +19,7 @@ from fastapi import APIRouter, Header, Response
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel, Field
 
+from sandbox.agency_tokens import AgencyTokens, TokenRefused
 from sandbox.settings import SandboxSettings
 
 log = logging.getLogger("sandbox.agency")
@@ -100,6 +101,7 @@ class AgencyOffice:
         # The event loop keeps only weak references to tasks; this set keeps callbacks alive.
         self._tasks: set[asyncio.Task[None]] = set()
         self._client: aiohttp.ClientSession | None = None
+        self._tokens = AgencyTokens(settings.agency_token_url, settings.agency_clients, self._http)
 
     def _http(self) -> aiohttp.ClientSession:
         if self._client is None:
@@ -176,12 +178,14 @@ class AgencyOffice:
         payload = {"outcome": "done", "note": note}
         # The same key on every attempt lets the gateway drop a retry it already applied.
         headers = {"Idempotency-Key": record.transfer_id}
+        agency_code = who.partition("/")[0]
         wait = FIRST_RETRY_S
         attempt = 0
         while True:
             attempt += 1
             timeout = max(0.1, min(ATTEMPT_TIMEOUT_S, deadline - loop.time()))
             try:
+                headers |= await self._tokens.authorization(agency_code)
                 async with self._http().post(
                     url,
                     json=payload,
@@ -192,14 +196,17 @@ class AgencyOffice:
             except aiohttp.InvalidURL as exc:
                 log.error("transfer %s: cannot call back %s: %s", who, url, exc)
                 return
-            except (aiohttp.ClientError, TimeoutError) as exc:
+            except (aiohttp.ClientError, TimeoutError, TokenRefused) as exc:
                 problem = f"{type(exc).__name__}: {exc}"
             else:
                 if 200 <= status < 300:
                     record.reported_at = _now()
                     log.info("transfer %s reported done (attempt %d)", who, attempt)
                     return
-                if status < 500:
+                if status == 401 and attempt == 1:
+                    # Our cached token may predate a key rotation: one more try with a new one.
+                    self._tokens.forget(agency_code)
+                elif status < 500:
                     # A 4xx will not change by asking again; the gateway refused this outcome.
                     log.warning("transfer %s: callback refused with %d %s", who, status, text)
                     return

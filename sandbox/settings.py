@@ -18,3 +18,7 @@ class SandboxSettings(BaseSettings):
     # How long a callback keeps being retried while the gateway is unreachable.
     callback_timeout_s: float = Field(default=300.0, gt=0)
     log_level: str = "INFO"
+    # Agencies report outcomes with an OAuth2 client-credentials token from this endpoint;
+    # agency_clients maps an agency code to {"client_id": ..., "client_secret": ...} (JSON).
+    agency_token_url: str = ""
+    agency_clients: dict[str, dict[str, str]] = Field(default_factory=dict)

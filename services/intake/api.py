@@ -6,13 +6,17 @@ from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, Header, Request, Response, status
 
+from core.auth import DOSSIERS_READ, DOSSIERS_SUBMIT, AgencyPrincipal, require_scope
 from core.catalogue import Catalogue
-from core.problems import PROBLEM_RESPONSES, Problem
+from core.problems import AUTH_PROBLEM_RESPONSES, PROBLEM_RESPONSES, Problem
+from gateway.v1 import routing_pb2
 from services.intake.dossiers import DossierRegistry
 from services.intake.journey import JourneyClient, JourneyUnavailable, steps_of
 from services.intake.schemas import DossierIn, DossierOut
 
-router = APIRouter(prefix="/v1", tags=["dossiers"])
+router = APIRouter(prefix="/v1", tags=["dossiers"], responses=AUTH_PROBLEM_RESPONSES)
+Submitter = Annotated[AgencyPrincipal, Depends(require_scope(DOSSIERS_SUBMIT))]
+Reader = Annotated[AgencyPrincipal, Depends(require_scope(DOSSIERS_READ))]
 
 
 def registry(request: Request) -> DossierRegistry:
@@ -40,6 +44,7 @@ def catalogue(request: Request) -> Catalogue:
 async def submit_dossier(
     body: DossierIn,
     response: Response,
+    _agency: Submitter,
     registry: Annotated[DossierRegistry, Depends(registry)],
     catalogue: Annotated[Catalogue, Depends(catalogue)],
     idempotency_key: Annotated[str | None, Header(max_length=255)] = None,
@@ -62,23 +67,43 @@ async def submit_dossier(
 )
 async def get_dossier(
     code: str,
+    agency: Reader,
     registry: Annotated[DossierRegistry, Depends(registry)],
     journeys: Annotated[JourneyClient, Depends(journeys)],
     catalogue: Annotated[Catalogue, Depends(catalogue)],
 ) -> DossierOut:
+    """Readable by the dossier's receiving agency and by the agencies of its journey."""
     dossier = await registry.get(code)
     if dossier is None:
         raise Problem(404, "dossier-not-found", "No such dossier", f"No dossier {code!r}")
     try:
         journey = await journeys.journey(code)
     except JourneyUnavailable:
+        _check_reader(agency, dossier, None)
         return _view(dossier, catalogue, steps=[], routed=False, available=False)
+    _check_reader(agency, dossier, journey)
     if journey is None:
         return _view(dossier, catalogue, steps=[], routed=False, available=True)
     view = _view(dossier, catalogue, steps=steps_of(journey), routed=True, available=True)
     if journey.status == "completed":
         view.status = "completed"
     return view
+
+
+def _check_reader(
+    agency: AgencyPrincipal, dossier: dict[str, Any], journey: routing_pb2.Journey | None
+) -> None:
+    handlers = {s.agency_code for s in journey.steps} if journey is not None else set()
+    if (
+        agency.agency_code != dossier["receiving_agency_code"]
+        and agency.agency_code not in handlers
+    ):
+        raise Problem(
+            403,
+            "dossier-not-readable",
+            "This agency neither received this dossier nor handles a step of it",
+            f"agency {agency.agency_code} may not read dossier {dossier['code']}",
+        )
 
 
 def _view(

@@ -8,7 +8,9 @@ from datetime import UTC, datetime
 import grpc
 from google.protobuf.timestamp_pb2 import Timestamp
 
+from core.auth_grpc import bearer_metadata
 from core.grpc import traced_channel
+from core.tokens import ServiceTokens, TokenUnavailable
 from gateway.v1 import routing_pb2, routing_pb2_grpc
 from services.intake.schemas import StepOut
 
@@ -20,23 +22,34 @@ class JourneyUnavailable(Exception):
 
 
 class JourneyClient:
-    def __init__(self, target: str, timeout_s: float) -> None:
+    def __init__(self, target: str, timeout_s: float, tokens: ServiceTokens) -> None:
         self._channel = traced_channel(target)
         self._stub = routing_pb2_grpc.RoutingServiceStub(self._channel)
         self._timeout_s = timeout_s
+        # Intake calls routing with its own service token (scope journeys:read).
+        self._tokens = tokens
 
     async def close(self) -> None:
         await self._channel.close()
+        await self._tokens.close()
 
     async def journey(self, dossier_code: str) -> routing_pb2.Journey | None:
         """The journey, or None while routing has not taken the dossier in yet."""
         try:
+            token = await self._tokens.token()
             return await self._stub.GetJourney(
-                routing_pb2.GetJourneyRequest(dossier_code=dossier_code), timeout=self._timeout_s
+                routing_pb2.GetJourneyRequest(dossier_code=dossier_code),
+                timeout=self._timeout_s,
+                metadata=bearer_metadata(token),
             )
+        except TokenUnavailable as exc:
+            log.warning("no service token to ask routing for %s: %s", dossier_code, exc)
+            raise JourneyUnavailable("no service token") from exc
         except grpc.aio.AioRpcError as exc:
             if exc.code() == grpc.StatusCode.NOT_FOUND:
                 return None
+            if exc.code() == grpc.StatusCode.UNAUTHENTICATED:
+                self._tokens.forget()  # e.g. identity rotated its key: get a fresh token
             log.warning("routing journey unavailable for %s: %s", dossier_code, exc.code())
             raise JourneyUnavailable(str(exc.code())) from exc
 

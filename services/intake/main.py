@@ -8,11 +8,13 @@ from pathlib import Path
 
 from fastapi import Depends, FastAPI
 
+from core.auth import JOURNEYS_READ, token_verifier
 from core.calendar import WorkingCalendar
 from core.catalogue import load_catalogue
 from core.http import create_app, database_ready
 from core.outbox import Outbox
 from core.runtime import Runtime
+from core.tokens import ServiceTokens
 from services.intake import models
 from services.intake.api import router
 from services.intake.dossiers import DossierRegistry
@@ -33,15 +35,20 @@ def build_app(settings: IntakeSettings | None = None) -> FastAPI:
         outbox=outbox,
     )
     catalogue = load_catalogue()
+    verification = token_verifier(settings)
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         await runtime.start()
-        app.state.journeys = JourneyClient(settings.routing_grpc_target, settings.journey_timeout_s)
+        tokens = ServiceTokens.from_settings(settings, scope=JOURNEYS_READ)
+        app.state.journeys = JourneyClient(
+            settings.routing_grpc_target, settings.journey_timeout_s, tokens
+        )
         try:
             yield
         finally:
             await app.state.journeys.close()
+            await verification.close()
             await runtime.stop()
 
     app = create_app(
@@ -51,6 +58,7 @@ def build_app(settings: IntakeSettings | None = None) -> FastAPI:
         lifespan=lifespan,
     )
     app.state.catalogue = catalogue
+    app.state.token_verifier = verification.verifier
     app.state.registry = DossierRegistry(runtime.sessions, outbox, catalogue, WorkingCalendar())
     app.include_router(router, dependencies=[Depends(database_ready)])
     return app

@@ -7,10 +7,11 @@ from typing import Annotated, Any, Literal
 from fastapi import APIRouter, Depends, Request
 from pydantic import BaseModel, ConfigDict, Field
 
-from core.problems import PROBLEM_RESPONSES
+from core.auth import TRANSFERS_REPORT, AgencyPrincipal, require_scope
+from core.problems import AUTH_PROBLEM_RESPONSES, PROBLEM_RESPONSES
 from services.routing.journeys import JourneyService
 
-router = APIRouter(prefix="/v1", tags=["agency"])
+router = APIRouter(prefix="/v1", tags=["agency"], responses=AUTH_PROBLEM_RESPONSES)
 
 
 class OutcomeIn(BaseModel):
@@ -40,7 +41,9 @@ def journey_service(request: Request) -> JourneyService:
 async def report_outcome(
     transfer_id: str,
     body: OutcomeIn,
+    agency: Annotated[AgencyPrincipal, Depends(require_scope(TRANSFERS_REPORT))],
     service: Annotated[JourneyService, Depends(journey_service)],
 ) -> dict[str, Any]:
-    """Idempotent: reporting the same transfer again answers with `replayed: true`."""
-    return await service.report_outcome(transfer_id, body.outcome, body.note)
+    """Idempotent: reporting the same transfer again answers with `replayed: true`. Only the
+    agency the step was delivered to may report it."""
+    return await service.report_outcome(transfer_id, body.outcome, body.note, agency.agency_code)

@@ -15,11 +15,18 @@ from fastapi import APIRouter, Depends, Query, Request
 from pydantic import BaseModel
 from sqlalchemy import select
 
-from core.problems import PROBLEM_RESPONSES, Problem
+from core.auth import DEAD_LETTERS_MANAGE, require_scope
+from core.problems import AUTH_PROBLEM_RESPONSES, PROBLEM_RESPONSES, Problem
 from services.routing.journeys import JourneyService
 from services.routing.models import transfers
 
-router = APIRouter(prefix="/v1/dead-letters", tags=["operators"])
+# Operators only: every route needs the dead-letters:manage scope.
+router = APIRouter(
+    prefix="/v1/dead-letters",
+    tags=["operators"],
+    responses=AUTH_PROBLEM_RESPONSES,
+    dependencies=[Depends(require_scope(DEAD_LETTERS_MANAGE))],
+)
 
 
 class DeadLetterOut(BaseModel):

@@ -86,7 +86,9 @@ class JourneyService:
         )
         await self._route_stage(session, dossier.code, procedure, 0, now, event.trace)
 
-    async def report_outcome(self, transfer_id: str, outcome: str, note: str) -> dict[str, Any]:
+    async def report_outcome(
+        self, transfer_id: str, outcome: str, note: str, agency_code: str
+    ) -> dict[str, Any]:
         """An agency reports its step done; the dossier moves on, or completes."""
         async with self.sessions.begin() as session:
             transfer = (
@@ -98,6 +100,13 @@ class JourneyService:
             ).first()
             if transfer is None:
                 raise Problem(404, "transfer-not-found", "No such transfer", transfer_id)
+            if transfer.agency_code != agency_code:
+                raise Problem(
+                    403,
+                    "step-held-by-another-agency",
+                    "Only the agency holding this step may report its outcome",
+                    f"transfer {transfer_id} is held by {transfer.agency_code}, not {agency_code}",
+                )
             if transfer.status == "completed":
                 return {"transfer_id": transfer_id, "status": "completed", "replayed": True}
             journey = (

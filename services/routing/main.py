@@ -8,6 +8,8 @@ from pathlib import Path
 
 from fastapi import Depends, FastAPI
 
+from core.auth import JOURNEYS_READ, token_verifier
+from core.auth_grpc import AuthInterceptor
 from core.calendar import WorkingCalendar
 from core.catalogue import load_catalogue
 from core.consumer import EventConsumer
@@ -51,9 +53,13 @@ def build_app(settings: RoutingSettings | None = None) -> FastAPI:
     runtime.add_worker("dossier-consumer", consumer.run)
     runtime.add_worker("delivery", delivery.run)
     servicer = RoutingServicer(runtime.sessions, catalogue)
+    verification = token_verifier(settings)
+    service_name = routing_pb2.DESCRIPTOR.services_by_name["RoutingService"].full_name
+    grpc_scopes = {f"/{service_name}/GetJourney": JOURNEYS_READ}
     grpc_server = GrpcServer(
         [lambda server: routing_pb2_grpc.add_RoutingServiceServicer_to_server(servicer, server)],
-        [routing_pb2.DESCRIPTOR.services_by_name["RoutingService"].full_name],
+        [service_name],
+        [AuthInterceptor(verification.verifier, grpc_scopes)],
     )
 
     @asynccontextmanager
@@ -64,6 +70,7 @@ def build_app(settings: RoutingSettings | None = None) -> FastAPI:
             yield
         finally:
             await grpc_server.stop()
+            await verification.close()
             await runtime.stop()
 
     app = create_app(
@@ -73,6 +80,7 @@ def build_app(settings: RoutingSettings | None = None) -> FastAPI:
         lifespan=lifespan,
     )
     app.state.journeys = journeys
+    app.state.token_verifier = verification.verifier
     app.include_router(router, dependencies=[Depends(database_ready)])
     app.include_router(dead_letters.router, dependencies=[Depends(database_ready)])
     return app

@@ -9,7 +9,14 @@ import httpx
 
 from devstack.stack import Stack
 from tests.integration.test_dossier_journey import AGENCIES
-from tests.support.flows import agency_transfers, chain_dossier, eventually, submit, wait_completed
+from tests.support.flows import (
+    agency_transfers,
+    as_agency,
+    chain_dossier,
+    eventually,
+    submit,
+    wait_completed,
+)
 
 DOSSIERS = 30
 
@@ -47,17 +54,24 @@ def test_agency_report_is_idempotent(stack: Stack) -> None:
     code = submit(stack, chain_dossier("replay@example.vn"))
     view = wait_completed(stack, code)
     transfer_id = view["steps"][0]["transfer_id"]
+    holder = as_agency(stack, view["steps"][0]["agency_code"])
     again = httpx.post(
-        f"{stack.url('routing')}/v1/transfers/{transfer_id}/outcome", json={"outcome": "done"}
+        f"{stack.url('routing')}/v1/transfers/{transfer_id}/outcome",
+        json={"outcome": "done"},
+        headers=holder,
     )
     assert again.status_code == 200
     assert again.json() == {"transfer_id": transfer_id, "status": "completed", "replayed": True}
     missing = httpx.post(
-        f"{stack.url('routing')}/v1/transfers/nope/outcome", json={"outcome": "done"}
+        f"{stack.url('routing')}/v1/transfers/nope/outcome",
+        json={"outcome": "done"},
+        headers=holder,
     )
     assert missing.status_code == 404
     assert missing.headers["content-type"] == "application/problem+json"
     bad = httpx.post(
-        f"{stack.url('routing')}/v1/transfers/{transfer_id}/outcome", json={"outcome": "?"}
+        f"{stack.url('routing')}/v1/transfers/{transfer_id}/outcome",
+        json={"outcome": "?"},
+        headers=holder,
     )
     assert bad.status_code == 422

@@ -8,8 +8,14 @@ import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
 
+from core.auth_grpc import bearer_metadata
 from devstack.stack import HOST, Stack
 from gateway.v1 import routing_pb2, routing_pb2_grpc
+from tests.support.flows import client_token
+
+
+def intake_token(stack: Stack) -> str:
+    return client_token(stack, "gateway-intake")
 
 
 def listed_services(target: str) -> set[str]:
@@ -41,5 +47,9 @@ def test_unknown_dossier_is_not_found(stack: Stack) -> None:
     with grpc.insecure_channel(f"{HOST}:{stack.ports.routing_grpc}") as channel:
         stub = routing_pb2_grpc.RoutingServiceStub(channel)
         with pytest.raises(grpc.RpcError) as raised:
-            stub.GetJourney(routing_pb2.GetJourneyRequest(dossier_code="nope"), timeout=5)
+            stub.GetJourney(
+                routing_pb2.GetJourneyRequest(dossier_code="nope"),
+                timeout=5,
+                metadata=bearer_metadata(intake_token(stack)),
+            )
     assert raised.value.code() == grpc.StatusCode.NOT_FOUND

@@ -10,7 +10,13 @@ import httpx
 import pytest
 
 from devstack.stack import Stack
-from tests.support.flows import agency_transfers, eventually, submit, wait_completed
+from tests.support.flows import (
+    agency_transfers,
+    as_operator,
+    eventually,
+    submit,
+    wait_completed,
+)
 
 AGENCY = "000.21.31.H22"  # the commune justice office: the one step of HT.KS
 
@@ -40,7 +46,9 @@ def agency(stack: Stack) -> Iterator[Stack]:
 
 
 def dead_letter_of(stack: Stack, code: str) -> dict[str, Any] | None:
-    letters = httpx.get(f"{stack.url('routing')}/v1/dead-letters", timeout=5).json()
+    letters = httpx.get(
+        f"{stack.url('routing')}/v1/dead-letters", headers=as_operator(stack), timeout=5
+    ).json()
     return next((d for d in letters if d["dossier_code"] == code), None)
 
 
@@ -73,7 +81,8 @@ def test_agency_that_never_recovers_is_dead_lettered_then_replayed_once(agency: 
     assert letter["reason"] == "HTTP 503"
 
     behave(agency, fail_next=0)
-    replay = httpx.post(f"{agency.url('routing')}/v1/dead-letters/{letter['transfer_id']}/replay")
+    replay_url = f"{agency.url('routing')}/v1/dead-letters/{letter['transfer_id']}/replay"
+    replay = httpx.post(replay_url, headers=as_operator(agency))
     assert replay.status_code == 200, replay.text
     assert replay.json()["replays"] == 1
     view = wait_completed(agency, code)
@@ -82,6 +91,6 @@ def test_agency_that_never_recovers_is_dead_lettered_then_replayed_once(agency: 
     assert received(agency, code)[0]["deliveries"] == 1
     assert dead_letter_of(agency, code) is None
 
-    again = httpx.post(f"{agency.url('routing')}/v1/dead-letters/{letter['transfer_id']}/replay")
+    again = httpx.post(replay_url, headers=as_operator(agency))
     assert again.status_code == 409
     assert again.headers["content-type"] == "application/problem+json"

@@ -12,6 +12,32 @@ from devstack.stack import Stack
 
 T = TypeVar("T")
 CHAIN = "LT.KS-TT-BHYT"
+# The provincial one-stop desk: the demo agency that submits the tests' dossiers.
+DESK = "000.00.01.H22"
+
+
+def agency_token(stack: Stack, agency_code: str, scope: str = "") -> str:
+    """An access token of the demo client acting for agency_code (client secret, cached)."""
+    client = stack.credentials.client_for(agency_code)
+    return stack.credentials.token(stack.url("identity"), client.client_id, scope)
+
+
+def as_agency(stack: Stack, agency_code: str, scope: str = "") -> dict[str, str]:
+    return {"Authorization": f"Bearer {agency_token(stack, agency_code, scope)}"}
+
+
+def client_token(stack: Stack, client_id: str, scope: str = "") -> str:
+    """A token of any demo client by id, e.g. the gateway's own gateway-intake."""
+    return stack.credentials.token(stack.url("identity"), client_id, scope)
+
+
+def as_operator(stack: Stack) -> dict[str, str]:
+    return {"Authorization": f"Bearer {client_token(stack, 'gateway-operator')}"}
+
+
+def receiving_agency(code: str) -> str:
+    """Receipt codes start with the receiving agency's code: AGENCY-YYMMDD-NNNN."""
+    return code.rsplit("-", 2)[0]
 
 
 def chain_dossier(email: str, personal_id: str = "001090012345") -> dict[str, Any]:
@@ -29,7 +55,9 @@ def chain_dossier(email: str, personal_id: str = "001090012345") -> dict[str, An
 
 
 def submit(stack: Stack, body: dict[str, Any]) -> str:
-    response = httpx.post(stack.url("intake") + "/v1/dossiers", json=body, timeout=10)
+    response = httpx.post(
+        stack.url("intake") + "/v1/dossiers", json=body, headers=as_agency(stack, DESK), timeout=10
+    )
     assert response.status_code == 201, response.text
     code: str = response.json()["code"]
     return code
@@ -48,7 +76,11 @@ def eventually(probe: Callable[[], T | None], timeout: float = 60, every: float 
 
 
 def dossier_view(stack: Stack, code: str) -> dict[str, Any]:
-    response = httpx.get(f"{stack.url('intake')}/v1/dossiers/{code}", timeout=10)
+    response = httpx.get(
+        f"{stack.url('intake')}/v1/dossiers/{code}",
+        headers=as_agency(stack, receiving_agency(code)),
+        timeout=10,
+    )
     assert response.status_code == 200, response.text
     body: dict[str, Any] = response.json()
     return body

@@ -15,8 +15,11 @@ from sqlalchemy import create_engine, text
 
 from services.intake.main import build_app
 from services.intake.settings import IntakeSettings
+from tests.support.tokens import TestIssuer
 
 RECEIPT = re.compile(r"^000\.00\.01\.H22-\d{6}-\d{4}$")
+DESK = "000.00.01.H22"
+ISSUER = TestIssuer()
 
 
 def dossier(**overrides: Any) -> dict[str, Any]:
@@ -51,8 +54,11 @@ def client(database: Path) -> Iterator[TestClient]:
         kafka_bootstrap_servers="127.0.0.1:1",  # nothing listens: events stay in the outbox
         routing_grpc_target="127.0.0.1:1",
         journey_timeout_s=0.2,
+        **ISSUER.settings(),
     )
     with TestClient(build_app(settings), raise_server_exceptions=False) as test_client:
+        # The one-stop desk, allowed to submit and read its dossiers.
+        test_client.headers.update(ISSUER.headers(DESK, "dossiers:submit dossiers:read"))
         yield test_client
 
 
@@ -185,8 +191,10 @@ def test_database_down_is_alive_not_ready_and_requests_get_503(tmp_path: Path) -
         kafka_bootstrap_servers="127.0.0.1:1",
         routing_grpc_target="127.0.0.1:1",
         schema_wait_s=0.2,
+        **ISSUER.settings(),
     )
     with TestClient(build_app(settings), raise_server_exceptions=False) as client:
+        client.headers.update(ISSUER.headers(DESK, "dossiers:submit"))
         assert client.get("/health/live").status_code == 200
         ready = client.get("/health/ready")
         assert ready.status_code == 503
@@ -194,3 +202,39 @@ def test_database_down_is_alive_not_ready_and_requests_get_503(tmp_path: Path) -
         response = client.post("/v1/dossiers", json=dossier())
         body = assert_problem(response, 503)
         assert body["type"] == "/problems/service-unavailable"
+
+
+def test_no_token_is_401_with_a_bearer_challenge(client: TestClient) -> None:
+    response = client.post("/v1/dossiers", json=dossier(), headers={"Authorization": ""})
+    body = assert_problem(response, 401)
+    assert body["type"] == "/problems/invalid-token"
+    assert response.headers["www-authenticate"].startswith("Bearer")
+
+
+def test_token_from_another_issuer_key_is_401_invalid_token(client: TestClient) -> None:
+    forger = TestIssuer()  # same claims, a key nobody registered
+    headers = forger.headers(DESK, "dossiers:submit")
+    response = client.post("/v1/dossiers", json=dossier(), headers=headers)
+    assert_problem(response, 401)
+    assert response.headers["www-authenticate"] == 'Bearer error="invalid_token"'
+
+
+def test_token_without_the_scope_is_403(client: TestClient) -> None:
+    headers = ISSUER.headers(DESK, "dossiers:read")
+    body = assert_problem(client.post("/v1/dossiers", json=dossier(), headers=headers), 403)
+    assert body["type"] == "/problems/insufficient-scope"
+    assert body["required_scope"] == "dossiers:submit"
+
+
+def test_only_the_receiving_agency_reads_an_unrouted_dossier(client: TestClient) -> None:
+    code = client.post("/v1/dossiers", json=dossier()).json()["code"]
+    stranger = ISSUER.headers("000.23.05.H22", "dossiers:read")
+    body = assert_problem(client.get(f"/v1/dossiers/{code}", headers=stranger), 403)
+    assert body["type"] == "/problems/dossier-not-readable"
+    assert client.get(f"/v1/dossiers/{code}").status_code == 200
+
+
+def test_health_and_openapi_need_no_token(client: TestClient) -> None:
+    assert client.get("/health/live", headers={"Authorization": ""}).status_code == 200
+    spec = client.get("/openapi.json", headers={"Authorization": ""}).json()
+    assert "HTTPBearer" in spec["components"]["securitySchemes"]

@@ -1,0 +1,193 @@
+"""Identity as the OAuth2 authorization server of agency systems (authlib's server side).
+
+Client credentials only. Clients authenticate with a secret (basic or post) or with a JWT
+signed by their own key (private_key_jwt, RFC 7523; each assertion's `jti` works once).
+Access tokens are JWTs (RFC 9068 shape) signed by identity's key, checked offline by every
+service with core.auth; nothing is stored per token.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import secrets
+import threading
+import time
+from collections.abc import Callable, Mapping
+from typing import Any, ClassVar
+from urllib.parse import parse_qsl
+
+from authlib.oauth2.rfc6749 import AuthorizationServer, OAuth2Request
+from authlib.oauth2.rfc6749.errors import InvalidScopeError
+from authlib.oauth2.rfc6749.grants import ClientCredentialsGrant
+from authlib.oauth2.rfc6749.requests import BasicOAuth2Payload
+from authlib.oauth2.rfc6750 import BearerTokenGenerator
+from authlib.oauth2.rfc7523 import JWTBearerClientAssertion
+from fastapi import APIRouter, Request
+from fastapi.responses import JSONResponse, Response
+from joserfc import jwt
+from joserfc.jwk import KeySet
+
+from core.auth import SCOPES, jwks_url, token_url
+from services.identity.clients import KEY_METHOD, SECRET_METHODS, AgencyClient
+from services.identity.keys import ALGORITHM, SigningKeys
+
+
+class _ClientCredentials(ClientCredentialsGrant):  # type: ignore[misc]
+    TOKEN_ENDPOINT_AUTH_METHODS: ClassVar[list[str]] = [*SECRET_METHODS, KEY_METHOD]
+
+    def validate_token_request(self) -> None:
+        super().validate_token_request()
+        client: AgencyClient = self.request.client
+        requested = (self.request.payload.scope or "").split()
+        if not requested:
+            # No scope asked for: everything the client may have (RFC 6749 §3.3 default).
+            self.request.payload.data["scope"] = " ".join(sorted(client.scopes))
+        elif not set(requested) <= client.scopes:
+            outside = sorted(set(requested) - client.scopes)
+            raise InvalidScopeError(f"client {client.client_id} may not have {outside}")
+
+
+class _PrivateKeyJWT(JWTBearerClientAssertion):  # type: ignore[misc]
+    CLIENT_AUTH_METHOD = KEY_METHOD
+
+    def __init__(self, server: AgencyTokens) -> None:
+        super().__init__(leeway=30)
+        self._server = server
+        # jti -> exp of assertions already used. Per process: replicas behind a balancer
+        # would need a shared store; assertions live a minute or two, so this stays small.
+        self._seen: dict[tuple[str, str], float] = {}
+        self._lock = threading.Lock()  # token requests run in worker threads (scrypt)
+
+    def get_audiences(self) -> list[str]:
+        return [self._server.token_endpoint, self._server.issuer]
+
+    def validate_jti(self, claims: Mapping[str, Any], jti: str) -> bool:
+        now = time.time()
+        key = (str(claims["sub"]), jti)
+        with self._lock:
+            self._seen = {k: exp for k, exp in self._seen.items() if exp + 60 > now}
+            if key in self._seen:
+                return False
+            self._seen[key] = float(claims.get("exp", now))
+            return True
+
+    def resolve_client_public_key(self, client: AgencyClient) -> KeySet:
+        return KeySet.import_key_set(dict(client.jwks or {"keys": []}))  # type: ignore[arg-type]
+
+
+class _Request(OAuth2Request):  # type: ignore[misc]
+    """A token request already read from Starlette: authlib's API is synchronous."""
+
+    def __init__(self, request: Request, form: dict[str, str], uri: str) -> None:
+        # The public URL, not the one a TLS-terminating proxy forwarded us: authlib refuses
+        # plain http (except on loopback), which is right for what agencies see.
+        super().__init__(request.method, uri, headers=request.headers)
+        self._form = form
+        self.payload = BasicOAuth2Payload(dict(form))
+
+    @property
+    def args(self) -> dict[str, str]:
+        return {}
+
+    @property
+    def form(self) -> dict[str, str]:
+        return self._form
+
+
+class AgencyTokens(AuthorizationServer):  # type: ignore[misc]
+    def __init__(
+        self,
+        *,
+        issuer: str,
+        audience: str,
+        clients: Mapping[str, AgencyClient],
+        keys: SigningKeys,
+        ttl_s: int,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        super().__init__(scopes_supported=list(SCOPES))
+        self.issuer = issuer.rstrip("/")
+        self.token_endpoint = token_url(self.issuer)
+        self.audience = audience
+        self.clients = dict(clients)
+        self.keys = keys
+        self.ttl_s = ttl_s
+        self._clock = clock
+        self.register_grant(_ClientCredentials)
+        self.register_client_auth_method(KEY_METHOD, _PrivateKeyJWT(self))
+        self.register_token_generator(
+            "default", BearerTokenGenerator(self._access_token, expires_generator=ttl_s)
+        )
+
+    def _access_token(self, client: AgencyClient, grant_type: str, user: Any, scope: str) -> str:
+        now = int(self._clock())
+        claims = {
+            "iss": self.issuer,
+            "sub": client.client_id,
+            "client_id": client.client_id,
+            "agency": client.agency_code,
+            "aud": self.audience,
+            "scope": scope,
+            "iat": now,
+            "nbf": now,
+            "exp": now + self.ttl_s,
+            "jti": secrets.token_urlsafe(16),
+        }
+        key = self.keys.current
+        header = {"alg": ALGORITHM, "typ": "at+jwt", "kid": key.kid or ""}
+        return jwt.encode(header, claims, key, algorithms=[ALGORITHM])
+
+    def query_client(self, client_id: str) -> AgencyClient | None:
+        return self.clients.get(client_id)
+
+    def save_token(self, token: dict[str, Any], request: OAuth2Request) -> None:
+        pass  # self-contained JWTs: nothing to remember
+
+    def create_oauth2_request(self, request: _Request) -> _Request:
+        return request
+
+    def send_signal(self, name: str, *args: Any, **kwargs: Any) -> None:
+        pass
+
+    def handle_response(self, status: int, body: Any, headers: list[tuple[str, str]]) -> Response:
+        return JSONResponse(body, status, dict(headers))
+
+    def metadata(self) -> dict[str, Any]:
+        """RFC 8414 authorization server metadata."""
+        return {
+            "issuer": self.issuer,
+            "token_endpoint": self.token_endpoint,
+            "jwks_uri": jwks_url(self.issuer),
+            "scopes_supported": list(SCOPES),
+            "grant_types_supported": ["client_credentials"],
+            "response_types_supported": [],
+            "token_endpoint_auth_methods_supported": [*SECRET_METHODS, KEY_METHOD],
+            "token_endpoint_auth_signing_alg_values_supported": ["RS256", "ES256", "PS256"],
+        }
+
+
+def oauth_router(server: AgencyTokens) -> APIRouter:
+    router = APIRouter(tags=["agency tokens"])
+
+    @router.post("/oauth2/token", summary="Access token for an agency system (client credentials)")
+    async def token(request: Request) -> Response:
+        # OAuth posts are urlencoded (RFC 6749 §4.1.3): no multipart parser needed.
+        form: dict[str, str] = {}
+        if request.headers.get("content-type", "").startswith("application/x-www-form-urlencoded"):
+            form = dict(parse_qsl((await request.body()).decode(), keep_blank_values=True))
+        # Off the event loop: checking a secret's scrypt hash takes tens of milliseconds.
+        answer = await asyncio.to_thread(
+            server.create_token_response, _Request(request, form, server.token_endpoint)
+        )
+        return answer  # type: ignore[no-any-return]
+
+    @router.get("/.well-known/oauth-authorization-server", summary="RFC 8414 metadata")
+    async def metadata() -> dict[str, Any]:
+        return server.metadata()
+
+    @router.get("/.well-known/jwks.json", summary="Public keys that sign access tokens")
+    async def jwks() -> JSONResponse:
+        # Cacheable briefly: verifiers refetch anyway when they meet an unknown key id.
+        return JSONResponse(server.keys.public_jwks(), headers={"Cache-Control": "max-age=300"})
+
+    return router
