@@ -6,6 +6,8 @@ variables are read by the OpenTelemetry SDK itself and are not repeated here.
 
 from __future__ import annotations
 
+from datetime import date
+
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 
@@ -33,6 +35,11 @@ class ServiceSettings(BaseSettings):
     log_level: str = "INFO"
     # How long a request waits for the schema at start-up before answering 503.
     schema_wait_s: float = 5.0
+
+    # A province's own days off and make-up working days, beyond Vietnam's public holidays
+    # (JSON lists of dates, e.g. CALENDAR_EXTRA_DAYS_OFF='["2026-12-31"]').
+    calendar_extra_days_off: tuple[date, ...] = ()
+    calendar_extra_working_days: tuple[date, ...] = ()
 
     @property
     def dead_letter_topic(self) -> str:
