@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from datetime import datetime, timedelta
 
 import pytest
@@ -13,10 +13,12 @@ import pytest
 from core.calendar import VIETNAM
 from devstack.postgres import ensure_postgres
 from gateway.v1 import events_pb2
+from services.routing.outcomes import supplement
 from tests.support.lifecycle import Lifecycle, instant, until
 
 ONE_STEP = "HT.KS"  # birth registration: one step, one working day
 SECOND = timedelta(seconds=1)
+Opener = Callable[[datetime], Awaitable[Lifecycle]]
 
 
 def at(*args: int) -> datetime:
@@ -24,7 +26,7 @@ def at(*args: int) -> datetime:
 
 
 @pytest.fixture
-async def open_lifecycle(database_url: str) -> AsyncIterator[list[Lifecycle]]:
+async def open_lifecycle(database_url: str) -> AsyncIterator[Opener]:
     """Opens Lifecycles on a fresh database of the session's PostgreSQL server."""
     url = ensure_postgres(f"lifecycle_{uuid.uuid4().hex[:12]}")
     opened: list[Lifecycle] = []
@@ -34,7 +36,7 @@ async def open_lifecycle(database_url: str) -> AsyncIterator[list[Lifecycle]]:
         opened.append(lifecycle)
         return lifecycle
 
-    yield open_at  # type: ignore[misc]
+    yield open_at
     for lifecycle in opened:
         await lifecycle.close()
 
@@ -43,7 +45,7 @@ async def overdue_events(lifecycle: Lifecycle, code: str) -> list[events_pb2.Dos
     return await lifecycle.events(events_pb2.DossierOverdue, code)
 
 
-async def test_due_across_a_weekend_fires_at_office_close_on_monday(open_lifecycle) -> None:  # type: ignore[no-untyped-def]
+async def test_due_across_a_weekend_fires_at_office_close_on_monday(open_lifecycle: Opener) -> None:
     life = await open_lifecycle(at(2026, 11, 27, 10, 0))  # Friday
     code = await life.submit(ONE_STEP)
     due = at(2026, 11, 30, 17, 0)  # Monday, office close
@@ -64,7 +66,8 @@ async def test_due_across_a_weekend_fires_at_office_close_on_monday(open_lifecyc
     # The new appointment: two working days after the lapse (Tue 1, Wed 2 December).
     assert instant(overdue, "new_due_at") == at(2026, 12, 2, 17, 0)
     assert overdue.agency_code == "000.21.31.H22"
-    assert "UBND xã Tân Phong" in overdue.reason and "xin lỗi" in overdue.reason
+    assert "UBND xã Tân Phong" in overdue.reason
+    assert "xin lỗi" in overdue.reason
     dossier = await life.dossier(code)
     assert dossier.overdue_at == due
     assert dossier.appointment_at == at(2026, 12, 2, 17, 0)
@@ -77,7 +80,7 @@ async def test_due_across_a_weekend_fires_at_office_close_on_monday(open_lifecyc
     assert len(await overdue_events(life, code)) == 1
 
 
-async def test_due_across_tet_2027(open_lifecycle) -> None:  # type: ignore[no-untyped-def]
+async def test_due_across_tet_2027(open_lifecycle: Opener) -> None:
     # Tết 2027 (holidays package): Thu 4 to Wed 10 February are days off.
     life = await open_lifecycle(at(2027, 2, 3, 9, 30))
     code = await life.submit(ONE_STEP)
@@ -96,7 +99,7 @@ async def test_due_across_tet_2027(open_lifecycle) -> None:  # type: ignore[no-u
     assert instant(overdue, "new_due_at") == at(2027, 2, 15, 17, 0)  # Fri 12, Mon 15
 
 
-async def test_supplement_stops_the_clock_and_moves_the_due_time(open_lifecycle) -> None:  # type: ignore[no-untyped-def]
+async def test_supplement_stops_the_clock_and_moves_the_due_time(open_lifecycle: Opener) -> None:
     life = await open_lifecycle(at(2026, 11, 30, 10, 0))  # Monday
     code = await life.submit(ONE_STEP)
     assert (await life.dossier(code)).due_at == at(2026, 12, 1, 17, 0)
@@ -115,8 +118,6 @@ async def test_supplement_stops_the_clock_and_moves_the_due_time(open_lifecycle)
     assert await life.scheduler.fire_due() == 0
     assert await overdue_events(life, code) == []
     assert (await life.dossier(code)).next_deadline_at is None
-
-    from services.routing.outcomes import supplement
 
     resumed = await supplement(
         life.journeys, code, [{"name": "Giấy chứng sinh", "reference": "GCS-1"}], ""
@@ -138,7 +139,7 @@ async def test_supplement_stops_the_clock_and_moves_the_due_time(open_lifecycle)
     assert instant(overdue, "due_at") == new_due
 
 
-async def test_two_schedulers_fire_a_deadline_once(open_lifecycle) -> None:  # type: ignore[no-untyped-def]
+async def test_two_schedulers_fire_a_deadline_once(open_lifecycle: Opener) -> None:
     first = await open_lifecycle(at(2026, 11, 27, 10, 0))
     codes = [await first.submit(ONE_STEP) for _ in range(20)]
     second = await open_lifecycle(at(2026, 11, 30, 17, 0))

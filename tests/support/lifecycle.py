@@ -108,16 +108,16 @@ class Lifecycle:
         return [c.status for c in changes]
 
 
-async def until(probe: Callable[[], Any], timeout: float = 5.0) -> Any:
+async def until(probe: Callable[[], Any], within_s: float = 5.0) -> Any:
     """Await probe() until it returns something truthy (for background workers)."""
     loop = asyncio.get_running_loop()
-    deadline = loop.time() + timeout
+    deadline = loop.time() + within_s
     while True:
         value = await probe()
         if value:
             return value
         if loop.time() > deadline:
-            raise AssertionError(f"condition not met within {timeout}s; last value {value!r}")
+            raise AssertionError(f"condition not met within {within_s}s; last value {value!r}")
         await asyncio.sleep(0.02)
 
 
