@@ -1,0 +1,122 @@
+"""The dossier lifecycle on the real stack: a supplement round, a refusal, and deadlines
+that survive routing being killed."""
+
+from __future__ import annotations
+
+import signal
+import time
+from collections.abc import Iterator
+from datetime import UTC, datetime
+from typing import Any
+
+import httpx
+import pytest
+
+from devstack.stack import Stack
+from tests.integration.test_guaranteed_delivery import birth_registration
+from tests.support.flows import agency_transfers, chain_dossier, eventually, submit, wait_completed
+
+JUSTICE, POLICE = "000.21.31.H22", "000.22.31.H22"
+
+
+@pytest.fixture
+def slow_justice(stack: Stack) -> Iterator[Stack]:
+    """The justice office takes its time, so the test reports its outcomes in its place."""
+    url = f"{stack.url('sandbox')}/agencies/{JUSTICE}/behaviour"
+    httpx.put(url, json={"delay_s": 120}, timeout=5).raise_for_status()
+    yield stack
+    httpx.put(url, json={}, timeout=5).raise_for_status()
+
+
+def journey(stack: Stack, code: str) -> dict[str, Any] | None:
+    answer = httpx.get(f"{stack.url('routing')}/v1/dossiers/{code}/journey", timeout=10)
+    if answer.status_code == 404:
+        return None
+    answer.raise_for_status()
+    body: dict[str, Any] = answer.json()
+    return body
+
+
+def received_by(stack: Stack, agency: str, code: str) -> list[dict[str, Any]]:
+    return [t for t in agency_transfers(stack, agency) if t["dossier_code"] == code]
+
+
+def outcome(stack: Stack, transfer_id: str, **body: Any) -> dict[str, Any]:
+    answer = httpx.post(
+        f"{stack.url('routing')}/v1/transfers/{transfer_id}/outcome", json=body, timeout=10
+    )
+    assert answer.status_code == 200, answer.text
+    result: dict[str, Any] = answer.json()
+    return result
+
+
+def test_supplement_round_then_done_completes(slow_justice: Stack) -> None:
+    stack = slow_justice
+    code = submit(stack, chain_dossier("supplement@example.vn"))
+    [first] = eventually(lambda: received_by(stack, JUSTICE, code))
+    transfer_id = first["transfer_id"]
+    outcome(stack, transfer_id, outcome="supplement", reason="Thiếu bản sao giấy chứng sinh")
+    paused = eventually(lambda: (j := journey(stack, code)) and j["status"] == 5 and j)
+    assert paused["clock_stopped_since"] is not None
+
+    answer = httpx.post(
+        f"{stack.url('routing')}/v1/dossiers/{code}/supplements",
+        json={"documents": [{"name": "Giấy chứng sinh", "url": "https://dvc.example/gcs.pdf"}]},
+        timeout=10,
+    )
+    assert answer.status_code == 200, answer.text
+    # Delivered again to the agency that asked, under the next round's idempotency key.
+    deliveries = eventually(lambda: len(r := received_by(stack, JUSTICE, code)) == 2 and r)
+    assert {d["transfer_id"] for d in deliveries} == {transfer_id, f"{transfer_id}/1"}
+
+    outcome(
+        stack, transfer_id, outcome="done", documents=[{"name": "Trích lục", "reference": "KS-1"}]
+    )
+    view = wait_completed(stack, code)
+    assert [s["status"] for s in view["steps"]] == ["completed"] * 3
+    final = eventually(lambda: (j := journey(stack, code)) and j["status"] == 9 and j)
+    assert [h["status"] for h in final["history"]] == [2, 4, 5, 4, 9]
+    assert final["steps"][0]["round"] == 1
+    assert final["steps"][0]["waiting_s"]["citizen"] > 0
+    assert len(received_by(stack, POLICE, code)) == 1
+
+
+def test_refused_dossier_ends_with_status_3(slow_justice: Stack) -> None:
+    stack = slow_justice
+    code = submit(stack, chain_dossier("refused@example.vn"))
+    [first] = eventually(lambda: received_by(stack, JUSTICE, code))
+    answer = outcome(stack, first["transfer_id"], outcome="refused", reason="Sai thẩm quyền")
+    assert answer["status"] == "refused"
+    final = journey(stack, code)
+    assert final is not None
+    assert final["status"] == 3
+    assert final["history"][-1]["reason"] == "Sai thẩm quyền"
+    assert [s["status"] for s in final["steps"]] == ["refused"]
+    assert received_by(stack, POLICE, code) == []
+
+
+def test_deadlines_survive_routing_killed(slow_justice: Stack) -> None:
+    """HT.KS falls due 6 s after routing takes it in (tests/conftest.py)."""
+    stack = slow_justice
+    before = submit(stack, birth_registration("deadline-a@example.vn"))
+    taken = eventually(lambda: journey(stack, before))
+    due = datetime.fromisoformat(taken["appointment_at"])
+    stack.stop_service("routing", signal.SIGKILL)
+    # The first deadline passes while routing is dead; the second is armed after restart.
+    while (left := (due - datetime.now(UTC)).total_seconds()) > -0.5:
+        time.sleep(left + 0.5)
+    after = submit(stack, birth_registration("deadline-b@example.vn"))
+    stack.start_service("routing")
+    stack.wait_ready("routing")
+
+    for code in (before, after):
+        late = eventually(lambda c=code: (j := journey(stack, c)) and j["apologies"] and j, 60)
+        [apology] = late["apologies"]
+        assert late["overdue_at"] is not None
+        assert apology["agency_code"] == JUSTICE
+        assert apology["new_due_at"] > apology["due_at"]
+    ranking = httpx.get(f"{stack.url('routing')}/v1/agencies/overdue", timeout=10).json()
+    assert any(r["agency_code"] == JUSTICE and r["overdue"] >= 2 for r in ranking)
+    # Exactly once: both deadlines fired; nothing fires again until the new appointments.
+    for code in (before, after):
+        assert len(journey(stack, code)["apologies"]) == 1  # type: ignore[index]
