@@ -29,7 +29,15 @@ from core.problems import Problem
 from core.telemetry import context_from_carrier, current_carrier
 from gateway.v1 import events_pb2
 from services.routing.deadlines import rearm
-from services.routing.lifecycle import SOURCE, DossierFacts, State, facts_of, transition
+from services.routing.lifecycle import (
+    SOURCE,
+    DossierFacts,
+    State,
+    announce,
+    check_transition,
+    facts_of,
+    transition,
+)
 from services.routing.models import journeys, processed_events, transfers
 
 TRANSFER_NAMESPACE = uuid.UUID("6f1c2b8e-5d4a-4c1e-9a51-0d7f3e2b9c10")
@@ -100,11 +108,16 @@ class JourneyService:
         due_at = dossier.due_at.ToDatetime(tzinfo=now.tzinfo)
         if self._overridden(procedure.code):
             due_at = now + self._override
+        first_steps = procedure.stage(0)
+        step_dues = [self._step_due(procedure, step, now) for step in first_steps]
+        # Registered (1) by intake; received (2) and processing (4) here, in one insert.
+        check_transition(dossier.code, State.REGISTERED, State.RECEIVED)
+        check_transition(dossier.code, State.RECEIVED, State.PROCESSING)
         await session.execute(
             journeys.insert().values(
                 code=dossier.code,
                 procedure_code=procedure.code,
-                status=State.REGISTERED.value,
+                status=State.PROCESSING.value,
                 current_stage=0,
                 dossier=dossier.SerializeToString(),
                 trace=event.trace,
@@ -113,30 +126,30 @@ class JourneyService:
                 appointment_at=due_at,
                 receiving_agency_code=dossier.receiving_agency_code,
                 paused_s=0.0,
+                next_deadline_at=min([due_at, *step_dues]),
             )
         )
         facts = DossierFacts(dossier.code, procedure.code, State.REGISTERED, received_at, due_at)
-        desk = dossier.receiving_agency_code
-        facts = await transition(
+        facts = await announce(
             session,
             self.outbox,
             facts,
             State.RECEIVED,
-            agency_code=desk,
+            agency_code=dossier.receiving_agency_code,
             now=now,
             trace=event.trace,
         )
-        await transition(
+        await announce(
             session,
             self.outbox,
             facts,
             State.PROCESSING,
-            agency_code=procedure.stage(0)[0].agency_code,
+            agency_code=first_steps[0].agency_code,
             now=now,
             trace=event.trace,
         )
-        await self._route_stage(session, dossier.code, procedure, 0, now, event.trace)
-        await rearm(session, dossier.code)
+        for step, step_due in zip(first_steps, step_dues, strict=True):
+            await self._route_step(session, dossier.code, step, now, step_due, event.trace)
 
     async def report_outcome(
         self, transfer_id: str, outcome: str, note: str, details: dict[str, Any] | None = None
@@ -271,24 +284,26 @@ class JourneyService:
     ) -> None:
         """Send the dossier to every agency of the stage: one transfer per step."""
         for step in procedure.stage(stage):
-            await self._route_step(session, code, procedure, step, now, trace_carrier)
+            due_at = self._step_due(procedure, step, now)
+            await self._route_step(session, code, step, now, due_at, trace_carrier)
+
+    def _step_due(self, procedure: Procedure, step: Step, now: datetime) -> datetime:
+        if self._overridden(procedure.code):
+            return now + self._override
+        return self.calendar.add_working_days(now, step.days)
 
     async def _route_step(
         self,
         session: AsyncSession,
         code: str,
-        procedure: Procedure,
         step: Step,
         now: datetime,
+        due_at: datetime,
         trace_carrier: dict[str, str],
     ) -> None:
         index = step.index
         agency = self.catalogue.agency(step.agency_code)
         transfer_id = transfer_id_for(code, index)
-        if self._overridden(procedure.code):
-            due_at = now + self._override
-        else:
-            due_at = self.calendar.add_working_days(now, step.days)
         await session.execute(
             transfers.insert().values(
                 transfer_id=transfer_id,

@@ -134,6 +134,33 @@ async def transition(
     await session.execute(
         journeys.update().where(journeys.c.code == dossier.code).values(status=to.value)
     )
+    return await announce(
+        session,
+        outbox,
+        dossier,
+        to,
+        agency_code=agency_code,
+        now=now,
+        reason=reason,
+        details=details,
+        trace=trace,
+    )
+
+
+async def announce(
+    session: AsyncSession,
+    outbox: Outbox,
+    dossier: DossierFacts,
+    to: State,
+    *,
+    agency_code: str,
+    now: datetime,
+    reason: str = "",
+    details: dict[str, Any] | None = None,
+    trace: dict[str, str] | None = None,
+) -> DossierFacts:
+    """History row and DossierStatusChanged of a checked transition whose row the caller
+    has already written (a dossier inserted in its state saves an update)."""
     await session.execute(
         status_changes.insert().values(
             dossier_code=dossier.code,
