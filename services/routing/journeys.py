@@ -39,6 +39,7 @@ from services.routing.lifecycle import (
     transition,
 )
 from services.routing.models import journeys, processed_events, transfers
+from services.routing.outcomes import refuse_step, request_supplement
 
 TRANSFER_NAMESPACE = uuid.UUID("6f1c2b8e-5d4a-4c1e-9a51-0d7f3e2b9c10")
 tracer = trace.get_tracer("gateway.routing")
@@ -155,9 +156,6 @@ class JourneyService:
         self, transfer_id: str, outcome: str, note: str, details: dict[str, Any] | None = None
     ) -> dict[str, Any]:
         """An agency reports its step: done, supplement needed, or refused."""
-        # Imported here: outcomes.py builds on this module's routing helpers.
-        from services.routing.outcomes import refuse_step, request_supplement
-
         async with self.sessions.begin() as session:
             transfer = (
                 await session.execute(
