@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import uuid
 from collections.abc import Sequence
+from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -24,7 +25,7 @@ from core.catalogue import Catalogue, Procedure, Step
 from core.clock import Clock, SystemClock
 from core.events import Event, PoisonEvent, new_event
 from core.inbox import first_seen
-from core.outbox import Outbox
+from core.outbox import Outbox, insert_rows
 from core.problems import Problem
 from core.telemetry import context_from_carrier, current_carrier
 from gateway.v1 import events_pb2
@@ -33,12 +34,12 @@ from services.routing.lifecycle import (
     SOURCE,
     DossierFacts,
     State,
-    announce,
     check_transition,
     facts_of,
+    status_change,
     transition,
 )
-from services.routing.models import journeys, processed_events, transfers
+from services.routing.models import journeys, processed_events, status_changes, transfers
 from services.routing.outcomes import refuse_step, request_supplement
 
 TRANSFER_NAMESPACE = uuid.UUID("6f1c2b8e-5d4a-4c1e-9a51-0d7f3e2b9c10")
@@ -91,15 +92,19 @@ class JourneyService:
         return bool(self._override) and procedure_code in self._override_procedures
 
     async def take_in(self, events: Sequence[Event]) -> None:
-        """Handler of DossierSubmitted: receive each dossier and start its first stage."""
+        """Handler of DossierSubmitted: receive each dossier and start its first stage.
+
+        A batch is written with one multi-row insert per table, not statements per dossier."""
         now = self.clock.now()
         async with self.sessions.begin() as session:
+            batch = _TakeIn()
             for event in await first_seen(session, processed_events, events):
-                await self._start_journey(session, event, now)
+                self._plan_journey(batch, event, now)
+            await batch.write(session, self.outbox)
         self.transfers_waiting.set()
         self.deadlines_changed.set()
 
-    async def _start_journey(self, session: AsyncSession, event: Event, now: datetime) -> None:
+    def _plan_journey(self, batch: _TakeIn, event: Event, now: datetime) -> None:
         assert isinstance(event.data, events_pb2.DossierSubmitted)
         dossier = event.data.dossier
         procedure = self.catalogue.procedure(dossier.procedure_code)
@@ -114,43 +119,37 @@ class JourneyService:
         # Registered (1) by intake; received (2) and processing (4) here, in one insert.
         check_transition(dossier.code, State.REGISTERED, State.RECEIVED)
         check_transition(dossier.code, State.RECEIVED, State.PROCESSING)
-        await session.execute(
-            journeys.insert().values(
-                code=dossier.code,
-                procedure_code=procedure.code,
-                status=State.PROCESSING.value,
-                current_stage=0,
-                dossier=dossier.SerializeToString(),
-                trace=event.trace,
-                received_at=received_at,
-                due_at=due_at,
-                appointment_at=due_at,
-                receiving_agency_code=dossier.receiving_agency_code,
-                paused_s=0.0,
-                next_deadline_at=min([due_at, *step_dues]),
-            )
+        batch.dossiers.append(
+            {
+                "code": dossier.code,
+                "procedure_code": procedure.code,
+                "status": State.PROCESSING.value,
+                "current_stage": 0,
+                "dossier": dossier.SerializeToString(),
+                "trace": event.trace,
+                "received_at": received_at,
+                "due_at": due_at,
+                "appointment_at": due_at,
+                "receiving_agency_code": dossier.receiving_agency_code,
+                "paused_s": 0.0,
+                "next_deadline_at": min([due_at, *step_dues]),
+            }
         )
-        facts = DossierFacts(dossier.code, procedure.code, State.REGISTERED, received_at, due_at)
-        facts = await announce(
-            session,
-            self.outbox,
-            facts,
-            State.RECEIVED,
-            agency_code=dossier.receiving_agency_code,
-            now=now,
-            trace=event.trace,
+        registered = DossierFacts(
+            dossier.code, procedure.code, State.REGISTERED, received_at, due_at
         )
-        await announce(
-            session,
-            self.outbox,
-            facts,
-            State.PROCESSING,
-            agency_code=first_steps[0].agency_code,
-            now=now,
-            trace=event.trace,
-        )
+        received = replace(registered, state=State.RECEIVED)
+        for facts, to, agency_code in (
+            (registered, State.RECEIVED, dossier.receiving_agency_code),
+            (received, State.PROCESSING, first_steps[0].agency_code),
+        ):
+            row, changed = status_change(facts, to, agency_code=agency_code, now=now)
+            batch.changes.append(row)
+            batch.events.append((changed, event.trace))
         for step, step_due in zip(first_steps, step_dues, strict=True):
-            await self._route_step(session, dossier.code, step, now, step_due, event.trace)
+            row, routed = self._transfer(dossier.code, step, now, step_due, event.trace)
+            batch.transfers.append(row)
+            batch.events.append((routed, event.trace))
 
     async def report_outcome(
         self, transfer_id: str, outcome: str, note: str, details: dict[str, Any] | None = None
@@ -299,38 +298,61 @@ class JourneyService:
         due_at: datetime,
         trace_carrier: dict[str, str],
     ) -> None:
-        index = step.index
+        row, routed = self._transfer(code, step, now, due_at, trace_carrier)
+        await session.execute(transfers.insert().values(row))
+        await self.outbox.put(session, routed, trace=trace_carrier)
+
+    def _transfer(
+        self, code: str, step: Step, now: datetime, due_at: datetime, trace: dict[str, str]
+    ) -> tuple[dict[str, Any], Event]:
+        """The transfer row of a step and its DossierRouted event."""
         agency = self.catalogue.agency(step.agency_code)
-        transfer_id = transfer_id_for(code, index)
-        await session.execute(
-            transfers.insert().values(
-                transfer_id=transfer_id,
-                dossier_code=code,
-                step_index=index,
-                stage=step.stage,
-                step_name=step.name,
-                agency_code=agency.code,
-                status="pending",
-                attempts=0,
-                next_attempt_at=now,
-                trace=trace_carrier,
-                routed_at=now,
-                due_at=due_at,
-                round=0,
-                supplement_s=0.0,
-            )
-        )
+        transfer_id = transfer_id_for(code, step.index)
+        row = {
+            "transfer_id": transfer_id,
+            "dossier_code": code,
+            "step_index": step.index,
+            "stage": step.stage,
+            "step_name": step.name,
+            "agency_code": agency.code,
+            "status": "pending",
+            "attempts": 0,
+            "replays": 0,
+            "next_attempt_at": now,
+            "trace": trace,
+            "routed_at": now,
+            "due_at": due_at,
+            "round": 0,
+            "supplement_s": 0.0,
+        }
         routed = events_pb2.DossierRouted(
             dossier_code=code,
-            step_index=index,
+            step_index=step.index,
             step_name=step.name,
             agency_code=agency.code,
             agency_name=agency.name,
             transfer_id=transfer_id,
             step_due_at=timestamp(due_at),
         )
-        event = new_event(routed, source=SOURCE, dossier_code=code)
-        await self.outbox.put(session, event, trace=trace_carrier)
+        return row, new_event(routed, source=SOURCE, dossier_code=code)
+
+
+@dataclass
+class _TakeIn:
+    """Rows and events of a batch of dossiers taken in, written table by table."""
+
+    dossiers: list[dict[str, Any]] = field(default_factory=list)
+    changes: list[dict[str, Any]] = field(default_factory=list)
+    transfers: list[dict[str, Any]] = field(default_factory=list)
+    events: list[tuple[Event, dict[str, str] | None]] = field(default_factory=list)
+
+    async def write(self, session: AsyncSession, outbox: Outbox) -> None:
+        if not self.dossiers:
+            return
+        await insert_rows(session, journeys, self.dossiers)
+        await insert_rows(session, status_changes, self.changes)
+        await insert_rows(session, transfers, self.transfers)
+        await outbox.put_many(session, self.events)
 
 
 _PAST = {"done": "completed", "supplement": "supplement requested", "refused": "refused"}

@@ -17,7 +17,7 @@ from typing import Any
 
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from core.events import new_event
+from core.events import Event, new_event
 from core.outbox import Outbox
 from core.problems import Problem
 from gateway.v1 import dossier_pb2, events_pb2
@@ -160,19 +160,33 @@ async def announce(
     trace: dict[str, str] | None = None,
 ) -> DossierFacts:
     """History row and DossierStatusChanged of a checked transition whose row the caller
-    has already written (a dossier inserted in its state saves an update)."""
-    await session.execute(
-        status_changes.insert().values(
-            dossier_code=dossier.code,
-            state=to.value,
-            status=NATIONAL[to],
-            previous_status=NATIONAL[dossier.state],
-            agency_code=agency_code,
-            reason=reason,
-            details=details,
-            changed_at=now,
-        )
+    has already written."""
+    row, event = status_change(dossier, to, agency_code=agency_code, now=now, reason=reason)
+    await session.execute(status_changes.insert().values({**row, "details": details}))
+    await outbox.put(session, event, trace=trace)
+    return DossierFacts(
+        dossier.code,
+        dossier.procedure_code,
+        to,
+        dossier.received_at,
+        dossier.due_at,
+        dossier.finished_at,
     )
+
+
+def status_change(
+    dossier: DossierFacts, to: State, *, agency_code: str, now: datetime, reason: str = ""
+) -> tuple[dict[str, Any], Event]:
+    """The history row and the DossierStatusChanged event of a move to `to`."""
+    row = {
+        "dossier_code": dossier.code,
+        "state": to.value,
+        "status": NATIONAL[to],
+        "previous_status": NATIONAL[dossier.state],
+        "agency_code": agency_code,
+        "reason": reason,
+        "changed_at": now,
+    }
     changed = events_pb2.DossierStatusChanged(
         dossier_code=dossier.code,
         procedure_code=dossier.procedure_code,
@@ -186,16 +200,7 @@ async def announce(
     changed.due_at.FromDatetime(dossier.due_at)
     if dossier.finished_at is not None:
         changed.finished_at.FromDatetime(dossier.finished_at)
-    event = new_event(changed, source=SOURCE, dossier_code=dossier.code)
-    await outbox.put(session, event, trace=trace)
-    return DossierFacts(
-        dossier.code,
-        dossier.procedure_code,
-        to,
-        dossier.received_at,
-        dossier.due_at,
-        dossier.finished_at,
-    )
+    return row, new_event(changed, source=SOURCE, dossier_code=dossier.code)
 
 
 def facts_of(row: Any, **changes: Any) -> DossierFacts:
