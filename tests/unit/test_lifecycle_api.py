@@ -15,7 +15,9 @@ import pytest
 from fastapi import FastAPI
 
 from core.calendar import VIETNAM
+from core.events import new_event
 from core.problems import install_problem_handlers
+from gateway.v1 import dossier_pb2, events_pb2
 from services.routing import api, statistics, timeline
 from tests.support.lifecycle import Lifecycle
 
@@ -229,3 +231,25 @@ async def test_monthly_statistics_match_a_hand_counted_month(
     assert rows[2] == [JUSTICE, "HT.KS", "5", "2", "1", "2", "1"]
     bad = await http.get("/v1/statistics", params={"month": "2026-13"})
     assert bad.status_code == 422
+
+
+async def test_a_batch_is_taken_in_once_with_every_row_and_event(life: Lifecycle) -> None:
+    submitted = []
+    for number, procedure in enumerate(["HT.KS", "LT.KT-XTT-MTP", "LT.KS-TT-BHYT"]):
+        dossier = dossier_pb2.Dossier(
+            code=f"B-{number}", procedure_code=procedure, receiving_agency_code=DESK
+        )
+        dossier.received_at.FromDatetime(life.clock.now())
+        dossier.due_at.FromDatetime(at(2026, 11, 30, 17, 0))
+        message = events_pb2.DossierSubmitted(dossier=dossier)
+        submitted.append(new_event(message, source="/test", dossier_code=dossier.code))
+    await life.journeys.take_in(submitted)
+    await life.journeys.take_in(submitted)  # redelivered by Kafka: changes nothing
+
+    assert [len(await life.transfers(f"B-{n}")) for n in range(3)] == [1, 1, 1]
+    assert [await life.statuses(f"B-{n}") for n in range(3)] == [[2, 4]] * 3
+    routed = await life.events(events_pb2.DossierRouted)
+    assert [r.dossier_code for r in routed] == ["B-0", "B-1", "B-2"]
+    # The next deadline is the earliest of the dossier's and its first step's.
+    first = await life.dossier("B-1")
+    assert first.next_deadline_at == at(2026, 11, 23, 17, 0)
