@@ -3,20 +3,26 @@ that survive routing being killed."""
 
 from __future__ import annotations
 
+import asyncio
 import signal
 import time
+import uuid
 from collections.abc import Iterator
 from datetime import UTC, datetime
 from typing import Any
 
 import httpx
 import pytest
+from aiokafka import AIOKafkaConsumer
 
+from devstack.kafka import KafkaBroker
 from devstack.stack import Stack
+from tests.conftest import TOPIC
 from tests.integration.test_guaranteed_delivery import birth_registration
 from tests.support.flows import agency_transfers, chain_dossier, eventually, submit, wait_completed
 
 JUSTICE, POLICE = "000.21.31.H22", "000.22.31.H22"
+OVERDUE = b"vn.gov.dossier.overdue.v1"
 
 
 @pytest.fixture
@@ -95,7 +101,38 @@ def test_refused_dossier_ends_with_status_3(slow_justice: Stack) -> None:
     assert received_by(stack, POLICE, code) == []
 
 
-def test_deadlines_survive_routing_killed(slow_justice: Stack) -> None:
+def overdue_event_ids(kafka: KafkaBroker, codes: list[str]) -> dict[str, set[bytes]]:
+    """Ids of the DossierOverdue events on the topic per dossier, once each has one and the
+    topic has been read to its end."""
+
+    async def read() -> dict[str, set[bytes]]:
+        consumer = AIOKafkaConsumer(
+            TOPIC,
+            bootstrap_servers=kafka.bootstrap_servers,
+            auto_offset_reset="earliest",
+            group_id=f"test-{uuid.uuid4()}",
+        )
+        found: dict[str, set[bytes]] = {code: set() for code in codes}
+        await consumer.start()
+        try:
+            async with asyncio.timeout(60):
+                caught_up = False
+                while not caught_up or not all(found.values()):
+                    batch = await consumer.getmany(timeout_ms=1000)
+                    caught_up = not batch
+                    for record in (r for records in batch.values() for r in records):
+                        headers = dict(record.headers)
+                        code = (record.key or b"").decode()
+                        if code in found and headers.get("ce_type") == OVERDUE:
+                            found[code].add(headers["ce_id"])
+        finally:
+            await consumer.stop()
+        return found
+
+    return asyncio.run(read())
+
+
+def test_deadlines_survive_routing_killed(slow_justice: Stack, kafka: KafkaBroker) -> None:
     """HT.KS falls due 6 s after routing takes it in (tests/conftest.py)."""
     stack = slow_justice
     before = submit(stack, birth_registration("deadline-a@example.vn"))
@@ -117,6 +154,9 @@ def test_deadlines_survive_routing_killed(slow_justice: Stack) -> None:
         assert apology["new_due_at"] > apology["due_at"]
     ranking = httpx.get(f"{stack.url('routing')}/v1/agencies/overdue", timeout=10).json()
     assert any(r["agency_code"] == JUSTICE and r["overdue"] >= 2 for r in ranking)
-    # Exactly once: both deadlines fired; nothing fires again until the new appointments.
+    # Exactly once: one apology and one event each (the outbox may republish an event after
+    # a crash, with the same id); nothing fires again before the new appointments.
+    events = overdue_event_ids(kafka, [before, after])
+    assert {code: len(ids) for code, ids in events.items()} == {before: 1, after: 1}
     for code in (before, after):
         assert len(journey(stack, code)["apologies"]) == 1  # type: ignore[index]
