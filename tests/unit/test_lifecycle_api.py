@@ -224,6 +224,15 @@ async def test_monthly_statistics_match_a_hand_counted_month(
          "completed_late": 0, "in_progress": 1, "overdue": 0},
     ]  # fmt: skip
 
+    # Per handling agency: every HT.KS step is the justice office's, d7's included. Routed in
+    # December: d2-d7 (6); on time d1, d2; late d3; d4 refused; open d5, d6, d7 (d7 waits
+    # for the citizen, so its step never went overdue); overdue d5.
+    by_step = await http.get("/v1/statistics", params={"month": "2026-12", "by": "step"})
+    assert by_step.json()["rows"] == [
+        {"agency_code": JUSTICE, "procedure_code": "HT.KS", "received": 6, "completed_on_time": 2,
+         "completed_late": 1, "in_progress": 3, "overdue": 1},
+    ]  # fmt: skip
+
     as_csv = await http.get("/v1/statistics", params={"month": "2026-12", "format": "csv"})
     assert as_csv.headers["content-type"] == "text/csv; charset=utf-8"
     rows = list(csv.reader(io.StringIO(as_csv.content.decode("utf-8"))))
