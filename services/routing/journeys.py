@@ -324,6 +324,7 @@ class JourneyService:
             "due_at": due_at,
             "round": 0,
             "supplement_s": 0.0,
+            "delivery_s": 0.0,
         }
         routed = events_pb2.DossierRouted(
             dossier_code=code,

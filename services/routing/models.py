@@ -86,6 +86,10 @@ transfers = Table(
     # Wall-clock seconds this step waited for the citizen's supplements.
     Column("supplement_s", Float, nullable=False, server_default="0"),
     Column("supplement_requested_at", UtcDateTime()),
+    # When the current round began (NULL: at routed_at), and the seconds earlier rounds
+    # waited for delivery: the timeline attributes waiting time per round.
+    Column("round_started_at", UtcDateTime()),
+    Column("delivery_s", Float, nullable=False, server_default="0"),
     Column("overdue_at", UtcDateTime()),
     # Outcome details: result documents, or the reason of a supplement request or refusal.
     Column("outcome", JSON),

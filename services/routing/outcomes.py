@@ -194,6 +194,8 @@ async def _resume_steps(
             values |= {
                 "status": "pending",
                 "round": step.round + 1,
+                "round_started_at": now,
+                "delivery_s": step.delivery_s + delivery_wait(step, step.supplement_requested_at),
                 "attempts": 0,
                 "next_attempt_at": now,
                 "last_error": None,
@@ -202,6 +204,15 @@ async def _resume_steps(
         await session.execute(
             transfers.update().where(transfers.c.transfer_id == step.transfer_id).values(values)
         )
+
+
+def delivery_wait(step: Any, round_end: datetime) -> float:
+    """Seconds the step's current round waited to be delivered (up to `round_end` while it
+    is not delivered yet)."""
+    begun: datetime = step.round_started_at or step.routed_at
+    delivered: datetime | None = step.delivered_at
+    until = delivered if delivered is not None and delivered >= begun else round_end
+    return max(0.0, (until - begun).total_seconds())
 
 
 async def return_result(service: JourneyService, code: str) -> dict[str, Any]:

@@ -19,6 +19,7 @@ from services.routing.deadlines import CLOSED_TRANSFERS
 from services.routing.journeys import JourneyService
 from services.routing.lifecycle import NATIONAL, OPEN_STATES, State
 from services.routing.models import apologies, journeys, status_changes, transfers
+from services.routing.outcomes import delivery_wait
 
 router = APIRouter(prefix="/v1", tags=["operators"])
 
@@ -111,11 +112,11 @@ def _step(service: JourneyService, step: Any, now: datetime) -> dict[str, Any]:
     agency = service.catalogue.agencies.get(step.agency_code)
     end = step.completed_at or now
     citizen = step.supplement_s
+    round_end = end
     if step.status == "supplement_requested":
         citizen += _since(step.supplement_requested_at, now)
-    # After a supplement round, delivered_at is the latest round's: the first round's
-    # delivery time is then counted as the agency's.
-    delivery = _since(step.routed_at, step.delivered_at or end) if step.round == 0 else 0.0
+        round_end = step.supplement_requested_at
+    delivery = step.delivery_s + delivery_wait(step, round_end)
     total = _since(step.routed_at, end)
     return {
         "index": step.step_index,

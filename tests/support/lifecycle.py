@@ -84,6 +84,15 @@ class Lifecycle:
             query = select(models.transfers).where(models.transfers.c.dossier_code == code)
             return list((await session.execute(query.order_by("step_index"))).all())
 
+    async def delivered(self, transfer_id: str, when: datetime) -> None:
+        """What the delivery worker records when the agency's system takes the transfer."""
+        async with self.sessions.begin() as session:
+            await session.execute(
+                models.transfers.update()
+                .where(models.transfers.c.transfer_id == transfer_id)
+                .values(status="delivered", delivered_at=when)
+            )
+
     async def dossier(self, code: str) -> Any:
         async with self.sessions() as session:
             query = select(models.journeys).where(models.journeys.c.code == code)

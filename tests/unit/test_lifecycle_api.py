@@ -87,10 +87,12 @@ async def test_bad_outcome_combinations_are_422_problems(
 async def test_supplement_then_done_with_replays_and_conflicts(
     http: httpx.AsyncClient, life: Lifecycle
 ) -> None:
-    code = await life.submit("HT.KS")
+    code = await life.submit("HT.KS")  # Friday 20 November, 10:00
     [step] = await life.transfers(code)
+    await life.delivered(step.transfer_id, at(2026, 11, 20, 10, 5))
     url = f"/v1/transfers/{step.transfer_id}/outcome"
     asked = {"outcome": "supplement", "reason": "Thiếu giấy chứng sinh"}
+    life.clock.set(at(2026, 11, 20, 11, 0))
     assert (await http.post(url, json=asked)).json()["replayed"] is False
     again = await http.post(url, json=asked)
     assert (again.status_code, again.json()["replayed"]) == (200, True)
@@ -111,6 +113,8 @@ async def test_supplement_then_done_with_replays_and_conflicts(
     twice = await http.post(f"/v1/dossiers/{code}/supplements", json={"documents": documents})
     assert twice.status_code == 409
 
+    await life.delivered(step.transfer_id, at(2026, 11, 20, 15, 30))  # the second round
+    life.clock.set(at(2026, 11, 20, 16, 0))
     done = await http.post(url, json=DONE)
     assert done.json() == {
         "transfer_id": step.transfer_id,
@@ -128,8 +132,13 @@ async def test_supplement_then_done_with_replays_and_conflicts(
     [timeline_step] = journey["steps"]
     assert timeline_step["round"] == 1
     assert timeline_step["outcome"]["documents"] == DONE["documents"]
-    assert timeline_step["waiting_s"]["citizen"] == 5 * 3600
-    assert journey["waiting_s"]["citizen"] == 5 * 3600
+    # Six hours in all: delivery 5 + 30 minutes, the citizen 11:00-15:00, the agency the rest.
+    assert timeline_step["waiting_s"] == {
+        "delivery": 35 * 60,
+        "citizen": 4 * 3600,
+        "agency": 85 * 60,
+    }
+    assert journey["waiting_s"]["citizen"] == 4 * 3600
 
 
 async def test_refusal_ends_the_journey_with_status_3(
