@@ -37,6 +37,7 @@ DOSSIERS_SUBMIT = "dossiers:submit"
 DOSSIERS_READ = "dossiers:read"
 TRANSFERS_REPORT = "transfers:report"
 DEAD_LETTERS_MANAGE = "dead-letters:manage"
+REPORTS_READ = "reports:read"
 JOURNEYS_READ = "journeys:read"
 CITIZEN_DATA_READ = "citizen-data:read"
 SCOPES: Mapping[str, str] = {
@@ -44,6 +45,7 @@ SCOPES: Mapping[str, str] = {
     DOSSIERS_READ: "intake: read dossiers the agency receives or handles a step of",
     TRANSFERS_REPORT: "routing: report the outcome of a step the agency holds",
     DEAD_LETTERS_MANAGE: "routing: list and replay dead-lettered transfers (operators)",
+    REPORTS_READ: "routing: journey timelines, overdue agencies, monthly statistics",
     JOURNEYS_READ: "routing gRPC: RoutingService.GetJourney",
     CITIZEN_DATA_READ: "identity gRPC: consented reads of citizen data",
 }

@@ -17,6 +17,8 @@ import holidays
 VIETNAM = ZoneInfo("Asia/Ho_Chi_Minh")
 # Appointments (ngày hẹn trả kết quả) fall at the end of office hours of the last day.
 OFFICE_CLOSE = time(17, 0)
+# Working time (a paused clock, a delay) is counted within office hours of working days.
+OFFICE_OPEN = time(8, 0)
 
 
 class WorkingCalendar:
@@ -49,3 +51,45 @@ class WorkingCalendar:
             if self.is_working_day(day):
                 counted += 1
         return datetime.combine(day, OFFICE_CLOSE, tzinfo=VIETNAM)
+
+    def working_time_between(self, start: datetime, end: datetime) -> timedelta:
+        """Office time of working days between two instants: what a stopped clock owes."""
+        total = timedelta()
+        day = start.astimezone(VIETNAM).date()
+        last = end.astimezone(VIETNAM).date()
+        while day <= last:
+            if self.is_working_day(day):
+                opens, closes = self._office_hours(day)
+                overlap = min(end, closes) - max(start, opens)
+                if overlap > timedelta():
+                    total += overlap
+            day += timedelta(days=1)
+        return total
+
+    def add_working_time(self, start: datetime, amount: timedelta) -> datetime:
+        """`start` moved forward by `amount` of office time of working days.
+
+        A due time at office close moved by whole office days lands at office close again.
+        """
+        if amount <= timedelta():
+            return start
+        remaining = amount
+        cursor = start.astimezone(VIETNAM)
+        day = cursor.date()
+        while True:
+            if self.is_working_day(day):
+                opens, closes = self._office_hours(day)
+                begin = max(cursor, opens)
+                if begin < closes:
+                    if remaining <= closes - begin:
+                        return begin + remaining
+                    remaining -= closes - begin
+            day += timedelta(days=1)
+            cursor = datetime.combine(day, time(0, 0), tzinfo=VIETNAM)
+
+    @staticmethod
+    def _office_hours(day: date) -> tuple[datetime, datetime]:
+        return (
+            datetime.combine(day, OFFICE_OPEN, tzinfo=VIETNAM),
+            datetime.combine(day, OFFICE_CLOSE, tzinfo=VIETNAM),
+        )

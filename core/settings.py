@@ -6,6 +6,8 @@ variables are read by the OpenTelemetry SDK itself and are not repeated here.
 
 from __future__ import annotations
 
+from datetime import date
+
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 
@@ -45,6 +47,10 @@ class ServiceSettings(BaseSettings):
     # This service's own client credentials, for its calls to other services.
     auth_client_id: str = ""
     auth_client_secret: str = ""
+    # A province's own days off and make-up working days, beyond Vietnam's public holidays
+    # (JSON lists of dates, e.g. CALENDAR_EXTRA_DAYS_OFF='["2026-12-31"]').
+    calendar_extra_days_off: tuple[date, ...] = ()
+    calendar_extra_working_days: tuple[date, ...] = ()
 
     @property
     def dead_letter_topic(self) -> str:

@@ -59,6 +59,11 @@ def build_app(settings: IntakeSettings | None = None) -> FastAPI:
     )
     app.state.catalogue = catalogue
     app.state.token_verifier = verification.verifier
-    app.state.registry = DossierRegistry(runtime.sessions, outbox, catalogue, WorkingCalendar())
+    app.state.registry = DossierRegistry(
+        runtime.sessions,
+        outbox,
+        catalogue,
+        WorkingCalendar(settings.calendar_extra_days_off, settings.calendar_extra_working_days),
+    )
     app.include_router(router, dependencies=[Depends(database_ready)])
     return app

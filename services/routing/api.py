@@ -1,24 +1,56 @@
-"""Routing's REST API for agency systems: report the outcome of a step."""
+"""Routing's REST API for agency systems and the one-stop desk: step outcomes, the citizen's
+supplement, the result handed over."""
 
 from __future__ import annotations
 
-from typing import Annotated, Any, Literal
+from datetime import datetime
+from typing import Annotated, Any, Literal, Self
 
 from fastapi import APIRouter, Depends, Request
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-from core.auth import TRANSFERS_REPORT, AgencyPrincipal, require_scope
+from core.auth import DOSSIERS_SUBMIT, TRANSFERS_REPORT, AgencyPrincipal, require_scope
 from core.problems import AUTH_PROBLEM_RESPONSES, PROBLEM_RESPONSES
+from services.routing import outcomes
 from services.routing.journeys import JourneyService
 
 router = APIRouter(prefix="/v1", tags=["agency"], responses=AUTH_PROBLEM_RESPONSES)
 
 
+class Document(BaseModel):
+    """A result or supplement document: where to fetch it, or its reference in a registry."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    name: str = Field(min_length=1, max_length=300)
+    url: str | None = Field(default=None, max_length=2000)
+    reference: str | None = Field(default=None, max_length=300)
+
+    @model_validator(mode="after")
+    def _located(self) -> Self:
+        if not (self.url or self.reference):
+            raise ValueError("a document needs a url or a reference")
+        return self
+
+
 class OutcomeIn(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
-    outcome: Literal["done"] = Field(description="The agency finished its step")
+    outcome: Literal["done", "supplement", "refused"] = Field(
+        description="done: step finished (with result documents); supplement: the citizen "
+        "must add documents (the clock stops); refused: the dossier is refused (journey ends)"
+    )
+    reason: str = Field(default="", max_length=2000, description="Required unless done")
+    documents: list[Document] = Field(default_factory=list, max_length=50)
     note: str = Field(default="", max_length=2000)
+
+    @model_validator(mode="after")
+    def _consistent(self) -> Self:
+        if self.outcome != "done" and not self.reason.strip():
+            raise ValueError(f"outcome {self.outcome!r} needs a reason")
+        if self.outcome != "done" and self.documents:
+            raise ValueError("only a done outcome carries result documents")
+        return self
 
 
 class OutcomeOut(BaseModel):
@@ -27,9 +59,25 @@ class OutcomeOut(BaseModel):
     replayed: bool
 
 
+class SupplementIn(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    documents: list[Document] = Field(min_length=1, max_length=50)
+    note: str = Field(default="", max_length=2000)
+
+
+class LifecycleOut(BaseModel):
+    dossier_code: str
+    status: str
+    due_at: datetime | None = None
+
+
 def journey_service(request: Request) -> JourneyService:
     value: JourneyService = request.app.state.journeys
     return value
+
+
+Journeys = Annotated[JourneyService, Depends(journey_service)]
 
 
 @router.post(
@@ -42,8 +90,38 @@ async def report_outcome(
     transfer_id: str,
     body: OutcomeIn,
     agency: Annotated[AgencyPrincipal, Depends(require_scope(TRANSFERS_REPORT))],
-    service: Annotated[JourneyService, Depends(journey_service)],
+    service: Journeys,
 ) -> dict[str, Any]:
-    """Idempotent: reporting the same transfer again answers with `replayed: true`. Only the
-    agency the step was delivered to may report it."""
-    return await service.report_outcome(transfer_id, body.outcome, body.note, agency.agency_code)
+    """Idempotent: reporting the same outcome again answers with `replayed: true`; a
+    different outcome for a step already reported is a 409. Only the agency the step was
+    delivered to may report it."""
+    text = body.note if body.outcome == "done" else body.reason
+    details = {"documents": [d.model_dump(exclude_none=True) for d in body.documents]}
+    return await service.report_outcome(
+        transfer_id, body.outcome, text, agency.agency_code, details
+    )
+
+
+@router.post(
+    "/dossiers/{code}/supplements",
+    response_model=LifecycleOut,
+    responses=PROBLEM_RESPONSES,
+    tags=["desk"],
+    summary="Record the citizen's supplement: the clock resumes, the agency gets it again",
+    dependencies=[Depends(require_scope(DOSSIERS_SUBMIT))],
+)
+async def supplement(code: str, body: SupplementIn, service: Journeys) -> dict[str, Any]:
+    documents = [d.model_dump(exclude_none=True) for d in body.documents]
+    return await outcomes.supplement(service, code, documents, body.note)
+
+
+@router.post(
+    "/dossiers/{code}/result-returned",
+    response_model=LifecycleOut,
+    responses=PROBLEM_RESPONSES,
+    tags=["desk"],
+    summary="Record that the result was handed to the citizen (status 10)",
+    dependencies=[Depends(require_scope(DOSSIERS_SUBMIT))],
+)
+async def result_returned(code: str, service: Journeys) -> dict[str, Any]:
+    return await outcomes.return_result(service, code)

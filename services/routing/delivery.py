@@ -29,7 +29,7 @@ from core.outbox import Outbox
 from core.telemetry import context_from_carrier, current_carrier
 from core.wakeup import wait_for_work
 from gateway.v1 import dossier_pb2, events_pb2
-from services.routing.journeys import SOURCE, JourneyService, timestamp
+from services.routing.journeys import SOURCE, JourneyService, delivery_key, timestamp
 from services.routing.models import journeys, transfers
 from services.routing.settings import RoutingSettings
 
@@ -112,7 +112,7 @@ class DeliveryWorker:
                 async with client.post(
                     agency.url,
                     json=self._payload(row, dossier),
-                    headers={"Idempotency-Key": row.transfer_id},
+                    headers={"Idempotency-Key": delivery_key(row.transfer_id, row.round)},
                 ) as response:
                     await response.read()
             except (aiohttp.ClientError, TimeoutError) as exc:

@@ -12,6 +12,7 @@ from core.catalogue import Catalogue
 from core.telemetry import trace_id_of
 from gateway.v1 import routing_pb2, routing_pb2_grpc
 from services.routing.journeys import timestamp
+from services.routing.lifecycle import State
 from services.routing.models import journeys, transfers
 
 
@@ -44,7 +45,7 @@ class RoutingServicer(routing_pb2_grpc.RoutingServiceServicer):
         return routing_pb2.Journey(
             dossier_code=journey.code,
             procedure_code=journey.procedure_code,
-            status=journey.status,
+            status=_journey_status(journey.status),
             trace_id=trace_id_of(journey.trace),
             steps=[self._step(s) for s in steps],
         )
@@ -66,3 +67,13 @@ class RoutingServicer(routing_pb2_grpc.RoutingServiceServicer):
             if value is not None:
                 getattr(step, field).CopyFrom(timestamp(value))
         return step
+
+
+def _journey_status(state: str) -> str:
+    # The gRPC contract's coarse status (routing | completed), plus refused, which ends a
+    # journey without completing it; the national code is in the HTTP timeline.
+    if state in (State.DECIDED.value, State.RESULT_RETURNED.value):
+        return "completed"
+    if state == State.REFUSED.value:
+        return "refused"
+    return "routing"

@@ -1,7 +1,8 @@
-"""A dossier's journey across the agencies of its procedure, one step after another.
+"""A dossier's journey across the agencies of its procedure, one stage after another.
 
 Every state change and the event announcing it are committed together (outbox), and every
-handler is idempotent (inbox for events, current state for agency reports).
+handler is idempotent (inbox for events, current state for agency reports). Lifecycle rules
+live in lifecycle.py; deadlines in deadlines.py; supplements and refusals in outcomes.py.
 """
 
 from __future__ import annotations
@@ -9,7 +10,8 @@ from __future__ import annotations
 import asyncio
 import uuid
 from collections.abc import Sequence
-from datetime import UTC, datetime
+from dataclasses import dataclass, field, replace
+from datetime import datetime, timedelta
 from typing import Any
 
 from google.protobuf.timestamp_pb2 import Timestamp
@@ -20,21 +22,40 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from core.calendar import WorkingCalendar
 from core.catalogue import Catalogue, Procedure, Step
+from core.clock import Clock, SystemClock
 from core.events import Event, PoisonEvent, new_event
 from core.inbox import first_seen
-from core.outbox import Outbox
+from core.outbox import Outbox, insert_rows
 from core.problems import Problem
 from core.telemetry import context_from_carrier, current_carrier
 from gateway.v1 import events_pb2
-from services.routing.models import journeys, processed_events, transfers
+from services.routing.deadlines import rearm
+from services.routing.lifecycle import (
+    SOURCE,
+    DossierFacts,
+    State,
+    check_transition,
+    facts_of,
+    status_change,
+    transition,
+)
+from services.routing.models import journeys, processed_events, status_changes, transfers
+from services.routing.outcomes import refuse_step, request_supplement
 
-SOURCE = "/gateway/routing"
 TRANSFER_NAMESPACE = uuid.UUID("6f1c2b8e-5d4a-4c1e-9a51-0d7f3e2b9c10")
 tracer = trace.get_tracer("gateway.routing")
+
+__all__ = ["SOURCE", "JourneyService", "delivery_key", "timestamp", "transfer_id_for"]
 
 
 def transfer_id_for(dossier_code: str, step_index: int) -> str:
     return str(uuid.uuid5(TRANSFER_NAMESPACE, f"{dossier_code}/{step_index}"))
+
+
+def delivery_key(transfer_id: str, round_: int) -> str:
+    """Idempotency key of a delivery: the transfer id, plus the supplement round after the
+    first, so an agency that de-duplicates takes the supplemented dossier as new."""
+    return transfer_id if round_ == 0 else f"{transfer_id}/{round_}"
 
 
 def timestamp(value: datetime) -> Timestamp:
@@ -50,46 +71,96 @@ class JourneyService:
         outbox: Outbox,
         catalogue: Catalogue,
         calendar: WorkingCalendar,
+        clock: Clock | None = None,
+        *,
+        deadline_override_s: float = 0.0,
+        deadline_override_procedures: frozenset[str] = frozenset(),
     ) -> None:
         self.sessions = sessions
-        self._outbox = outbox
-        self._catalogue = catalogue
-        self._calendar = calendar
+        self.outbox = outbox
+        self.catalogue = catalogue
+        self.calendar = calendar
+        self.clock: Clock = clock or SystemClock()
+        self._override = timedelta(seconds=deadline_override_s)
+        self._override_procedures = deadline_override_procedures
         # Set after a commit that created a transfer: the delivery worker starts at once.
         self.transfers_waiting = asyncio.Event()
+        # Set after a commit that armed or moved a deadline: the scheduler looks again.
+        self.deadlines_changed = asyncio.Event()
+
+    def _overridden(self, procedure_code: str) -> bool:
+        return bool(self._override) and procedure_code in self._override_procedures
 
     async def take_in(self, events: Sequence[Event]) -> None:
-        """Handler of DossierSubmitted: start each journey at its procedure's first step."""
-        now = datetime.now(UTC)
-        async with self.sessions.begin() as session:
-            for event in await first_seen(session, processed_events, events):
-                await self._start_journey(session, event, now)
-        self.transfers_waiting.set()
+        """Handler of DossierSubmitted: receive each dossier and start its first stage.
 
-    async def _start_journey(self, session: AsyncSession, event: Event, now: datetime) -> None:
+        A batch is written with one multi-row insert per table, not statements per dossier."""
+        now = self.clock.now()
+        async with self.sessions.begin() as session:
+            batch = _TakeIn()
+            for event in await first_seen(session, processed_events, events):
+                self._plan_journey(batch, event, now)
+            await batch.write(session, self.outbox)
+        self.transfers_waiting.set()
+        self.deadlines_changed.set()
+
+    def _plan_journey(self, batch: _TakeIn, event: Event, now: datetime) -> None:
         assert isinstance(event.data, events_pb2.DossierSubmitted)
         dossier = event.data.dossier
-        procedure = self._catalogue.procedure(dossier.procedure_code)
+        procedure = self.catalogue.procedure(dossier.procedure_code)
         if procedure is None:
             raise PoisonEvent(f"procedure {dossier.procedure_code!r} is not in the catalogue")
-        await session.execute(
-            journeys.insert().values(
-                code=dossier.code,
-                procedure_code=procedure.code,
-                status="routing",
-                current_stage=0,
-                dossier=dossier.SerializeToString(),
-                trace=event.trace,
-                received_at=dossier.received_at.ToDatetime(tzinfo=UTC),
-                due_at=dossier.due_at.ToDatetime(tzinfo=UTC),
-            )
+        received_at = dossier.received_at.ToDatetime(tzinfo=now.tzinfo)
+        due_at = dossier.due_at.ToDatetime(tzinfo=now.tzinfo)
+        if self._overridden(procedure.code):
+            due_at = now + self._override
+        first_steps = procedure.stage(0)
+        step_dues = [self._step_due(procedure, step, now) for step in first_steps]
+        # Registered (1) by intake; received (2) and processing (4) here, in one insert.
+        check_transition(dossier.code, State.REGISTERED, State.RECEIVED)
+        check_transition(dossier.code, State.RECEIVED, State.PROCESSING)
+        batch.dossiers.append(
+            {
+                "code": dossier.code,
+                "procedure_code": procedure.code,
+                "status": State.PROCESSING.value,
+                "current_stage": 0,
+                "dossier": dossier.SerializeToString(),
+                "trace": event.trace,
+                "received_at": received_at,
+                "due_at": due_at,
+                "appointment_at": due_at,
+                "receiving_agency_code": dossier.receiving_agency_code,
+                "paused_s": 0.0,
+                "next_deadline_at": min([due_at, *step_dues]),
+            }
         )
-        await self._route_stage(session, dossier.code, procedure, 0, now, event.trace)
+        registered = DossierFacts(
+            dossier.code, procedure.code, State.REGISTERED, received_at, due_at
+        )
+        received = replace(registered, state=State.RECEIVED)
+        for facts, to, agency_code in (
+            (registered, State.RECEIVED, dossier.receiving_agency_code),
+            (received, State.PROCESSING, first_steps[0].agency_code),
+        ):
+            row, changed = status_change(facts, to, agency_code=agency_code, now=now)
+            batch.changes.append(row)
+            batch.events.append((changed, event.trace))
+        for step, step_due in zip(first_steps, step_dues, strict=True):
+            row, routed = self._transfer(dossier.code, step, now, step_due, event.trace)
+            batch.transfers.append(row)
+            batch.events.append((routed, event.trace))
 
     async def report_outcome(
-        self, transfer_id: str, outcome: str, note: str, agency_code: str
+        self,
+        transfer_id: str,
+        outcome: str,
+        note: str,
+        agency_code: str,
+        details: dict[str, Any] | None = None,
     ) -> dict[str, Any]:
-        """An agency reports its step done; the dossier moves on, or completes."""
+        """An agency reports its step: done, supplement needed, or refused. Only the agency
+        the step was delivered to may report it."""
         async with self.sessions.begin() as session:
             transfer = (
                 await session.execute(
@@ -107,8 +178,9 @@ class JourneyService:
                     "Only the agency holding this step may report its outcome",
                     f"transfer {transfer_id} is held by {transfer.agency_code}, not {agency_code}",
                 )
-            if transfer.status == "completed":
-                return {"transfer_id": transfer_id, "status": "completed", "replayed": True}
+            replayed = _replay_status(transfer.status, outcome, transfer_id)
+            if replayed is not None:
+                return {"transfer_id": transfer_id, "status": replayed, "replayed": True}
             journey = (
                 await session.execute(
                     select(journeys)
@@ -119,19 +191,32 @@ class JourneyService:
             # Agencies need not propagate trace context: continue the dossier's own trace,
             # linked to whatever trace the agency's request came with.
             with tracer.start_as_current_span(
-                "dossier step completed",
+                f"dossier step {_PAST[outcome]}",
                 context=context_from_carrier(journey.trace),
                 links=[Link(trace.get_current_span().get_span_context())],
                 attributes={"dossier.code": journey.code, "agency.code": transfer.agency_code},
             ):
-                await self._complete_step(session, journey, transfer, outcome, note)
+                now = self.clock.now()
+                if outcome == "done":
+                    await self._complete_step(session, journey, transfer, note, details, now)
+                elif outcome == "supplement":
+                    await request_supplement(self, session, journey, transfer, note, now)
+                else:
+                    await refuse_step(self, session, journey, transfer, note, now)
+                await rearm(session, journey.code)
         self.transfers_waiting.set()
-        return {"transfer_id": transfer_id, "status": "completed", "replayed": False}
+        self.deadlines_changed.set()
+        return {"transfer_id": transfer_id, "status": _TRANSFER_STATUS[outcome], "replayed": False}
 
     async def _complete_step(
-        self, session: AsyncSession, journey: Any, transfer: Any, outcome: str, note: str
+        self,
+        session: AsyncSession,
+        journey: Any,
+        transfer: Any,
+        note: str,
+        details: dict[str, Any] | None,
+        now: datetime,
     ) -> None:
-        now = datetime.now(UTC)
         await session.execute(
             transfers.update()
             .where(transfers.c.transfer_id == transfer.transfer_id)
@@ -140,6 +225,7 @@ class JourneyService:
                 completed_at=now,
                 delivered_at=transfer.delivered_at or now,
                 last_error=None,
+                outcome={"outcome": "done", "note": note, **(details or {})},
             )
         )
         completed = events_pb2.StepCompleted(
@@ -147,10 +233,10 @@ class JourneyService:
             step_index=transfer.step_index,
             agency_code=transfer.agency_code,
             transfer_id=transfer.transfer_id,
-            outcome=outcome,
+            outcome="done",
             completed_at=timestamp(now),
         )
-        await self._outbox.put(
+        await self.outbox.put(
             session, new_event(completed, source=SOURCE, dossier_code=journey.code)
         )
         # The journey row is locked (FOR UPDATE), so parallel branches finishing at the same
@@ -166,7 +252,7 @@ class JourneyService:
         )
         if still_open:
             return
-        procedure = self._catalogue.procedure(journey.procedure_code)
+        procedure = self.catalogue.procedure(journey.procedure_code)
         assert procedure is not None
         next_stage = transfer.stage + 1
         if next_stage < procedure.stage_count:
@@ -182,12 +268,20 @@ class JourneyService:
         await session.execute(
             journeys.update()
             .where(journeys.c.code == journey.code)
-            .values(status="completed", completed_at=now)
+            .values(completed_at=now, finished_at=now, next_deadline_at=None)
+        )
+        await transition(
+            session,
+            self.outbox,
+            facts_of(journey, finished_at=now),
+            State.DECIDED,
+            agency_code=transfer.agency_code,
+            now=now,
         )
         done = events_pb2.DossierCompleted(
             dossier_code=journey.code, completed_at=timestamp(now), late=now > journey.due_at
         )
-        await self._outbox.put(session, new_event(done, source=SOURCE, dossier_code=journey.code))
+        await self.outbox.put(session, new_event(done, source=SOURCE, dossier_code=journey.code))
 
     async def _route_stage(
         self,
@@ -200,7 +294,13 @@ class JourneyService:
     ) -> None:
         """Send the dossier to every agency of the stage: one transfer per step."""
         for step in procedure.stage(stage):
-            await self._route_step(session, code, step, now, trace_carrier)
+            due_at = self._step_due(procedure, step, now)
+            await self._route_step(session, code, step, now, due_at, trace_carrier)
+
+    def _step_due(self, procedure: Procedure, step: Step, now: datetime) -> datetime:
+        if self._overridden(procedure.code):
+            return now + self._override
+        return self.calendar.add_working_days(now, step.days)
 
     async def _route_step(
         self,
@@ -208,36 +308,83 @@ class JourneyService:
         code: str,
         step: Step,
         now: datetime,
+        due_at: datetime,
         trace_carrier: dict[str, str],
     ) -> None:
-        index = step.index
-        agency = self._catalogue.agency(step.agency_code)
-        transfer_id = transfer_id_for(code, index)
-        due_at = self._calendar.add_working_days(now, step.days)
-        await session.execute(
-            transfers.insert().values(
-                transfer_id=transfer_id,
-                dossier_code=code,
-                step_index=index,
-                stage=step.stage,
-                step_name=step.name,
-                agency_code=agency.code,
-                status="pending",
-                attempts=0,
-                next_attempt_at=now,
-                trace=trace_carrier,
-                routed_at=now,
-                due_at=due_at,
-            )
-        )
+        row, routed = self._transfer(code, step, now, due_at, trace_carrier)
+        await session.execute(transfers.insert().values(row))
+        await self.outbox.put(session, routed, trace=trace_carrier)
+
+    def _transfer(
+        self, code: str, step: Step, now: datetime, due_at: datetime, trace: dict[str, str]
+    ) -> tuple[dict[str, Any], Event]:
+        """The transfer row of a step and its DossierRouted event."""
+        agency = self.catalogue.agency(step.agency_code)
+        transfer_id = transfer_id_for(code, step.index)
+        row = {
+            "transfer_id": transfer_id,
+            "dossier_code": code,
+            "step_index": step.index,
+            "stage": step.stage,
+            "step_name": step.name,
+            "agency_code": agency.code,
+            "status": "pending",
+            "attempts": 0,
+            "replays": 0,
+            "next_attempt_at": now,
+            "trace": trace,
+            "routed_at": now,
+            "due_at": due_at,
+            "round": 0,
+            "supplement_s": 0.0,
+            "delivery_s": 0.0,
+        }
         routed = events_pb2.DossierRouted(
             dossier_code=code,
-            step_index=index,
+            step_index=step.index,
             step_name=step.name,
             agency_code=agency.code,
             agency_name=agency.name,
             transfer_id=transfer_id,
             step_due_at=timestamp(due_at),
         )
-        event = new_event(routed, source=SOURCE, dossier_code=code)
-        await self._outbox.put(session, event, trace=trace_carrier)
+        return row, new_event(routed, source=SOURCE, dossier_code=code)
+
+
+@dataclass
+class _TakeIn:
+    """Rows and events of a batch of dossiers taken in, written table by table."""
+
+    dossiers: list[dict[str, Any]] = field(default_factory=list)
+    changes: list[dict[str, Any]] = field(default_factory=list)
+    transfers: list[dict[str, Any]] = field(default_factory=list)
+    events: list[tuple[Event, dict[str, str] | None]] = field(default_factory=list)
+
+    async def write(self, session: AsyncSession, outbox: Outbox) -> None:
+        if not self.dossiers:
+            return
+        await insert_rows(session, journeys, self.dossiers)
+        await insert_rows(session, status_changes, self.changes)
+        await insert_rows(session, transfers, self.transfers)
+        await outbox.put_many(session, self.events)
+
+
+_PAST = {"done": "completed", "supplement": "supplement requested", "refused": "refused"}
+# The transfer's status once the outcome is applied.
+_TRANSFER_STATUS = {"done": "completed", "supplement": "supplement_requested", "refused": "refused"}
+
+
+def _replay_status(status: str, outcome: str, transfer_id: str) -> str | None:
+    """The status to answer for a repeated report, None for a report to apply; a report
+    that contradicts the one already applied is a conflict."""
+    if status == _TRANSFER_STATUS[outcome]:
+        return status
+    if status in _TRANSFER_STATUS.values() or status == "cancelled":
+        raise Problem(
+            409,
+            "transfer-already-reported",
+            "The step's outcome was already reported",
+            f"transfer {transfer_id} is {status}; it cannot be reported {outcome}",
+            transfer_status=status,
+        )
+    return None

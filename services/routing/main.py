@@ -8,18 +8,20 @@ from pathlib import Path
 
 from fastapi import Depends, FastAPI
 
-from core.auth import JOURNEYS_READ, token_verifier
+from core.auth import JOURNEYS_READ, REPORTS_READ, require_scope, token_verifier
 from core.auth_grpc import AuthInterceptor
 from core.calendar import WorkingCalendar
 from core.catalogue import load_catalogue
+from core.clock import SystemClock
 from core.consumer import EventConsumer
 from core.grpc import GrpcServer
 from core.http import create_app, database_ready
 from core.outbox import Outbox
 from core.runtime import Runtime
 from gateway.v1 import routing_pb2, routing_pb2_grpc
-from services.routing import dead_letters, models
+from services.routing import dead_letters, models, statistics, timeline
 from services.routing.api import router
+from services.routing.deadlines import DeadlineScheduler
 from services.routing.delivery import DeliveryWorker
 from services.routing.grpc_api import RoutingServicer
 from services.routing.journeys import JourneyService
@@ -39,7 +41,34 @@ def build_app(settings: RoutingSettings | None = None) -> FastAPI:
         outbox=outbox,
     )
     catalogue = load_catalogue(variables={"DEMO_AGENCY_BASE_URL": settings.demo_agency_base_url})
-    journeys = JourneyService(runtime.sessions, outbox, catalogue, WorkingCalendar())
+    calendar = WorkingCalendar(
+        settings.calendar_extra_days_off, settings.calendar_extra_working_days
+    )
+    clock = SystemClock()
+    journeys = JourneyService(
+        runtime.sessions,
+        outbox,
+        catalogue,
+        calendar,
+        clock,
+        deadline_override_s=settings.deadline_override_s,
+        deadline_override_procedures=frozenset(
+            code.strip() for code in settings.deadline_override_procedures.split(",") if code
+        ),
+    )
+    deadlines = DeadlineScheduler(
+        runtime.engine,
+        runtime.sessions,
+        outbox,
+        catalogue,
+        calendar,
+        clock,
+        apology_days=settings.apology_working_days,
+        batch_size=settings.deadline_batch_size,
+        longest_sleep_s=settings.deadline_max_sleep_s,
+    )
+    # One event: commits that arm or move a deadline wake the scheduler.
+    deadlines.wakeup = journeys.deadlines_changed
     consumer = EventConsumer(
         settings,
         group_id="routing",
@@ -52,6 +81,7 @@ def build_app(settings: RoutingSettings | None = None) -> FastAPI:
     )
     runtime.add_worker("dossier-consumer", consumer.run)
     runtime.add_worker("delivery", delivery.run)
+    runtime.add_worker("deadlines", deadlines.run)
     servicer = RoutingServicer(runtime.sessions, catalogue)
     verification = token_verifier(settings)
     service_name = routing_pb2.DESCRIPTOR.services_by_name["RoutingService"].full_name
@@ -83,4 +113,7 @@ def build_app(settings: RoutingSettings | None = None) -> FastAPI:
     app.state.token_verifier = verification.verifier
     app.include_router(router, dependencies=[Depends(database_ready)])
     app.include_router(dead_letters.router, dependencies=[Depends(database_ready)])
+    reports = [Depends(require_scope(REPORTS_READ)), Depends(database_ready)]
+    app.include_router(timeline.router, dependencies=reports)
+    app.include_router(statistics.router, dependencies=reports)
     return app

@@ -1,10 +1,12 @@
-"""Routing's tables: each dossier's journey and each transfer to an agency."""
+"""Routing's tables: each dossier's journey and lifecycle, each transfer to an agency, the
+status history and the apologies for overdue dossiers."""
 
 from __future__ import annotations
 
 from sqlalchemy import (
     JSON,
     Column,
+    Float,
     Index,
     Integer,
     LargeBinary,
@@ -17,7 +19,7 @@ from sqlalchemy import (
 
 from core.inbox import inbox_table
 from core.outbox import outbox_table
-from core.storage import UtcDateTime
+from core.storage import BigId, UtcDateTime
 
 metadata = MetaData()
 
@@ -26,8 +28,8 @@ journeys = Table(
     metadata,
     Column("code", String(40), primary_key=True),
     Column("procedure_code", String(40), nullable=False),
-    # routing | completed
-    Column("status", String(20), nullable=False),
+    # Internal lifecycle state (services/routing/lifecycle.py); its national code is derived.
+    Column("status", String(30), nullable=False),
     # The stage under way: its steps run in parallel; the next starts when all are done.
     Column("current_stage", Integer, nullable=False),
     # The submitted gateway.v1.Dossier, delivered to every agency of the journey.
@@ -37,6 +39,20 @@ journeys = Table(
     Column("received_at", UtcDateTime(), nullable=False),
     Column("due_at", UtcDateTime(), nullable=False),
     Column("completed_at", UtcDateTime()),
+    Column("receiving_agency_code", String(20), nullable=False, server_default=""),
+    # The appointment promised to the citizen: the due time, then each apology's new date.
+    Column("appointment_at", UtcDateTime()),
+    # Set while an agency waits for the citizen's supplement: the clock is stopped.
+    Column("paused_at", UtcDateTime()),
+    # Wall-clock seconds the dossier spent waiting for the citizen (supplements).
+    Column("paused_s", Float, nullable=False, server_default="0"),
+    Column("overdue_at", UtcDateTime()),
+    # Decided or refused: the end of the agencies' work.
+    Column("finished_at", UtcDateTime()),
+    # The deadline scheduler's next instant for this dossier; NULL when nothing to watch
+    # (finished, or clock stopped). Survives restarts: the scheduler reads it back.
+    Column("next_deadline_at", UtcDateTime()),
+    Index("ix_routing_dossier_next_deadline", "next_deadline_at"),
 )
 
 transfers = Table(
@@ -49,7 +65,8 @@ transfers = Table(
     Column("stage", Integer, nullable=False),
     Column("step_name", String(200), nullable=False),
     Column("agency_code", String(20), nullable=False),
-    # pending -> delivered -> completed, or pending -> dead_lettered
+    # pending -> delivered -> completed, or pending -> dead_lettered; supplement_requested
+    # (back to pending for the next round), refused, cancelled (another step refused)
     Column("status", String(20), nullable=False),
     Column("attempts", Integer, nullable=False, default=0),
     # When the delivery worker may (re)try; pushed forward by a claim (a lease).
@@ -63,8 +80,49 @@ transfers = Table(
     Column("delivered_at", UtcDateTime()),
     Column("completed_at", UtcDateTime()),
     Column("due_at", UtcDateTime(), nullable=False),
+    Column("acknowledged_at", UtcDateTime()),
+    # Supplement rounds: each one re-delivers the dossier under a new idempotency key.
+    Column("round", Integer, nullable=False, server_default="0"),
+    # Wall-clock seconds this step waited for the citizen's supplements.
+    Column("supplement_s", Float, nullable=False, server_default="0"),
+    Column("supplement_requested_at", UtcDateTime()),
+    # When the current round began (NULL: at routed_at), and the seconds earlier rounds
+    # waited for delivery: the timeline attributes waiting time per round.
+    Column("round_started_at", UtcDateTime()),
+    Column("delivery_s", Float, nullable=False, server_default="0"),
+    Column("overdue_at", UtcDateTime()),
+    # Outcome details: result documents, or the reason of a supplement request or refusal.
+    Column("outcome", JSON),
     UniqueConstraint("dossier_code", "step_index"),
     Index("ix_routing_transfer_due", "status", "next_attempt_at"),
+)
+
+# Every transition of a dossier with its national status code: the timeline's history.
+status_changes = Table(
+    "routing_status_change",
+    metadata,
+    Column("id", BigId, primary_key=True, autoincrement=True),
+    Column("dossier_code", String(40), nullable=False, index=True),
+    Column("state", String(30), nullable=False),
+    Column("status", Integer, nullable=False),
+    Column("previous_status", Integer, nullable=False),
+    Column("agency_code", String(20), nullable=False),
+    Column("reason", Text, nullable=False, server_default=""),
+    Column("details", JSON),
+    Column("changed_at", UtcDateTime(), nullable=False),
+)
+
+# Apology letters (form 04, Circular 01/2018) issued when a dossier passed its appointment.
+apologies = Table(
+    "routing_apology",
+    metadata,
+    Column("id", BigId, primary_key=True, autoincrement=True),
+    Column("dossier_code", String(40), nullable=False, index=True),
+    Column("agency_code", String(20), nullable=False),
+    Column("due_at", UtcDateTime(), nullable=False),
+    Column("reason", Text, nullable=False),
+    Column("new_due_at", UtcDateTime(), nullable=False),
+    Column("issued_at", UtcDateTime(), nullable=False),
 )
 
 outbox = outbox_table(metadata, "routing")

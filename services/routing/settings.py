@@ -19,3 +19,14 @@ class RoutingSettings(ServiceSettings):
     delivery_backoff_max_s: float = 300.0
     delivery_batch_size: int = 100
     delivery_poll_interval_s: float = 1.0
+
+    # Overdue: the apology's new appointment is this many working days after the lapse.
+    apology_working_days: int = 2
+    deadline_batch_size: int = 200
+    # The scheduler sleeps until the earliest deadline, but at most this long (a deadline
+    # armed by a replica that died is then still seen).
+    deadline_max_sleep_s: float = 30.0
+    # Demos and tests only: dossiers of these procedures (comma-separated codes) and their
+    # steps are due this many seconds after routing takes them in, not in working days.
+    deadline_override_s: float = 0.0
+    deadline_override_procedures: str = ""

@@ -1,13 +1,13 @@
 """initial schema
 
-Revision ID: 256ba6729031
+Revision ID: f44fe0ac48f7
 Revises:
-Created: 2026-11-22 04:33:32.183738
+Created: 2026-11-22 04:56:53.185950
 """
 
 from collections.abc import Sequence
 
-revision: str = "256ba6729031"
+revision: str = "f44fe0ac48f7"
 down_revision: str | None = None
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None

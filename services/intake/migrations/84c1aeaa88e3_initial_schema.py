@@ -1,8 +1,8 @@
 """initial schema
 
-Revision ID: bee5b21bfa7b
+Revision ID: 84c1aeaa88e3
 Revises:
-Created: 2026-11-22 04:33:30.498153
+Created: 2026-11-22 04:56:48.855084
 """
 
 from collections.abc import Sequence
@@ -10,7 +10,7 @@ from collections.abc import Sequence
 import sqlalchemy as sa
 from alembic import op
 
-revision: str = "bee5b21bfa7b"
+revision: str = "84c1aeaa88e3"
 down_revision: str | None = None
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None

@@ -1,8 +1,8 @@
 """initial schema
 
-Revision ID: 54e1f7677968
+Revision ID: 0ec497c5263a
 Revises:
-Created: 2026-11-22 04:33:31.687668
+Created: 2026-11-22 04:56:51.713417
 """
 
 from collections.abc import Sequence
@@ -10,7 +10,7 @@ from collections.abc import Sequence
 import sqlalchemy as sa
 from alembic import op
 
-revision: str = "54e1f7677968"
+revision: str = "0ec497c5263a"
 down_revision: str | None = None
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None

@@ -1,0 +1,216 @@
+"""The dossier state machine: internal states, their national status codes, and the one
+place where a dossier changes state.
+
+The national portal's codes 1-10 (proto DossierStatus) are the external contract. Inside,
+two things are kept apart from the state because they cut across it: the deadline clock
+(stopped while the citizen supplements) and the overdue flag (a processing dossier can be
+late). A transition not in the table is refused with InvalidTransition, which the HTTP API
+answers with 409 naming both states.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime
+from enum import StrEnum
+from typing import Any
+
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from core.events import Event, new_event
+from core.outbox import Outbox
+from core.problems import Problem
+from gateway.v1 import dossier_pb2, events_pb2
+from services.routing.models import journeys, status_changes
+
+SOURCE = "/gateway/routing"
+
+
+class State(StrEnum):
+    REGISTERED = "registered"
+    RECEIVED = "received"
+    PROCESSING = "processing"
+    SUPPLEMENT_REQUESTED = "supplement_requested"
+    FEES_DUE = "fees_due"
+    WITHDRAWN = "withdrawn"
+    STOPPED = "stopped"
+    REFUSED = "refused"
+    DECIDED = "decided"
+    RESULT_RETURNED = "result_returned"
+
+
+NATIONAL: dict[State, dossier_pb2.DossierStatus.ValueType] = {
+    State.REGISTERED: dossier_pb2.DOSSIER_STATUS_REGISTERED,
+    State.RECEIVED: dossier_pb2.DOSSIER_STATUS_RECEIVED,
+    State.REFUSED: dossier_pb2.DOSSIER_STATUS_REFUSED,
+    State.PROCESSING: dossier_pb2.DOSSIER_STATUS_PROCESSING,
+    State.SUPPLEMENT_REQUESTED: dossier_pb2.DOSSIER_STATUS_SUPPLEMENT_REQUESTED,
+    State.FEES_DUE: dossier_pb2.DOSSIER_STATUS_FEES_DUE,
+    State.WITHDRAWN: dossier_pb2.DOSSIER_STATUS_WITHDRAWN,
+    State.STOPPED: dossier_pb2.DOSSIER_STATUS_STOPPED,
+    State.DECIDED: dossier_pb2.DOSSIER_STATUS_DECIDED,
+    State.RESULT_RETURNED: dossier_pb2.DOSSIER_STATUS_RESULT_RETURNED,
+}
+
+# Where each state may go. Refusal can come from any agency of the journey while the
+# dossier is open; a decided dossier only waits for its result to be handed over.
+TRANSITIONS: dict[State, frozenset[State]] = {
+    State.REGISTERED: frozenset({State.RECEIVED, State.REFUSED, State.WITHDRAWN}),
+    State.RECEIVED: frozenset({State.PROCESSING, State.REFUSED, State.WITHDRAWN}),
+    State.PROCESSING: frozenset(
+        {
+            State.SUPPLEMENT_REQUESTED,
+            State.FEES_DUE,
+            State.REFUSED,
+            State.STOPPED,
+            State.WITHDRAWN,
+            State.DECIDED,
+        }
+    ),
+    State.SUPPLEMENT_REQUESTED: frozenset(
+        {State.PROCESSING, State.REFUSED, State.STOPPED, State.WITHDRAWN}
+    ),
+    State.FEES_DUE: frozenset({State.PROCESSING, State.STOPPED, State.WITHDRAWN}),
+    State.DECIDED: frozenset({State.RESULT_RETURNED}),
+    State.REFUSED: frozenset(),
+    State.WITHDRAWN: frozenset(),
+    State.STOPPED: frozenset(),
+    State.RESULT_RETURNED: frozenset(),
+}
+
+# States in which agencies still work on the dossier (statistics: "in progress").
+OPEN_STATES = frozenset(
+    {State.RECEIVED, State.PROCESSING, State.SUPPLEMENT_REQUESTED, State.FEES_DUE}
+)
+
+
+class InvalidTransition(Problem):
+    def __init__(self, code: str, current: State, requested: State) -> None:
+        super().__init__(
+            409,
+            "invalid-status-transition",
+            "The dossier cannot move to the requested status",
+            f"dossier {code} is {current.value} ({NATIONAL[current]}); "
+            f"it cannot become {requested.value} ({NATIONAL[requested]})",
+            current_state=current.value,
+            current_status=NATIONAL[current],
+            requested_state=requested.value,
+            requested_status=NATIONAL[requested],
+        )
+
+
+def check_transition(code: str, current: State, requested: State) -> None:
+    if requested not in TRANSITIONS[current]:
+        raise InvalidTransition(code, current, requested)
+
+
+@dataclass(frozen=True)
+class DossierFacts:
+    """What a status change announces about the dossier, after the change's own updates."""
+
+    code: str
+    procedure_code: str
+    state: State
+    received_at: datetime
+    due_at: datetime
+    finished_at: datetime | None = None
+
+
+async def transition(
+    session: AsyncSession,
+    outbox: Outbox,
+    dossier: DossierFacts,
+    to: State,
+    *,
+    agency_code: str,
+    now: datetime,
+    reason: str = "",
+    details: dict[str, Any] | None = None,
+    trace: dict[str, str] | None = None,
+) -> DossierFacts:
+    """Move the dossier to `to`: its row, its history and DossierStatusChanged, in the
+    caller's transaction (the caller holds the dossier row locked)."""
+    check_transition(dossier.code, dossier.state, to)
+    await session.execute(
+        journeys.update().where(journeys.c.code == dossier.code).values(status=to.value)
+    )
+    return await announce(
+        session,
+        outbox,
+        dossier,
+        to,
+        agency_code=agency_code,
+        now=now,
+        reason=reason,
+        details=details,
+        trace=trace,
+    )
+
+
+async def announce(
+    session: AsyncSession,
+    outbox: Outbox,
+    dossier: DossierFacts,
+    to: State,
+    *,
+    agency_code: str,
+    now: datetime,
+    reason: str = "",
+    details: dict[str, Any] | None = None,
+    trace: dict[str, str] | None = None,
+) -> DossierFacts:
+    """History row and DossierStatusChanged of a checked transition whose row the caller
+    has already written."""
+    row, event = status_change(dossier, to, agency_code=agency_code, now=now, reason=reason)
+    await session.execute(status_changes.insert().values({**row, "details": details}))
+    await outbox.put(session, event, trace=trace)
+    return DossierFacts(
+        dossier.code,
+        dossier.procedure_code,
+        to,
+        dossier.received_at,
+        dossier.due_at,
+        dossier.finished_at,
+    )
+
+
+def status_change(
+    dossier: DossierFacts, to: State, *, agency_code: str, now: datetime, reason: str = ""
+) -> tuple[dict[str, Any], Event]:
+    """The history row and the DossierStatusChanged event of a move to `to`."""
+    row = {
+        "dossier_code": dossier.code,
+        "state": to.value,
+        "status": NATIONAL[to],
+        "previous_status": NATIONAL[dossier.state],
+        "agency_code": agency_code,
+        "reason": reason,
+        "changed_at": now,
+    }
+    changed = events_pb2.DossierStatusChanged(
+        dossier_code=dossier.code,
+        procedure_code=dossier.procedure_code,
+        status=NATIONAL[to],
+        previous_status=NATIONAL[dossier.state],
+        agency_code=agency_code,
+        reason=reason,
+    )
+    changed.changed_at.FromDatetime(now)
+    changed.received_at.FromDatetime(dossier.received_at)
+    changed.due_at.FromDatetime(dossier.due_at)
+    if dossier.finished_at is not None:
+        changed.finished_at.FromDatetime(dossier.finished_at)
+    return row, new_event(changed, source=SOURCE, dossier_code=dossier.code)
+
+
+def facts_of(row: Any, **changes: Any) -> DossierFacts:
+    """The facts of a routing_dossier row, with some columns as they are after an update."""
+    values = {**row._mapping, **changes}
+    return DossierFacts(
+        code=values["code"],
+        procedure_code=values["procedure_code"],
+        state=State(values["status"]),
+        received_at=values["received_at"],
+        due_at=values["due_at"],
+        finished_at=values["finished_at"],
+    )

@@ -1,0 +1,239 @@
+"""What happens besides "done": an agency asks for a supplement or refuses the dossier, the
+citizen supplements, the desk hands the result over.
+
+A supplement request stops the dossier's clock (Decree 61/2018: the time waiting for the
+citizen does not count). When the citizen supplements, every due time moves forward by the
+office time the clock stood still, and the dossier goes back to the agency that asked, as a
+new delivery round: the transfer id stays (it names the step) and the round goes into the
+delivery's idempotency key, so the agency does not drop it as a duplicate.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import TYPE_CHECKING, Any
+
+from sqlalchemy import select
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from core.events import new_event
+from core.problems import Problem
+from gateway.v1 import events_pb2
+from services.routing.deadlines import CLOSED_TRANSFERS, rearm
+from services.routing.lifecycle import SOURCE, State, check_transition, facts_of, transition
+from services.routing.models import journeys, transfers
+
+if TYPE_CHECKING:
+    from services.routing.journeys import JourneyService
+
+
+async def request_supplement(
+    service: JourneyService,
+    session: AsyncSession,
+    journey: Any,
+    transfer: Any,
+    reason: str,
+    now: datetime,
+) -> None:
+    state = State(journey.status)
+    # Parallel branches may both ask: the clock stopped at the first request.
+    if state is not State.SUPPLEMENT_REQUESTED:
+        check_transition(journey.code, state, State.SUPPLEMENT_REQUESTED)
+    await session.execute(
+        transfers.update()
+        .where(transfers.c.transfer_id == transfer.transfer_id)
+        .values(
+            status="supplement_requested",
+            outcome={"outcome": "supplement", "reason": reason},
+            supplement_requested_at=now,
+        )
+    )
+    agency = service.catalogue.agency(transfer.agency_code)
+    requested = events_pb2.SupplementRequested(
+        dossier_code=journey.code,
+        step_index=transfer.step_index,
+        agency_code=agency.code,
+        agency_name=agency.name,
+        reason=reason,
+    )
+    requested.requested_at.FromDatetime(now)
+    await service.outbox.put(
+        session, new_event(requested, source=SOURCE, dossier_code=journey.code)
+    )
+    if state is State.SUPPLEMENT_REQUESTED:
+        return
+    await session.execute(
+        journeys.update().where(journeys.c.code == journey.code).values(paused_at=now)
+    )
+    await transition(
+        session,
+        service.outbox,
+        facts_of(journey),
+        State.SUPPLEMENT_REQUESTED,
+        agency_code=agency.code,
+        now=now,
+        reason=reason,
+    )
+
+
+async def refuse_step(
+    service: JourneyService,
+    session: AsyncSession,
+    journey: Any,
+    transfer: Any,
+    reason: str,
+    now: datetime,
+) -> None:
+    """The journey ends: the refusing step is closed, every other open step cancelled."""
+    check_transition(journey.code, State(journey.status), State.REFUSED)
+    await session.execute(
+        transfers.update()
+        .where(transfers.c.transfer_id == transfer.transfer_id)
+        .values(
+            status="refused", completed_at=now, outcome={"outcome": "refused", "reason": reason}
+        )
+    )
+    await session.execute(
+        transfers.update()
+        .where(
+            transfers.c.dossier_code == journey.code,
+            transfers.c.status.notin_(CLOSED_TRANSFERS),
+        )
+        .values(status="cancelled")
+    )
+    await session.execute(
+        journeys.update()
+        .where(journeys.c.code == journey.code)
+        .values(finished_at=now, paused_at=None)
+    )
+    agency = service.catalogue.agency(transfer.agency_code)
+    refused = events_pb2.DossierRefused(
+        dossier_code=journey.code,
+        step_index=transfer.step_index,
+        agency_code=agency.code,
+        agency_name=agency.name,
+        reason=reason,
+    )
+    refused.refused_at.FromDatetime(now)
+    await service.outbox.put(session, new_event(refused, source=SOURCE, dossier_code=journey.code))
+    await transition(
+        session,
+        service.outbox,
+        facts_of(journey, finished_at=now),
+        State.REFUSED,
+        agency_code=agency.code,
+        now=now,
+        reason=reason,
+    )
+
+
+async def supplement(
+    service: JourneyService, code: str, documents: list[dict[str, str]], note: str
+) -> dict[str, Any]:
+    """The citizen's supplement: the clock resumes and the asking agencies get the dossier."""
+    async with service.sessions.begin() as session:
+        journey = await _locked(session, code)
+        if journey.status != State.SUPPLEMENT_REQUESTED.value:
+            raise Problem(
+                409,
+                "no-supplement-requested",
+                "No agency is waiting for a supplement",
+                f"dossier {code} is {journey.status}",
+                current_state=journey.status,
+            )
+        now = service.clock.now()
+        stopped = service.calendar.working_time_between(journey.paused_at, now)
+        waited_s = (now - journey.paused_at).total_seconds()
+        due_at = service.calendar.add_working_time(journey.due_at, stopped)
+        appointment_at = service.calendar.add_working_time(journey.appointment_at, stopped)
+        await session.execute(
+            journeys.update()
+            .where(journeys.c.code == code)
+            .values(
+                due_at=due_at,
+                appointment_at=appointment_at,
+                paused_at=None,
+                paused_s=journeys.c.paused_s + waited_s,
+            )
+        )
+        await _resume_steps(service, session, code, stopped, waited_s, now)
+        await transition(
+            session,
+            service.outbox,
+            facts_of(journey, due_at=due_at),
+            State.PROCESSING,
+            agency_code=journey.receiving_agency_code,
+            now=now,
+            reason=note,
+            details={"documents": documents, "clock_stopped_s": stopped.total_seconds()},
+        )
+        await rearm(session, code)
+    service.transfers_waiting.set()
+    service.deadlines_changed.set()
+    return {"dossier_code": code, "status": State.PROCESSING.value, "due_at": due_at}
+
+
+async def _resume_steps(
+    service: JourneyService,
+    session: AsyncSession,
+    code: str,
+    stopped: Any,
+    waited_s: float,
+    now: datetime,
+) -> None:
+    open_steps = (
+        await session.execute(
+            select(transfers).where(
+                transfers.c.dossier_code == code, transfers.c.status.notin_(CLOSED_TRANSFERS)
+            )
+        )
+    ).all()
+    for step in open_steps:
+        values: dict[str, Any] = {"due_at": service.calendar.add_working_time(step.due_at, stopped)}
+        if step.status == "supplement_requested":
+            values |= {
+                "status": "pending",
+                "round": step.round + 1,
+                "round_started_at": now,
+                "delivery_s": step.delivery_s + delivery_wait(step, step.supplement_requested_at),
+                "attempts": 0,
+                "next_attempt_at": now,
+                "last_error": None,
+                "supplement_s": step.supplement_s + waited_s,
+            }
+        await session.execute(
+            transfers.update().where(transfers.c.transfer_id == step.transfer_id).values(values)
+        )
+
+
+def delivery_wait(step: Any, round_end: datetime) -> float:
+    """Seconds the step's current round waited to be delivered (up to `round_end` while it
+    is not delivered yet)."""
+    begun: datetime = step.round_started_at or step.routed_at
+    delivered: datetime | None = step.delivered_at
+    until = delivered if delivered is not None and delivered >= begun else round_end
+    return max(0.0, (until - begun).total_seconds())
+
+
+async def return_result(service: JourneyService, code: str) -> dict[str, Any]:
+    """The one-stop desk handed the result to the citizen (status 10)."""
+    async with service.sessions.begin() as session:
+        journey = await _locked(session, code)
+        await transition(
+            session,
+            service.outbox,
+            facts_of(journey),
+            State.RESULT_RETURNED,
+            agency_code=journey.receiving_agency_code,
+            now=service.clock.now(),
+        )
+    return {"dossier_code": code, "status": State.RESULT_RETURNED.value}
+
+
+async def _locked(session: AsyncSession, code: str) -> Any:
+    journey = (
+        await session.execute(select(journeys).where(journeys.c.code == code).with_for_update())
+    ).first()
+    if journey is None:
+        raise Problem(404, "dossier-not-found", "No such dossier in routing", code)
+    return journey

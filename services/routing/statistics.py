@@ -1,0 +1,153 @@
+"""Monthly statistics per agency and procedure, as JSON or CSV (the province's report is due
+by the 17th): per receiving desk over the dossiers, or per handling agency over the steps.
+
+One GROUP BY query over one table; every figure is as of the end of the month (or now, for
+the month under way); for steps read "routed" for received and "step" for dossier:
+- received: received during the month;
+- completed on time / late: decided during the month, by / after the (supplement-adjusted)
+  statutory due time;
+- in progress: received before the cut-off and neither decided nor refused by then;
+- overdue: in progress at the cut-off and flagged overdue before it.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import re
+from datetime import datetime
+from typing import Annotated, Any, Literal
+
+from fastapi import APIRouter, Depends, Query, Request
+from fastapi.responses import Response
+from sqlalchemy import Select, and_, case, func, or_, select
+
+from core.calendar import VIETNAM
+from core.problems import PROBLEM_RESPONSES, Problem
+from services.routing.journeys import JourneyService
+from services.routing.lifecycle import State
+from services.routing.models import journeys, transfers
+
+router = APIRouter(prefix="/v1", tags=["operators"])
+COLUMNS = (
+    "agency_code",
+    "procedure_code",
+    "received",
+    "completed_on_time",
+    "completed_late",
+    "in_progress",
+    "overdue",
+)
+DECIDED = (State.DECIDED.value, State.RESULT_RETURNED.value)
+
+
+def _journeys(request: Request) -> JourneyService:
+    value: JourneyService = request.app.state.journeys
+    return value
+
+
+def month_bounds(month: str) -> tuple[datetime, datetime]:
+    """The month's first instant and the next month's, in Vietnam's time."""
+    match = re.fullmatch(r"(\d{4})-(\d{2})", month)
+    if not match or not 1 <= int(match[2]) <= 12:
+        raise Problem(422, "invalid-month", "The month must be YYYY-MM", month)
+    year, number = int(match[1]), int(match[2])
+    start = datetime(year, number, 1, tzinfo=VIETNAM)
+    end = datetime(year + number // 12, number % 12 + 1, 1, tzinfo=VIETNAM)
+    return start, end
+
+
+async def monthly(
+    service: JourneyService, month: str, by: Literal["desk", "step"] = "desk"
+) -> list[dict[str, Any]]:
+    start, end = month_bounds(month)
+    cutoff = min(end, service.clock.now())
+    d, t = journeys.c, transfers.c
+    if by == "desk":
+        query = _figures(
+            agency=d.receiving_agency_code,
+            begun=d.received_at,
+            ended=d.finished_at,
+            completed=d.status.in_(DECIDED),
+            due=d.due_at,
+            overdue=d.overdue_at,
+            period=(start, end, cutoff),
+        )
+    else:
+        # Steps of a refused dossier that never ran are not the agency's work.
+        query = _figures(
+            agency=t.agency_code,
+            begun=t.routed_at,
+            ended=t.completed_at,
+            completed=t.status == "completed",
+            due=t.due_at,
+            overdue=t.overdue_at,
+            period=(start, end, cutoff),
+        ).where(t.status != "cancelled")
+        query = query.select_from(transfers.join(journeys, d.code == t.dossier_code))
+    async with service.sessions() as session:
+        rows = (await session.execute(query)).all()
+    return [{c: row._mapping[c] for c in COLUMNS} for row in rows]
+
+
+def _figures(
+    *,
+    agency: Any,
+    begun: Any,
+    ended: Any,
+    completed: Any,
+    due: Any,
+    overdue: Any,
+    period: tuple[datetime, datetime, datetime],
+) -> Select[Any]:
+    """The GROUP BY of one table's figures: work begun, ended (completed or not), due."""
+    start, end, cutoff = period
+    completed_in_month = and_(completed, ended >= start, ended < end)
+    open_at_cutoff = and_(begun < cutoff, or_(ended.is_(None), ended >= cutoff))
+
+    def count(condition: Any) -> Any:
+        return func.coalesce(func.sum(case((condition, 1), else_=0)), 0)
+
+    procedure = journeys.c.procedure_code
+    return (
+        select(
+            agency.label("agency_code"),
+            procedure,
+            count(and_(begun >= start, begun < end)).label("received"),
+            count(and_(completed_in_month, ended <= due)).label("completed_on_time"),
+            count(and_(completed_in_month, ended > due)).label("completed_late"),
+            count(open_at_cutoff).label("in_progress"),
+            count(and_(open_at_cutoff, overdue < cutoff)).label("overdue"),
+        )
+        .where(begun < end, or_(ended.is_(None), ended >= start))
+        .group_by(agency, procedure)
+        .order_by(agency, procedure)
+    )
+
+
+@router.get(
+    "/statistics",
+    responses=PROBLEM_RESPONSES,
+    summary="Monthly figures per agency and procedure (JSON or CSV)",
+)
+async def statistics(
+    service: Annotated[JourneyService, Depends(_journeys)],
+    month: Annotated[str, Query(description="YYYY-MM, in Vietnam's time")],
+    format: Annotated[Literal["json", "csv"], Query()] = "json",
+    by: Annotated[
+        Literal["desk", "step"],
+        Query(description="desk: dossiers per receiving agency; step: steps per agency"),
+    ] = "desk",
+) -> Any:
+    rows = await monthly(service, month, by)
+    if format == "json":
+        return {"month": month, "by": by, "rows": rows}
+    out = io.StringIO()
+    writer = csv.DictWriter(out, fieldnames=COLUMNS, lineterminator="\r\n")
+    writer.writeheader()
+    writer.writerows(rows)
+    return Response(
+        out.getvalue().encode("utf-8"),
+        media_type="text/csv; charset=utf-8",
+        headers={"Content-Disposition": f'attachment; filename="statistics-{month}.csv"'},
+    )

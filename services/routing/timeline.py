@@ -1,0 +1,175 @@
+"""A dossier's journey as operators and citizens' desks read it, and who holds the late ones.
+
+Waiting time is attributed to whom it belongs: delivery (routed until the agency's system
+took it), the citizen (a supplement the agency waits for: the clock is stopped) and the
+agency (the rest, up to its report or now).
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Depends, Query, Request
+from sqlalchemy import func, select
+
+from core.problems import PROBLEM_RESPONSES, Problem
+from core.telemetry import trace_id_of
+from services.routing.deadlines import CLOSED_TRANSFERS
+from services.routing.journeys import JourneyService
+from services.routing.lifecycle import NATIONAL, OPEN_STATES, State
+from services.routing.models import apologies, journeys, status_changes, transfers
+from services.routing.outcomes import delivery_wait
+
+router = APIRouter(prefix="/v1", tags=["operators"])
+
+
+def _journeys(request: Request) -> JourneyService:
+    value: JourneyService = request.app.state.journeys
+    return value
+
+
+Journeys = Annotated[JourneyService, Depends(_journeys)]
+
+
+@router.get(
+    "/dossiers/{code}/journey",
+    responses=PROBLEM_RESPONSES,
+    summary="Every step, transfer, status change and apology of a dossier",
+)
+async def journey_timeline(code: str, service: Journeys) -> dict[str, Any]:
+    async with service.sessions() as session:
+        dossier = (await session.execute(select(journeys).where(journeys.c.code == code))).first()
+        if dossier is None:
+            raise Problem(404, "dossier-not-found", "No such dossier in routing", code)
+        steps = (
+            await session.execute(
+                select(transfers)
+                .where(transfers.c.dossier_code == code)
+                .order_by(transfers.c.step_index)
+            )
+        ).all()
+        history = (
+            await session.execute(
+                select(status_changes)
+                .where(status_changes.c.dossier_code == code)
+                .order_by(status_changes.c.id)
+            )
+        ).all()
+        apologised = (
+            await session.execute(
+                select(apologies).where(apologies.c.dossier_code == code).order_by(apologies.c.id)
+            )
+        ).all()
+    now = service.clock.now()
+    state = State(dossier.status)
+    citizen_s = dossier.paused_s + _since(dossier.paused_at, now)
+    return {
+        "dossier_code": code,
+        "procedure_code": dossier.procedure_code,
+        "state": state.value,
+        "status": NATIONAL[state],
+        "receiving_agency_code": dossier.receiving_agency_code,
+        "received_at": dossier.received_at,
+        "due_at": dossier.due_at,
+        "appointment_at": dossier.appointment_at,
+        "clock_stopped_since": dossier.paused_at,
+        "overdue_at": dossier.overdue_at,
+        "finished_at": dossier.finished_at,
+        "trace_id": trace_id_of(dossier.trace),
+        "waiting_s": {"citizen": citizen_s},
+        "steps": [_step(service, s, now) for s in steps],
+        "history": [
+            {
+                "status": h.status,
+                "state": h.state,
+                "previous_status": h.previous_status,
+                "agency_code": h.agency_code,
+                "reason": h.reason,
+                "details": h.details,
+                "changed_at": h.changed_at,
+            }
+            for h in history
+        ],
+        "apologies": [
+            {
+                "agency_code": a.agency_code,
+                "due_at": a.due_at,
+                "reason": a.reason,
+                "new_due_at": a.new_due_at,
+                "issued_at": a.issued_at,
+            }
+            for a in apologised
+        ],
+    }
+
+
+def _since(start: datetime | None, now: datetime) -> float:
+    return max(0.0, (now - start).total_seconds()) if start is not None else 0.0
+
+
+def _step(service: JourneyService, step: Any, now: datetime) -> dict[str, Any]:
+    agency = service.catalogue.agencies.get(step.agency_code)
+    end = step.completed_at or now
+    citizen = step.supplement_s
+    round_end = end
+    if step.status == "supplement_requested":
+        citizen += _since(step.supplement_requested_at, now)
+        round_end = step.supplement_requested_at
+    delivery = step.delivery_s + delivery_wait(step, round_end)
+    total = _since(step.routed_at, end)
+    return {
+        "index": step.step_index,
+        "stage": step.stage,
+        "name": step.step_name,
+        "agency_code": step.agency_code,
+        "agency_name": agency.name if agency else "",
+        "transfer_id": step.transfer_id,
+        "status": step.status,
+        "round": step.round,
+        "attempts": step.attempts,
+        "replays": step.replays,
+        "last_error": step.last_error,
+        "routed_at": step.routed_at,
+        "delivered_at": step.delivered_at,
+        "acknowledged_at": step.acknowledged_at,
+        "completed_at": step.completed_at,
+        "due_at": step.due_at,
+        "overdue_at": step.overdue_at,
+        "outcome": step.outcome,
+        "waiting_s": {
+            "delivery": delivery,
+            "citizen": citizen,
+            "agency": max(0.0, total - delivery - citizen),
+        },
+    }
+
+
+@router.get("/agencies/overdue", summary="Agencies holding overdue dossiers now, most first")
+async def overdue_by_agency(
+    service: Journeys, limit: Annotated[int, Query(ge=1, le=1000)] = 100
+) -> list[dict[str, Any]]:
+    held = func.count(func.distinct(transfers.c.dossier_code)).label("overdue")
+    query = (
+        select(transfers.c.agency_code, held)
+        .join(journeys, journeys.c.code == transfers.c.dossier_code)
+        .where(
+            journeys.c.overdue_at.is_not(None),
+            journeys.c.status.in_([s.value for s in OPEN_STATES]),
+            transfers.c.status.notin_(CLOSED_TRANSFERS),
+        )
+        .group_by(transfers.c.agency_code)
+        .order_by(held.desc(), transfers.c.agency_code)
+        .limit(limit)
+    )
+    async with service.sessions() as session:
+        rows = (await session.execute(query)).all()
+    agencies = service.catalogue.agencies
+    return [
+        {
+            "agency_code": r.agency_code,
+            "agency_name": agencies[r.agency_code].name if r.agency_code in agencies else "",
+            "overdue": r.overdue,
+        }
+        for r in rows
+    ]

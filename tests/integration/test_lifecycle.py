@@ -1,0 +1,182 @@
+"""The dossier lifecycle on the real stack: a supplement round, a refusal, and deadlines
+that survive routing being killed."""
+
+from __future__ import annotations
+
+import asyncio
+import signal
+import time
+import uuid
+from collections.abc import Iterator
+from datetime import UTC, datetime
+from typing import Any
+
+import httpx
+import pytest
+from aiokafka import AIOKafkaConsumer
+
+from devstack.kafka import KafkaBroker
+from devstack.stack import Stack
+from tests.conftest import TOPIC
+from tests.integration.test_guaranteed_delivery import birth_registration
+from tests.support.flows import (
+    DESK,
+    agency_transfers,
+    as_agency,
+    as_operator,
+    chain_dossier,
+    eventually,
+    submit,
+    wait_completed,
+)
+
+JUSTICE, POLICE = "000.21.31.H22", "000.22.31.H22"
+OVERDUE = b"vn.gov.dossier.overdue.v1"
+
+
+@pytest.fixture
+def slow_justice(stack: Stack) -> Iterator[Stack]:
+    """The justice office takes its time, so the test reports its outcomes in its place."""
+    url = f"{stack.url('sandbox')}/agencies/{JUSTICE}/behaviour"
+    httpx.put(url, json={"delay_s": 120}, timeout=5).raise_for_status()
+    yield stack
+    httpx.put(url, json={}, timeout=5).raise_for_status()
+
+
+def journey(stack: Stack, code: str) -> dict[str, Any] | None:
+    answer = httpx.get(
+        f"{stack.url('routing')}/v1/dossiers/{code}/journey",
+        headers=as_operator(stack),
+        timeout=10,
+    )
+    if answer.status_code == 404:
+        return None
+    answer.raise_for_status()
+    body: dict[str, Any] = answer.json()
+    return body
+
+
+def received_by(stack: Stack, agency: str, code: str) -> list[dict[str, Any]]:
+    return [t for t in agency_transfers(stack, agency) if t["dossier_code"] == code]
+
+
+def outcome(stack: Stack, transfer_id: str, **body: Any) -> dict[str, Any]:
+    """Reported as the justice office, which holds the steps these tests report on."""
+    answer = httpx.post(
+        f"{stack.url('routing')}/v1/transfers/{transfer_id}/outcome",
+        json=body,
+        headers=as_agency(stack, JUSTICE),
+        timeout=10,
+    )
+    assert answer.status_code == 200, answer.text
+    result: dict[str, Any] = answer.json()
+    return result
+
+
+def test_supplement_round_then_done_completes(slow_justice: Stack) -> None:
+    stack = slow_justice
+    code = submit(stack, chain_dossier("supplement@example.vn"))
+    [first] = eventually(lambda: received_by(stack, JUSTICE, code))
+    transfer_id = first["transfer_id"]
+    outcome(stack, transfer_id, outcome="supplement", reason="Thiếu bản sao giấy chứng sinh")
+    paused = eventually(lambda: (j := journey(stack, code)) and j["status"] == 5 and j)
+    assert paused["clock_stopped_since"] is not None
+
+    answer = httpx.post(
+        f"{stack.url('routing')}/v1/dossiers/{code}/supplements",
+        json={"documents": [{"name": "Giấy chứng sinh", "url": "https://dvc.example/gcs.pdf"}]},
+        headers=as_agency(stack, DESK),
+        timeout=10,
+    )
+    assert answer.status_code == 200, answer.text
+    # Delivered again to the agency that asked, under the next round's idempotency key.
+    deliveries = eventually(lambda: len(r := received_by(stack, JUSTICE, code)) == 2 and r)
+    assert {d["transfer_id"] for d in deliveries} == {transfer_id, f"{transfer_id}/1"}
+
+    outcome(
+        stack, transfer_id, outcome="done", documents=[{"name": "Trích lục", "reference": "KS-1"}]
+    )
+    view = wait_completed(stack, code)
+    assert [s["status"] for s in view["steps"]] == ["completed"] * 3
+    final = eventually(lambda: (j := journey(stack, code)) and j["status"] == 9 and j)
+    assert [h["status"] for h in final["history"]] == [2, 4, 5, 4, 9]
+    assert final["steps"][0]["round"] == 1
+    assert final["steps"][0]["waiting_s"]["citizen"] > 0
+    assert len(received_by(stack, POLICE, code)) == 1
+
+
+def test_refused_dossier_ends_with_status_3(slow_justice: Stack) -> None:
+    stack = slow_justice
+    code = submit(stack, chain_dossier("refused@example.vn"))
+    [first] = eventually(lambda: received_by(stack, JUSTICE, code))
+    answer = outcome(stack, first["transfer_id"], outcome="refused", reason="Sai thẩm quyền")
+    assert answer["status"] == "refused"
+    final = journey(stack, code)
+    assert final is not None
+    assert final["status"] == 3
+    assert final["history"][-1]["reason"] == "Sai thẩm quyền"
+    assert [s["status"] for s in final["steps"]] == ["refused"]
+    assert received_by(stack, POLICE, code) == []
+
+
+def overdue_event_ids(kafka: KafkaBroker, codes: list[str]) -> dict[str, set[bytes]]:
+    """Ids of the DossierOverdue events on the topic per dossier, once each has one and the
+    topic has been read to its end."""
+
+    async def read() -> dict[str, set[bytes]]:
+        consumer = AIOKafkaConsumer(
+            TOPIC,
+            bootstrap_servers=kafka.bootstrap_servers,
+            auto_offset_reset="earliest",
+            group_id=f"test-{uuid.uuid4()}",
+        )
+        found: dict[str, set[bytes]] = {code: set() for code in codes}
+        await consumer.start()
+        try:
+            async with asyncio.timeout(60):
+                caught_up = False
+                while not caught_up or not all(found.values()):
+                    batch = await consumer.getmany(timeout_ms=1000)
+                    caught_up = not batch
+                    for record in (r for records in batch.values() for r in records):
+                        headers = dict(record.headers)
+                        code = (record.key or b"").decode()
+                        if code in found and headers.get("ce_type") == OVERDUE:
+                            found[code].add(headers["ce_id"])
+        finally:
+            await consumer.stop()
+        return found
+
+    return asyncio.run(read())
+
+
+def test_deadlines_survive_routing_killed(slow_justice: Stack, kafka: KafkaBroker) -> None:
+    """HT.KS falls due 6 s after routing takes it in (tests/conftest.py)."""
+    stack = slow_justice
+    before = submit(stack, birth_registration("deadline-a@example.vn"))
+    taken = eventually(lambda: journey(stack, before))
+    due = datetime.fromisoformat(taken["appointment_at"])
+    stack.stop_service("routing", signal.SIGKILL)
+    # The first deadline passes while routing is dead; the second is armed after restart.
+    while (left := (due - datetime.now(UTC)).total_seconds()) > -0.5:
+        time.sleep(left + 0.5)
+    after = submit(stack, birth_registration("deadline-b@example.vn"))
+    stack.start_service("routing")
+    stack.wait_ready("routing")
+
+    for code in (before, after):
+        late = eventually(lambda c=code: (j := journey(stack, c)) and j["apologies"] and j, 60)
+        [apology] = late["apologies"]
+        assert late["overdue_at"] is not None
+        assert apology["agency_code"] == JUSTICE
+        assert apology["new_due_at"] > apology["due_at"]
+    ranking = httpx.get(
+        f"{stack.url('routing')}/v1/agencies/overdue", headers=as_operator(stack), timeout=10
+    ).json()
+    assert any(r["agency_code"] == JUSTICE and r["overdue"] >= 2 for r in ranking)
+    # Exactly once: one apology and one event each (the outbox may republish an event after
+    # a crash, with the same id); nothing fires again before the new appointments.
+    events = overdue_event_ids(kafka, [before, after])
+    assert {code: len(ids) for code, ids in events.items()} == {before: 1, after: 1}
+    for code in (before, after):
+        assert len(journey(stack, code)["apologies"]) == 1  # type: ignore[index]
