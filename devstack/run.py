@@ -7,7 +7,7 @@ import sys
 
 from devstack._process import wait_for_signal
 from devstack.kafka import KafkaBroker
-from devstack.stack import HOST, REPO, Ports, Stack
+from devstack.stack import AGENCY_INBOX_TOPICS, HOST, REPO, Ports, Stack
 
 TOPIC = os.environ.get("DOSSIER_EVENTS_TOPIC", "dossier.events")
 
@@ -52,7 +52,7 @@ def main() -> int:
     try:
         print("Starting Apache Kafka (KRaft, one node)...", flush=True)
         broker.start()
-        broker.create_topics([TOPIC, TOPIC + ".dlq"])
+        broker.create_topics([TOPIC, TOPIC + ".dlq", *AGENCY_INBOX_TOPICS])
         print("Starting the services and the sandbox...", flush=True)
         stack.start()
         print(banner(stack, broker), flush=True)

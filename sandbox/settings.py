@@ -18,3 +18,11 @@ class SandboxSettings(BaseSettings):
     # How long a callback keeps being retried while the gateway is unreachable.
     callback_timeout_s: float = Field(default=300.0, gt=0)
     log_level: str = "INFO"
+    # Standard Webhooks secret the demo agencies verify transfers with; empty: not checked.
+    agency_secret: str = ""
+    # AgencyInbox gRPC server of the agencies on the grpc channel; None: not served.
+    agency_grpc_port: int | None = Field(default=None, ge=0, le=65535)
+    # Kafka inbox topics of the agencies on the kafka channel, comma-separated; consumed
+    # when kafka_bootstrap_servers is set.
+    kafka_bootstrap_servers: str = ""
+    agency_inbox_topics: str = "agency.000.00.15.H22.inbox"

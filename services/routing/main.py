@@ -2,24 +2,25 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 
 from fastapi import Depends, FastAPI
 
 from core.calendar import WorkingCalendar
-from core.catalogue import load_catalogue
 from core.consumer import EventConsumer
 from core.grpc import GrpcServer
 from core.http import create_app, database_ready
 from core.outbox import Outbox
-from core.runtime import Runtime
+from core.runtime import Runtime, Worker
 from gateway.v1 import routing_pb2, routing_pb2_grpc
-from services.routing import dead_letters, models
+from services.routing import acknowledgements, catalogue_store, dead_letters, models
 from services.routing.api import router
+from services.routing.catalogue_store import CatalogueStore
 from services.routing.delivery import DeliveryWorker
 from services.routing.grpc_api import RoutingServicer
 from services.routing.journeys import JourneyService
+from services.routing.portal import PortalSync
 from services.routing.settings import RoutingSettings
 
 
@@ -27,7 +28,18 @@ def build_app(settings: RoutingSettings | None = None) -> FastAPI:
     settings = settings or RoutingSettings()
     outbox = Outbox(models.outbox, settings.dossier_events_topic)
     runtime = Runtime(settings, name="routing", metadata=models.metadata, outbox=outbox)
-    catalogue = load_catalogue(variables={"DEMO_AGENCY_BASE_URL": settings.demo_agency_base_url})
+    store = CatalogueStore(
+        runtime.engine,
+        runtime.sessions,
+        settings.catalogue_dir,
+        {
+            "DEMO_AGENCY_BASE_URL": settings.demo_agency_base_url,
+            "DEMO_AGENCY_GRPC_TARGET": settings.demo_agency_grpc_target,
+        },
+        settings.catalogue_refresh_s,
+    )
+    store.check_files()
+    catalogue = store.catalogue
     journeys = JourneyService(runtime.sessions, outbox, catalogue, WorkingCalendar())
     consumer = EventConsumer(
         settings,
@@ -37,10 +49,22 @@ def build_app(settings: RoutingSettings | None = None) -> FastAPI:
         producer=runtime.producer,
     )
     delivery = DeliveryWorker(
-        settings, runtime.engine, runtime.sessions, outbox, catalogue, journeys
+        settings, runtime.engine, runtime.sessions, outbox, catalogue, journeys, runtime.producer
     )
-    runtime.add_worker("dossier-consumer", consumer.run)
-    runtime.add_worker("delivery", delivery.run)
+    portal = PortalSync(settings, runtime.engine, runtime.sessions)
+    portal_consumer = EventConsumer(
+        settings,
+        group_id="portal-sync",
+        event_types={"vn.gov.dossier.status_changed.v1"},
+        handle=portal.take_in,
+        producer=runtime.producer,
+    )
+    runtime.add_worker("catalogue", store.run)
+    # Nothing is routed before the catalogue is loaded from the database.
+    runtime.add_worker("dossier-consumer", after(store, consumer.run))
+    runtime.add_worker("delivery", after(store, delivery.run))
+    runtime.add_worker("portal-consumer", portal_consumer.run)
+    runtime.add_worker("portal-sync", portal.run)
     servicer = RoutingServicer(runtime.sessions, catalogue)
     grpc_server = GrpcServer(
         [lambda server: routing_pb2_grpc.add_RoutingServiceServicer_to_server(servicer, server)],
@@ -64,6 +88,17 @@ def build_app(settings: RoutingSettings | None = None) -> FastAPI:
         lifespan=lifespan,
     )
     app.state.journeys = journeys
+    app.state.catalogue_store = store
     app.include_router(router, dependencies=[Depends(database_ready)])
     app.include_router(dead_letters.router, dependencies=[Depends(database_ready)])
+    app.include_router(acknowledgements.router, dependencies=[Depends(database_ready)])
+    app.include_router(catalogue_store.router, dependencies=[Depends(database_ready)])
     return app
+
+
+def after(store: CatalogueStore, worker: Callable[[], Awaitable[None]]) -> Worker:
+    async def run() -> None:
+        await store.ready.wait()
+        await worker()
+
+    return run
