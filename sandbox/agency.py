@@ -162,7 +162,7 @@ class AgencyOffice:
         if not self._settings.agency_secret:
             return False
         try:
-            Webhook(self._settings.agency_secret).verify(body, dict(headers))
+            Webhook(self._settings.agency_secret).verify(body, dict(headers), json_parse=False)
         except (WebhookVerificationError, ValueError) as exc:
             raise SignatureRefused(str(exc)) from None
         return True

@@ -1,7 +1,8 @@
 """The demo agencies' other doors: an AgencyInbox gRPC server and a Kafka inbox consumer.
 
 Both hand what they get to the same AgencyOffice as the HTTPS endpoint, after checking the
-Standard Webhooks signature over the exact bytes received (gRPC metadata, Kafka headers).
+Standard Webhooks signature (gRPC metadata, Kafka headers) over the base64 text of the exact
+bytes received: the scheme signs text, a serialised Transfer is binary.
 Over gRPC the TransferReceipt is the acknowledgement; from Kafka the agency acknowledges
 through the gateway's HTTP acknowledgement URL carried in the transfer.
 """
@@ -9,6 +10,7 @@ through the gateway's HTTP acknowledgement URL carried in the transfer.
 from __future__ import annotations
 
 import asyncio
+import base64
 import contextlib
 import logging
 from datetime import UTC, datetime
@@ -77,7 +79,7 @@ class AgencyInboxServer:
     ) -> agency_pb2.TransferReceipt:
         headers = {k: str(v) for k, v in context.invocation_metadata() or ()}
         try:
-            verified = self._office.verify(raw, headers)
+            verified = self._office.verify(base64.b64encode(raw), headers)
             transfer = agency_pb2.Transfer.FromString(raw)
             body = transfer_in(transfer)
         except SignatureRefused as exc:
@@ -153,7 +155,7 @@ class KafkaInbox:
     def _take(self, record: Any) -> None:
         headers = {k: v.decode(errors="replace") for k, v in record.headers or ()}
         try:
-            verified = self._office.verify(record.value or b"", headers)
+            verified = self._office.verify(base64.b64encode(record.value or b""), headers)
             transfer = agency_pb2.Transfer.FromString(record.value or b"")
             body = transfer_in(transfer)
         except (SignatureRefused, DecodeError, ValueError) as exc:

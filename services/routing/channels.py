@@ -13,6 +13,7 @@ Standard Webhooks secret, the transfer id as the message id (stable across retri
 
 from __future__ import annotations
 
+import base64
 import json
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -80,10 +81,12 @@ def transfer_json(transfer: agency_pb2.Transfer) -> dict[str, Any]:
     }
 
 
-def signed(agency: Agency, transfer_id: str, body: bytes) -> dict[str, str]:
+def signed(agency: Agency, transfer_id: str, body: bytes, binary: bool = False) -> dict[str, str]:
+    """Standard Webhooks headers; a binary body (protobuf) is signed as its base64 text,
+    since the scheme and its libraries sign text."""
     if not agency.secret:
         raise NotConfigured(f"agency {agency.code} has no signing secret configured")
-    return signature_headers(agency.secret, transfer_id, body)
+    return signature_headers(agency.secret, transfer_id, base64.b64encode(body) if binary else body)
 
 
 class HttpsChannel:
@@ -123,7 +126,7 @@ class GrpcChannel:
         # The signed bytes are the bytes sent: a map in the dossier (form_data) need not
         # serialise the same way twice, so the message is not left to the stub to encode.
         body = transfer.SerializeToString()
-        metadata = signed(agency, transfer.transfer_id, body)
+        metadata = signed(agency, transfer.transfer_id, body, binary=True)
         channel = self._channels.get(agency.target)
         if channel is None:
             channel = self._channels[agency.target] = traced_channel(agency.target)
@@ -157,7 +160,7 @@ class KafkaChannel:
             "ce_subject": transfer.dossier.code,
             "ce_time": datetime.now(UTC).isoformat(),
             "content-type": "application/protobuf",
-        } | signed(agency, transfer.transfer_id, value)
+        } | signed(agency, transfer.transfer_id, value, binary=True)
         record = OutboundRecord(
             topic=agency.target,
             key=transfer.dossier.code.encode(),

@@ -5,7 +5,7 @@ What an agency's back-office exposes when it takes transfers over gRPC, and the 
 an agency finds on its own Kafka inbox topic (content-type application/protobuf).
 Every transfer is signed like a webhook (Standard Webhooks): gRPC metadata or Kafka
 headers `webhook-id` (= transfer_id), `webhook-timestamp`, `webhook-signature` over the
-serialised Transfer.
+base64 text (RFC 4648, padded) of the serialised Transfer bytes as received.
 """
 
 from gateway.v1 import dossier_pb2 as _dossier_pb2
