@@ -65,7 +65,8 @@ class BehaviourIn(BaseModel):
     delay_s: float | None = Field(default=None, ge=0)
     # False: a silent agency that takes transfers but never acknowledges nor reports.
     acknowledge: bool = True
-    # The next `hang_next` deliveries are answered only after `hang_s` (client timeouts).
+    # The next `hang_next` deliveries are answered 504 only after `hang_s`, untaken
+    # (the gateway's client times out first).
     hang_next: int = Field(default=0, ge=0)
     hang_s: float = Field(default=0.0, ge=0, le=60)
 
@@ -167,11 +168,14 @@ class AgencyOffice:
             raise SignatureRefused(str(exc)) from None
         return True
 
-    async def hang_if_asked(self, agency_code: str) -> None:
+    async def hung(self, agency_code: str) -> bool:
+        """Stuck on purpose: answers late, and without having taken the transfer."""
         behaviour = self._agency(agency_code).behaviour
-        if behaviour.hang_next > 0:
-            behaviour.hang_next -= 1
-            await asyncio.sleep(behaviour.hang_s)
+        if behaviour.hang_next <= 0:
+            return False
+        behaviour.hang_next -= 1
+        await asyncio.sleep(behaviour.hang_s)
+        return True
 
     def record_of(self, agency_code: str, transfer_id: str) -> TransferRecord | None:
         return self._agency(agency_code).transfers.get(transfer_id)
@@ -343,7 +347,8 @@ def agency_router(office: AgencyOffice) -> APIRouter:
             body = TransferIn.model_validate_json(raw)
         except ValidationError as exc:
             return JSONResponse(status_code=422, content={"detail": exc.errors(include_url=False)})
-        await office.hang_if_asked(agency_code)
+        if await office.hung(agency_code):
+            return JSONResponse(status_code=504, content={"detail": "the agency is stuck"})
         taken = office.take(
             agency_code, idempotency_key or body.transfer_id, body, "https", verified
         )
