@@ -131,6 +131,8 @@ portal_pushes = Table(
     Column("push_key", String(36), primary_key=True),
     Column("dossier_code", String(40), nullable=False, index=True),
     Column("payload", JSON, nullable=False),
+    # When the status changed: a dossier's changes are pushed in this order.
+    Column("changed_at", UtcDateTime(), nullable=False),
     # pending -> sent, or pending -> dead_lettered
     Column("status", String(20), nullable=False),
     Column("attempts", Integer, nullable=False, default=0),

@@ -23,6 +23,7 @@ from zoneinfo import ZoneInfo
 
 import aiohttp
 from google.protobuf.timestamp_pb2 import Timestamp
+from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
 from core.events import Event
@@ -34,6 +35,18 @@ from services.routing.models import portal_pushes
 from services.routing.settings import RoutingSettings
 
 log = logging.getLogger(__name__)
+_EARLIER = portal_pushes.alias("earlier")
+# A change waits while an earlier change of its dossier is still to be pushed: the portal
+# must never see "processing" arrive after "decided".
+IN_ORDER = ~(
+    select(_EARLIER.c.push_key)
+    .where(
+        _EARLIER.c.dossier_code == portal_pushes.c.dossier_code,
+        _EARLIER.c.status == "pending",
+        _EARLIER.c.changed_at < portal_pushes.c.changed_at,
+    )
+    .exists()
+)
 VIETNAM = ZoneInfo("Asia/Ho_Chi_Minh")
 PUSH_NAMESPACE = uuid.UUID("0b6f3a51-8c2e-4f7d-a1d9-52e4c7b8f013")
 
@@ -89,6 +102,7 @@ class PortalSync:
                     "push_key": push_key(event.data),
                     "dossier_code": event.data.dossier_code,
                     "payload": portal_fields(event.data),
+                    "changed_at": event.data.changed_at.ToDatetime(tzinfo=UTC),
                     "status": "pending",
                     "attempts": 0,
                     "next_attempt_at": now,
@@ -124,6 +138,7 @@ class PortalSync:
                     attempts=portal_pushes.c.attempts,
                     lease_s=settings.portal_sync_lease_s,
                     limit=settings.portal_sync_batch_size,
+                    where=IN_ORDER,
                 )
                 if rows:
                     results = await asyncio.gather(*(self._push(client, row) for row in rows))
