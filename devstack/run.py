@@ -25,6 +25,8 @@ Dossier gateway is running.
   database   {database}
   sandbox    agencies {stack.url("sandbox")}/agencies   SMTP {HOST}:{p.sandbox_smtp}
              mailbox {stack.url("sandbox")}/mail/messages
+             national portal {stack.url("sandbox")}/portal/dossiers
+             agency inboxes gRPC {HOST}:{p.sandbox_agency_grpc}, Kafka {", ".join(AGENCY_INBOX_TOPICS)}
   logs       {stack.var_dir}/log/
 
 Submit a first dossier (the README explains every field):
