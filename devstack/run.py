@@ -15,6 +15,7 @@ TOPIC = os.environ.get("DOSSIER_EVENTS_TOPIC", "dossier.events")
 def banner(stack: Stack, broker: KafkaBroker) -> str:
     p = stack.ports
     database = stack.database_url or f"SQLite files in {stack.var_dir}/"
+    inboxes = ", ".join(AGENCY_INBOX_TOPICS)
     return f"""
 Dossier gateway is running.
   intake     {stack.url("intake")}   OpenAPI: {stack.url("intake")}/docs
@@ -26,7 +27,7 @@ Dossier gateway is running.
   sandbox    agencies {stack.url("sandbox")}/agencies   SMTP {HOST}:{p.sandbox_smtp}
              mailbox {stack.url("sandbox")}/mail/messages
              national portal {stack.url("sandbox")}/portal/dossiers
-             agency inboxes gRPC {HOST}:{p.sandbox_agency_grpc}, Kafka {", ".join(AGENCY_INBOX_TOPICS)}
+             agency inboxes gRPC {HOST}:{p.sandbox_agency_grpc}, Kafka {inboxes}
   logs       {stack.var_dir}/log/
 
 Submit a first dossier (the README explains every field):
