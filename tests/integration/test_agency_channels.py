@@ -10,13 +10,22 @@ from typing import Any
 import httpx
 import pytest
 
+from devstack.kafka import KafkaBroker
 from devstack.stack import Stack
-from tests.support.agencies import BIRTH_AGENCY, behave, birth_registration, transfer_rows
+from gateway.v1 import agency_pb2
+from tests.support.agencies import (
+    BIRTH_AGENCY,
+    behave,
+    birth_registration,
+    inbox_records,
+    transfer_rows,
+)
 from tests.support.flows import agency_transfers, eventually, submit, wait_completed
 
 DISABILITY = "LT.XDKT-TCXH"
 KAFKA_AGENCY = "000.00.15.H22"
 GRPC_AGENCY = "000.00.12.H22"
+INBOX = "agency.000.00.15.H22.inbox"
 
 
 @pytest.fixture
@@ -46,7 +55,7 @@ def test_https_deliveries_are_signed_verified_and_acknowledged(
 
 
 def test_grpc_and_kafka_inbox_agencies_each_receive_the_dossier_once(
-    stack: Stack, database_url: str
+    stack: Stack, database_url: str, kafka: KafkaBroker
 ) -> None:
     body = {
         "procedure_code": DISABILITY,
@@ -69,6 +78,20 @@ def test_grpc_and_kafka_inbox_agencies_each_receive_the_dossier_once(
         )
     rows = asyncio.run(transfer_rows(database_url, code))
     assert all(row["acknowledged_at"] is not None for row in rows)
+
+    # The inbox record: a CloudEvent in binary mode keyed by the dossier code, carrying the
+    # dossier's trace.
+    [record] = asyncio.run(inbox_records(kafka.bootstrap_servers, INBOX, code))
+    headers = dict(record.headers)
+    assert headers["ce_id"].decode() == rows[0]["transfer_id"]
+    assert headers["ce_type"] == b"vn.gov.agency.transfer.v1"
+    assert headers["content-type"] == b"application/protobuf"
+    dossier_trace = rows[0]["trace"]["traceparent"].split("-")[1]
+    assert headers["traceparent"].decode().split("-")[1] == dossier_trace
+    transfer = agency_pb2.Transfer.FromString(record.value)
+    assert transfer.acknowledgement_url.endswith(
+        f"/v1/transfers/{transfer.transfer_id}/acknowledgement"
+    )
 
 
 def test_an_agency_that_never_acknowledges_is_escalated(agency: Stack, database_url: str) -> None:

@@ -78,3 +78,23 @@ async def events_of(
     finally:
         await consumer.stop()
     return found
+
+
+async def inbox_records(bootstrap: str, topic: str, dossier_code: str) -> list[Any]:
+    """The records for one dossier on an agency's Kafka inbox, read from the start."""
+    consumer = AIOKafkaConsumer(
+        topic,
+        bootstrap_servers=bootstrap,
+        auto_offset_reset="earliest",
+        group_id=f"test-{uuid.uuid4()}",
+    )
+    await consumer.start()
+    found: list[Any] = []
+    try:
+        async with asyncio.timeout(30):
+            while not found:
+                batch = await consumer.getmany(timeout_ms=500)
+                found += [r for rs in batch.values() for r in rs if r.key == dossier_code.encode()]
+    finally:
+        await consumer.stop()
+    return found
