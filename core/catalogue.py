@@ -124,6 +124,8 @@ def parse_catalogue(directory: Path = DEFAULT_DIR) -> Catalogue:
         if procedure.code in procedures:
             raise CatalogueError(f"procedure {procedure.code} is listed twice")
         procedures[procedure.code] = procedure
+    if not agencies or not procedures:
+        raise CatalogueError(f"{directory}: the catalogue needs agencies and procedures")
     catalogue = Catalogue(procedures=procedures, agencies=agencies)
     for procedure in procedures.values():
         check_procedure(procedure, catalogue)

@@ -160,6 +160,8 @@ class CatalogueStore:
 async def _write(
     session: AsyncSession, engine: AsyncEngine, parsed: Catalogue, version: int
 ) -> None:
+    """Upsert what the files hold. Agencies that left them stay: transfers already routed
+    to them are still delivered; procedures that left them are marked inactive."""
     agencies = [
         {
             "code": a.code,
