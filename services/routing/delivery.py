@@ -23,6 +23,7 @@ from typing import Any
 import aiohttp
 from opentelemetry import trace
 from opentelemetry.instrumentation.aiohttp_client import create_trace_config
+from prometheus_client import Counter
 from sqlalchemy import and_, or_, select
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
@@ -48,6 +49,11 @@ from services.routing.settings import RoutingSettings
 
 log = logging.getLogger(__name__)
 tracer = trace.get_tracer("gateway.routing")
+ATTEMPTS = Counter(
+    "gateway_transfer_attempts",
+    "Delivery attempts to agencies, by channel and what came of them",
+    ["channel", "outcome"],
+)
 
 # Pending, or delivered and still waiting for its acknowledgement (not yet escalated).
 CLAIMABLE = or_(
@@ -156,6 +162,7 @@ class DeliveryWorker:
             try:
                 agency = self._catalogue.agency(row.agency_code)
                 span.set_attribute("transfer.channel", agency.channel)
+                attempt.channel = agency.channel
                 attempt.sent = await channels[agency.channel].send(
                     agency, self._transfer(row, dossier)
                 )
@@ -185,6 +192,7 @@ class DeliveryWorker:
         now = datetime.now(UTC)
         async with self._sessions.begin() as session:
             for attempt in attempts:
+                ATTEMPTS.labels(attempt.channel, attempt.outcome).inc()
                 if attempt.escalate:
                     await self._escalate(session, attempt.row, now)
                 elif attempt.row.status == "delivered":
@@ -316,3 +324,12 @@ class Attempt:
     sent: Sent = field(default_factory=Sent)
     # No acknowledgement after the last re-delivery: escalate instead of sending again.
     escalate: bool = False
+    channel: str = "none"
+
+    @property
+    def outcome(self) -> str:
+        if self.escalate:
+            return "escalated"
+        if self.sent.error is None:
+            return "acknowledged" if self.sent.acknowledged else "delivered"
+        return "retryable" if self.sent.retryable else "refused"

@@ -23,6 +23,7 @@ from zoneinfo import ZoneInfo
 
 import aiohttp
 from google.protobuf.timestamp_pb2 import Timestamp
+from prometheus_client import Counter
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
@@ -35,6 +36,7 @@ from services.routing.models import portal_pushes
 from services.routing.settings import RoutingSettings
 
 log = logging.getLogger(__name__)
+PUSHES = Counter("gateway_portal_pushes", "Pushes to the national portal, by result", ["result"])
 _EARLIER = portal_pushes.alias("earlier")
 # A change waits while an earlier change of its dossier is still to be pushed: the portal
 # must never see "processing" arrive after "decided".
@@ -166,6 +168,7 @@ class PortalSync:
         async with self._sessions.begin() as session:
             for row, (error, retryable) in results:
                 number = row.attempts + 1
+                PUSHES.labels("sent" if error is None else "failed").inc()
                 values: dict[str, Any]
                 if error is None:
                     values = {"status": "sent", "sent_at": now, "last_error": None}

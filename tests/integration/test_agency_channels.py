@@ -52,6 +52,8 @@ def test_https_deliveries_are_signed_verified_and_acknowledged(
     assert row["acknowledged_at"] is not None
     assert row["redeliveries"] == 0
     assert row["escalated"] is False
+    metrics = httpx.get(f"{stack.url('routing')}/metrics/", timeout=5).text
+    assert 'gateway_transfer_attempts_total{channel="https",outcome="delivered"}' in metrics
 
 
 def test_grpc_and_kafka_inbox_agencies_each_receive_the_dossier_once(
