@@ -38,6 +38,7 @@ DOSSIERS_READ = "dossiers:read"
 TRANSFERS_REPORT = "transfers:report"
 DEAD_LETTERS_MANAGE = "dead-letters:manage"
 REPORTS_READ = "reports:read"
+CATALOGUE_MANAGE = "catalogue:manage"
 JOURNEYS_READ = "journeys:read"
 CITIZEN_DATA_READ = "citizen-data:read"
 SCOPES: Mapping[str, str] = {
@@ -45,7 +46,8 @@ SCOPES: Mapping[str, str] = {
     DOSSIERS_READ: "intake: read dossiers the agency receives or handles a step of",
     TRANSFERS_REPORT: "routing: report the outcome of a step the agency holds",
     DEAD_LETTERS_MANAGE: "routing: list and replay dead-lettered transfers (operators)",
-    REPORTS_READ: "routing: journey timelines, overdue agencies, monthly statistics",
+    REPORTS_READ: "routing: journey timelines, overdue agencies, monthly statistics, catalogue",
+    CATALOGUE_MANAGE: "routing: reload the procedure catalogue and agency registry (operators)",
     JOURNEYS_READ: "routing gRPC: RoutingService.GetJourney",
     CITIZEN_DATA_READ: "identity gRPC: consented reads of citizen data",
 }

@@ -12,7 +12,7 @@ from collections.abc import Sequence
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from sqlalchemy import Column, Table, select
+from sqlalchemy import Column, ColumnElement, Table, select
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
 from core.storage import supports_skip_locked
@@ -31,10 +31,15 @@ async def claim_due(
     lease_s: float,
     limit: int,
     claimed_status: str | None = None,
+    where: ColumnElement[bool] | None = None,
 ) -> list[Any]:
-    """Rows whose status is claimable and whose due time has come, with attempts counted."""
+    """Rows whose status is claimable and whose due time has come, with attempts counted.
+
+    `where` narrows the claimable rows further (say, delivered but not acknowledged)."""
     now = datetime.now(UTC)
     query = select(table).where(status.in_(claimable), due <= now).order_by(due).limit(limit)
+    if where is not None:
+        query = query.where(where)
     if supports_skip_locked(engine):
         query = query.with_for_update(skip_locked=True)
     async with sessions.begin() as session:

@@ -7,7 +7,7 @@ import sys
 
 from devstack._process import wait_for_signal
 from devstack.kafka import KafkaBroker
-from devstack.stack import HOST, REPO, Ports, Stack
+from devstack.stack import AGENCY_INBOX_TOPICS, HOST, REPO, Ports, Stack
 
 TOPIC = os.environ.get("DOSSIER_EVENTS_TOPIC", "dossier.events")
 PICK_JSON_FIELD = """python3 -c 'import json,sys; print(json.load(sys.stdin)[sys.argv[1]])'"""
@@ -17,6 +17,7 @@ def banner(stack: Stack, broker: KafkaBroker) -> str:
     p = stack.ports
     database = stack.database_url or f"SQLite files in {stack.var_dir}/"
     desk = stack.credentials.clients["motcua-h22"]
+    inboxes = ", ".join(AGENCY_INBOX_TOPICS)
     return f"""
 Dossier gateway is running.
   intake     {stack.url("intake")}   OpenAPI: {stack.url("intake")}/docs
@@ -27,6 +28,8 @@ Dossier gateway is running.
   database   {database}
   sandbox    agencies {stack.url("sandbox")}/agencies   SMTP {HOST}:{p.sandbox_smtp}
              mailbox {stack.url("sandbox")}/mail/messages
+             national portal {stack.url("sandbox")}/portal/dossiers
+             agency inboxes gRPC {HOST}:{p.sandbox_agency_grpc}, Kafka {inboxes}
   logs       {stack.var_dir}/log/
   tokens     {stack.url("identity")}/oauth2/token
              demo agency credentials in {stack.credentials.file}
@@ -58,7 +61,7 @@ def main() -> int:
     try:
         print("Starting Apache Kafka (KRaft, one node)...", flush=True)
         broker.start()
-        broker.create_topics([TOPIC, TOPIC + ".dlq"])
+        broker.create_topics([TOPIC, TOPIC + ".dlq", *AGENCY_INBOX_TOPICS])
         print("Starting the services and the sandbox...", flush=True)
         stack.start()
         print(banner(stack, broker), flush=True)

@@ -19,12 +19,15 @@ import grpc
 import httpx
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
+from core.signing import new_secret
 from devstack._process import free_ports, log_tail
 from devstack.credentials import DemoCredentials
 
 REPO = Path(__file__).resolve().parent.parent
 HOST = "127.0.0.1"
 SERVICES = ("sandbox", "identity", "routing", "notify", "intake")
+# Inbox topics of the demo agencies on the Kafka channel (catalogue/agencies.yaml).
+AGENCY_INBOX_TOPICS = ("agency.000.00.15.H22.inbox",)
 
 
 @dataclass(frozen=True)
@@ -65,6 +68,9 @@ class Stack:
             self._credentials = DemoCredentials.seed(self.var_dir / "credentials")
         return self._credentials
 
+    # Signing secret of the demo agencies, fresh for every stack: never written to disk.
+    agency_secret: str = field(default_factory=new_secret)
+
     def url(self, service: str) -> str:
         port = {
             "intake": self.ports.intake,
@@ -99,6 +105,9 @@ class Stack:
                 "GRPC_PORT": str(p.routing_grpc),
                 "PUBLIC_URL": self.url("routing"),
                 "DEMO_AGENCY_BASE_URL": self.url("sandbox"),
+                "DEMO_AGENCY_SECRET": self.agency_secret,
+                "DEMO_AGENCY_GRPC_TARGET": f"{HOST}:{p.sandbox_agency_grpc}",
+                "PORTAL_SYNC_URL": self.url("sandbox") + "/portal/dossiers",
             },
             "notify": {
                 "HTTP_PORT": str(p.notify),
@@ -118,6 +127,9 @@ class Stack:
                 "SANDBOX_AGENCY_GRPC_PORT": str(p.sandbox_agency_grpc),
                 "SANDBOX_AGENCY_TOKEN_URL": self.url("identity") + "/oauth2/token",
                 "SANDBOX_AGENCY_CLIENTS": self.credentials.sandbox_agencies(),
+                "SANDBOX_AGENCY_SECRET": self.agency_secret,
+                "SANDBOX_KAFKA_BOOTSTRAP_SERVERS": self.kafka_bootstrap,
+                "SANDBOX_AGENCY_INBOX_TOPICS": ",".join(AGENCY_INBOX_TOPICS),
             },
         }[service]
         return env

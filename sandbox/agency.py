@@ -1,23 +1,27 @@
 """Demo back-office of every receiving agency: takes dossier deliveries, reports steps done.
 
 One app plays all agency codes. It behaves like a well-mannered real agency system: it
-de-duplicates deliveries by transfer id and reports the outcome back to the gateway's
-callback URL, insisting until the gateway is reachable again. Tests steer its failures
-through the behaviour endpoint instead of patching anything.
+verifies the gateway's signature (Standard Webhooks, with the `standardwebhooks` library as
+any agency would), de-duplicates deliveries by transfer id, acknowledges receipt and reports
+the outcome back to the gateway's callback URLs, insisting until the gateway is reachable
+again. Transfers arrive over HTTPS here, over gRPC and Kafka in sandbox/agency_inbox.py.
+Tests steer its failures through the behaviour endpoint instead of patching anything.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
+from collections.abc import Coroutine, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Annotated, Any
 
 import aiohttp
-from fastapi import APIRouter, Header, Response
+from fastapi import APIRouter, Header, Request, Response
 from fastapi.responses import JSONResponse
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, Field, ValidationError
+from standardwebhooks.webhooks import Webhook, WebhookVerificationError
 
 from sandbox.agency_tokens import AgencyTokens, TokenRefused
 from sandbox.settings import SandboxSettings
@@ -53,12 +57,23 @@ class TransferIn(BaseModel):
     dossier: DossierIn
     step: StepIn = Field(default_factory=StepIn)
     outcome_url: str = Field(min_length=1)
+    acknowledgement_url: str = ""
 
 
 class BehaviourIn(BaseModel):
     fail_next: int = Field(default=0, ge=0)
     fail_status: int = Field(default=503, ge=400, le=599)
     delay_s: float | None = Field(default=None, ge=0)
+    # False: a silent agency that takes transfers but never acknowledges nor reports.
+    acknowledge: bool = True
+    # The next `hang_next` deliveries are answered 504 only after `hang_s`, untaken
+    # (the gateway's client times out first).
+    hang_next: int = Field(default=0, ge=0)
+    hang_s: float = Field(default=0.0, ge=0, le=60)
+
+
+class SignatureRefused(Exception):
+    """The transfer is unsigned, or signed with another key, or altered: answered 401."""
 
 
 @dataclass
@@ -69,6 +84,10 @@ class TransferRecord:
     first_received_at: str
     deliveries: int = 1
     reported_at: str | None = None
+    channel: str = "https"
+    # The signature was checked (the sandbox has the agencies' secret) and matched.
+    verified: bool = False
+    acknowledged_at: str | None = None
 
     def as_json(self) -> dict[str, Any]:
         return {
@@ -78,7 +97,18 @@ class TransferRecord:
             "first_received_at": self.first_received_at,
             "deliveries": self.deliveries,
             "reported_at": self.reported_at,
+            "channel": self.channel,
+            "verified": self.verified,
+            "acknowledged_at": self.acknowledged_at,
         }
+
+
+@dataclass(frozen=True)
+class Taken:
+    """How the office answered a delivery: failing on purpose, a duplicate, or accepted."""
+
+    status: str
+    fail_status: int = 0
 
 
 @dataclass
@@ -130,7 +160,31 @@ class AgencyOffice:
         await asyncio.gather(*tasks, return_exceptions=True)
         self._tasks.clear()
 
-    def receive(self, agency_code: str, transfer_id: str, body: TransferIn) -> JSONResponse:
+    def verify(self, body: bytes, headers: Mapping[str, str]) -> bool:
+        """True when the signature matches; False when the sandbox has no secret to check."""
+        if not self._settings.agency_secret:
+            return False
+        try:
+            Webhook(self._settings.agency_secret).verify(body, dict(headers), json_parse=False)
+        except (WebhookVerificationError, ValueError) as exc:
+            raise SignatureRefused(str(exc)) from None
+        return True
+
+    async def hung(self, agency_code: str) -> bool:
+        """Stuck on purpose: answers late, and without having taken the transfer."""
+        behaviour = self._agency(agency_code).behaviour
+        if behaviour.hang_next <= 0:
+            return False
+        behaviour.hang_next -= 1
+        await asyncio.sleep(behaviour.hang_s)
+        return True
+
+    def record_of(self, agency_code: str, transfer_id: str) -> TransferRecord | None:
+        return self._agency(agency_code).transfers.get(transfer_id)
+
+    def take(
+        self, agency_code: str, transfer_id: str, body: TransferIn, channel: str, verified: bool
+    ) -> Taken:
         agency = self._agency(agency_code)
         behaviour = agency.behaviour
         who = f"{agency_code}/{transfer_id}"
@@ -138,46 +192,74 @@ class AgencyOffice:
             behaviour.fail_next -= 1
             agency.rejected += 1
             log.info("transfer %s rejected with %d on request", who, behaviour.fail_status)
-            return JSONResponse(
-                status_code=behaviour.fail_status,
-                content={"detail": f"agency {agency_code} is failing on purpose"},
-            )
+            return Taken("failing", behaviour.fail_status)
         record = agency.transfers.get(transfer_id)
         if record is not None:
             record.deliveries += 1
             log.info("transfer %s is a duplicate (delivery %d)", who, record.deliveries)
-            return JSONResponse(status_code=200, content={"status": "duplicate"})
+            if behaviour.acknowledge and record.acknowledged_at is None:
+                self._spawn(who, self._acknowledge(who, record, body.acknowledgement_url))
+            return Taken("duplicate")
 
         record = TransferRecord(
             transfer_id=transfer_id,
             dossier_code=body.dossier.code,
             step_index=body.step.index,
             first_received_at=_now(),
+            channel=channel,
+            verified=verified,
         )
         agency.transfers[transfer_id] = record
+        log.info(
+            "transfer %s accepted over %s: dossier %s, step %d",
+            who,
+            channel,
+            body.dossier.code,
+            body.step.index,
+        )
+        if not behaviour.acknowledge:
+            return Taken("accepted")  # a silent agency: nobody picks the transfer up
         delay = self._settings.agency_delay_s if behaviour.delay_s is None else behaviour.delay_s
         note = f"Đã giải quyết xong bước {body.step.name}".rstrip()
-        task = asyncio.create_task(
-            self._report(who, record, body.outcome_url, note, delay), name=f"callback {who}"
-        )
+        self._spawn(who, self._work(who, record, body, note, delay))
+        return Taken("accepted")
+
+    def _spawn(self, who: str, work: Coroutine[Any, Any, None]) -> None:
+        task = asyncio.create_task(work, name=f"callback {who}")
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
-        log.info(
-            "transfer %s accepted: dossier %s, step %d", who, body.dossier.code, body.step.index
-        )
-        return JSONResponse(
-            status_code=202, content={"transfer_id": transfer_id, "status": "accepted"}
-        )
+
+    async def _work(
+        self, who: str, record: TransferRecord, body: TransferIn, note: str, delay: float
+    ) -> None:
+        await self._acknowledge(who, record, body.acknowledgement_url)
+        await self._report(who, record, body.outcome_url, note, delay)
+
+    async def _acknowledge(self, who: str, record: TransferRecord, url: str) -> None:
+        # Over gRPC the receipt was the acknowledgement: there is no URL to call.
+        if (
+            url
+            and record.acknowledged_at is None
+            and await self._call_back(who, "acknowledgement", url, {}, record.transfer_id)
+        ):
+            record.acknowledged_at = _now()
 
     async def _report(
         self, who: str, record: TransferRecord, url: str, note: str, delay: float
     ) -> None:
         await asyncio.sleep(delay)
+        payload = {"outcome": "done", "note": note}
+        if await self._call_back(who, "outcome", url, payload, record.transfer_id):
+            record.reported_at = _now()
+
+    async def _call_back(
+        self, who: str, what: str, url: str, payload: dict[str, Any], transfer_id: str
+    ) -> bool:
+        """POST to the gateway until it answers 2xx (True) or 4xx, or time runs out."""
         loop = asyncio.get_running_loop()
         deadline = loop.time() + self._settings.callback_timeout_s
-        payload = {"outcome": "done", "note": note}
         # The same key on every attempt lets the gateway drop a retry it already applied.
-        headers = {"Idempotency-Key": record.transfer_id}
+        headers = {"Idempotency-Key": transfer_id}
         agency_code = who.partition("/")[0]
         wait = FIRST_RETRY_S
         attempt = 0
@@ -195,27 +277,33 @@ class AgencyOffice:
                     status, text = response.status, (await response.text())[:200]
             except aiohttp.InvalidURL as exc:
                 log.error("transfer %s: cannot call back %s: %s", who, url, exc)
-                return
+                return False
             except (aiohttp.ClientError, TimeoutError, TokenRefused) as exc:
                 problem = f"{type(exc).__name__}: {exc}"
             else:
                 if 200 <= status < 300:
-                    record.reported_at = _now()
-                    log.info("transfer %s reported done (attempt %d)", who, attempt)
-                    return
+                    log.info("transfer %s: %s sent (attempt %d)", who, what, attempt)
+                    return True
                 if status == 401 and attempt == 1:
                     # Our cached token may predate a key rotation: one more try with a new one.
                     self._tokens.forget(agency_code)
                 elif status < 500:
-                    # A 4xx will not change by asking again; the gateway refused this outcome.
-                    log.warning("transfer %s: callback refused with %d %s", who, status, text)
-                    return
+                    # A 4xx will not change by asking again; the gateway refused this call.
+                    log.warning("transfer %s: %s refused with %d %s", who, what, status, text)
+                    return False
                 problem = f"HTTP {status}"
             if loop.time() + wait > deadline:
-                log.error("transfer %s: gave up after %d attempts: %s", who, attempt, problem)
-                return
+                log.error(
+                    "transfer %s: %s gave up after %d attempts: %s", who, what, attempt, problem
+                )
+                return False
             log.debug(
-                "transfer %s: attempt %d failed (%s), retry in %.1f s", who, attempt, problem, wait
+                "transfer %s: %s attempt %d failed (%s), retry in %.1f s",
+                who,
+                what,
+                attempt,
+                problem,
+                wait,
             )
             await asyncio.sleep(wait)
             wait = min(wait * 2, MAX_RETRY_S)
@@ -245,13 +333,43 @@ class AgencyOffice:
 def agency_router(office: AgencyOffice) -> APIRouter:
     router = APIRouter(prefix="/agencies", tags=["agencies"])
 
-    @router.post("/{agency_code}/transfers", status_code=202)
+    @router.post(
+        "/{agency_code}/transfers",
+        status_code=202,
+        openapi_extra={"requestBody": {"content": {"application/json": {}}, "required": True}},
+    )
     async def deliver(
         agency_code: str,
-        body: TransferIn,
+        request: Request,
         idempotency_key: Annotated[str | None, Header(alias="Idempotency-Key")] = None,
     ) -> JSONResponse:
-        return office.receive(agency_code, idempotency_key or body.transfer_id, body)
+        """A TransferIn, signed with the webhook-* headers when the sandbox has a secret."""
+        raw = await request.body()
+        try:
+            verified = office.verify(raw, request.headers)
+        except SignatureRefused as exc:
+            log.warning("transfer to %s refused: bad signature (%s)", agency_code, exc)
+            return JSONResponse(status_code=401, content={"detail": f"bad signature: {exc}"})
+        try:
+            body = TransferIn.model_validate_json(raw)
+        except ValidationError as exc:
+            return JSONResponse(status_code=422, content={"detail": exc.errors(include_url=False)})
+        if await office.hung(agency_code):
+            return JSONResponse(status_code=504, content={"detail": "the agency is stuck"})
+        taken = office.take(
+            agency_code, idempotency_key or body.transfer_id, body, "https", verified
+        )
+        if taken.status == "failing":
+            return JSONResponse(
+                status_code=taken.fail_status,
+                content={"detail": f"agency {agency_code} is failing on purpose"},
+            )
+        if taken.status == "duplicate":
+            return JSONResponse(status_code=200, content={"status": "duplicate"})
+        transfer_id = idempotency_key or body.transfer_id
+        return JSONResponse(
+            status_code=202, content={"transfer_id": transfer_id, "status": "accepted"}
+        )
 
     @router.get("/{agency_code}/transfers")
     async def list_transfers(agency_code: str) -> list[dict[str, Any]]:

@@ -9,7 +9,9 @@ from contextlib import asynccontextmanager
 from fastapi import FastAPI
 
 from sandbox.agency import AgencyOffice, agency_router
+from sandbox.agency_inbox import AgencyInboxServer, KafkaInbox
 from sandbox.mail import MailServer, MailStore, mail_router
+from sandbox.portal import PortalStore, portal_router
 from sandbox.settings import SandboxSettings
 from sandbox.sms import SmsStore, sms_router
 
@@ -19,13 +21,22 @@ def create_app(settings: SandboxSettings | None = None) -> FastAPI:
     office = AgencyOffice(settings)
     store = MailStore()
     mail_server = MailServer(store, settings.host, settings.smtp_port)
+    inbox_server = AgencyInboxServer(office)
+    topics = [t.strip() for t in settings.agency_inbox_topics.split(",") if t.strip()]
+    kafka_inbox = KafkaInbox(office, settings.kafka_bootstrap_servers, topics)
 
     @asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:
         await mail_server.start()
+        if settings.agency_grpc_port is not None:
+            await inbox_server.start(settings.host, settings.agency_grpc_port)
+        if settings.kafka_bootstrap_servers and topics:
+            kafka_inbox.start()
         try:
             yield
         finally:
+            await kafka_inbox.stop()
+            await inbox_server.stop()
             # Callbacks first: they may still be talking to a gateway that is going away too.
             await office.close()
             await mail_server.stop()
@@ -42,6 +53,8 @@ def create_app(settings: SandboxSettings | None = None) -> FastAPI:
     app.include_router(agency_router(office))
     app.include_router(mail_router(store))
     app.include_router(sms_router(SmsStore()))
+    app.include_router(portal_router(PortalStore()))
+    app.state.agency_inbox_server = inbox_server
 
     @app.get("/health/live", tags=["health"])
     async def live() -> dict[str, str]:

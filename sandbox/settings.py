@@ -22,3 +22,11 @@ class SandboxSettings(BaseSettings):
     # agency_clients maps an agency code to {"client_id": ..., "client_secret": ...} (JSON).
     agency_token_url: str = ""
     agency_clients: dict[str, dict[str, str]] = Field(default_factory=dict)
+    # Standard Webhooks secret the demo agencies verify transfers with; empty: not checked.
+    agency_secret: str = ""
+    # AgencyInbox gRPC server of the agencies on the grpc channel; None: not served.
+    agency_grpc_port: int | None = Field(default=None, ge=0, le=65535)
+    # Kafka inbox topics of the agencies on the kafka channel, comma-separated; consumed
+    # when kafka_bootstrap_servers is set.
+    kafka_bootstrap_servers: str = ""
+    agency_inbox_topics: str = "agency.000.00.15.H22.inbox"

@@ -4,6 +4,7 @@ PostgreSQL server, one OTLP receiver and one running stack of services, shared b
 from __future__ import annotations
 
 import os
+import shutil
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -12,7 +13,7 @@ import pytest
 from devstack.kafka import KafkaBroker
 from devstack.otlp_sink import SpanCollector
 from devstack.postgres import ensure_postgres
-from devstack.stack import Ports, Stack
+from devstack.stack import AGENCY_INBOX_TOPICS, REPO, Ports, Stack
 
 TOPIC = "dossier.events"
 
@@ -27,6 +28,7 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
 def kafka() -> Iterator[KafkaBroker]:
     with KafkaBroker() as broker:
         broker.create_topics([TOPIC, TOPIC + ".dlq"])
+        broker.create_topics(list(AGENCY_INBOX_TOPICS))
         yield broker
 
 
@@ -51,6 +53,8 @@ def stack(
     tmp_path_factory: pytest.TempPathFactory,
 ) -> Iterator[Stack]:
     var_dir: Path = tmp_path_factory.mktemp("stack")
+    # Routing reads a copy of the catalogue, which the reload test may change.
+    shutil.copytree(REPO / "catalogue", var_dir / "catalogue")
     running = Stack(
         kafka_bootstrap=kafka.bootstrap_servers,
         var_dir=var_dir,
@@ -69,6 +73,13 @@ def stack(
             # the restart test sees deadlines pass (tests/integration/test_lifecycle.py).
             "DEADLINE_OVERRIDE_S": "6",
             "DEADLINE_OVERRIDE_PROCEDURES": "HT.KS",
+            "CATALOGUE_DIR": str(var_dir / "catalogue"),
+            # Unacknowledged transfers go again after 5 s, escalated after 2 re-deliveries.
+            "DELIVERY_ACK_TIMEOUT_S": "5",
+            "DELIVERY_ACK_MAX_REDELIVERIES": "2",
+            "DELIVERY_TIMEOUT_S": "3",
+            "PORTAL_SYNC_BACKOFF_BASE_S": "0.2",
+            "PORTAL_SYNC_MAX_ATTEMPTS": "6",
         },
     )
     try:

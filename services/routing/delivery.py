@@ -1,9 +1,14 @@
 """Delivers transfers to agency systems: at least once, with retries, until dead-lettered.
 
 A transfer is claimed by pushing its next_attempt_at forward (a lease) in a short
-transaction; the HTTP call runs outside any transaction, so a slow agency holds no lock.
-If the worker dies mid-call the lease expires and the transfer is delivered again with
-the same transfer id, which the agency uses to de-duplicate.
+transaction; the call to the agency runs outside any transaction, so a slow agency holds no
+lock. If the worker dies mid-call the lease expires and the transfer is delivered again with
+the same transfer id, which the agency uses to de-duplicate. How a transfer travels (HTTPS,
+gRPC, Kafka inbox) is the agency's channel (services/routing/channels.py); the retry loop
+here is the same for all.
+
+Delivered is not received: until the agency acknowledges, the transfer is sent again every
+ack timeout, and escalated to operators after the last re-delivery (GET /v1/escalations).
 """
 
 from __future__ import annotations
@@ -11,30 +16,54 @@ from __future__ import annotations
 import asyncio
 import logging
 import random
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import aiohttp
-from google.protobuf.json_format import MessageToDict
 from opentelemetry import trace
 from opentelemetry.instrumentation.aiohttp_client import create_trace_config
-from sqlalchemy import select
+from prometheus_client import Counter
+from sqlalchemy import and_, or_, select
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
 from core.catalogue import Catalogue
 from core.events import new_event
+from core.kafka import EventProducer
 from core.leases import claim_due
 from core.outbox import Outbox
 from core.telemetry import context_from_carrier, current_carrier
 from core.wakeup import wait_for_work
-from gateway.v1 import dossier_pb2, events_pb2
+from gateway.v1 import agency_pb2, dossier_pb2, events_pb2
+from services.routing.channels import (
+    Channel,
+    GrpcChannel,
+    HttpsChannel,
+    KafkaChannel,
+    NotConfigured,
+    Sent,
+)
 from services.routing.journeys import SOURCE, JourneyService, delivery_key, timestamp
 from services.routing.models import journeys, transfers
 from services.routing.settings import RoutingSettings
 
 log = logging.getLogger(__name__)
 tracer = trace.get_tracer("gateway.routing")
+ATTEMPTS = Counter(
+    "gateway_transfer_attempts",
+    "Delivery attempts to agencies, by channel and what came of them",
+    ["channel", "outcome"],
+)
+
+# Pending, or delivered and still waiting for its acknowledgement (not yet escalated).
+CLAIMABLE = or_(
+    transfers.c.status == "pending",
+    and_(
+        transfers.c.status == "delivered",
+        transfers.c.acknowledged_at.is_(None),
+        transfers.c.escalated.is_(False),
+    ),
+)
 
 
 class DeliveryWorker:
@@ -46,12 +75,14 @@ class DeliveryWorker:
         outbox: Outbox,
         catalogue: Catalogue,
         journey_service: JourneyService,
+        producer: EventProducer,
     ) -> None:
         self._settings = settings
         self._engine = engine
         self._sessions = sessions
         self._outbox = outbox
         self._catalogue = catalogue
+        self._producer = producer
         self._wakeup = journey_service.transfers_waiting
 
     async def run(self) -> None:
@@ -60,16 +91,28 @@ class DeliveryWorker:
         async with aiohttp.ClientSession(
             timeout=timeout, trace_configs=[create_trace_config()]
         ) as client:
-            while True:
-                self._wakeup.clear()
-                claimed = await self._claim()
-                if claimed:
-                    attempts = await asyncio.gather(
-                        *(self._deliver(client, *item) for item in claimed)
-                    )
-                    await self._record(list(attempts))
-                    continue
-                await wait_for_work(self._wakeup, self._settings.delivery_poll_interval_s)
+            grpc_channel = GrpcChannel(self._settings.delivery_timeout_s)
+            channels: dict[str, Channel] = {
+                "https": HttpsChannel(client),
+                "grpc": grpc_channel,
+                "kafka": KafkaChannel(self._producer),
+            }
+            try:
+                await self._loop(channels)
+            finally:
+                await grpc_channel.close()
+
+    async def _loop(self, channels: dict[str, Channel]) -> None:
+        while True:
+            self._wakeup.clear()
+            claimed = await self._claim()
+            if claimed:
+                attempts = await asyncio.gather(
+                    *(self._deliver(channels, *item) for item in claimed)
+                )
+                await self._record(list(attempts))
+                continue
+            await wait_for_work(self._wakeup, self._settings.delivery_poll_interval_s)
 
     async def _claim(self) -> list[tuple[Any, bytes]]:
         rows = await claim_due(
@@ -78,11 +121,12 @@ class DeliveryWorker:
             transfers,
             key=transfers.c.transfer_id,
             status=transfers.c.status,
-            claimable=["pending"],
+            claimable=["pending", "delivered"],
             due=transfers.c.next_attempt_at,
             attempts=transfers.c.attempts,
             lease_s=self._settings.delivery_lease_s,
             limit=self._settings.delivery_batch_size,
+            where=CLAIMABLE,
         )
         if not rows:
             return []
@@ -94,67 +138,87 @@ class DeliveryWorker:
             dossiers = {code: blob for code, blob in found}
         return [(row, dossiers[row.dossier_code]) for row in rows]
 
-    async def _deliver(self, client: aiohttp.ClientSession, row: Any, dossier: bytes) -> Attempt:
-        agency = self._catalogue.agency(row.agency_code)
+    def _escalating(self, row: Any) -> bool:
+        return bool(
+            row.status == "delivered"
+            and row.redeliveries >= self._settings.delivery_ack_max_redeliveries
+        )
+
+    async def _deliver(self, channels: dict[str, Channel], row: Any, dossier: bytes) -> Attempt:
         number = row.attempts + 1
+        if self._escalating(row):
+            return Attempt(row=row, number=number, trace=row.trace, escalate=True)
         with tracer.start_as_current_span(
             "transfer deliver",
             context=context_from_carrier(row.trace),
             attributes={
                 "dossier.code": row.dossier_code,
-                "agency.code": agency.code,
+                "agency.code": row.agency_code,
                 "transfer.id": row.transfer_id,
                 "transfer.attempt": number,
             },
-        ):
+        ) as span:
             attempt = Attempt(row=row, number=number, trace=current_carrier())
             try:
-                async with client.post(
-                    agency.url,
-                    json=self._payload(row, dossier),
-                    headers={"Idempotency-Key": delivery_key(row.transfer_id, row.round)},
-                ) as response:
-                    await response.read()
-            except (aiohttp.ClientError, TimeoutError) as exc:
-                attempt.error = f"{type(exc).__name__}: {exc}"
-                return attempt
-            if not 200 <= response.status < 300:
-                attempt.error = f"HTTP {response.status}"
-                attempt.retryable = response.status == 429 or response.status >= 500
+                agency = self._catalogue.agency(row.agency_code)
+                span.set_attribute("transfer.channel", agency.channel)
+                attempt.channel = agency.channel
+                attempt.sent = await channels[agency.channel].send(
+                    agency, self._transfer(row, dossier)
+                )
+            except KeyError:
+                attempt.sent = Sent(f"agency {row.agency_code} is not in the catalogue", False)
+            except NotConfigured as exc:
+                attempt.sent = Sent(str(exc), retryable=False)
             return attempt
 
-    def _payload(self, row: Any, blob: bytes) -> dict[str, Any]:
-        dossier = dossier_pb2.Dossier()
-        dossier.ParseFromString(blob)
-        return {
-            "transfer_id": row.transfer_id,
-            "dossier": MessageToDict(dossier, preserving_proto_field_name=True),
-            "step": {
-                "index": row.step_index,
-                "name": row.step_name,
-                "agency_code": row.agency_code,
-                "due_at": row.due_at.isoformat(),
-            },
-            "outcome_url": f"{self._settings.public_url}/v1/transfers/{row.transfer_id}/outcome",
-        }
+    def _transfer(self, row: Any, blob: bytes) -> agency_pb2.Transfer:
+        url = f"{self._settings.public_url}/v1/transfers/{row.transfer_id}"
+        return agency_pb2.Transfer(
+            transfer_id=row.transfer_id,
+            dossier=dossier_pb2.Dossier.FromString(blob),
+            step=agency_pb2.TransferStep(
+                index=row.step_index,
+                name=row.step_name,
+                agency_code=row.agency_code,
+                due_at=timestamp(row.due_at),
+            ),
+            outcome_url=f"{url}/outcome",
+            acknowledgement_url=f"{url}/acknowledgement",
+            delivery_id=delivery_key(row.transfer_id, row.round),
+        )
 
     async def _record(self, attempts: list[Attempt]) -> None:
         """Every attempt of a batch in one transaction: one commit, not one per transfer."""
         now = datetime.now(UTC)
         async with self._sessions.begin() as session:
             for attempt in attempts:
-                if attempt.error is None:
+                ATTEMPTS.labels(attempt.channel, attempt.outcome).inc()
+                if attempt.escalate:
+                    await self._escalate(session, attempt.row, now)
+                elif attempt.row.status == "delivered":
+                    await self._redelivered(session, attempt, now)
+                elif attempt.sent.error is None:
                     await self._delivered(session, attempt, now)
                 else:
                     await self._failed(session, attempt, now)
 
     async def _delivered(self, session: AsyncSession, attempt: Attempt, now: datetime) -> None:
         row = attempt.row
+        values: dict[str, Any] = {
+            "status": "delivered",
+            "delivered_at": now,
+            "last_error": None,
+            # Unacknowledged by then, it is sent again.
+            "next_attempt_at": now + timedelta(seconds=self._settings.delivery_ack_timeout_s),
+        }
+        if attempt.sent.acknowledged:
+            values["acknowledged_at"] = now
         # The agency may already have reported the step done: then there is nothing to do.
         result = await session.execute(
             transfers.update()
             .where(transfers.c.transfer_id == row.transfer_id, transfers.c.status == "pending")
-            .values(status="delivered", delivered_at=now, last_error=None)
+            .values(values)
         )
         if result.rowcount:  # type: ignore[attr-defined]
             delivered = events_pb2.DossierDelivered(
@@ -168,15 +232,55 @@ class DeliveryWorker:
             event = new_event(delivered, source=SOURCE, dossier_code=row.dossier_code)
             await self._outbox.put(session, event, trace=attempt.trace)
 
+    async def _redelivered(self, session: AsyncSession, attempt: Attempt, now: datetime) -> None:
+        """A re-delivery for want of an acknowledgement; a failed one counts all the same."""
+        row, sent = attempt.row, attempt.sent
+        log.warning(
+            "transfer %s to %s not acknowledged; re-delivered (%d)%s",
+            row.transfer_id,
+            row.agency_code,
+            row.redeliveries + 1,
+            f": {sent.error}" if sent.error else "",
+        )
+        values: dict[str, Any] = {
+            "redeliveries": transfers.c.redeliveries + 1,
+            "last_error": sent.error,
+            "next_attempt_at": now + timedelta(seconds=self._settings.delivery_ack_timeout_s),
+        }
+        if sent.acknowledged:
+            values["acknowledged_at"] = now
+        await session.execute(
+            transfers.update()
+            .where(transfers.c.transfer_id == row.transfer_id, transfers.c.status == "delivered")
+            .values(values)
+        )
+
+    async def _escalate(self, session: AsyncSession, row: Any, now: datetime) -> None:
+        log.error(
+            "transfer %s to %s escalated: no acknowledgement after %d re-deliveries",
+            row.transfer_id,
+            row.agency_code,
+            row.redeliveries,
+        )
+        await session.execute(
+            transfers.update()
+            .where(
+                transfers.c.transfer_id == row.transfer_id,
+                transfers.c.status == "delivered",
+                transfers.c.acknowledged_at.is_(None),
+            )
+            .values(escalated=True, escalated_at=now)
+        )
+
     async def _failed(self, session: AsyncSession, attempt: Attempt, now: datetime) -> None:
-        settings, row = self._settings, attempt.row
-        give_up = not attempt.retryable or attempt.number >= settings.delivery_max_attempts
+        settings, row, sent = self._settings, attempt.row, attempt.sent
+        give_up = not sent.retryable or attempt.number >= settings.delivery_max_attempts
         log.warning(
             "delivery of %s to %s failed (attempt %d): %s%s",
             row.transfer_id,
             row.agency_code,
             attempt.number,
-            attempt.error,
+            sent.error,
             "; dead-lettered" if give_up else "",
         )
         backoff = min(
@@ -185,16 +289,30 @@ class DeliveryWorker:
         )
         # Full jitter keeps many failing transfers from retrying in lockstep.
         next_attempt = now + timedelta(seconds=random.uniform(0, backoff))
-        await session.execute(
+        result = await session.execute(
             transfers.update()
             .where(transfers.c.transfer_id == row.transfer_id, transfers.c.status == "pending")
             .values(
                 status="dead_lettered" if give_up else "pending",
                 next_attempt_at=next_attempt,
-                last_error=attempt.error,
+                last_error=sent.error,
                 dead_lettered_at=now if give_up else None,
             )
         )
+        if give_up and result.rowcount:  # type: ignore[attr-defined]
+            # On the dossier's own topic, in this transaction: ordered after its other events
+            # and seen by any consumer (operators' dashboards, notify), never lost.
+            dead = events_pb2.TransferDeadLettered(
+                dossier_code=row.dossier_code,
+                step_index=row.step_index,
+                agency_code=row.agency_code,
+                transfer_id=row.transfer_id,
+                attempts=attempt.number,
+                reason=sent.error or "",
+                dead_lettered_at=timestamp(now),
+            )
+            event = new_event(dead, source=SOURCE, dossier_code=row.dossier_code)
+            await self._outbox.put(session, event, trace=attempt.trace)
 
 
 @dataclass
@@ -204,5 +322,15 @@ class Attempt:
     row: Any
     number: int
     trace: dict[str, str]
-    error: str | None = None
-    retryable: bool = True
+    sent: Sent = field(default_factory=Sent)
+    # No acknowledgement after the last re-delivery: escalate instead of sending again.
+    escalate: bool = False
+    channel: str = "none"
+
+    @property
+    def outcome(self) -> str:
+        if self.escalate:
+            return "escalated"
+        if self.sent.error is None:
+            return "acknowledged" if self.sent.acknowledged else "delivered"
+        return "retryable" if self.sent.retryable else "refused"

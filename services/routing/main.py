@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from pathlib import Path
 
@@ -11,20 +11,28 @@ from fastapi import Depends, FastAPI
 from core.auth import JOURNEYS_READ, REPORTS_READ, require_scope, token_verifier
 from core.auth_grpc import AuthInterceptor
 from core.calendar import WorkingCalendar
-from core.catalogue import load_catalogue
 from core.clock import SystemClock
 from core.consumer import EventConsumer
 from core.grpc import GrpcServer
 from core.http import create_app, database_ready
 from core.outbox import Outbox
-from core.runtime import Runtime
+from core.runtime import Runtime, Worker
 from gateway.v1 import routing_pb2, routing_pb2_grpc
-from services.routing import dead_letters, models, statistics, timeline
+from services.routing import (
+    acknowledgements,
+    catalogue_store,
+    dead_letters,
+    models,
+    statistics,
+    timeline,
+)
 from services.routing.api import router
+from services.routing.catalogue_store import CatalogueStore
 from services.routing.deadlines import DeadlineScheduler
 from services.routing.delivery import DeliveryWorker
 from services.routing.grpc_api import RoutingServicer
 from services.routing.journeys import JourneyService
+from services.routing.portal import PortalSync
 from services.routing.settings import RoutingSettings
 
 MIGRATIONS = Path(__file__).resolve().parent / "migrations"
@@ -40,7 +48,18 @@ def build_app(settings: RoutingSettings | None = None) -> FastAPI:
         migrations=MIGRATIONS,
         outbox=outbox,
     )
-    catalogue = load_catalogue(variables={"DEMO_AGENCY_BASE_URL": settings.demo_agency_base_url})
+    store = CatalogueStore(
+        runtime.engine,
+        runtime.sessions,
+        settings.catalogue_dir,
+        {
+            "DEMO_AGENCY_BASE_URL": settings.demo_agency_base_url,
+            "DEMO_AGENCY_GRPC_TARGET": settings.demo_agency_grpc_target,
+        },
+        settings.catalogue_refresh_s,
+    )
+    store.check_files()
+    catalogue = store.catalogue
     calendar = WorkingCalendar(
         settings.calendar_extra_days_off, settings.calendar_extra_working_days
     )
@@ -77,11 +96,23 @@ def build_app(settings: RoutingSettings | None = None) -> FastAPI:
         producer=runtime.producer,
     )
     delivery = DeliveryWorker(
-        settings, runtime.engine, runtime.sessions, outbox, catalogue, journeys
+        settings, runtime.engine, runtime.sessions, outbox, catalogue, journeys, runtime.producer
     )
-    runtime.add_worker("dossier-consumer", consumer.run)
-    runtime.add_worker("delivery", delivery.run)
-    runtime.add_worker("deadlines", deadlines.run)
+    portal = PortalSync(settings, runtime.engine, runtime.sessions)
+    portal_consumer = EventConsumer(
+        settings,
+        group_id="portal-sync",
+        event_types={"vn.gov.dossier.status_changed.v1"},
+        handle=portal.take_in,
+        producer=runtime.producer,
+    )
+    runtime.add_worker("catalogue", store.run)
+    # Nothing is routed, delivered or timed before the catalogue is loaded from the database.
+    runtime.add_worker("dossier-consumer", after(store, consumer.run))
+    runtime.add_worker("delivery", after(store, delivery.run))
+    runtime.add_worker("deadlines", after(store, deadlines.run))
+    runtime.add_worker("portal-consumer", portal_consumer.run)
+    runtime.add_worker("portal-sync", portal.run)
     servicer = RoutingServicer(runtime.sessions, catalogue)
     verification = token_verifier(settings)
     service_name = routing_pb2.DESCRIPTOR.services_by_name["RoutingService"].full_name
@@ -111,9 +142,21 @@ def build_app(settings: RoutingSettings | None = None) -> FastAPI:
     )
     app.state.journeys = journeys
     app.state.token_verifier = verification.verifier
-    app.include_router(router, dependencies=[Depends(database_ready)])
-    app.include_router(dead_letters.router, dependencies=[Depends(database_ready)])
-    reports = [Depends(require_scope(REPORTS_READ)), Depends(database_ready)]
+    app.state.catalogue_store = store
+    ready = [Depends(database_ready)]
+    app.include_router(router, dependencies=ready)
+    app.include_router(dead_letters.router, dependencies=ready)
+    app.include_router(acknowledgements.router, dependencies=ready)
+    app.include_router(catalogue_store.router, dependencies=ready)
+    reports = [Depends(require_scope(REPORTS_READ)), *ready]
     app.include_router(timeline.router, dependencies=reports)
     app.include_router(statistics.router, dependencies=reports)
     return app
+
+
+def after(store: CatalogueStore, worker: Callable[[], Awaitable[None]]) -> Worker:
+    async def run() -> None:
+        await store.ready.wait()
+        await worker()
+
+    return run

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from sqlalchemy import (
     JSON,
+    Boolean,
     Column,
     Float,
     Index,
@@ -80,7 +81,6 @@ transfers = Table(
     Column("delivered_at", UtcDateTime()),
     Column("completed_at", UtcDateTime()),
     Column("due_at", UtcDateTime(), nullable=False),
-    Column("acknowledged_at", UtcDateTime()),
     # Supplement rounds: each one re-delivers the dossier under a new idempotency key.
     Column("round", Integer, nullable=False, server_default="0"),
     # Wall-clock seconds this step waited for the citizen's supplements.
@@ -95,6 +95,81 @@ transfers = Table(
     Column("outcome", JSON),
     UniqueConstraint("dossier_code", "step_index"),
     Index("ix_routing_transfer_due", "status", "next_attempt_at"),
+    # The agency confirmed it has the dossier (a 2xx from its endpoint is only transport).
+    Column("acknowledged_at", UtcDateTime()),
+    # Deliveries sent again because no acknowledgement came within the ack timeout.
+    Column("redeliveries", Integer, nullable=False, default=0),
+    # Still unacknowledged after the last re-delivery: an operator must call the agency.
+    Column("escalated", Boolean, nullable=False, default=False),
+    Column("escalated_at", UtcDateTime()),
+)
+
+# The catalogue as loaded from catalogue/*.yaml: one row says which version is current.
+catalogue_versions = Table(
+    "routing_catalogue",
+    metadata,
+    Column("id", Integer, primary_key=True),
+    Column("version", Integer, nullable=False),
+    # SHA-256 of the files: loading the same files again changes nothing.
+    Column("sha256", String(64), nullable=False),
+    Column("loaded_at", UtcDateTime(), nullable=False),
+)
+
+# ${VARIABLES} (endpoints, secret references) are stored as written, never resolved.
+catalogue_agencies = Table(
+    "routing_agency",
+    metadata,
+    Column("code", String(20), primary_key=True),
+    Column("name", String(300), nullable=False),
+    Column("xroad", String(200), nullable=False),
+    Column("channel", String(10), nullable=False),
+    Column("target", String(500), nullable=False),
+    Column("secret_ref", String(200), nullable=False),
+    Column("version", Integer, nullable=False),
+)
+
+catalogue_procedures = Table(
+    "routing_procedure",
+    metadata,
+    Column("code", String(40), primary_key=True),
+    Column("name", String(500), nullable=False),
+    Column("receiving_agency", String(20), nullable=False),
+    Column("total_days", Integer, nullable=False),
+    Column("required_fields", JSON, nullable=False),
+    # A procedure that left the files stays, inactive, for the dossiers still under way.
+    Column("active", Boolean, nullable=False),
+    Column("version", Integer, nullable=False),
+)
+
+catalogue_steps = Table(
+    "routing_procedure_step",
+    metadata,
+    Column("procedure_code", String(40), primary_key=True),
+    Column("step_index", Integer, primary_key=True),
+    Column("stage", Integer, nullable=False),
+    Column("name", String(300), nullable=False),
+    Column("agency_code", String(20), nullable=False),
+    Column("days", Integer, nullable=False),
+)
+
+# Each national status change of a dossier, pushed to the national portal until it answers.
+portal_pushes = Table(
+    "routing_portal_push",
+    metadata,
+    # Stable per dossier and status change: sent as Idempotency-Key; the portal de-duplicates.
+    Column("push_key", String(36), primary_key=True),
+    Column("dossier_code", String(40), nullable=False, index=True),
+    Column("payload", JSON, nullable=False),
+    # When the status changed: a dossier's changes are pushed in this order.
+    Column("changed_at", UtcDateTime(), nullable=False),
+    # pending -> sent, or pending -> dead_lettered
+    Column("status", String(20), nullable=False),
+    Column("attempts", Integer, nullable=False, default=0),
+    Column("next_attempt_at", UtcDateTime(), nullable=False),
+    Column("last_error", Text),
+    Column("created_at", UtcDateTime(), nullable=False),
+    Column("sent_at", UtcDateTime()),
+    Index("ix_routing_portal_push_due", "status", "next_attempt_at"),
 )
 
 # Every transition of a dossier with its national status code: the timeline's history.

@@ -1,5 +1,8 @@
 from __future__ import annotations
 
+from pathlib import Path
+
+from core.catalogue import DEFAULT_DIR
 from core.settings import ServiceSettings
 
 
@@ -30,3 +33,23 @@ class RoutingSettings(ServiceSettings):
     # steps are due this many seconds after routing takes them in, not in working days.
     deadline_override_s: float = 0.0
     deadline_override_procedures: str = ""
+    # Where catalogue/*.yaml are read from at start and on POST /v1/catalogue/reload.
+    catalogue_dir: Path = DEFAULT_DIR
+    # How often a replica looks for a catalogue version loaded by another one.
+    catalogue_refresh_s: float = 30.0
+    # Fills ${DEMO_AGENCY_GRPC_TARGET}: the sandbox's AgencyInbox gRPC server.
+    demo_agency_grpc_target: str = "127.0.0.1:50054"
+    # A delivered transfer is sent again when unacknowledged this long after delivery...
+    delivery_ack_timeout_s: float = 300.0
+    # ...and escalated to operators after this many re-deliveries without acknowledgement.
+    delivery_ack_max_redeliveries: int = 3
+
+    # The national portal's dossier sync endpoint; empty: status changes are kept, not sent.
+    portal_sync_url: str = ""
+    portal_sync_timeout_s: float = 10.0
+    portal_sync_max_attempts: int = 10
+    portal_sync_backoff_base_s: float = 1.0
+    portal_sync_backoff_max_s: float = 600.0
+    portal_sync_lease_s: float = 30.0
+    portal_sync_batch_size: int = 100
+    portal_sync_poll_interval_s: float = 1.0

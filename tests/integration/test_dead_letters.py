@@ -59,10 +59,10 @@ async def test_poison_record_is_dead_lettered_and_consumers_go_on(
     finally:
         await producer.stop()
 
-    # routing and notify each report the first; both report the second.
-    letters = await dead_letters_for(kafka, key, expected=4)
+    # routing and notify each report the first; they and routing's portal sync the second.
+    letters = await dead_letters_for(kafka, key, expected=5)
     groups = sorted(h["dlq_consumer_group"] for h in letters)
-    assert groups == [b"notify", b"notify", b"routing", b"routing"]
+    assert groups == [b"notify", b"notify", b"portal-sync", b"routing", b"routing"]
     assert all(h["dlq_source_topic"] == TOPIC.encode() and h["dlq_reason"] for h in letters)
     assert any(b"not a valid DossierSubmitted" in h["dlq_reason"] for h in letters)
 

@@ -151,6 +151,9 @@ async def test_fail_next_rejects_without_recording(
         "fail_next": 2,
         "fail_status": 500,
         "delay_s": None,
+        "acknowledge": True,
+        "hang_next": 0,
+        "hang_s": 0.0,
     }
 
     statuses = [(await deliver(client, transfer("tr-2", base))).status_code for _ in range(3)]

@@ -1,8 +1,8 @@
 """initial schema
 
-Revision ID: 0ec497c5263a
+Revision ID: 2c81c8eacc51
 Revises:
-Created: 2026-11-22 04:56:51.713417
+Created: 2026-11-22 05:00:26.576604
 """
 
 from collections.abc import Sequence
@@ -10,7 +10,7 @@ from collections.abc import Sequence
 import sqlalchemy as sa
 from alembic import op
 
-revision: str = "0ec497c5263a"
+revision: str = "2c81c8eacc51"
 down_revision: str | None = None
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None

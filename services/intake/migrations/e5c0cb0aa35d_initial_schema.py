@@ -1,8 +1,8 @@
 """initial schema
 
-Revision ID: 84c1aeaa88e3
+Revision ID: e5c0cb0aa35d
 Revises:
-Created: 2026-11-22 04:56:48.855084
+Created: 2026-11-22 05:00:24.671993
 """
 
 from collections.abc import Sequence
@@ -10,7 +10,7 @@ from collections.abc import Sequence
 import sqlalchemy as sa
 from alembic import op
 
-revision: str = "84c1aeaa88e3"
+revision: str = "e5c0cb0aa35d"
 down_revision: str | None = None
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None

@@ -1,13 +1,13 @@
 """initial schema
 
-Revision ID: f44fe0ac48f7
+Revision ID: 0857cc1b3c25
 Revises:
-Created: 2026-11-22 04:56:53.185950
+Created: 2026-11-22 05:00:27.468638
 """
 
 from collections.abc import Sequence
 
-revision: str = "f44fe0ac48f7"
+revision: str = "0857cc1b3c25"
 down_revision: str | None = None
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None

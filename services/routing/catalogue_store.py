@@ -1,0 +1,343 @@
+"""The procedure catalogue and agency registry as routing's data.
+
+At start (and on POST /v1/catalogue/reload) the files in catalogue/ are validated and
+written into routing's tables in one transaction, under a version number; the SHA-256 of
+the files makes loading unchanged files a no-op. Journeys and delivery read an in-memory
+Catalogue built from those rows, swapped whole when the version changes, so every replica
+follows a change of the files within one refresh interval, without a code change.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Depends, Request
+from pydantic import BaseModel
+from sqlalchemy import select
+from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
+
+from core.auth import CATALOGUE_MANAGE, REPORTS_READ, require_scope
+from core.catalogue import (
+    Agency,
+    Catalogue,
+    CatalogueError,
+    Procedure,
+    Step,
+    catalogue_digest,
+    parse_catalogue,
+)
+from core.problems import PROBLEM_RESPONSES, Problem
+from core.storage import upsert
+from services.routing.models import (
+    catalogue_agencies,
+    catalogue_procedures,
+    catalogue_steps,
+    catalogue_versions,
+)
+
+log = logging.getLogger(__name__)
+
+
+class LiveCatalogue(Catalogue):
+    """The catalogue as last loaded from the database; readers always see one whole version."""
+
+    def __init__(self) -> None:
+        self._swap(Catalogue(procedures={}, agencies={}))
+
+    def _swap(self, current: Catalogue) -> None:
+        object.__setattr__(self, "_current", current)
+
+    @property
+    def procedures(self) -> Mapping[str, Procedure]:
+        current: Catalogue = object.__getattribute__(self, "_current")
+        return current.procedures
+
+    @property
+    def agencies(self) -> Mapping[str, Agency]:
+        current: Catalogue = object.__getattribute__(self, "_current")
+        return current.agencies
+
+
+@dataclass(frozen=True)
+class Loaded:
+    version: int
+    sha256: str
+    changed: bool
+
+
+class CatalogueStore:
+    def __init__(
+        self,
+        engine: AsyncEngine,
+        sessions: async_sessionmaker[AsyncSession],
+        directory: Path,
+        variables: Mapping[str, str],
+        refresh_interval_s: float,
+    ) -> None:
+        self._engine = engine
+        self._sessions = sessions
+        self._directory = directory
+        self._env = {**os.environ, **variables}
+        self._refresh_interval_s = refresh_interval_s
+        self.catalogue = LiveCatalogue()
+        self.version = 0
+        # Workers that need the catalogue (consumer, delivery) wait for the first load.
+        self.ready = asyncio.Event()
+
+    def check_files(self) -> None:
+        """Fail fast at start on files that cannot be loaded, with the reason."""
+        parse_catalogue(self._directory)
+
+    async def run(self) -> None:
+        """Worker: load the files, then follow the version other replicas may load."""
+        await self.load_files()
+        while True:
+            await asyncio.sleep(self._refresh_interval_s)
+            async with self._sessions() as session:
+                version = await session.scalar(select(catalogue_versions.c.version))
+            if version != self.version:
+                await self.refresh()
+
+    async def load_files(self) -> Loaded:
+        parsed = parse_catalogue(self._directory)
+        sha256 = catalogue_digest(self._directory)
+        now = datetime.now(UTC)
+        async with self._sessions.begin() as session:
+            # One row, locked: two replicas starting together load one after the other.
+            await session.execute(
+                upsert(self._engine, catalogue_versions)
+                .values(id=1, version=0, sha256="", loaded_at=now)
+                .on_conflict_do_nothing(index_elements=["id"])
+            )
+            current = (
+                await session.execute(
+                    select(catalogue_versions).where(catalogue_versions.c.id == 1).with_for_update()
+                )
+            ).one()
+            changed = current.sha256 != sha256
+            version = current.version + 1 if changed else current.version
+            if changed:
+                await _write(session, self._engine, parsed, version)
+                await session.execute(
+                    catalogue_versions.update()
+                    .where(catalogue_versions.c.id == 1)
+                    .values(version=version, sha256=sha256, loaded_at=now)
+                )
+        log.info(
+            "catalogue %s: version %d (%s)", "loaded" if changed else "unchanged", version, sha256
+        )
+        await self.refresh()
+        return Loaded(version=version, sha256=sha256, changed=changed)
+
+    async def refresh(self) -> None:
+        """Rebuild the in-memory catalogue from the tables and swap it in."""
+        async with self._sessions() as session:
+            version = await session.scalar(select(catalogue_versions.c.version)) or 0
+            agencies = (await session.execute(select(catalogue_agencies))).all()
+            procedures = (await session.execute(select(catalogue_procedures))).all()
+            steps = (
+                await session.execute(
+                    select(catalogue_steps).order_by(
+                        catalogue_steps.c.procedure_code, catalogue_steps.c.step_index
+                    )
+                )
+            ).all()
+        built = _build(agencies, procedures, steps).resolved(self._env)
+        for agency in built.agencies.values():
+            if not agency.secret:
+                log.warning("agency %s has no signing secret configured", agency.code)
+        self.catalogue._swap(built)
+        self.version = version
+        self.ready.set()
+
+
+async def _write(
+    session: AsyncSession, engine: AsyncEngine, parsed: Catalogue, version: int
+) -> None:
+    """Upsert what the files hold. Agencies that left them stay: transfers already routed
+    to them are still delivered; procedures that left them are marked inactive."""
+    agencies = [
+        {
+            "code": a.code,
+            "name": a.name,
+            "xroad": a.xroad,
+            "channel": a.channel,
+            "target": a.target,
+            "secret_ref": a.secret,
+            "version": version,
+        }
+        for a in parsed.agencies.values()
+    ]
+    insert = upsert(engine, catalogue_agencies)
+    await session.execute(
+        insert.on_conflict_do_update(
+            index_elements=["code"],
+            set_={k: insert.excluded[k] for k in agencies[0] if k != "code"},
+        ),
+        agencies,
+    )
+    procedures = [
+        {
+            "code": p.code,
+            "name": p.name,
+            "receiving_agency": p.receiving_agency,
+            "total_days": p.total_days,
+            "required_fields": list(p.required_fields),
+            "active": True,
+            "version": version,
+        }
+        for p in parsed.procedures.values()
+    ]
+    insert = upsert(engine, catalogue_procedures)
+    await session.execute(
+        insert.on_conflict_do_update(
+            index_elements=["code"],
+            set_={k: insert.excluded[k] for k in procedures[0] if k != "code"},
+        ),
+        procedures,
+    )
+    # Procedures gone from the files stay for the dossiers under way, but take no new ones.
+    await session.execute(
+        catalogue_procedures.update()
+        .where(catalogue_procedures.c.version != version)
+        .values(active=False)
+    )
+    codes = list(parsed.procedures)
+    await session.execute(
+        catalogue_steps.delete().where(catalogue_steps.c.procedure_code.in_(codes))
+    )
+    await session.execute(
+        catalogue_steps.insert(),
+        [
+            {
+                "procedure_code": p.code,
+                "step_index": s.index,
+                "stage": s.stage,
+                "name": s.name,
+                "agency_code": s.agency_code,
+                "days": s.days,
+            }
+            for p in parsed.procedures.values()
+            for s in p.steps
+        ],
+    )
+
+
+def _build(agencies: Sequence[Any], procedures: Sequence[Any], steps: Sequence[Any]) -> Catalogue:
+    by_procedure: dict[str, list[Step]] = {}
+    for row in steps:
+        by_procedure.setdefault(row.procedure_code, []).append(
+            Step(
+                index=row.step_index,
+                stage=row.stage,
+                name=row.name,
+                agency_code=row.agency_code,
+                days=row.days,
+            )
+        )
+    return Catalogue(
+        agencies={
+            row.code: Agency(
+                code=row.code,
+                name=row.name,
+                xroad=row.xroad,
+                channel=row.channel,
+                url=row.target if row.channel == "https" else "",
+                target=row.target,
+                secret=row.secret_ref,
+            )
+            for row in agencies
+        },
+        procedures={
+            row.code: Procedure(
+                code=row.code,
+                name=row.name,
+                receiving_agency=row.receiving_agency,
+                total_days=row.total_days,
+                required_fields=tuple(row.required_fields),
+                steps=tuple(by_procedure.get(row.code, ())),
+                active=row.active,
+            )
+            for row in procedures
+        },
+    )
+
+
+router = APIRouter(prefix="/v1/catalogue", tags=["operators"])
+
+
+class CatalogueOut(BaseModel):
+    version: int
+    sha256: str | None = None
+    changed: bool | None = None
+    procedures: dict[str, dict[str, Any]]
+    agencies: dict[str, dict[str, str]]
+
+
+def _store(request: Request) -> CatalogueStore:
+    value: CatalogueStore = request.app.state.catalogue_store
+    return value
+
+
+Store = Annotated[CatalogueStore, Depends(_store)]
+
+
+def _out(store: CatalogueStore, loaded: Loaded | None = None) -> CatalogueOut:
+    catalogue = store.catalogue
+    return CatalogueOut(
+        version=store.version,
+        sha256=loaded.sha256 if loaded else None,
+        changed=loaded.changed if loaded else None,
+        procedures={
+            p.code: {
+                "name": p.name,
+                "total_days": p.total_days,
+                "active": p.active,
+                "steps": [
+                    {"stage": s.stage, "name": s.name, "agency_code": s.agency_code, "days": s.days}
+                    for s in p.steps
+                ],
+            }
+            for p in catalogue.procedures.values()
+        },
+        # Addresses are shown; secrets never are.
+        agencies={
+            a.code: {"name": a.name, "xroad": a.xroad, "channel": a.channel, "target": a.target}
+            for a in catalogue.agencies.values()
+        },
+    )
+
+
+@router.get(
+    "",
+    response_model=CatalogueOut,
+    summary="The catalogue routing follows now",
+    dependencies=[Depends(require_scope(REPORTS_READ))],
+)
+async def show(store: Store) -> CatalogueOut:
+    return _out(store)
+
+
+@router.post(
+    "/reload",
+    response_model=CatalogueOut,
+    responses=PROBLEM_RESPONSES,
+    summary="Load catalogue/*.yaml again (a no-op when the files did not change)",
+    dependencies=[Depends(require_scope(CATALOGUE_MANAGE))],
+)
+async def reload(store: Store) -> CatalogueOut:
+    try:
+        loaded = await store.load_files()
+    except (CatalogueError, OSError) as exc:
+        # The version in use stays: a broken file never replaces a working catalogue.
+        raise Problem(
+            422, "catalogue-invalid", "The catalogue files are not valid", str(exc)
+        ) from None
+    return _out(store, loaded)

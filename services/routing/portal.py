@@ -1,0 +1,200 @@
+"""Portal sync: every national status change of a dossier, pushed to the national portal.
+
+DossierStatusChanged events (consumer group `portal-sync`) become rows of a durable table in
+one transaction per polled batch; a worker claims due rows with a lease, POSTs them with a
+stable Idempotency-Key (dossier + status change) and retries 5xx, 429 and network errors
+with exponential backoff and full jitter until portal_sync_max_attempts, then dead-letters
+the row with its reason. Nothing is lost while the portal is down: the rows wait.
+
+Fields follow the portal's dossier sync (names modelled on its one-stop API): dates are
+`yyyyMMddHHmmss` in Asia/Ho_Chi_Minh, empty when not known yet.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import random
+import uuid
+from collections.abc import Sequence
+from datetime import UTC, datetime, timedelta
+from typing import Any
+from zoneinfo import ZoneInfo
+
+import aiohttp
+from google.protobuf.timestamp_pb2 import Timestamp
+from prometheus_client import Counter
+from sqlalchemy import select
+from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
+
+from core.events import Event
+from core.leases import claim_due
+from core.storage import upsert
+from core.wakeup import wait_for_work
+from gateway.v1 import events_pb2
+from services.routing.models import portal_pushes
+from services.routing.settings import RoutingSettings
+
+log = logging.getLogger(__name__)
+PUSHES = Counter("gateway_portal_pushes", "Pushes to the national portal, by result", ["result"])
+_EARLIER = portal_pushes.alias("earlier")
+# A change waits while an earlier change of its dossier is still to be pushed: the portal
+# must never see "processing" arrive after "decided".
+IN_ORDER = ~(
+    select(_EARLIER.c.push_key)
+    .where(
+        _EARLIER.c.dossier_code == portal_pushes.c.dossier_code,
+        _EARLIER.c.status == "pending",
+        _EARLIER.c.changed_at < portal_pushes.c.changed_at,
+    )
+    .exists()
+)
+VIETNAM = ZoneInfo("Asia/Ho_Chi_Minh")
+PUSH_NAMESPACE = uuid.UUID("0b6f3a51-8c2e-4f7d-a1d9-52e4c7b8f013")
+
+
+def portal_date(stamp: Timestamp) -> str:
+    """`yyyyMMddHHmmss` in Vietnam's time; "" for an unset timestamp."""
+    if stamp.seconds == 0 and stamp.nanos == 0:
+        return ""
+    return stamp.ToDatetime(tzinfo=UTC).astimezone(VIETNAM).strftime("%Y%m%d%H%M%S")
+
+
+def push_key(change: events_pb2.DossierStatusChanged) -> str:
+    """The same for every redelivery of one change; different for the next change, even
+    when a dossier comes back to a status it had (processing → supplement → processing)."""
+    at = change.changed_at.ToMilliseconds()
+    return str(uuid.uuid5(PUSH_NAMESPACE, f"{change.dossier_code}/{change.status}/{at}"))
+
+
+def portal_fields(change: events_pb2.DossierStatusChanged) -> dict[str, Any]:
+    return {
+        "MaHoSo": change.dossier_code,
+        "MaTTHC": change.procedure_code,
+        "TrangThaiHoSo": int(change.status),
+        "NgayTiepNhan": portal_date(change.received_at),
+        "NgayHenTra": portal_date(change.due_at),
+        "NgayKetThucXuLy": portal_date(change.finished_at),
+        "DonViXuLy": change.agency_code,
+        "NgayCapNhat": portal_date(change.changed_at),
+        "LyDo": change.reason,
+    }
+
+
+class PortalSync:
+    def __init__(
+        self,
+        settings: RoutingSettings,
+        engine: AsyncEngine,
+        sessions: async_sessionmaker[AsyncSession],
+    ) -> None:
+        self._settings = settings
+        self._engine = engine
+        self._sessions = sessions
+        self._wakeup = asyncio.Event()
+
+    async def take_in(self, events: Sequence[Event]) -> None:
+        """Handler of DossierStatusChanged: one row per change, a redelivery adds nothing."""
+        now = datetime.now(UTC)
+        rows = []
+        for event in events:
+            assert isinstance(event.data, events_pb2.DossierStatusChanged)
+            rows.append(
+                {
+                    "push_key": push_key(event.data),
+                    "dossier_code": event.data.dossier_code,
+                    "payload": portal_fields(event.data),
+                    "changed_at": event.data.changed_at.ToDatetime(tzinfo=UTC),
+                    "status": "pending",
+                    "attempts": 0,
+                    "next_attempt_at": now,
+                    "created_at": now,
+                }
+            )
+        async with self._sessions.begin() as session:
+            await session.execute(
+                upsert(self._engine, portal_pushes).on_conflict_do_nothing(
+                    index_elements=["push_key"]
+                ),
+                rows,
+            )
+        self._wakeup.set()
+
+    async def run(self) -> None:
+        settings = self._settings
+        if not settings.portal_sync_url:
+            log.warning("PORTAL_SYNC_URL is not set: status changes are kept, not pushed")
+            return
+        timeout = aiohttp.ClientTimeout(total=settings.portal_sync_timeout_s)
+        async with aiohttp.ClientSession(timeout=timeout) as client:
+            while True:
+                self._wakeup.clear()
+                rows = await claim_due(
+                    self._engine,
+                    self._sessions,
+                    portal_pushes,
+                    key=portal_pushes.c.push_key,
+                    status=portal_pushes.c.status,
+                    claimable=["pending"],
+                    due=portal_pushes.c.next_attempt_at,
+                    attempts=portal_pushes.c.attempts,
+                    lease_s=settings.portal_sync_lease_s,
+                    limit=settings.portal_sync_batch_size,
+                    where=IN_ORDER,
+                )
+                if rows:
+                    results = await asyncio.gather(*(self._push(client, row) for row in rows))
+                    await self._record(list(zip(rows, results, strict=True)))
+                    continue
+                await wait_for_work(self._wakeup, settings.portal_sync_poll_interval_s)
+
+    async def _push(self, client: aiohttp.ClientSession, row: Any) -> tuple[str | None, bool]:
+        """(error, retryable) of one push; (None, _) when the portal took it."""
+        try:
+            async with client.post(
+                self._settings.portal_sync_url,
+                json=row.payload,
+                headers={"Idempotency-Key": row.push_key},
+            ) as response:
+                await response.read()
+        except (aiohttp.ClientError, TimeoutError) as exc:
+            return f"{type(exc).__name__}: {exc}", True
+        if 200 <= response.status < 300:
+            return None, True
+        return f"HTTP {response.status}", response.status == 429 or response.status >= 500
+
+    async def _record(self, results: list[tuple[Any, tuple[str | None, bool]]]) -> None:
+        settings, now = self._settings, datetime.now(UTC)
+        async with self._sessions.begin() as session:
+            for row, (error, retryable) in results:
+                number = row.attempts + 1
+                PUSHES.labels("sent" if error is None else "failed").inc()
+                values: dict[str, Any]
+                if error is None:
+                    values = {"status": "sent", "sent_at": now, "last_error": None}
+                else:
+                    give_up = not retryable or number >= settings.portal_sync_max_attempts
+                    log.warning(
+                        "portal push of %s failed (attempt %d): %s%s",
+                        row.dossier_code,
+                        number,
+                        error,
+                        "; dead-lettered" if give_up else "",
+                    )
+                    backoff = min(
+                        settings.portal_sync_backoff_base_s * 2 ** (number - 1),
+                        settings.portal_sync_backoff_max_s,
+                    )
+                    values = {
+                        "status": "dead_lettered" if give_up else "pending",
+                        "last_error": error,
+                        "next_attempt_at": now + timedelta(seconds=random.uniform(0, backoff)),
+                    }
+                await session.execute(
+                    portal_pushes.update()
+                    .where(
+                        portal_pushes.c.push_key == row.push_key,
+                        portal_pushes.c.status == "pending",
+                    )
+                    .values(values)
+                )

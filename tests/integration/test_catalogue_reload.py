@@ -1,0 +1,110 @@
+"""The catalogue lives in routing's database; a changed file is loaded by a reload and
+routes the next dossier, an unchanged one is a no-op and a broken one changes nothing."""
+
+from __future__ import annotations
+
+import asyncio
+import copy
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+import yaml
+from sqlalchemy import text
+from sqlalchemy.ext.asyncio import create_async_engine
+
+from devstack.stack import Stack
+from tests.support.agencies import birth_registration
+from tests.support.flows import as_operator, submit, wait_completed
+
+
+async def catalogue_rows(database_url: str) -> dict[str, Any]:
+    engine = create_async_engine(database_url)
+    try:
+        async with engine.connect() as conn:
+            version = (await conn.execute(text("SELECT version FROM routing_catalogue"))).one()
+            procedures = await conn.execute(
+                text("SELECT code, active FROM routing_procedure ORDER BY code")
+            )
+            steps = await conn.execute(
+                text(
+                    "SELECT name, agency_code, days FROM routing_procedure_step"
+                    " WHERE procedure_code = 'HT.KS'"
+                )
+            )
+            agencies = await conn.execute(text("SELECT code, channel FROM routing_agency"))
+            return {
+                "version": version.version,
+                "procedures": dict(procedures.all()),
+                "birth_steps": [tuple(s) for s in steps],
+                "agencies": dict(agencies.all()),
+            }
+    finally:
+        await engine.dispose()
+
+
+@pytest.fixture
+def procedures_file(stack: Stack) -> Iterator[Path]:
+    path = stack.var_dir / "catalogue" / "procedures.yaml"
+    original = path.read_text()
+    yield path
+    path.write_text(original)
+    assert (
+        httpx.post(
+            f"{stack.url('routing')}/v1/catalogue/reload", headers=as_operator(stack), timeout=10
+        ).status_code
+        == 200
+    )
+
+
+def with_birth_step(procedures: list[dict[str, Any]], **changes: str) -> str:
+    """procedures.yaml with the one step of HT.KS changed."""
+    changed = copy.deepcopy(procedures)
+    birth = next(p for p in changed if p["code"] == "HT.KS")
+    birth["steps"][0].update(changes)
+    return yaml.safe_dump({"procedures": changed}, allow_unicode=True, sort_keys=False)
+
+
+def reload(stack: Stack) -> httpx.Response:
+    return httpx.post(
+        f"{stack.url('routing')}/v1/catalogue/reload", headers=as_operator(stack), timeout=10
+    )
+
+
+def test_the_catalogue_is_in_the_database_and_a_changed_file_reloads(
+    stack: Stack, database_url: str, procedures_file: Path
+) -> None:
+    files = yaml.safe_load(procedures_file.read_text())["procedures"]
+    rows = asyncio.run(catalogue_rows(database_url))
+    assert set(rows["procedures"]) == {p["code"] for p in files}
+    assert all(rows["procedures"].values())
+    assert rows["birth_steps"] == [("Đăng ký khai sinh", "000.21.31.H22", 1)]
+    assert set(rows["agencies"].values()) == {"https", "grpc", "kafka"}
+
+    unchanged = reload(stack).json()
+    assert (unchanged["changed"], unchanged["version"]) == (False, rows["version"])
+
+    renamed = "Đăng ký khai sinh (đúng hạn)"
+    procedures_file.write_text(with_birth_step(files, name=renamed))
+    changed = reload(stack).json()
+    assert (changed["changed"], changed["version"]) == (True, rows["version"] + 1)
+    assert changed["procedures"]["HT.KS"]["steps"][0]["name"] == renamed
+    assert changed["procedures"]["LT.KS-TT-BHYT"]["steps"][0]["name"] == "Đăng ký khai sinh"
+    assert asyncio.run(catalogue_rows(database_url))["birth_steps"] == [
+        (renamed, "000.21.31.H22", 1)
+    ]
+    # The next dossier follows the new catalogue, without a restart.
+    code = submit(stack, birth_registration("reloaded@example.vn"))
+    assert wait_completed(stack, code)["steps"][0]["name"] == renamed
+
+    procedures_file.write_text(with_birth_step(files, name=renamed, agency="NO.SUCH"))
+    broken = reload(stack)
+    assert broken.status_code == 422
+    assert broken.headers["content-type"] == "application/problem+json"
+    assert "unknown agencies" in broken.json()["detail"]
+    shown = httpx.get(
+        f"{stack.url('routing')}/v1/catalogue", headers=as_operator(stack), timeout=10
+    ).json()
+    assert shown["version"] == rows["version"] + 1

@@ -1,0 +1,100 @@
+"""Helpers for the delivery tests: steer the sandbox agencies, read routing's tables and
+the dossier topic."""
+
+from __future__ import annotations
+
+import asyncio
+import uuid
+from typing import Any
+
+import httpx
+from aiokafka import AIOKafkaConsumer
+from sqlalchemy import text
+from sqlalchemy.ext.asyncio import create_async_engine
+
+from core.events import Event, from_kafka
+from devstack.stack import Stack
+
+BIRTH_AGENCY = "000.21.31.H22"  # the commune justice office: the one step of HT.KS
+
+
+def birth_registration(email: str) -> dict[str, Any]:
+    return {
+        "procedure_code": "HT.KS",
+        "applicant": {"personal_id": "001090012345", "full_name": "Nguyễn Thị Lan", "email": email},
+        "form_data": {
+            "child_full_name": "Trần Minh Khôi",
+            "child_birth_date": "2026-11-01",
+            "child_gender": "Nam",
+            "mother_full_name": "Nguyễn Thị Lan",
+        },
+    }
+
+
+def behave(stack: Stack, agency_code: str = BIRTH_AGENCY, **behaviour: Any) -> None:
+    url = f"{stack.url('sandbox')}/agencies/{agency_code}/behaviour"
+    httpx.put(url, json=behaviour, timeout=5).raise_for_status()
+
+
+async def transfer_rows(database_url: str, dossier_code: str) -> list[dict[str, Any]]:
+    engine = create_async_engine(database_url)
+    try:
+        async with engine.connect() as conn:
+            result = await conn.execute(
+                text(
+                    "SELECT * FROM routing_transfer WHERE dossier_code = :code ORDER BY step_index"
+                ),
+                {"code": dossier_code},
+            )
+            return [dict(row._mapping) for row in result]
+    finally:
+        await engine.dispose()
+
+
+async def events_of(
+    bootstrap: str, topic: str, dossier_code: str, ce_type: str, within_s: float = 30
+) -> list[Event]:
+    """The events of one type for one dossier on a topic, read from the start."""
+    consumer = AIOKafkaConsumer(
+        topic,
+        bootstrap_servers=bootstrap,
+        auto_offset_reset="earliest",
+        group_id=f"test-{uuid.uuid4()}",
+    )
+    await consumer.start()
+    found: list[Event] = []
+    try:
+        async with asyncio.timeout(within_s):
+            while not found:
+                batch = await consumer.getmany(timeout_ms=500)
+                for records in batch.values():
+                    for r in records:
+                        headers = dict(r.headers)
+                        if (
+                            r.key == dossier_code.encode()
+                            and headers.get("ce_type") == ce_type.encode()
+                        ):
+                            found.append(from_kafka(r.key, r.value, headers))
+    finally:
+        await consumer.stop()
+    return found
+
+
+async def inbox_records(bootstrap: str, topic: str, dossier_code: str) -> list[Any]:
+    """The records for one dossier on an agency's Kafka inbox, read from the start."""
+    consumer = AIOKafkaConsumer(
+        topic,
+        bootstrap_servers=bootstrap,
+        auto_offset_reset="earliest",
+        group_id=f"test-{uuid.uuid4()}",
+    )
+    await consumer.start()
+    found: list[Any] = []
+    try:
+        async with asyncio.timeout(30):
+            while not found:
+                batch = await consumer.getmany(timeout_ms=500)
+                found += [r for rs in batch.values() for r in rs if r.key == dossier_code.encode()]
+    finally:
+        await consumer.stop()
+    return found
