@@ -65,6 +65,12 @@ def stack(
             "DELIVERY_MAX_ATTEMPTS": "4",
             "SEND_LEASE_S": "4",
             "SANDBOX_AGENCY_DELAY_S": "0.2",
+            # Notify: SMS paced at a test-sized rate, quick retries, a short retry window.
+            "SMS_RATE_PER_S": "4",
+            "SMS_BURST": "2",
+            "RETRY_BACKOFF_BASE_S": "0.2",
+            "RETRY_BACKOFF_MAX_S": "1",
+            "RETRY_FOR_S": "8",
         },
     )
     try:

@@ -61,6 +61,9 @@ notifications = Table(
     Column("created_at", UtcDateTime(), nullable=False),
     Column("updated_at", UtcDateTime(), nullable=False),
     Column("sent_at", UtcDateTime()),
+    # Set (committed) just before a channel without idempotency is handed the message,
+    # cleared with its outcome: still set after a crash means "the provider may have it".
+    Column("in_flight_at", UtcDateTime()),
     # One message per event and channel (and subscription), whatever Kafka redelivers.
     UniqueConstraint("event_id", "channel", "subscription_id"),
     Index("ix_notify_notification_due", "channel", "status", "next_attempt_at"),

@@ -207,6 +207,7 @@ def _row(event: Event, channel: str, recipient: str | None, now: datetime) -> di
         "created_at": now,
         "updated_at": now,
         "sent_at": None,
+        "in_flight_at": None,
     }
 
 

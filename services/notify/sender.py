@@ -3,14 +3,19 @@ the channel's rate limiter, send, and record each outcome.
 
 Where at-least-once meets at-most-once. A claim moves rows to `sending` and pushes their
 due time one lease ahead, in a transaction; the send happens with no transaction open;
-the outcome is committed right after each message. A crash (SIGKILL, power) between the
-provider accepting a message and that commit leaves the row in `sending`, and it is sent
-again when the lease runs out: delivery is at least once, never lost. What keeps the
-citizen from getting it twice is the provider's idempotency, with the notification id as
-its key: the SMS gateway's `reference`, the webhook's `webhook-id`; mail carries it as
-Message-ID, which mailboxes can de-duplicate on but SMTP does not promise. Committing
-after each message (not once per batch) keeps that window to one message and one commit:
-batching the outcomes would widen it to a whole batch of resends after a crash.
+the outcome is committed right after each message (not once per batch, which would widen
+what a crash leaves uncertain to a whole batch). A crash (SIGKILL, power) between the
+provider accepting a message and that commit leaves the row in `sending` with its lease
+running; when the lease is over the row is claimed again, and then:
+
+- channels whose provider de-duplicates on the notification id (`idempotent`: the SMS
+  gateway's `reference`, the webhook's `webhook-id`) send it again: at least once to the
+  provider, exactly once to the citizen or agency;
+- email has no such key (the Message-ID is stable, but SMTP promises nothing about it), so
+  the one message that was being handed over (`in_flight_at`, committed just before the
+  SMTP transaction) is not sent again: it is recorded as a technical failure for an
+  officer to check, at most once rather than twice. The rows of the batch that were not
+  yet in flight are sent normally: nothing else is lost.
 
 Pacing never holds a row past its lease (another replica could claim and send it):
 a claim takes only what the limiter can serve within half a lease, and a row whose
@@ -110,6 +115,8 @@ class ChannelSender:
             found = [dict(r._mapping) for r in (await session.execute(query)).all()]
             if not found:
                 return []
+            if not self._channel.idempotent:
+                found = await self._drop_uncertain(session, found, now)
             lease_end = now + timedelta(seconds=self._settings.send_lease_s)
             await session.execute(
                 table.update()
@@ -135,6 +142,21 @@ class ChannelSender:
             await self._status_log.record(session, claimed, now)
         return claimed
 
+    async def _drop_uncertain(
+        self, session: AsyncSession, found: list[dict[str, Any]], now: datetime
+    ) -> list[dict[str, Any]]:
+        """Messages a crash interrupted while the provider was taking them: not resent."""
+        uncertain = [r for r in found if r["status"] == "sending" and r["in_flight_at"]]
+        values = {
+            "status": "technical-failure",
+            "reason": "interrupted while the mail server was taking it; not sent again, as it "
+            "may have been accepted (look for its Message-ID before resending)",
+            "in_flight_at": None,
+        }
+        for row in uncertain:
+            await self._status_log.change(session, row, values, now)
+        return [r for r in found if r not in uncertain]
+
     async def _send_all(self, rows: list[dict[str, Any]]) -> None:
         await self._channel.prepare(rows)
         deadline = datetime.now(UTC) + timedelta(seconds=self._settings.send_lease_s / 2)
@@ -143,6 +165,8 @@ class ChannelSender:
             if not await self._limiter.acquire(max_wait=max(budget, 0.0)):
                 await self._give_back(rows[index:])
                 return
+            if not self._channel.idempotent:
+                await self._mark_in_flight(row)
             outcome = await self._send(row)
             now = datetime.now(UTC)
             values = after_attempt(
@@ -154,6 +178,7 @@ class ChannelSender:
             )
             if outcome.provider_id:
                 values["provider_id"] = outcome.provider_id
+            values["in_flight_at"] = None
             if values["status"] != "delivered":
                 log.warning(
                     "notification %s (%s): %s (%s)",
@@ -179,6 +204,14 @@ class ChannelSender:
             },
         ):
             return await self._channel.send(row)
+
+    async def _mark_in_flight(self, row: dict[str, Any]) -> None:
+        async with self._sessions.begin() as session:
+            await session.execute(
+                notifications.update()
+                .where(notifications.c.id == row["id"])
+                .values(in_flight_at=datetime.now(UTC))
+            )
 
     async def _give_back(self, rows: list[dict[str, Any]]) -> None:
         """Rows the limiter cannot serve within the lease: due again when it can, their
