@@ -3,16 +3,21 @@ redelivered events, a SIGKILL mid-send, pacing, and the overdue apology by email
 
 from __future__ import annotations
 
+import json
 import signal
+import threading
 import uuid
 from collections import Counter
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import ClassVar
 
 import httpx
 import pytest
 
 from core.events import new_event
+from core.signing import verify_signature
 from devstack.kafka import KafkaBroker
 from devstack.stack import Stack
 from gateway.v1 import events_pb2
@@ -26,6 +31,7 @@ from tests.support.notify import (
     sms_behaviour,
     sms_to,
     stamp,
+    status_events,
     submitted,
 )
 
@@ -64,6 +70,10 @@ def test_sms_gateway_failing_for_a_while_delivers_each_message_once(
     for history in histories:
         assert history[0] == "created"
         assert history[-1] == "delivered"
+    # Each change is also published (outbox) as NotificationStatusChanged, in order.
+    changes = status_events(kafka.bootstrap_servers, codes[0], len(histories[0]))
+    assert [c.status for c in changes] == histories[0]
+    assert {(c.notification_id, c.channel) for c in changes} == {(found[0]["id"], "sms")}
 
 
 def test_sms_gateway_failing_for_good_is_a_permanent_failure_never_resent(
@@ -274,3 +284,53 @@ def test_webhook_subscriptions_show_their_secret_once(stack: Stack) -> None:
     gone = httpx.delete(f"{url}/{created.json()['id']}", timeout=10)
     assert gone.status_code == 404
     assert gone.headers["content-type"] == "application/problem+json"
+
+
+class _Callbacks(BaseHTTPRequestHandler):
+    received: ClassVar[list[tuple[bytes, dict[str, str]]]] = []
+
+    def do_POST(self) -> None:
+        body = self.rfile.read(int(self.headers["Content-Length"]))
+        self.received.append((body, dict(self.headers.items())))
+        self.send_response(204)
+        self.end_headers()
+
+    def log_message(self, *args: object) -> None:
+        pass
+
+
+@pytest.fixture
+def agency_system() -> Iterator[str]:
+    """An agency's callback endpoint in the test process, on a free port."""
+    server = ThreadingHTTPServer(("127.0.0.1", 0), _Callbacks)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    yield f"http://127.0.0.1:{server.server_address[1]}/hooks"
+    server.shutdown()
+    server.server_close()
+
+
+def test_a_subscribed_agency_gets_signed_callbacks_once(
+    stack: Stack, kafka: KafkaBroker, agency_system: str
+) -> None:
+    subscription = httpx.post(
+        stack.url("notify") + "/v1/webhook-subscriptions",
+        json={
+            "agency_code": "000.21.31.H22",
+            "url": agency_system,
+            "event_types": ["vn.gov.dossier.routed.v1"],
+        },
+        timeout=10,
+    ).json()
+    dossier = code("hook")
+    event = routed(dossier)
+    publish(kafka.bootstrap_servers, [submitted(dossier, email="hook@example.vn"), event, event])
+    found = eventually(lambda: settled(stack, dossier, 3))
+    [callback] = [n for n in found if n["channel"] == "webhook"]
+    assert (callback["status"], callback["event_id"]) == ("delivered", event.id)
+    mine = [(b, h) for b, h in _Callbacks.received if dossier.encode() in b]
+    assert len(mine) == 1
+    body, headers = mine[0]
+    verify_signature(subscription["secret"], body, {k.lower(): v for k, v in headers.items()})
+    assert headers["webhook-id"] == callback["id"]
+    assert json.loads(body)["data"]["agency_code"] == "000.21.31.H22"

@@ -4,15 +4,16 @@ intake and routing would), read the SMS sandbox and notify's status API."""
 from __future__ import annotations
 
 import asyncio
+import uuid
 from collections.abc import Sequence
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import httpx
-from aiokafka import AIOKafkaProducer
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 from google.protobuf.timestamp_pb2 import Timestamp
 
-from core.events import Event, new_event, to_kafka
+from core.events import Event, from_kafka, new_event, to_kafka
 from devstack.stack import Stack
 from gateway.v1 import dossier_pb2, events_pb2
 
@@ -121,3 +122,33 @@ def sms_behaviour(stack: Stack, **behaviour: Any) -> dict[str, Any]:
 def mail_behaviour(stack: Stack, **behaviour: Any) -> None:
     response = httpx.put(stack.url("sandbox") + "/mail/behaviour", json=behaviour, timeout=10)
     response.raise_for_status()
+
+
+def status_events(bootstrap: str, dossier_code: str, expected: int) -> list[Any]:
+    """The first `expected` NotificationStatusChanged events about a dossier, from Kafka."""
+
+    async def read() -> list[Any]:
+        consumer = AIOKafkaConsumer(
+            TOPIC,
+            bootstrap_servers=bootstrap,
+            auto_offset_reset="earliest",
+            group_id=f"test-{uuid.uuid4()}",
+        )
+        await consumer.start()
+        found: list[Any] = []
+        try:
+            async with asyncio.timeout(60):
+                while len(found) < expected:
+                    batch = await consumer.getmany(timeout_ms=500)
+                    for records in batch.values():
+                        for r in records:
+                            if r.key != dossier_code.encode():
+                                continue
+                            event = from_kafka(r.key, r.value, dict(r.headers))
+                            if isinstance(event.data, events_pb2.NotificationStatusChanged):
+                                found.append(event.data)
+        finally:
+            await consumer.stop()
+        return found
+
+    return asyncio.run(read())
