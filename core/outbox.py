@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from collections.abc import Sequence
 from datetime import UTC, datetime
 
 from sqlalchemy import JSON, Column, LargeBinary, MetaData, String, Table, delete, select
@@ -68,6 +69,31 @@ class Outbox:
                 created_at=datetime.now(UTC),
             )
         )
+        if not session.info.get("outbox_listener"):
+            session.info["outbox_listener"] = True
+            sa_event.listen(session.sync_session, "after_commit", self._after_commit, once=True)
+
+    async def put_many(
+        self, session: AsyncSession, events: Sequence[tuple[Event, dict[str, str]]]
+    ) -> None:
+        """Stage several (event, W3C trace carrier) pairs in one round trip, as put does."""
+        if not events:
+            return
+        now = datetime.now(UTC)
+        rows = []
+        for event, trace in events:
+            key, value, headers = to_kafka(event)
+            rows.append(
+                {
+                    "topic": self.default_topic,
+                    "key": key,
+                    "value": value,
+                    "headers": {k: v.decode() for k, v in headers.items()},
+                    "trace": trace,
+                    "created_at": now,
+                }
+            )
+        await session.execute(self.table.insert(), rows)
         if not session.info.get("outbox_listener"):
             session.info["outbox_listener"] = True
             sa_event.listen(session.sync_session, "after_commit", self._after_commit, once=True)

@@ -120,8 +120,7 @@ class StatusLog:
                 for r in rows
             ],
         )
-        for r in rows:
-            await self._outbox.put(session, _changed(r), trace=r["trace"])
+        await self._outbox.put_many(session, [(_changed(r), r["trace"]) for r in rows])
 
     async def change(
         self, session: AsyncSession, row: dict[str, Any], values: dict[str, Any], now: datetime
