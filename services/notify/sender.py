@@ -2,20 +2,21 @@
 the channel's rate limiter, send, and record each outcome.
 
 Where at-least-once meets at-most-once. A claim moves rows to `sending` and pushes their
-due time one lease ahead, in a transaction; the send happens with no transaction open;
-the outcome is committed right after each message (not once per batch, which would widen
-what a crash leaves uncertain to a whole batch). A crash (SIGKILL, power) between the
-provider accepting a message and that commit leaves the row in `sending` with its lease
-running; when the lease is over the row is claimed again, and then:
+due time one lease ahead, in a transaction; the sends happen with no transaction open;
+then the outcomes are committed. A crash (SIGKILL, power) between a provider accepting a
+message and that commit leaves the row in `sending` with its lease running; when the
+lease is over the row is claimed again, and then:
 
 - channels whose provider de-duplicates on the notification id (`idempotent`: the SMS
   gateway's `reference`, the webhook's `webhook-id`) send it again: at least once to the
-  provider, exactly once to the citizen or agency;
+  provider, exactly once to the citizen or agency. A resend being harmless, a batch goes
+  out concurrently and its outcomes are committed once, together;
 - email has no such key (the Message-ID is stable, but SMTP promises nothing about it), so
-  the one message that was being handed over (`in_flight_at`, committed just before the
-  SMTP transaction) is not sent again: it is recorded as a technical failure for an
-  officer to check, at most once rather than twice. The rows of the batch that were not
-  yet in flight are sent normally: nothing else is lost.
+  messages go one at a time, each marked `in_flight_at` in a commit before the SMTP
+  transaction (the same commit that records the previous message's outcome). The one
+  message that was in flight at the crash is not sent again: it is recorded as a
+  technical failure for an officer to check, at most once rather than twice. The rows of
+  the batch that were not yet in flight are sent normally: nothing else is lost.
 
 Pacing never holds a row past its lease (another replica could claim and send it):
 a claim takes only what the limiter can serve within half a lease, and a row whose
@@ -26,6 +27,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -133,6 +135,7 @@ class ChannelSender:
                 | {
                     "status": "sending",
                     "attempts": r["attempts"] + 1,
+                    "next_attempt_at": lease_end,
                     # A row found in `sending` had its lease run out: the last attempt's
                     # outcome was never recorded (a crash mid-send).
                     "reason": "previous attempt interrupted" if r["status"] == "sending" else None,
@@ -153,22 +156,46 @@ class ChannelSender:
             "may have been accepted (look for its Message-ID before resending)",
             "in_flight_at": None,
         }
-        for row in uncertain:
-            await self._status_log.change(session, row, values, now)
+        await self._status_log.change(session, [(row, values) for row in uncertain], now)
         return [r for r in found if r not in uncertain]
 
     async def _send_all(self, rows: list[dict[str, Any]]) -> None:
         await self._channel.prepare(rows)
-        deadline = datetime.now(UTC) + timedelta(seconds=self._settings.send_lease_s / 2)
+        deadline = time.monotonic() + self._settings.send_lease_s / 2
+        if self._channel.idempotent:
+            # A resend is harmless here, so the batch goes out concurrently (still paced:
+            # each permit is reserved in order) and its outcomes are committed together.
+            outcomes = await asyncio.gather(*(self._paced(row, deadline) for row in rows))
+            await self._give_back([r for r, o in zip(rows, outcomes, strict=True) if o is None])
+            await self._record(
+                [(r, o) for r, o in zip(rows, outcomes, strict=True) if o is not None]
+            )
+            return
+        # One at a time, each marked in flight before it is handed over; the mark shares
+        # its commit with the previous message's outcome.
+        done: list[tuple[dict[str, Any], Outcome]] = []
         for index, row in enumerate(rows):
-            budget = (deadline - datetime.now(UTC)).total_seconds()
-            if not await self._limiter.acquire(max_wait=max(budget, 0.0)):
+            if not await self._limiter.acquire(max_wait=max(deadline - time.monotonic(), 0)):
                 await self._give_back(rows[index:])
-                return
-            if not self._channel.idempotent:
-                await self._mark_in_flight(row)
-            outcome = await self._send(row)
-            now = datetime.now(UTC)
+                break
+            await self._record(done, in_flight=row)
+            done = [(row, await self._send(row))]
+        await self._record(done)
+
+    async def _paced(self, row: dict[str, Any], deadline: float) -> Outcome | None:
+        """The outcome of sending, or None when no permit comes before the deadline."""
+        if not await self._limiter.acquire(max_wait=max(deadline - time.monotonic(), 0)):
+            return None
+        return await self._send(row)
+
+    async def _record(
+        self,
+        done: list[tuple[dict[str, Any], Outcome]],
+        in_flight: dict[str, Any] | None = None,
+    ) -> None:
+        now = datetime.now(UTC)
+        changes = []
+        for row, outcome in done:
             values = after_attempt(
                 outcome,
                 attempts=row["attempts"],
@@ -176,9 +203,9 @@ class ChannelSender:
                 now=now,
                 policy=self._policy,
             )
+            values["in_flight_at"] = None
             if outcome.provider_id:
                 values["provider_id"] = outcome.provider_id
-            values["in_flight_at"] = None
             if values["status"] != "delivered":
                 log.warning(
                     "notification %s (%s): %s (%s)",
@@ -187,8 +214,17 @@ class ChannelSender:
                     values["status"],
                     values["reason"],
                 )
-            async with self._sessions.begin() as session:
-                await self._status_log.change(session, row, values, now)
+            changes.append((row, values))
+        if not changes and in_flight is None:
+            return
+        async with self._sessions.begin() as session:
+            await self._status_log.change(session, changes, now)
+            if in_flight is not None:
+                await session.execute(
+                    notifications.update()
+                    .where(notifications.c.id == in_flight["id"])
+                    .values(in_flight_at=now)
+                )
 
     async def _send(self, row: dict[str, Any]) -> Outcome:
         with tracer.start_as_current_span(
@@ -205,17 +241,11 @@ class ChannelSender:
         ):
             return await self._channel.send(row)
 
-    async def _mark_in_flight(self, row: dict[str, Any]) -> None:
-        async with self._sessions.begin() as session:
-            await session.execute(
-                notifications.update()
-                .where(notifications.c.id == row["id"])
-                .values(in_flight_at=datetime.now(UTC))
-            )
-
     async def _give_back(self, rows: list[dict[str, Any]]) -> None:
         """Rows the limiter cannot serve within the lease: due again when it can, their
         attempt not counted."""
+        if not rows:
+            return
         due = datetime.now(UTC) + timedelta(seconds=self._limiter.delay())
         async with self._sessions.begin() as session:
             await session.execute(

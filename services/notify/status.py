@@ -18,6 +18,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any, Literal
 
+from sqlalchemy import bindparam
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from core.events import Event, new_event
@@ -123,16 +124,30 @@ class StatusLog:
         await self._outbox.put_many(session, [(_changed(r), r["trace"]) for r in rows])
 
     async def change(
-        self, session: AsyncSession, row: dict[str, Any], values: dict[str, Any], now: datetime
+        self,
+        session: AsyncSession,
+        changes: Sequence[tuple[dict[str, Any], dict[str, Any]]],
+        now: datetime,
     ) -> None:
-        """Apply one attempt's result to a claimed row (a dict, as claimed)."""
-        check_transition(row["status"], values["status"])
+        """Apply (claimed row, new values) pairs in one executemany round trip."""
+        if not changes:
+            return
+        params = []
+        for row, values in changes:
+            check_transition(row["status"], values["status"])
+            after = row | values
+            params.append({"_id": row["id"], "updated_at": now} | {k: after[k] for k in _CHANGED})
         await session.execute(
             notifications.update()
-            .where(notifications.c.id == row["id"])
-            .values(**values, updated_at=now)
+            .where(notifications.c.id == bindparam("_id"))
+            .values({k: bindparam(k) for k in (*_CHANGED, "updated_at")}),
+            params,
         )
-        await self.record(session, [row | values], now)
+        await self.record(session, [row | values for row, values in changes], now)
+
+
+# The columns an attempt's outcome may change; every update sets all of them.
+_CHANGED = ("status", "reason", "sent_at", "next_attempt_at", "provider_id", "in_flight_at")
 
 
 def _changed(row: dict[str, Any]) -> Event:
