@@ -1,5 +1,6 @@
 """Delivery status of a notification: the allowed transitions, the retry decision, and
-recording a change (row, history line and NotificationStatusChanged event in one commit).
+recording a change (row, history line and, for outcomes, a NotificationStatusChanged
+event, in one commit).
 
     created ──▶ sending ──▶ delivered
        │          │ ▲────▶ temporary-failure ──▶ (sending again, with backoff)
@@ -121,7 +122,10 @@ class StatusLog:
                 for r in rows
             ],
         )
-        await self._outbox.put_many(session, [(_changed(r), r["trace"]) for r in rows])
+        # Outcomes only: `created` and `sending` would add two events per message to the
+        # dossier topic that every consumer reads, for what the history already keeps.
+        outcomes = [r for r in rows if r["status"] not in _UNPUBLISHED]
+        await self._outbox.put_many(session, [(_changed(r), r["trace"]) for r in outcomes])
 
     async def change(
         self,
@@ -145,6 +149,8 @@ class StatusLog:
         )
         await self.record(session, [row | values for row, values in changes], now)
 
+
+_UNPUBLISHED = frozenset({"created", "sending"})
 
 # The columns an attempt's outcome may change; every update sets all of them.
 _CHANGED = ("status", "reason", "sent_at", "next_attempt_at", "provider_id", "in_flight_at")
