@@ -39,6 +39,8 @@ TRANSFERS_REPORT = "transfers:report"
 DEAD_LETTERS_MANAGE = "dead-letters:manage"
 REPORTS_READ = "reports:read"
 CATALOGUE_MANAGE = "catalogue:manage"
+NOTIFICATIONS_READ = "notifications:read"
+WEBHOOKS_MANAGE = "webhooks:manage"
 JOURNEYS_READ = "journeys:read"
 CITIZEN_DATA_READ = "citizen-data:read"
 SCOPES: Mapping[str, str] = {
@@ -48,6 +50,8 @@ SCOPES: Mapping[str, str] = {
     DEAD_LETTERS_MANAGE: "routing: list and replay dead-lettered transfers (operators)",
     REPORTS_READ: "routing: journey timelines, overdue agencies, monthly statistics, catalogue",
     CATALOGUE_MANAGE: "routing: reload the procedure catalogue and agency registry (operators)",
+    NOTIFICATIONS_READ: "notify: messages sent to citizens and agencies, with their status",
+    WEBHOOKS_MANAGE: "notify: the agency's own webhook subscriptions",
     JOURNEYS_READ: "routing gRPC: RoutingService.GetJourney",
     CITIZEN_DATA_READ: "identity gRPC: consented reads of citizen data",
 }

@@ -37,4 +37,10 @@ async def first_seen(session: AsyncSession, table: Table, events: Sequence[Event
         .returning(table.c.event_id)
     )
     claimed = set((await session.execute(statement)).scalars())
-    return [e for e in events if e.id in claimed]
+    fresh = []
+    for event in events:
+        # A redelivery inside the same batch is claimed once too, not once per copy.
+        if event.id in claimed:
+            claimed.discard(event.id)
+            fresh.append(event)
+    return fresh

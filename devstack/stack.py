@@ -113,6 +113,9 @@ class Stack:
                 "HTTP_PORT": str(p.notify),
                 "SMTP_HOST": HOST,
                 "SMTP_PORT": str(p.sandbox_smtp),
+                "SMS_ENABLED": "true",
+                "SMS_GATEWAY_URL": self.url("sandbox") + "/sms/messages",
+                "SMS_API_KEY": "sandbox-notify-key",
             },
             "identity": {
                 "HTTP_PORT": str(p.identity),

@@ -17,6 +17,7 @@ from typing import Any
 
 from aiosmtpd.smtp import SMTP, Envelope, Session
 from fastapi import APIRouter, Response
+from pydantic import BaseModel, Field
 
 log = logging.getLogger("sandbox.mail")
 
@@ -44,6 +45,8 @@ class MailStore:
     def __init__(self) -> None:
         self._messages: list[dict[str, Any]] = []
         self._next_id = 1
+        # Set through PUT /mail/behaviour: how late DATA is acknowledged.
+        self.answer_delay_s = 0.0
 
     def add(self, mail_from: str, rcpt_tos: list[str], data: bytes) -> dict[str, Any]:
         parsed = BytesParser(policy=policy.default).parsebytes(data)
@@ -83,6 +86,11 @@ class MailStore:
     def clear(self) -> None:
         self._messages.clear()
         self._next_id = 1
+        self.answer_delay_s = 0.0
+
+
+class MailBehaviourIn(BaseModel):
+    answer_delay_s: float = Field(default=0.0, ge=0, le=30)
 
 
 class _Handler:
@@ -99,6 +107,9 @@ class _Handler:
         except Exception:
             log.exception("could not parse a received message")
             return "451 Could not store the message"
+        if self._store.answer_delay_s:
+            # Kept, but acknowledged late: a client killed meanwhile never learns it was sent.
+            await asyncio.sleep(self._store.answer_delay_s)
         return "250 Message accepted for delivery"
 
 
@@ -148,5 +159,10 @@ def mail_router(store: MailStore) -> APIRouter:
     async def clear_messages() -> Response:
         store.clear()
         return Response(status_code=204)
+
+    @router.put("/behaviour")
+    async def set_behaviour(body: MailBehaviourIn) -> dict[str, Any]:
+        store.answer_delay_s = body.answer_delay_s
+        return body.model_dump()
 
     return router

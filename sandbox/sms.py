@@ -3,11 +3,13 @@
 It behaves like the HTTP gateways of Vietnamese carriers and brandname-SMS providers: an
 API key per client, E.164 recipients, a client reference that makes a resend harmless, and
 the count of billed segments. Tests steer its failures through PUT /sms/behaviour instead
-of patching anything: 503 and 429 stand for temporary trouble, 400 for a refusal.
+of patching anything: 503 and 429 stand for temporary trouble, 400 for a refusal, and a
+delayed answer (the message kept, the answer late) for a client that dies mid-request.
 """
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import uuid
 from dataclasses import dataclass, field
@@ -56,6 +58,9 @@ class BehaviourIn(BaseModel):
     fail_next: int = Field(default=0, ge=0)
     fail_status: Literal[400, 429, 503] = 503
     fail_all: bool = False
+    # Keep each accepted message, then answer this late: a client killed meanwhile has
+    # been heard but never learns it, and must resend with the same reference.
+    answer_delay_s: float = Field(default=0.0, ge=0, le=30)
 
 
 @dataclass
@@ -66,6 +71,8 @@ class SmsStore:
     by_reference: dict[str, dict[str, Any]] = field(default_factory=dict)
     behaviour: BehaviourIn = field(default_factory=BehaviourIn)
     rejected: int = 0
+    # Requests that were resends of an accepted reference (answered, never billed twice).
+    resends: int = 0
 
     def accept(self, message: MessageIn) -> dict[str, Any]:
         encoding, count = segments(message.text)
@@ -98,6 +105,7 @@ class SmsStore:
         self.by_reference.clear()
         self.behaviour = BehaviourIn()
         self.rejected = 0
+        self.resends = 0
 
 
 def _error(status: int, code: str, detail: Any) -> JSONResponse:
@@ -142,10 +150,14 @@ def sms_router(store: SmsStore) -> APIRouter:
             return _error(failure, "failing-on-purpose", "the SMS sandbox was told to fail")
         first = store.by_reference.get(message.reference)
         if first is None:
-            return _answer(store.accept(message), 202, duplicate=False)
+            record = store.accept(message)
+            if store.behaviour.answer_delay_s:
+                await asyncio.sleep(store.behaviour.answer_delay_s)
+            return _answer(record, 202, duplicate=False)
         if (first["to"], first["text"]) != (message.to, message.text):
             # The same reference for another message is a client bug, not a resend.
             return _error(409, "reference-reused", f"reference {message.reference} was used")
+        store.resends += 1
         log.info("sms reference %s is a resend of %s", message.reference, first["id"])
         return _answer(first, 200, duplicate=True)
 
@@ -166,6 +178,6 @@ def sms_router(store: SmsStore) -> APIRouter:
     async def set_behaviour(body: BehaviourIn) -> dict[str, Any]:
         # A copy, so the countdown never mutates the caller's model.
         store.behaviour = body.model_copy()
-        return {**body.model_dump(), "rejected": store.rejected}
+        return {**body.model_dump(), "rejected": store.rejected, "resends": store.resends}
 
     return router

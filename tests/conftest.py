@@ -80,6 +80,12 @@ def stack(
             "DELIVERY_TIMEOUT_S": "3",
             "PORTAL_SYNC_BACKOFF_BASE_S": "0.2",
             "PORTAL_SYNC_MAX_ATTEMPTS": "6",
+            # Notify: SMS paced at a test-sized rate, quick retries, a short retry window.
+            "SMS_RATE_PER_S": "4",
+            "SMS_BURST": "2",
+            "RETRY_BACKOFF_BASE_S": "0.2",
+            "RETRY_BACKOFF_MAX_S": "1",
+            "RETRY_FOR_S": "8",
         },
     )
     try:

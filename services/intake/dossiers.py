@@ -166,6 +166,7 @@ def _dossier_message(
             full_name=applicant.full_name,
             email=applicant.email or "",
             phone=applicant.phone or "",
+            preferred_channel=applicant.preferred_channel,
         ),
         form_data=form,
         received_at=received,

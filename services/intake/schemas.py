@@ -17,6 +17,9 @@ class ApplicantIn(BaseModel):
     full_name: str = Field(min_length=1, max_length=200)
     email: EmailStr | None = None
     phone: str | None = Field(default=None, pattern=r"^\+?\d{9,15}$")
+    preferred_channel: Literal["email", "sms", ""] = Field(
+        default="", description='How to be told: "email", "sms", or "" for every channel given'
+    )
 
 
 class DossierIn(BaseModel):

@@ -1,33 +1,46 @@
-"""Notify: tells citizens what happened to their dossier, and records delivery status."""
+"""Notify: tells citizens and agency systems what happened to a dossier, and records the
+delivery status of every message."""
 
 from __future__ import annotations
 
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from pathlib import Path
 
 from fastapi import Depends, FastAPI
 
+from core.auth import NOTIFICATIONS_READ, require_scope, token_verifier
 from core.catalogue import load_catalogue
 from core.consumer import EventConsumer
 from core.http import create_app, database_ready
+from core.outbox import Outbox
 from core.runtime import Runtime
 from services.notify import models
 from services.notify.api import router
+from services.notify.channels import Channel, EmailChannel, SmsChannel, WebhookChannel
 from services.notify.notifications import NotificationService
-from services.notify.sender import EmailSender
+from services.notify.sender import ChannelSender
 from services.notify.settings import NotifySettings
+from services.notify.status import StatusLog
+from services.notify.webhooks_api import router as webhooks_router
 
 MIGRATIONS = Path(__file__).resolve().parent / "migrations"
 
 
 def build_app(settings: NotifySettings | None = None) -> FastAPI:
     settings = settings or NotifySettings()
+    outbox = Outbox(models.outbox, settings.dossier_events_topic)
     runtime = Runtime(
         settings,
         name="notify",
         metadata=models.metadata,
         migrations=MIGRATIONS,
+        outbox=outbox,
     )
-    service = NotificationService(runtime.sessions, load_catalogue())
+    status_log = StatusLog(outbox)
+    service = NotificationService(
+        runtime.sessions, load_catalogue(), status_log, sms_enabled=settings.sms_enabled
+    )
     consumer = EventConsumer(
         settings,
         group_id="notify",
@@ -35,13 +48,40 @@ def build_app(settings: NotifySettings | None = None) -> FastAPI:
         handle=service.handle,
         producer=runtime.producer,
     )
-    sender = EmailSender(settings, runtime.engine, runtime.sessions, service)
     runtime.add_worker("dossier-consumer", consumer.run)
-    runtime.add_worker("email-sender", sender.run)
+    channels: list[Channel] = [EmailChannel(settings), WebhookChannel(settings, runtime.sessions)]
+    if settings.sms_enabled:
+        channels.append(SmsChannel(settings))
+    for channel in channels:
+        sender = ChannelSender(
+            channel,
+            settings,
+            runtime.engine,
+            runtime.sessions,
+            service.waiting[channel.name],
+            status_log,
+        )
+        runtime.add_worker(f"{channel.name}-sender", sender.run)
+    verification = token_verifier(settings)
+
+    @asynccontextmanager
+    async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
+        await runtime.start()
+        try:
+            yield
+        finally:
+            await runtime.stop()
+            await verification.close()
+
     app = create_app(
         title="Dossier gateway — notify",
-        description="Delivery status of the messages sent to citizens and agencies.",
+        description="Delivery status of the messages sent to citizens and agencies; "
+        "webhook subscriptions of agency systems.",
         runtime=runtime,
+        lifespan=lifespan,
     )
-    app.include_router(router, dependencies=[Depends(database_ready)])
+    app.state.token_verifier = verification.verifier
+    ready = Depends(database_ready)
+    app.include_router(router, dependencies=[Depends(require_scope(NOTIFICATIONS_READ)), ready])
+    app.include_router(webhooks_router, dependencies=[ready])
     return app

@@ -1,4 +1,5 @@
-"""Notify's tables: who to tell about a dossier, and every message with its status."""
+"""Notify's tables: who to tell about a dossier, every message with its status and history,
+and the agency systems that subscribed to signed callbacks."""
 
 from __future__ import annotations
 
@@ -15,7 +16,8 @@ from sqlalchemy import (
 )
 
 from core.inbox import inbox_table
-from core.storage import UtcDateTime
+from core.outbox import outbox_table
+from core.storage import BigId, UtcDateTime
 
 metadata = MetaData()
 
@@ -27,10 +29,14 @@ contacts = Table(
     Column("full_name", String(200), nullable=False),
     Column("email", String(320)),
     Column("phone", String(20)),
+    # "email", "sms" or "" (every channel the applicant gave details for).
+    Column("preferred_channel", String(10), nullable=False, default=""),
+    Column("receiving_agency_code", String(40)),
+    Column("received_at", UtcDateTime()),
 )
 
 # Status: created -> sending -> delivered | temporary-failure | permanent-failure |
-# technical-failure (the vocabulary of GOV.UK Notify).
+# technical-failure (the vocabulary of GOV.UK Notify); see services/notify/status.py.
 notifications = Table(
     "notify_notification",
     metadata,
@@ -38,20 +44,54 @@ notifications = Table(
     Column("event_id", String(64), nullable=False),
     Column("dossier_code", String(40), nullable=False, index=True),
     Column("channel", String(10), nullable=False),
-    Column("recipient", String(320)),
+    # "" for citizens; the webhook subscription's id for agency callbacks.
+    Column("subscription_id", String(36), nullable=False, default=""),
+    # E-mail address, E.164 phone number or callback URL.
+    Column("recipient", String(2048)),
     Column("template", String(40), nullable=False),
+    Column("template_version", Integer, nullable=False),
     Column("subject", String(500), nullable=False),
     Column("body", Text, nullable=False),
     Column("status", String(20), nullable=False),
     Column("attempts", Integer, nullable=False, default=0),
     Column("next_attempt_at", UtcDateTime(), nullable=False),
     Column("reason", Text),
+    Column("provider_id", String(100)),
     Column("trace", JSON, nullable=False),
     Column("created_at", UtcDateTime(), nullable=False),
+    Column("updated_at", UtcDateTime(), nullable=False),
     Column("sent_at", UtcDateTime()),
-    # One message per event and channel, whatever Kafka redelivers.
-    UniqueConstraint("event_id", "channel"),
-    Index("ix_notify_notification_due", "status", "next_attempt_at"),
+    # Set (committed) just before a channel without idempotency is handed the message,
+    # cleared with its outcome: still set after a crash means "the provider may have it".
+    Column("in_flight_at", UtcDateTime()),
+    # One message per event and channel (and subscription), whatever Kafka redelivers.
+    UniqueConstraint("event_id", "channel", "subscription_id"),
+    Index("ix_notify_notification_due", "channel", "status", "next_attempt_at"),
+)
+
+# Every status a notification went through, in order: what an officer reads to see why.
+status_history = Table(
+    "notify_status_history",
+    metadata,
+    Column("id", BigId, primary_key=True, autoincrement=True),
+    Column("notification_id", String(36), nullable=False, index=True),
+    Column("status", String(20), nullable=False),
+    Column("reason", Text),
+    Column("attempt", Integer, nullable=False),
+    Column("at", UtcDateTime(), nullable=False),
+)
+
+webhook_subscriptions = Table(
+    "notify_webhook_subscription",
+    metadata,
+    Column("id", String(36), primary_key=True),
+    Column("agency_code", String(40), nullable=False, index=True),
+    Column("url", String(2048), nullable=False),
+    Column("event_types", JSON, nullable=False),
+    # The Standard Webhooks signing secret: shown once at creation, kept to sign.
+    Column("secret", String(100), nullable=False),
+    Column("created_at", UtcDateTime(), nullable=False),
 )
 
 processed_events = inbox_table(metadata, "notify")
+outbox = outbox_table(metadata, "notify")

@@ -1,123 +1,264 @@
-"""Turns dossier events into notifications: exactly one per event and channel."""
+"""Turns dossier events into notifications: exactly one per event, channel and subscriber.
+
+Citizens are told through the channels their details and preference allow; agency systems
+that subscribed get a signed callback. A notification that cannot be sent (no contact, an
+invalid address, a template missing a field) is still recorded, with its reason, in a
+terminal status: nothing loops, nothing vanishes.
+"""
 
 from __future__ import annotations
 
 import asyncio
+import json
 import uuid
 from collections.abc import Sequence
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
-from jinja2 import UndefinedError
+from google.protobuf.json_format import MessageToDict
+from google.protobuf.message import Message
+from google.protobuf.timestamp_pb2 import Timestamp
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from core.catalogue import Catalogue
-from core.events import Event, PoisonEvent
+from core.events import Event
 from core.inbox import first_seen
 from core.storage import upsert
 from gateway.v1 import events_pb2
 from services.notify.models import contacts, notifications, processed_events
-from services.notify.templates import Rendered, render
+from services.notify.models import webhook_subscriptions as subscriptions
+from services.notify.recipients import choose_channels
+from services.notify.status import StatusLog
+from services.notify.templates import MissingField, render
+
+CHANNELS = ("email", "sms", "webhook")
+
+
+@dataclass(frozen=True)
+class Subject:
+    """What an event tells: its template, personalisation and the agency it concerns."""
+
+    template: str
+    fields: dict[str, Any]
+    agency_code: str
 
 
 class NotificationService:
-    def __init__(self, sessions: async_sessionmaker[AsyncSession], catalogue: Catalogue) -> None:
+    def __init__(
+        self,
+        sessions: async_sessionmaker[AsyncSession],
+        catalogue: Catalogue,
+        status_log: StatusLog,
+        *,
+        sms_enabled: bool,
+    ) -> None:
         self._sessions = sessions
         self._catalogue = catalogue
-        self.waiting = asyncio.Event()
+        self._status_log = status_log
+        self._sms_enabled = sms_enabled
+        # One wake-up per channel sender: a shared event cleared by one could hide it from another.
+        self.waiting = {channel: asyncio.Event() for channel in CHANNELS}
 
     event_types = frozenset(
         {
             "vn.gov.dossier.submitted.v1",
             "vn.gov.dossier.routed.v1",
             "vn.gov.dossier.completed.v1",
+            "vn.gov.dossier.supplement_requested.v1",
+            "vn.gov.dossier.refused.v1",
+            "vn.gov.dossier.overdue.v1",
         }
     )
 
     async def handle(self, events: Sequence[Event]) -> None:
-        """One notification per event and channel, for a whole batch in one transaction."""
+        """Every notification of a whole batch, with its first status, in one transaction."""
+        now = datetime.now(UTC)
         async with self._sessions.begin() as session:
             fresh = await first_seen(session, processed_events, events)
-            for event in fresh:
-                if isinstance(event.data, events_pb2.DossierSubmitted):
-                    await self._remember_contact(session, event.data)
+            if not fresh:
+                return
+            await self._remember_contacts(session, fresh)
             known = await session.execute(
                 select(contacts).where(contacts.c.dossier_code.in_({e.subject for e in fresh}))
             )
             by_dossier = {row.dossier_code: row._mapping for row in known}
-            rows = [self._notification(event, by_dossier) for event in fresh]
+            subscribed = [r._mapping for r in await session.execute(select(subscriptions))]
+            rows: list[dict[str, Any]] = []
+            for event in fresh:
+                contact = by_dossier.get(event.subject)
+                subject = self._subject(event, contact)
+                rows += self._for_citizen(event, subject, contact, now)
+                rows += _for_agencies(event, subject, subscribed, now)
             if rows:
                 await session.execute(notifications.insert(), rows)
-        self.waiting.set()
+                await self._status_log.record(session, rows, now)
+        for waiting in self.waiting.values():
+            waiting.set()
 
-    def _notification(self, event: Event, by_dossier: dict[str, Any]) -> dict[str, Any]:
-        contact = by_dossier.get(event.subject)
-        if contact is None:
-            raise PoisonEvent(f"no contact known for dossier {event.subject}")
-        message = self._render(event, contact)
-        email = contact["email"]
-        now = datetime.now(UTC)
-        return {
-            "id": str(uuid.uuid4()),
-            "event_id": event.id,
-            "dossier_code": event.subject,
-            "channel": "email",
-            "recipient": email,
-            "template": message.template,
-            "subject": message.subject,
-            "body": message.body,
-            # Without an address there is nothing to send: recorded, never retried.
-            "status": "created" if email else "permanent-failure",
-            "reason": None if email else "no email address for the applicant",
-            "attempts": 0,
-            "next_attempt_at": now,
-            "trace": event.trace,
-            "created_at": now,
-            "sent_at": None,
-        }
+    def _for_citizen(
+        self, event: Event, subject: Subject, contact: Any, now: datetime
+    ) -> list[dict[str, Any]]:
+        email = contact["email"] if contact else None
+        phone = contact["phone"] if contact else None
+        preferred = (contact["preferred_channel"] if contact else "") or ""
+        rows = []
+        for recipient in choose_channels(email, phone, preferred, sms_enabled=self._sms_enabled):
+            row = _row(event, recipient.channel, recipient.address, now)
+            if recipient.problem is not None:
+                row |= {"template": subject.template, "status": "permanent-failure"}
+                rows.append(row | {"reason": recipient.problem})
+                continue
+            try:
+                rendered = render(subject.template, recipient.channel, subject.fields)
+            except MissingField as exc:
+                row |= {"template": subject.template, "status": "technical-failure"}
+                row["reason"] = f"not sent, a personalisation field is missing: {exc}"
+                rows.append(row)
+                continue
+            row |= {
+                "template": rendered.template,
+                "template_version": rendered.version,
+                "subject": rendered.subject,
+                "body": rendered.body,
+            }
+            rows.append(row)
+        return rows
 
-    async def _remember_contact(
-        self, session: AsyncSession, submitted: events_pb2.DossierSubmitted
-    ) -> None:
-        dossier = submitted.dossier
-        applicant = dossier.applicant
-        statement = upsert(session.get_bind().dialect.name, contacts).values(
-            dossier_code=dossier.code,
-            procedure_code=dossier.procedure_code,
-            full_name=applicant.full_name,
-            email=applicant.email or None,
-            phone=applicant.phone or None,
-        )
-        await session.execute(statement.on_conflict_do_nothing())
+    async def _remember_contacts(self, session: AsyncSession, fresh: Sequence[Event]) -> None:
+        values = []
+        for event in fresh:
+            if not isinstance(event.data, events_pb2.DossierSubmitted):
+                continue
+            dossier = event.data.dossier
+            applicant = dossier.applicant
+            values.append(
+                {
+                    "dossier_code": dossier.code,
+                    "procedure_code": dossier.procedure_code,
+                    "full_name": applicant.full_name,
+                    "email": applicant.email or None,
+                    "phone": applicant.phone or None,
+                    "preferred_channel": applicant.preferred_channel,
+                    "receiving_agency_code": dossier.receiving_agency_code or None,
+                    "received_at": dossier.received_at.ToDatetime(tzinfo=UTC),
+                }
+            )
+        if values:
+            statement = upsert(session.get_bind().dialect.name, contacts).values(values)
+            await session.execute(statement.on_conflict_do_nothing())
 
-    def _render(self, event: Event, contact: Any) -> Rendered:
-        procedure = self._catalogue.procedure(contact["procedure_code"])
-        fields: dict[str, Any] = {
-            "code": event.subject,
-            "full_name": contact["full_name"],
-            "procedure_name": procedure.name if procedure else contact["procedure_code"],
-        }
+    def _subject(self, event: Event, contact: Any) -> Subject:
+        """Template and fields; an empty or unset field is left out, so StrictUndefined
+        stops a message that would need it instead of sending a blank."""
         data = event.data
+        fields: dict[str, Any] = {"code": event.subject}
+        if contact is not None:
+            procedure = self._catalogue.procedure(contact["procedure_code"])
+            fields["full_name"] = contact["full_name"]
+            fields["procedure_name"] = procedure.name if procedure else contact["procedure_code"]
+            if contact["received_at"] is not None:
+                fields["received_at"] = contact["received_at"]
+        agency = contact["receiving_agency_code"] if contact else ""
         if isinstance(data, events_pb2.DossierSubmitted):
-            template = "received"
-            fields |= {
-                "received_at": data.dossier.received_at.ToDatetime(tzinfo=UTC),
-                "due_at": data.dossier.due_at.ToDatetime(tzinfo=UTC),
-            }
+            template, agency = "received", data.dossier.receiving_agency_code
+            fields |= _times(data.dossier, "received_at", "due_at")
         elif isinstance(data, events_pb2.DossierRouted):
-            template = "routed"
-            fields |= {
-                "agency_name": data.agency_name,
-                "step_name": data.step_name,
-                "step_due_at": data.step_due_at.ToDatetime(tzinfo=UTC),
-            }
+            template, agency = "routed", data.agency_code
+            fields |= _texts(agency_name=data.agency_name, step_name=data.step_name)
+            fields |= _times(data, "step_due_at")
         elif isinstance(data, events_pb2.DossierCompleted):
             template = "completed"
-            fields |= {"completed_at": data.completed_at.ToDatetime(tzinfo=UTC)}
-        else:
-            raise PoisonEvent(f"no template for {event.type}")
-        try:
-            return render(template, fields)
-        except UndefinedError as exc:
-            raise PoisonEvent(f"template {template}: {exc}") from exc
+            fields |= _times(data, "completed_at")
+        elif isinstance(data, events_pb2.SupplementRequested):
+            template, agency = "supplement", data.agency_code
+            fields |= _texts(agency_name=data.agency_name, reason=data.reason)
+        elif isinstance(data, events_pb2.DossierRefused):
+            template, agency = "refused", data.agency_code
+            fields |= _texts(agency_name=data.agency_name, reason=data.reason)
+        elif isinstance(data, events_pb2.DossierOverdue):
+            template, agency = "apology", data.agency_code
+            known = self._catalogue.agencies.get(data.agency_code)
+            fields |= _texts(agency_name=known.name if known else "", reason=data.reason)
+            fields |= _times(data, "due_at", "new_due_at")
+        else:  # the consumer only hands over event_types
+            raise AssertionError(f"no template for {event.type}")
+        return Subject(template, fields, agency or "")
+
+
+def _row(event: Event, channel: str, recipient: str | None, now: datetime) -> dict[str, Any]:
+    return {
+        "id": str(uuid.uuid4()),
+        "event_id": event.id,
+        "dossier_code": event.subject,
+        "channel": channel,
+        "subscription_id": "",
+        "recipient": recipient,
+        "template": "",
+        "template_version": 0,
+        "subject": "",
+        "body": "",
+        "status": "created",
+        "reason": None,
+        "attempts": 0,
+        "next_attempt_at": now,
+        "trace": event.trace,
+        "created_at": now,
+        "updated_at": now,
+        "sent_at": None,
+        "in_flight_at": None,
+    }
+
+
+def _for_agencies(
+    event: Event, subject: Subject, subscribed: list[Any], now: datetime
+) -> list[dict[str, Any]]:
+    matching = [
+        s
+        for s in subscribed
+        if s["agency_code"] == subject.agency_code and event.type in s["event_types"]
+    ]
+    if not matching:
+        return []
+    payload = webhook_payload(event)
+    return [
+        _row(event, "webhook", s["url"], now)
+        | {
+            "subscription_id": s["id"],
+            "template": subject.template,
+            "template_version": 1,
+            "subject": event.type,
+            "body": payload,
+        }
+        for s in matching
+    ]
+
+
+def webhook_payload(event: Event) -> str:
+    """The Standard Webhooks body: type, timestamp and the event's data, minus personal data
+    (the applicant and the form travel to agencies in transfers, not in callbacks)."""
+    data = MessageToDict(event.data, preserving_proto_field_name=True)
+    if isinstance(event.data, events_pb2.DossierSubmitted):
+        dossier = data.get("dossier", {})
+        dossier.pop("applicant", None)
+        dossier.pop("form_data", None)
+    body = {
+        "type": event.type,
+        "timestamp": event.time.astimezone(UTC).isoformat(),
+        "data": {"event_id": event.id, "dossier_code": event.subject, **data},
+    }
+    return json.dumps(body, ensure_ascii=False, separators=(",", ":"))
+
+
+def _texts(**values: str) -> dict[str, str]:
+    return {name: value for name, value in values.items() if value}
+
+
+def _times(message: Message, *names: str) -> dict[str, datetime]:
+    found = {}
+    for name in names:
+        if message.HasField(name):
+            stamp: Timestamp = getattr(message, name)
+            found[name] = stamp.ToDatetime(tzinfo=UTC)
+    return found

@@ -1,168 +1,255 @@
-"""Sends recorded notifications by email (SMTP) and records each delivery status.
+"""One sender loop per channel: claim due notifications with a lease, pace them through
+the channel's rate limiter, send, and record each outcome.
 
-SMTP 4xx and connection failures are temporary (retried with backoff for a bounded time);
-5xx answers are permanent (never retried). The Message-ID is the notification id, so a
-resend after a crash mid-send can be recognised by the receiving side.
+Where at-least-once meets at-most-once. A claim moves rows to `sending` and pushes their
+due time one lease ahead, in a transaction; the sends happen with no transaction open;
+then the outcomes are committed. A crash (SIGKILL, power) between a provider accepting a
+message and that commit leaves the row in `sending` with its lease running; when the
+lease is over the row is claimed again, and then:
+
+- channels whose provider de-duplicates on the notification id (`idempotent`: the SMS
+  gateway's `reference`, the webhook's `webhook-id`) send it again: at least once to the
+  provider, exactly once to the citizen or agency. A resend being harmless, a batch goes
+  out concurrently and its outcomes are committed once, together;
+- email has no such key (the Message-ID is stable, but SMTP promises nothing about it), so
+  messages go one at a time, each marked `in_flight_at` in a commit before the SMTP
+  transaction (the same commit that records the previous message's outcome). The one
+  message that was in flight at the crash is not sent again: it is recorded as a
+  technical failure for an officer to check, at most once rather than twice. The rows of
+  the batch that were not yet in flight are sent normally: nothing else is lost.
+
+Pacing never holds a row past its lease (another replica could claim and send it):
+a claim takes only what the limiter can serve within half a lease, and a row whose
+permit would come later is given back, due when the limiter expects a permit.
 """
 
 from __future__ import annotations
 
-import contextlib
+import asyncio
 import logging
-import random
-from dataclasses import dataclass
+import time
 from datetime import UTC, datetime, timedelta
-from email.message import EmailMessage
-from email.utils import make_msgid
 from typing import Any
 
-import aiosmtplib
 from opentelemetry import trace
 from opentelemetry.trace import SpanKind
+from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
-from core.leases import claim_due
+from core.ratelimit import RateLimiter
+from core.storage import supports_skip_locked
 from core.telemetry import context_from_carrier
 from core.wakeup import wait_for_work
+from services.notify.channels import Channel
 from services.notify.models import notifications
-from services.notify.notifications import NotificationService
 from services.notify.settings import NotifySettings
+from services.notify.status import Outcome, RetryPolicy, StatusLog, after_attempt
 
 log = logging.getLogger(__name__)
 tracer = trace.get_tracer("gateway.notify")
 
+CLAIMABLE = ("created", "sending", "temporary-failure")
 
-class EmailSender:
+
+def limiter_for(channel: str, settings: NotifySettings) -> RateLimiter:
+    cap = getattr(settings, f"{channel}_daily_cap")
+    return RateLimiter(
+        getattr(settings, f"{channel}_rate_per_s"),
+        getattr(settings, f"{channel}_burst"),
+        cap or None,
+    )
+
+
+class ChannelSender:
     def __init__(
         self,
+        channel: Channel,
         settings: NotifySettings,
         engine: AsyncEngine,
         sessions: async_sessionmaker[AsyncSession],
-        service: NotificationService,
+        wakeup: asyncio.Event,
+        status_log: StatusLog,
     ) -> None:
+        self._channel = channel
         self._settings = settings
         self._engine = engine
         self._sessions = sessions
-        self._wakeup = service.waiting
-        # One connection kept open across messages: a handshake per message (connect, EHLO,
-        # STARTTLS, AUTH, QUIT) would cost more than the message itself.
-        self._smtp: aiosmtplib.SMTP | None = None
+        self._wakeup = wakeup
+        self._status_log = status_log
+        self._limiter = limiter_for(channel.name, settings)
+        rate: float = getattr(settings, f"{channel.name}_rate_per_s")
+        burst: int = getattr(settings, f"{channel.name}_burst")
+        within_lease = burst + int(rate * settings.send_lease_s / 2)
+        self._claim_size = max(1, min(settings.send_batch_size, within_lease))
+        self._policy = RetryPolicy(
+            settings.retry_for_s, settings.retry_backoff_base_s, settings.retry_backoff_max_s
+        )
 
     async def run(self) -> None:
+        await self._channel.start()
         try:
             while True:
                 self._wakeup.clear()
-                claimed = await claim_due(
-                    self._engine,
-                    self._sessions,
-                    notifications,
-                    key=notifications.c.id,
-                    status=notifications.c.status,
-                    claimable=["created", "sending", "temporary-failure"],
-                    due=notifications.c.next_attempt_at,
-                    attempts=notifications.c.attempts,
-                    lease_s=self._settings.send_lease_s,
-                    limit=self._settings.send_batch_size,
-                    claimed_status="sending",
-                )
+                claimed = await self._claim()
                 if claimed:
-                    await self._record([await self._send(row) for row in claimed])
+                    await self._send_all(claimed)
                     continue
                 await wait_for_work(self._wakeup, self._settings.send_poll_interval_s)
         finally:
-            await self._disconnect()
+            await self._channel.close()
 
-    async def _connection(self) -> aiosmtplib.SMTP:
-        if self._smtp is None or not self._smtp.is_connected:
-            settings = self._settings
-            smtp = aiosmtplib.SMTP(
-                hostname=settings.smtp_host,
-                port=settings.smtp_port,
-                start_tls=settings.smtp_starttls,
-                timeout=settings.smtp_timeout_s,
-            )
-            await smtp.connect()
-            if settings.smtp_username:
-                await smtp.login(settings.smtp_username, settings.smtp_password or "")
-            self._smtp = smtp
-        return self._smtp
-
-    async def _disconnect(self) -> None:
-        smtp, self._smtp = self._smtp, None
-        if smtp is not None and smtp.is_connected:
-            with contextlib.suppress(aiosmtplib.SMTPException, OSError):
-                await smtp.quit()
-
-    async def _send(self, row: Any) -> Outcome:
-        with tracer.start_as_current_span(
-            "smtp send",
-            context=context_from_carrier(row.trace),
-            kind=SpanKind.CLIENT,
-            attributes={
-                "dossier.code": row.dossier_code,
-                "notification.id": row.id,
-                "notification.template": row.template,
-                "server.address": self._settings.smtp_host,
-                "server.port": self._settings.smtp_port,
-            },
-        ):
-            try:
-                smtp = await self._connection()
-                await smtp.send_message(self._message(row))
-            except aiosmtplib.SMTPRecipientsRefused as exc:
-                permanent = all(500 <= r.code < 600 for r in exc.recipients)
-                return Outcome(row, "; ".join(str(r) for r in exc.recipients), permanent)
-            except aiosmtplib.SMTPResponseException as exc:
-                return Outcome(row, f"SMTP {exc.code} {exc.message}", 500 <= exc.code < 600)
-            except (aiosmtplib.SMTPException, OSError, TimeoutError) as exc:
-                await self._disconnect()  # the connection is in an unknown state
-                return Outcome(row, f"{type(exc).__name__}: {exc}", permanent=False)
-            return Outcome(row, None, permanent=False)
-
-    def _message(self, row: Any) -> EmailMessage:
-        message = EmailMessage()
-        message["From"] = self._settings.mail_from
-        message["To"] = row.recipient
-        message["Subject"] = row.subject
-        message["Message-ID"] = make_msgid(idstring=row.id, domain="dossier-gateway")
-        message["X-Dossier-Code"] = row.dossier_code
-        message["X-Notification-Id"] = row.id
-        message.set_content(row.body)
-        return message
-
-    async def _record(self, outcomes: list[Outcome]) -> None:
-        """The statuses of a whole batch in one transaction."""
+    async def _claim(self) -> list[dict[str, Any]]:
         now = datetime.now(UTC)
+        table = notifications
+        query = (
+            select(table)
+            .where(
+                table.c.channel == self._channel.name,
+                table.c.status.in_(CLAIMABLE),
+                table.c.next_attempt_at <= now,
+            )
+            .order_by(table.c.next_attempt_at)
+            .limit(self._claim_size)
+        )
+        if supports_skip_locked(self._engine):
+            query = query.with_for_update(skip_locked=True)
         async with self._sessions.begin() as session:
-            for outcome in outcomes:
+            found = [dict(r._mapping) for r in (await session.execute(query)).all()]
+            if not found:
+                return []
+            if not self._channel.idempotent:
+                found = await self._drop_uncertain(session, found, now)
+            lease_end = now + timedelta(seconds=self._settings.send_lease_s)
+            await session.execute(
+                table.update()
+                .where(table.c.id.in_([r["id"] for r in found]))
+                .values(
+                    status="sending",
+                    attempts=table.c.attempts + 1,
+                    next_attempt_at=lease_end,
+                    updated_at=now,
+                )
+            )
+            claimed = [
+                r
+                | {
+                    "status": "sending",
+                    "attempts": r["attempts"] + 1,
+                    "next_attempt_at": lease_end,
+                    # A row found in `sending` had its lease run out: the last attempt's
+                    # outcome was never recorded (a crash mid-send).
+                    "reason": "previous attempt interrupted" if r["status"] == "sending" else None,
+                }
+                for r in found
+            ]
+            await self._status_log.record(session, claimed, now)
+        return claimed
+
+    async def _drop_uncertain(
+        self, session: AsyncSession, found: list[dict[str, Any]], now: datetime
+    ) -> list[dict[str, Any]]:
+        """Messages a crash interrupted while the provider was taking them: not resent."""
+        uncertain = [r for r in found if r["status"] == "sending" and r["in_flight_at"]]
+        values = {
+            "status": "technical-failure",
+            "reason": "interrupted while the mail server was taking it; not sent again, as it "
+            "may have been accepted (look for its Message-ID before resending)",
+            "in_flight_at": None,
+        }
+        await self._status_log.change(session, [(row, values) for row in uncertain], now)
+        return [r for r in found if r not in uncertain]
+
+    async def _send_all(self, rows: list[dict[str, Any]]) -> None:
+        await self._channel.prepare(rows)
+        deadline = time.monotonic() + self._settings.send_lease_s / 2
+        if self._channel.idempotent:
+            # A resend is harmless here, so the batch goes out concurrently (still paced:
+            # each permit is reserved in order) and its outcomes are committed together.
+            outcomes = await asyncio.gather(*(self._paced(row, deadline) for row in rows))
+            await self._give_back([r for r, o in zip(rows, outcomes, strict=True) if o is None])
+            await self._record(
+                [(r, o) for r, o in zip(rows, outcomes, strict=True) if o is not None]
+            )
+            return
+        # One at a time, each marked in flight before it is handed over; the mark shares
+        # its commit with the previous message's outcome.
+        done: list[tuple[dict[str, Any], Outcome]] = []
+        for index, row in enumerate(rows):
+            if not await self._limiter.acquire(max_wait=max(deadline - time.monotonic(), 0)):
+                await self._give_back(rows[index:])
+                break
+            await self._record(done, in_flight=row)
+            done = [(row, await self._send(row))]
+        await self._record(done)
+
+    async def _paced(self, row: dict[str, Any], deadline: float) -> Outcome | None:
+        """The outcome of sending, or None when no permit comes before the deadline."""
+        if not await self._limiter.acquire(max_wait=max(deadline - time.monotonic(), 0)):
+            return None
+        return await self._send(row)
+
+    async def _record(
+        self,
+        done: list[tuple[dict[str, Any], Outcome]],
+        in_flight: dict[str, Any] | None = None,
+    ) -> None:
+        now = datetime.now(UTC)
+        changes = []
+        for row, outcome in done:
+            values = after_attempt(
+                outcome,
+                attempts=row["attempts"],
+                created_at=row["created_at"],
+                now=now,
+                policy=self._policy,
+            )
+            values["in_flight_at"] = None
+            if outcome.provider_id:
+                values["provider_id"] = outcome.provider_id
+            if values["status"] != "delivered":
+                log.warning(
+                    "notification %s (%s): %s (%s)",
+                    row["id"],
+                    self._channel.name,
+                    values["status"],
+                    values["reason"],
+                )
+            changes.append((row, values))
+        if not changes and in_flight is None:
+            return
+        async with self._sessions.begin() as session:
+            await self._status_log.change(session, changes, now)
+            if in_flight is not None:
                 await session.execute(
                     notifications.update()
-                    .where(notifications.c.id == outcome.row.id)
-                    .values(**self._status(outcome, now))
+                    .where(notifications.c.id == in_flight["id"])
+                    .values(in_flight_at=now)
                 )
 
-    def _status(self, outcome: Outcome, now: datetime) -> dict[str, Any]:
-        row, settings = outcome.row, self._settings
-        if outcome.reason is None:
-            return {"status": "delivered", "sent_at": now, "reason": None}
-        age = (now - row.created_at).total_seconds()
-        if not outcome.permanent and age < settings.retry_for_s:
-            backoff = min(
-                settings.retry_backoff_base_s * 2**row.attempts, settings.retry_backoff_max_s
+    async def _send(self, row: dict[str, Any]) -> Outcome:
+        with tracer.start_as_current_span(
+            self._channel.span_name,
+            context=context_from_carrier(row["trace"]),
+            kind=SpanKind.CLIENT,
+            attributes={
+                "dossier.code": row["dossier_code"],
+                "notification.id": row["id"],
+                "notification.channel": self._channel.name,
+                "notification.template": row["template"],
+                "notification.attempt": row["attempts"],
+            },
+        ):
+            return await self._channel.send(row)
+
+    async def _give_back(self, rows: list[dict[str, Any]]) -> None:
+        """Rows the limiter cannot serve within the lease: due again when it can, their
+        attempt not counted."""
+        if not rows:
+            return
+        due = datetime.now(UTC) + timedelta(seconds=self._limiter.delay())
+        async with self._sessions.begin() as session:
+            await session.execute(
+                notifications.update()
+                .where(notifications.c.id.in_([r["id"] for r in rows]))
+                .values(next_attempt_at=due, attempts=notifications.c.attempts - 1)
             )
-            log.warning("notification %s: temporary failure (%s)", row.id, outcome.reason)
-            return {
-                "status": "temporary-failure",
-                "reason": outcome.reason,
-                "next_attempt_at": now + timedelta(seconds=random.uniform(backoff / 2, backoff)),
-            }
-        log.error("notification %s: permanent failure (%s)", row.id, outcome.reason)
-        return {"status": "permanent-failure", "reason": outcome.reason}
-
-
-@dataclass(frozen=True)
-class Outcome:
-    row: Any
-    # None when the server accepted the message.
-    reason: str | None
-    permanent: bool

@@ -7,11 +7,34 @@ class NotifySettings(ServiceSettings):
     http_port: int = 8082
     smtp_host: str = "127.0.0.1"
     smtp_port: int = 2525
+    # Plain SMTP by default (the sandbox relay); a real relay wants STARTTLS or implicit TLS
+    # (port 465) and authentication.
     smtp_starttls: bool = False
+    smtp_implicit_tls: bool = False
+    smtp_validate_certs: bool = True
     smtp_username: str | None = None
     smtp_password: str | None = None
     smtp_timeout_s: float = 10.0
     mail_from: str = "Cổng Dịch vụ công <no-reply@dichvucong.gov.vn>"
+
+    sms_enabled: bool = False
+    sms_gateway_url: str = ""
+    sms_api_key: str = ""
+    sms_timeout_s: float = 10.0
+
+    webhook_timeout_s: float = 10.0
+
+    # Pacing per channel (token bucket: rate and burst) and a daily cap (0: none). Over the
+    # limit messages wait their turn; nothing is dropped.
+    email_rate_per_s: float = 50.0
+    email_burst: int = 50
+    email_daily_cap: int = 0
+    sms_rate_per_s: float = 20.0
+    sms_burst: int = 20
+    sms_daily_cap: int = 0
+    webhook_rate_per_s: float = 50.0
+    webhook_burst: int = 50
+    webhook_daily_cap: int = 0
 
     send_lease_s: float = 30.0
     send_batch_size: int = 100

@@ -4,8 +4,9 @@ The notification id travels as the gateway's `reference`, so a resend after a cr
 mid-send (the lease ran out before the status was recorded) is recognised by the gateway
 and bills no second SMS. Outcomes use the notification status vocabulary, so the sender
 can record them as they are: 429, 5xx, connection errors and timeouts are temporary
-(retried with backoff, as for SMTP 4xx); any other 4xx is a refusal that asking again
-will not change.
+(retried with backoff, as for SMTP 4xx); 401 and 403 are our own misconfiguration (a
+wrong or revoked API key: technical failure, for an operator to fix); any other 4xx is a
+refusal that asking again will not change.
 """
 
 from __future__ import annotations
@@ -18,7 +19,7 @@ from typing import Literal
 import aiohttp
 from opentelemetry.instrumentation.aiohttp_client import create_trace_config
 
-SmsStatus = Literal["delivered", "temporary-failure", "permanent-failure"]
+SmsStatus = Literal["delivered", "temporary-failure", "permanent-failure", "technical-failure"]
 
 # Enough of a gateway's error body to tell an officer why, not a whole HTML error page.
 _MAX_REASON = 300
@@ -101,6 +102,8 @@ class SmsGateway:
         reason = f"HTTP {status}: {body}" if body else f"HTTP {status}"
         if status == 429 or status >= 500:
             return SmsResult("temporary-failure", reason=reason, retry_after_s=retry_after)
+        if status in (401, 403):
+            return SmsResult("technical-failure", reason=reason)
         return SmsResult("permanent-failure", reason=reason)
 
 

@@ -3,6 +3,7 @@
 Kafka is not running here: the outbox keeps the events, which is what these tests check.
 """
 
+import json
 import re
 import time
 from collections.abc import Iterator
@@ -13,6 +14,8 @@ import pytest
 from fastapi.testclient import TestClient
 from sqlalchemy import create_engine, text
 
+from core.events import from_kafka
+from gateway.v1 import events_pb2
 from services.intake.main import build_app
 from services.intake.settings import IntakeSettings
 from tests.support.tokens import TestIssuer
@@ -93,6 +96,20 @@ def test_submission_returns_receipt_due_date_and_stages_one_event(
     assert outbox_rows(database) == 1
 
 
+def test_the_preferred_channel_travels_in_the_event(client: TestClient, database: Path) -> None:
+    applicant = {"personal_id": "001090012345", "full_name": "A", "preferred_channel": "sms"}
+    response = client.post(
+        "/v1/dossiers", json=dossier(applicant=applicant | {"phone": "0912345678"})
+    )
+    assert response.status_code == 201, response.text
+    with create_engine(f"sqlite:///{database}").connect() as conn:
+        row = conn.execute(text("SELECT key, value, headers FROM intake_outbox")).one()
+    headers = {k: v.encode() for k, v in json.loads(row.headers).items()}
+    event = from_kafka(row.key, row.value, headers)
+    assert isinstance(event.data, events_pb2.DossierSubmitted)
+    assert event.data.dossier.applicant.preferred_channel == "sms"
+
+
 def test_receipt_numbers_follow_each_other(client: TestClient) -> None:
     first = client.post("/v1/dossiers", json=dossier()).json()["code"]
     second = client.post("/v1/dossiers", json=dossier()).json()["code"]
@@ -131,6 +148,16 @@ def test_idempotency_key_reused_for_another_dossier_is_refused(client: TestClien
             "validation-error",
         ),
         (dossier(unexpected="field"), "validation-error"),
+        (
+            dossier(
+                applicant={
+                    "personal_id": "001090012345",
+                    "full_name": "A",
+                    "preferred_channel": "fax",
+                }
+            ),
+            "validation-error",
+        ),
         ({}, "validation-error"),
     ],
 )

@@ -116,11 +116,11 @@ async def test_a_number_the_gateway_refuses_is_permanent_with_its_reason(
     assert '"field":"to"' in result.reason
 
 
-async def test_a_wrong_api_key_is_permanent(served: Served) -> None:
+async def test_a_wrong_api_key_is_a_technical_failure(served: Served) -> None:
     # The sandbox takes any non-empty key; a blank one stands for a misconfigured client.
     async with SmsGateway(served.messages, " ") as sms:
         result = await sms.send(LAN, TEXT, reference="notification-1")
-    assert result.status == "permanent-failure"
+    assert result.status == "technical-failure"
     assert result.reason is not None
     assert "HTTP 401" in result.reason
 

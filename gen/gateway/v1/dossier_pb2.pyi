@@ -87,6 +87,7 @@ class Applicant(_message.Message):
     FULL_NAME_FIELD_NUMBER: _builtins.int
     EMAIL_FIELD_NUMBER: _builtins.int
     PHONE_FIELD_NUMBER: _builtins.int
+    PREFERRED_CHANNEL_FIELD_NUMBER: _builtins.int
     personal_id: _builtins.str
     """12-digit personal identification number (số định danh cá nhân).
     Personal data: never used as a Kafka key, log field or span attribute.
@@ -94,6 +95,8 @@ class Applicant(_message.Message):
     full_name: _builtins.str
     email: _builtins.str
     phone: _builtins.str
+    preferred_channel: _builtins.str
+    """How the citizen prefers to be told: "email", "sms", or "" (every channel given)."""
     def __init__(
         self,
         *,
@@ -101,10 +104,11 @@ class Applicant(_message.Message):
         full_name: _builtins.str = ...,
         email: _builtins.str = ...,
         phone: _builtins.str = ...,
+        preferred_channel: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["email", b"email", "full_name", b"full_name", "personal_id", b"personal_id", "phone", b"phone"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["email", b"email", "full_name", b"full_name", "personal_id", b"personal_id", "phone", b"phone", "preferred_channel", b"preferred_channel"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

@@ -1,8 +1,8 @@
 """initial schema
 
-Revision ID: e5c0cb0aa35d
+Revision ID: 725770fea079
 Revises:
-Created: 2026-11-22 05:00:24.671993
+Created: 2026-11-22 05:07:00.431846
 """
 
 from collections.abc import Sequence
@@ -10,7 +10,7 @@ from collections.abc import Sequence
 import sqlalchemy as sa
 from alembic import op
 
-revision: str = "e5c0cb0aa35d"
+revision: str = "725770fea079"
 down_revision: str | None = None
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None

@@ -1,13 +1,13 @@
 """initial schema
 
-Revision ID: 0857cc1b3c25
+Revision ID: ab74f8663eb0
 Revises:
-Created: 2026-11-22 05:00:27.468638
+Created: 2026-11-22 05:07:03.282489
 """
 
 from collections.abc import Sequence
 
-revision: str = "0857cc1b3c25"
+revision: str = "ab74f8663eb0"
 down_revision: str | None = None
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None

@@ -1,8 +1,8 @@
 """initial schema
 
-Revision ID: 1600e86aee70
+Revision ID: d61b99a7d832
 Revises:
-Created: 2026-11-22 05:00:25.641880
+Created: 2026-11-22 05:07:01.400104
 """
 
 from collections.abc import Sequence
@@ -10,7 +10,7 @@ from collections.abc import Sequence
 import sqlalchemy as sa
 from alembic import op
 
-revision: str = "1600e86aee70"
+revision: str = "d61b99a7d832"
 down_revision: str | None = None
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None

@@ -1,0 +1,200 @@
+"""The ways a notification leaves: email over SMTP, SMS through an HTTP gateway, signed
+webhooks to agency systems. Each channel turns one attempt into an Outcome in the status
+vocabulary; the sender (services/notify/sender.py) does claiming, pacing and recording,
+the same for all of them.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Sequence
+from email.message import EmailMessage
+from email.utils import make_msgid
+from typing import Any, Protocol
+
+import aiohttp
+import aiosmtplib
+from opentelemetry.instrumentation.aiohttp_client import create_trace_config
+from sqlalchemy import select
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+
+from core.signing import signature_headers
+from services.notify.models import webhook_subscriptions
+from services.notify.settings import NotifySettings
+from services.notify.sms import SmsGateway
+from services.notify.status import Outcome
+
+_MAX_REASON = 300
+
+
+class Channel(Protocol):
+    name: str
+    span_name: str
+    # Whether the provider de-duplicates a resend of the same notification id (see sender).
+    idempotent: bool
+
+    async def start(self) -> None: ...
+
+    async def close(self) -> None: ...
+
+    async def prepare(self, rows: Sequence[dict[str, Any]]) -> None:
+        """Load what a claimed batch needs, in one round trip, before its sends."""
+
+    async def send(self, row: dict[str, Any]) -> Outcome: ...
+
+
+class EmailChannel:
+    name = "email"
+    span_name = "smtp send"
+    # SMTP has no idempotency key; the stable Message-ID lets a mailbox spot a resend.
+    idempotent = False
+
+    def __init__(self, settings: NotifySettings) -> None:
+        self._settings = settings
+        # One connection kept open across messages: a handshake per message (connect, EHLO,
+        # STARTTLS, AUTH, QUIT) would cost more than the message itself.
+        self._smtp: aiosmtplib.SMTP | None = None
+
+    async def start(self) -> None:
+        pass  # connected lazily, and again after any failure
+
+    async def prepare(self, rows: Sequence[dict[str, Any]]) -> None:
+        pass
+
+    async def close(self) -> None:
+        smtp, self._smtp = self._smtp, None
+        if smtp is not None and smtp.is_connected:
+            with contextlib.suppress(aiosmtplib.SMTPException, OSError):
+                await smtp.quit()
+
+    async def _connection(self) -> aiosmtplib.SMTP:
+        if self._smtp is None or not self._smtp.is_connected:
+            settings = self._settings
+            smtp = aiosmtplib.SMTP(
+                hostname=settings.smtp_host,
+                port=settings.smtp_port,
+                use_tls=settings.smtp_implicit_tls,
+                start_tls=settings.smtp_starttls,
+                validate_certs=settings.smtp_validate_certs,
+                timeout=settings.smtp_timeout_s,
+            )
+            await smtp.connect()
+            if settings.smtp_username:
+                await smtp.login(settings.smtp_username, settings.smtp_password or "")
+            self._smtp = smtp
+        return self._smtp
+
+    async def send(self, row: dict[str, Any]) -> Outcome:
+        try:
+            smtp = await self._connection()
+            await smtp.send_message(self._message(row))
+        except aiosmtplib.SMTPAuthenticationError as exc:
+            await self.close()
+            return Outcome("technical-failure", f"SMTP authentication refused: {exc.code}")
+        except aiosmtplib.SMTPRecipientsRefused as exc:
+            permanent = all(500 <= r.code < 600 for r in exc.recipients)
+            reason = "; ".join(str(r) for r in exc.recipients)
+            return Outcome("permanent-failure" if permanent else "temporary-failure", reason)
+        except aiosmtplib.SMTPResponseException as exc:
+            reason = f"SMTP {exc.code} {exc.message}"
+            if 500 <= exc.code < 600:
+                return Outcome("permanent-failure", reason)
+            return Outcome("temporary-failure", reason)
+        except (aiosmtplib.SMTPException, OSError, TimeoutError) as exc:
+            await self.close()  # the connection is in an unknown state
+            return Outcome("temporary-failure", f"{type(exc).__name__}: {exc}")
+        return Outcome("delivered")
+
+    def _message(self, row: dict[str, Any]) -> EmailMessage:
+        message = EmailMessage()
+        message["From"] = self._settings.mail_from
+        message["To"] = row["recipient"]
+        message["Subject"] = row["subject"]
+        message["Message-ID"] = make_msgid(idstring=row["id"], domain="dossier-gateway")
+        message["X-Dossier-Code"] = row["dossier_code"]
+        message["X-Notification-Id"] = row["id"]
+        message.set_content(row["body"])
+        return message
+
+
+class SmsChannel:
+    name = "sms"
+    span_name = "sms send"
+    # The notification id is the gateway's reference: a resend is answered, not billed.
+    idempotent = True
+
+    def __init__(self, settings: NotifySettings) -> None:
+        self._gateway = SmsGateway(
+            settings.sms_gateway_url, settings.sms_api_key, timeout_s=settings.sms_timeout_s
+        )
+
+    async def start(self) -> None:
+        await self._gateway.start()
+
+    async def close(self) -> None:
+        await self._gateway.close()
+
+    async def prepare(self, rows: Sequence[dict[str, Any]]) -> None:
+        pass
+
+    async def send(self, row: dict[str, Any]) -> Outcome:
+        result = await self._gateway.send(row["recipient"], row["body"], reference=row["id"])
+        return Outcome(result.status, result.reason, result.provider_id, result.retry_after_s)
+
+
+class WebhookChannel:
+    """Standard Webhooks POSTs; receivers de-duplicate on `webhook-id`, the notification id."""
+
+    name = "webhook"
+    span_name = "webhook send"
+    idempotent = True
+
+    def __init__(
+        self, settings: NotifySettings, sessions: async_sessionmaker[AsyncSession]
+    ) -> None:
+        self._timeout = aiohttp.ClientTimeout(total=settings.webhook_timeout_s)
+        self._sessions = sessions
+        self._http: aiohttp.ClientSession | None = None
+        self._secrets: dict[str, str] = {}
+
+    async def start(self) -> None:
+        if self._http is None:
+            self._http = aiohttp.ClientSession(
+                timeout=self._timeout, trace_configs=[create_trace_config()]
+            )
+
+    async def close(self) -> None:
+        http, self._http = self._http, None
+        if http is not None:
+            await http.close()
+
+    async def prepare(self, rows: Sequence[dict[str, Any]]) -> None:
+        ids = {r["subscription_id"] for r in rows}
+        async with self._sessions() as session:
+            found = await session.execute(
+                select(webhook_subscriptions.c.id, webhook_subscriptions.c.secret).where(
+                    webhook_subscriptions.c.id.in_(ids)
+                )
+            )
+        self._secrets = {row.id: row.secret for row in found}
+
+    async def send(self, row: dict[str, Any]) -> Outcome:
+        if self._http is None:
+            raise RuntimeError("WebhookChannel.send before start()")
+        secret = self._secrets.get(row["subscription_id"])
+        if secret is None:
+            return Outcome("permanent-failure", "the webhook subscription was deleted")
+        body = row["body"].encode()
+        headers = signature_headers(secret, row["id"], body) | {"Content-Type": "application/json"}
+        try:
+            async with self._http.post(row["recipient"], data=body, headers=headers) as response:
+                status = response.status
+                if 200 <= status < 300:
+                    return Outcome("delivered")
+                text = (await response.text(errors="replace"))[:_MAX_REASON]
+        except (aiohttp.ClientError, TimeoutError) as exc:
+            return Outcome("temporary-failure", f"{type(exc).__name__}: {exc}")
+        reason = f"HTTP {status}: {text}" if text else f"HTTP {status}"
+        if status in (408, 429) or status >= 500:
+            return Outcome("temporary-failure", reason)
+        return Outcome("permanent-failure", reason)

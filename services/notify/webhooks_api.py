@@ -1,0 +1,116 @@
+"""Agency systems subscribe to signed callbacks (Standard Webhooks) about their dossiers.
+
+The signing secret is generated here and shown once, in the answer to the creation; the
+agency keeps it to verify `webhook-signature`. Subscriptions are notify's own data, changed
+at run time through this API, not catalogue entries.
+"""
+
+from __future__ import annotations
+
+import uuid
+from datetime import UTC, datetime
+from typing import Annotated
+
+from fastapi import APIRouter, Depends, Response
+from pydantic import AnyHttpUrl, BaseModel, Field, field_validator
+from sqlalchemy import delete, select
+
+from core.auth import WEBHOOKS_MANAGE, AgencyPrincipal, require_scope
+from core.events import EVENT_TYPES
+from core.problems import PROBLEM_RESPONSES, Problem
+from core.signing import new_secret
+from services.notify.api import Sessions
+from services.notify.models import webhook_subscriptions as subscriptions
+from services.notify.notifications import NotificationService
+
+router = APIRouter(prefix="/v1/webhook-subscriptions", tags=["webhooks"])
+
+
+class SubscriptionIn(BaseModel):
+    agency_code: str = Field(min_length=1, max_length=40)
+    url: AnyHttpUrl
+    event_types: Annotated[list[str], Field(min_length=1)]
+
+    @field_validator("event_types")
+    @classmethod
+    def _known(cls, value: list[str]) -> list[str]:
+        unknown = sorted(set(value) - NotificationService.event_types)
+        if unknown:
+            allowed = ", ".join(sorted(NotificationService.event_types))
+            raise ValueError(f"unknown event types {unknown}; one of: {allowed}")
+        return sorted(set(value))
+
+
+class SubscriptionOut(BaseModel):
+    id: str
+    agency_code: str
+    url: str
+    event_types: list[str]
+    created_at: datetime
+
+
+class CreatedSubscriptionOut(SubscriptionOut):
+    # Shown once: store it to verify webhook-signature.
+    secret: str
+
+
+assert NotificationService.event_types <= EVENT_TYPES.keys()
+
+Agency = Annotated[AgencyPrincipal, Depends(require_scope(WEBHOOKS_MANAGE))]
+
+
+@router.post(
+    "", status_code=201, response_model=CreatedSubscriptionOut, responses=PROBLEM_RESPONSES
+)
+async def create_subscription(
+    body: SubscriptionIn, agency: Agency, sessions: Sessions
+) -> CreatedSubscriptionOut:
+    """Subscribe an agency system; the answer carries the signing secret, this once. An
+    agency subscribes for itself only."""
+    if body.agency_code != agency.agency_code:
+        raise Problem(
+            403,
+            "subscription-for-another-agency",
+            "An agency system may only subscribe for its own agency",
+            f"the token is {agency.agency_code}'s, the subscription {body.agency_code}'s",
+        )
+    row = {
+        "id": str(uuid.uuid4()),
+        "agency_code": body.agency_code,
+        "url": str(body.url),
+        "event_types": body.event_types,
+        "secret": new_secret(),
+        "created_at": datetime.now(UTC),
+    }
+    async with sessions.begin() as session:
+        await session.execute(subscriptions.insert().values(row))
+    return CreatedSubscriptionOut.model_validate(row)
+
+
+@router.get("", response_model=list[SubscriptionOut], responses=PROBLEM_RESPONSES)
+async def list_subscriptions(agency: Agency, sessions: Sessions) -> list[SubscriptionOut]:
+    """The calling agency's subscriptions."""
+    query = (
+        select(subscriptions)
+        .where(subscriptions.c.agency_code == agency.agency_code)
+        .order_by(subscriptions.c.created_at)
+    )
+    async with sessions() as session:
+        rows = await session.execute(query)
+    return [SubscriptionOut.model_validate(dict(r._mapping)) for r in rows]
+
+
+@router.delete("/{subscription_id}", status_code=204, responses=PROBLEM_RESPONSES)
+async def delete_subscription(subscription_id: str, agency: Agency, sessions: Sessions) -> Response:
+    """Stop callbacks; those not yet sent fail permanently with the reason. Another agency's
+    subscription is not found, as if it did not exist."""
+    async with sessions.begin() as session:
+        result = await session.execute(
+            delete(subscriptions).where(
+                subscriptions.c.id == subscription_id,
+                subscriptions.c.agency_code == agency.agency_code,
+            )
+        )
+    if not result.rowcount:  # type: ignore[attr-defined]
+        raise Problem(404, "subscription-not-found", "No such subscription", subscription_id)
+    return Response(status_code=204)
