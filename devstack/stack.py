@@ -6,7 +6,9 @@ PostgreSQL and an OTLP receiver, and kill or restart single services through it.
 
 from __future__ import annotations
 
+import json
 import os
+import secrets
 import signal
 import subprocess
 import sys
@@ -18,11 +20,14 @@ from pathlib import Path
 import grpc
 import httpx
 from grpc_health.v1 import health_pb2, health_pb2_grpc
+from joserfc.jwk import RSAKey
 
 from devstack._process import free_ports, log_tail
 
 REPO = Path(__file__).resolve().parent.parent
 HOST = "127.0.0.1"
+# The gateway's client at the e-ID provider (the sandbox's, locally).
+EID_CLIENT_ID = "dossier-gateway"
 SERVICES = ("sandbox", "identity", "routing", "notify", "intake")
 
 
@@ -82,6 +87,7 @@ class Stack:
             "intake": {
                 "HTTP_PORT": str(p.intake),
                 "ROUTING_GRPC_TARGET": f"{HOST}:{p.routing_grpc}",
+                "IDENTITY_GRPC_TARGET": f"{HOST}:{p.identity_grpc}",
             },
             "routing": {
                 "HTTP_PORT": str(p.routing),
@@ -94,16 +100,50 @@ class Stack:
                 "SMTP_HOST": HOST,
                 "SMTP_PORT": str(p.sandbox_smtp),
             },
-            "identity": {"HTTP_PORT": str(p.identity), "GRPC_PORT": str(p.identity_grpc)},
+            "identity": {
+                "HTTP_PORT": str(p.identity),
+                "GRPC_PORT": str(p.identity_grpc),
+                "EID_ISSUER": self.url("sandbox") + "/oidc",
+                "EID_CLIENT_ID": EID_CLIENT_ID,
+                "EID_CLIENT_KEY_FILE": str(self._eid_dir() / "client.jwk.json"),
+                "EID_REDIRECT_URI": self.eid_redirect_uri,
+                "REGISTRY_GRPC_TARGET": f"{HOST}:{p.sandbox_registry_grpc}",
+                "PSEUDONYM_KEY": (self._eid_dir() / "pseudonym.key").read_text().strip(),
+            },
             "sandbox": {
                 "SANDBOX_HOST": HOST,
                 "SANDBOX_HTTP_PORT": str(p.sandbox),
                 "SANDBOX_SMTP_PORT": str(p.sandbox_smtp),
                 "SANDBOX_REGISTRY_GRPC_PORT": str(p.sandbox_registry_grpc),
                 "SANDBOX_AGENCY_GRPC_PORT": str(p.sandbox_agency_grpc),
+                "SANDBOX_OIDC_CLIENT_ID": EID_CLIENT_ID,
+                "SANDBOX_OIDC_REDIRECT_URIS": self.eid_redirect_uri,
+                "SANDBOX_OIDC_CLIENT_JWKS_FILE": str(self._eid_dir() / "client.jwks.json"),
+                # A login_hint logs that citizen in without the page: for tests and curl.
+                "SANDBOX_OIDC_AUTO_LOGIN": "true",
             },
         }[service]
         return env
+
+    @property
+    def eid_redirect_uri(self) -> str:
+        return self.url("identity") + "/v1/citizen/callback"
+
+    def _eid_dir(self) -> Path:
+        """Credentials of this stack, made on first use and never committed: the e-ID
+        client's key pair (private_key_jwt) and the key of access-log pseudonyms."""
+        folder = self.var_dir / "eid"
+        if not (folder / "pseudonym.key").exists():
+            folder.mkdir(parents=True, exist_ok=True)
+            key = RSAKey.generate_key(2048, {"use": "sig", "alg": "RS256"}, auto_kid=True)
+            private = folder / "client.jwk.json"
+            private.touch(mode=0o600)
+            private.write_text(json.dumps(key.as_dict(private=True)))
+            public = {"keys": [key.as_dict(private=False)]}
+            (folder / "client.jwks.json").write_text(json.dumps(public))
+            (folder / "pseudonym.key").touch(mode=0o600)
+            (folder / "pseudonym.key").write_text(secrets.token_hex(32))
+        return folder
 
     def start(self, timeout: float = 90) -> None:
         for service in SERVICES:

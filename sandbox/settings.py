@@ -18,3 +18,12 @@ class SandboxSettings(BaseSettings):
     # How long a callback keeps being retried while the gateway is unreachable.
     callback_timeout_s: float = Field(default=300.0, gt=0)
     log_level: str = "INFO"
+    # The population registry stand-in (gRPC); 0 for a free port.
+    registry_grpc_port: int = Field(default=50053, ge=0, le=65535)
+    # The gateway's client at the e-ID stand-in (issuer {sandbox}/oidc): its redirect URIs,
+    # comma-separated, and either a client secret or a file holding its public JWKS
+    # (private_key_jwt). Without a client id the provider runs with no client registered.
+    oidc_client_id: str = ""
+    oidc_redirect_uris: str = ""
+    oidc_client_secret: str = ""
+    oidc_client_jwks_file: str = ""

@@ -14,6 +14,7 @@ from core.outbox import Outbox
 from core.runtime import Runtime
 from services.intake import models
 from services.intake.api import router
+from services.intake.citizen import IdentityClient
 from services.intake.dossiers import DossierRegistry
 from services.intake.journey import JourneyClient
 from services.intake.settings import IntakeSettings
@@ -29,9 +30,12 @@ def build_app(settings: IntakeSettings | None = None) -> FastAPI:
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         await runtime.start()
         app.state.journeys = JourneyClient(settings.routing_grpc_target, settings.journey_timeout_s)
+        identity = IdentityClient(settings.identity_grpc_target, settings.identity_timeout_s)
+        app.state.registry.identity = identity
         try:
             yield
         finally:
+            await identity.close()
             await app.state.journeys.close()
             await runtime.stop()
 
