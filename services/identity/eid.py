@@ -23,8 +23,8 @@ from authlib.common.security import generate_token
 from authlib.integrations.httpx_client import AsyncOAuth2Client
 from authlib.oauth2.rfc7523 import PrivateKeyJWT
 from authlib.oauth2.rfc7636 import create_s256_code_challenge
-from joserfc import jwt
-from joserfc.errors import JoseError
+from joserfc import jwk, jwt
+from joserfc.errors import ClaimError, JoseError
 from joserfc.jwk import KeySet
 
 from core.personal_id import InvalidPersonalId, PersonalId, validate_personal_id
@@ -152,16 +152,19 @@ class RelyingParty:
 
     async def exchange(self, code: str, code_verifier: str) -> dict[str, Any]:
         endpoint = (await self.metadata())["token_endpoint"]
-        key = self.client.private_key
+        key = jwk.import_key(self.client.private_key) if self.client.private_key else None
         oauth = AsyncOAuth2Client(
             client_id=self.client.client_id,
-            client_secret=json.dumps(key) if key else self.client.client_secret,
+            client_secret=key or self.client.client_secret,
             token_endpoint_auth_method="private_key_jwt" if key else "client_secret_basic",
             timeout=10,
             trust_env=False,
         )
-        if key:
-            oauth.register_client_auth_method(PrivateKeyJWT(endpoint, alg=key.get("alg", "RS256")))
+        if key is not None:
+            alg = key.get("alg") or "RS256"
+            # kid lets the provider pick our current key from the JWKS it holds for us.
+            auth = PrivateKeyJWT(endpoint, headers={"kid": key.kid} if key.kid else None, alg=alg)
+            oauth.register_client_auth_method(auth)
         async with oauth:
             try:
                 token = await oauth.fetch_token(
@@ -172,9 +175,8 @@ class RelyingParty:
                     code_verifier=code_verifier,
                 )
             except Exception as exc:  # authlib raises OAuthError, httpx transport errors
-                raise EidError(
-                    f"the token endpoint refused the code: {type(exc).__name__}"
-                ) from None
+                detail = getattr(exc, "error", "") or type(exc).__name__
+                raise EidError(f"the token endpoint refused the code: {detail}") from None
         return dict(token)
 
     async def userinfo(self, access_token: str) -> dict[str, Any]:
@@ -202,8 +204,8 @@ class RelyingParty:
         )
         try:
             registry.validate(token.claims)
-        except JoseError as exc:
-            raise EidError(f"ID-token claims refused: {exc.error} {exc.description}") from None
+        except ClaimError as exc:
+            raise EidError(f"ID-token claim {exc.claim!r} refused: {exc.description}") from None
         audiences = token.claims["aud"]
         # OIDC Core §3.1.3.7: with several audiences, azp must name us.
         several = isinstance(audiences, list) and len(audiences) > 1

@@ -20,12 +20,20 @@ class CitizenNotRegistered(Exception):
 
 class RegistryClient:
     def __init__(self, target: str, timeout_s: float) -> None:
-        self._channel = traced_channel(target)
-        self._stub = registry_pb2_grpc.PopulationRegistryStub(self._channel)
+        self._target = target
         self._timeout_s = timeout_s
+        self._channel: grpc.aio.Channel | None = None
+
+    @property
+    def _stub(self) -> registry_pb2_grpc.PopulationRegistryAsyncStub:
+        # Made on first use: a grpc.aio channel belongs to the running event loop.
+        if self._channel is None:
+            self._channel = traced_channel(self._target)
+        return registry_pb2_grpc.PopulationRegistryStub(self._channel)
 
     async def close(self) -> None:
-        await self._channel.close()
+        if self._channel is not None:
+            await self._channel.close()
 
     async def residence(
         self, personal_id: PersonalId, purpose: str, agency: str, dossier_code: str = ""
