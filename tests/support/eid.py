@@ -38,3 +38,22 @@ def log_in(stack: Stack, personal_id: str, acr: str = "2") -> tuple[httpx.Client
     assert response.status_code == 200, response.text
     body: dict[str, Any] = response.json()
     return client, body
+
+
+def consent(stack: Stack, session: str, procedure_code: str, purpose: str) -> dict[str, Any]:
+    """Preview, then grant, the registry read for one procedure; returns the consent."""
+    identity, headers = stack.url("identity"), {"X-Citizen-Session": session}
+    preview = httpx.post(
+        identity + "/v1/consents",
+        json={"procedure_code": procedure_code, "purpose": purpose},
+        headers=headers,
+        timeout=15,
+    )
+    assert preview.status_code == 201, preview.text
+    consent_id = preview.json()["id"]
+    granted = httpx.post(
+        f"{identity}/v1/consents/{consent_id}/confirm", headers=headers, timeout=15
+    )
+    assert granted.status_code == 200, granted.text
+    body: dict[str, Any] = granted.json()
+    return body

@@ -1,0 +1,53 @@
+"""No personal ID number in clear where operators look: after a full e-ID filing, neither
+the services' logs nor the exported spans (names, attributes, resources) contain it."""
+
+from __future__ import annotations
+
+import httpx
+
+from core.personal_id import mask
+from devstack.otlp_sink import SpanCollector
+from devstack.stack import Stack
+from tests.support.eid import consent, log_in
+from tests.support.flows import eventually, wait_completed
+
+# Registered in the sandbox registry and used by no other test, so any hit is this flow's.
+CITIZEN = "048305654321"
+
+
+def test_an_e_id_filing_leaves_no_personal_id_in_logs_or_spans(
+    stack: Stack, spans: SpanCollector
+) -> None:
+    _, login = log_in(stack, CITIZEN, acr="2")
+    granted = consent(stack, login["session"], "HT.XNTTHN", "Đăng ký kết hôn")
+    response = httpx.post(
+        stack.url("intake") + "/v1/dossiers",
+        json={
+            "procedure_code": "HT.XNTTHN",
+            "applicant": {"email": "hygiene@example.vn"},
+            "form_data": {"intended_use": "Đăng ký kết hôn"},
+            "residence_consent_id": granted["id"],
+        },
+        headers={"X-Citizen-Session": login["session"]},
+        timeout=15,
+    )
+    assert response.status_code == 201, response.text
+    trace_id = wait_completed(stack, response.json()["code"])["trace_id"]
+    # Spans are exported in batches: wait until the dossier's mail went out in its trace.
+    trace = eventually(
+        lambda: (
+            (found := spans.spans(trace_id)) and any(s.name == "smtp send" for s in found) and found
+        )
+    )
+    assert {"intake", "identity"} <= {s.service for s in trace}
+
+    logs = sorted((stack.var_dir / "log").glob("*.log"))
+    assert {p.stem for p in logs} >= {"intake", "identity", "routing", "notify", "sandbox"}
+    for path in logs:
+        text = path.read_text(encoding="utf-8", errors="replace")
+        assert CITIZEN not in text, f"{path.name} logs the personal ID in clear"
+    # Not vacuous: identity did log this citizen's login, masked.
+    assert mask(CITIZEN) in (stack.var_dir / "log" / "identity.log").read_text(encoding="utf-8")
+    for span in spans.spans():
+        exported = f"{span.name} {span.attributes} {span.service}"
+        assert CITIZEN not in exported, f"span {span.name} of {span.service} carries it"
