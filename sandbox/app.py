@@ -65,7 +65,8 @@ def create_app(settings: SandboxSettings | None = None, base_url: str | None = N
     app.include_router(agency_router(office))
     app.include_router(mail_router(store))
     app.include_router(sms_router(SmsStore()))
-    app.mount("/oidc", create_oidc_app(f"{base_url}/oidc", oidc_clients(settings)))
+    app.state.oidc = create_oidc_app(f"{base_url}/oidc", oidc_clients(settings))
+    app.mount("/oidc", app.state.oidc)
 
     @app.get("/health/live", tags=["health"])
     async def live() -> dict[str, str]:

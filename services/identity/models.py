@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-from sqlalchemy import JSON, BigInteger, Column, Integer, MetaData, String, Table
+from sqlalchemy import JSON, Column, Integer, MetaData, String, Table
 
-from core.storage import UtcDateTime
+from core.storage import BigId, UtcDateTime
 
 metadata = MetaData()
 
@@ -54,7 +54,7 @@ consents = Table(
 access_log = Table(
     "identity_access_log",
     metadata,
-    Column("seq", BigInteger().with_variant(Integer, "sqlite"), primary_key=True),
+    Column("seq", BigId, primary_key=True),
     Column("citizen_ref", String(32), nullable=False, index=True),
     Column("agency", String(20), nullable=False),
     Column("service", String(40), nullable=False),
@@ -72,6 +72,6 @@ access_log_head = Table(
     "identity_access_log_head",
     metadata,
     Column("id", Integer, primary_key=True),
-    Column("seq", BigInteger().with_variant(Integer, "sqlite"), nullable=False),
+    Column("seq", BigId, nullable=False),
     Column("hash", String(64), nullable=False),
 )
