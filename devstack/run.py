@@ -25,6 +25,8 @@ Dossier gateway is running.
   database   {database}
   sandbox    agencies {stack.url("sandbox")}/agencies   SMTP {HOST}:{p.sandbox_smtp}
              mailbox {stack.url("sandbox")}/mail/messages
+             e-ID {stack.url("sandbox")}/oidc   registry gRPC {HOST}:{p.sandbox_registry_grpc}
+  e-ID login {stack.url("identity")}/v1/citizen/login (in a browser)
   logs       {stack.var_dir}/log/
 
 Submit a first dossier (the README explains every field):
