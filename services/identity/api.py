@@ -125,6 +125,20 @@ async def me(session: Citizen) -> dict[str, Any]:
     }
 
 
+@router.post("/citizen/logout", status_code=204, summary="End the citizen session")
+async def logout(
+    request: Request,
+    cookie: Annotated[str | None, Cookie(alias=SESSION_COOKIE)] = None,
+    x_citizen_session: Annotated[str | None, Header()] = None,
+) -> Response:
+    citizens: Citizens = _state(request, "citizens")
+    if session_id := x_citizen_session or cookie:
+        await citizens.close_session(session_id)
+    response = Response(status_code=204)
+    response.delete_cookie(SESSION_COOKIE)
+    return response
+
+
 @router.get("/citizen/access-log", summary="Who read my data, when and why")
 async def my_access_log(request: Request, session: Citizen) -> dict[str, Any]:
     sessions: async_sessionmaker[AsyncSession] = _state(request, "sessions")

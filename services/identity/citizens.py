@@ -85,6 +85,9 @@ class Citizens:
         )
         async with self._sessions.begin() as session:
             await session.execute(
+                delete(citizen_sessions).where(citizen_sessions.c.expires_at < now)
+            )
+            await session.execute(
                 citizen_sessions.insert().values(
                     id_hash=session_hash(session_id),
                     personal_id=citizen.personal_id.value,
@@ -95,6 +98,14 @@ class Citizens:
                 )
             )
         return session_id, opened
+
+    async def close_session(self, session_id: str) -> None:
+        async with self._sessions.begin() as session:
+            await session.execute(
+                delete(citizen_sessions).where(
+                    citizen_sessions.c.id_hash == session_hash(session_id)
+                )
+            )
 
     async def session(self, session_id: str) -> CitizenSession | None:
         if not session_id:

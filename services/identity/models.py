@@ -29,7 +29,7 @@ citizen_sessions = Table(
     Column("full_name", String(200), nullable=False),
     Column("assurance_level", Integer, nullable=False),
     Column("created_at", UtcDateTime(), nullable=False),
-    Column("expires_at", UtcDateTime(), nullable=False),
+    Column("expires_at", UtcDateTime(), nullable=False, index=True),
 )
 
 # Consent to attach registry data to one procedure's dossier: previewed, then granted by

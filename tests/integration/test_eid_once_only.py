@@ -7,14 +7,16 @@ from __future__ import annotations
 import asyncio
 from typing import Any
 
+import grpc
 import httpx
+import pytest
 from aiokafka import AIOKafkaConsumer
 from google.protobuf.json_format import MessageToDict
 
 from core.events import from_kafka
 from devstack.kafka import KafkaBroker
-from devstack.stack import Stack
-from gateway.v1 import events_pb2
+from devstack.stack import HOST, Stack
+from gateway.v1 import events_pb2, identity_pb2, identity_pb2_grpc
 from tests.conftest import TOPIC
 from tests.support.eid import at_provider, browser, log_in, start_login
 from tests.support.flows import wait_completed
@@ -167,3 +169,57 @@ def test_replayed_callback_and_foreign_consent_are_refused(stack: Stack) -> None
         stack, marital_status_dossier(residence_consent_id=consent["id"]), other["session"]
     )
     assert stolen.status_code == 403, stolen.text
+
+
+def test_identity_grpc_refuses_residence_without_granted_consent(stack: Stack) -> None:
+    _, mine = log_in(stack, CITIZEN)
+    _, other = log_in(stack, "031200123456")
+    previewed = httpx.post(
+        stack.url("identity") + "/v1/consents",
+        json={"procedure_code": PROCEDURE, "purpose": "Xác nhận tình trạng hôn nhân"},
+        headers={"X-Citizen-Session": mine["session"]},
+        timeout=15,
+    ).json()
+    assert previewed["state"] == "previewed"
+
+    def take(session: str) -> grpc.StatusCode:
+        with grpc.insecure_channel(f"{HOST}:{stack.ports.identity_grpc}") as channel:
+            stub = identity_pb2_grpc.CitizenIdentityStub(channel)
+            request = identity_pb2.TakeResidenceRequest(
+                consent_id=previewed["id"],
+                session=session,
+                dossier_code="000.21.31.H22-261122-9999",
+                requesting_agency=AGENCY,
+            )
+            with pytest.raises(grpc.RpcError) as refused:
+                stub.TakeResidence(request, timeout=10)
+        code: grpc.StatusCode = refused.value.code()
+        return code
+
+    assert take(mine["session"]) == grpc.StatusCode.FAILED_PRECONDITION
+    assert take(other["session"]) == grpc.StatusCode.PERMISSION_DENIED
+    assert take("not-a-session") == grpc.StatusCode.UNAUTHENTICATED
+
+
+def test_no_registry_read_for_a_procedure_that_does_not_need_it(stack: Stack) -> None:
+    client, login = log_in(stack, CITIZEN)
+    before = client.get(stack.url("identity") + "/v1/citizen/access-log").json()["reads"]
+    refused = httpx.post(
+        stack.url("identity") + "/v1/consents",
+        json={"procedure_code": "LT.KS-TT-BHYT", "purpose": "Khai sinh cho con"},
+        headers={"X-Citizen-Session": login["session"]},
+        timeout=15,
+    )
+    assert refused.status_code == 422, refused.text
+    assert refused.json()["type"].endswith("residence-not-needed")
+    after = client.get(stack.url("identity") + "/v1/citizen/access-log").json()["reads"]
+    assert after == before
+
+    assert client.post(stack.url("identity") + "/v1/citizen/logout").status_code == 204
+    # The session is gone server-side, not only the cookie.
+    gone = httpx.get(
+        stack.url("identity") + "/v1/citizen/me",
+        headers={"X-Citizen-Session": login["session"]},
+        timeout=15,
+    )
+    assert gone.status_code == 401, gone.text
