@@ -13,7 +13,7 @@ from fastapi import Depends, FastAPI
 from core.catalogue import load_catalogue
 from core.grpc import GrpcServer
 from core.http import create_app, database_ready
-from core.personal_id import pseudonymise
+from core.personal_id import MIN_PSEUDONYM_KEY_BYTES
 from core.runtime import Runtime
 from gateway.v1 import identity_pb2, identity_pb2_grpc
 from services.identity import models
@@ -40,15 +40,27 @@ def eid_client(settings: IdentitySettings) -> EidClient:
     )
 
 
+def pseudonym_key(settings: IdentitySettings) -> bytes:
+    """Checked at start-up rather than at the first login: no key, no access log."""
+    try:
+        key = bytes.fromhex(settings.pseudonym_key.get_secret_value())
+    except ValueError:
+        key = b""
+    if len(key) < MIN_PSEUDONYM_KEY_BYTES:
+        raise SystemExit(
+            f"PSEUDONYM_KEY must be at least {MIN_PSEUDONYM_KEY_BYTES} bytes in hex, kept "
+            "secret and stable (e.g. `openssl rand -hex 32` into a secret store)"
+        )
+    return key
+
+
 def build_app(settings: IdentitySettings | None = None) -> FastAPI:
     settings = settings or IdentitySettings()
     runtime = Runtime(settings, name="identity", metadata=models.metadata)
-    key = bytes.fromhex(settings.pseudonym_key.get_secret_value())
+    key = pseudonym_key(settings)
     citizens = Citizens(
         runtime.sessions, key, settings.eid_login_ttl_s, settings.citizen_session_ttl_s
     )
-    # Fails here, at start-up, rather than at the first login: a short key is a leak.
-    pseudonymise("0" * 12, key)
     registry = RegistryClient(settings.registry_grpc_target, settings.registry_timeout_s)
     consents = Consents(runtime.sessions, load_catalogue(), registry, citizens)
     servicer = CitizenIdentityServicer(runtime.sessions, citizens, consents)
