@@ -1,13 +1,18 @@
 """No personal ID number in clear where operators look: after a full e-ID filing, neither
-the services' logs nor the exported spans (names, attributes, resources) contain it."""
+the services' logs, nor the exported spans (names, attributes), nor Kafka keys contain it."""
 
 from __future__ import annotations
 
+import asyncio
+
 import httpx
+from aiokafka import AIOKafkaConsumer
 
 from core.personal_id import mask
+from devstack.kafka import KafkaBroker
 from devstack.otlp_sink import SpanCollector
 from devstack.stack import Stack
+from tests.conftest import TOPIC
 from tests.support.eid import consent, log_in
 from tests.support.flows import eventually, wait_completed
 
@@ -15,8 +20,29 @@ from tests.support.flows import eventually, wait_completed
 CITIZEN = "048305654321"
 
 
-def test_an_e_id_filing_leaves_no_personal_id_in_logs_or_spans(
-    stack: Stack, spans: SpanCollector
+def kafka_keys(kafka: KafkaBroker, until: bytes) -> list[bytes]:
+    """Keys of every record on the events topic, read until one keyed `until` shows up."""
+
+    async def read() -> list[bytes]:
+        consumer = AIOKafkaConsumer(
+            TOPIC, bootstrap_servers=kafka.bootstrap_servers, auto_offset_reset="earliest"
+        )
+        await consumer.start()
+        keys: list[bytes] = []
+        try:
+            async with asyncio.timeout(60):
+                while until not in keys:
+                    for records in (await consumer.getmany(timeout_ms=500)).values():
+                        keys.extend(r.key or b"" for r in records)
+        finally:
+            await consumer.stop()
+        return keys
+
+    return asyncio.run(read())
+
+
+def test_an_e_id_filing_leaves_no_personal_id_in_logs_spans_or_keys(
+    stack: Stack, spans: SpanCollector, kafka: KafkaBroker
 ) -> None:
     _, login = log_in(stack, CITIZEN, acr="2")
     granted = consent(stack, login["session"], "HT.XNTTHN", "Đăng ký kết hôn")
@@ -32,7 +58,8 @@ def test_an_e_id_filing_leaves_no_personal_id_in_logs_or_spans(
         timeout=15,
     )
     assert response.status_code == 201, response.text
-    trace_id = wait_completed(stack, response.json()["code"])["trace_id"]
+    code = response.json()["code"]
+    trace_id = wait_completed(stack, code)["trace_id"]
     # Spans are exported in batches: wait until the dossier's mail went out in its trace.
     trace = eventually(
         lambda: (
@@ -51,3 +78,5 @@ def test_an_e_id_filing_leaves_no_personal_id_in_logs_or_spans(
     for span in spans.spans():
         exported = f"{span.name} {span.attributes} {span.service}"
         assert CITIZEN not in exported, f"span {span.name} of {span.service} carries it"
+    keys = kafka_keys(kafka, code.encode())
+    assert not [k for k in keys if CITIZEN.encode() in k]
