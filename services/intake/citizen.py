@@ -124,3 +124,11 @@ def check_residence_proof(request: DossierIn, procedure: Procedure, with_eid: bo
             f"Procedure {procedure.code} needs residence: log in with e-ID and consent to "
             "the registry read (residence_consent_id), or upload a document of kind 'residence'",
         )
+
+
+def verified_request(request: DossierIn, applicant: EidApplicant) -> DossierIn:
+    """The request with the applicant identity replaced by what e-ID verified."""
+    verified = request.applicant.model_copy(
+        update={"personal_id": applicant.personal_id, "full_name": applicant.full_name}
+    )
+    return request.model_copy(update={"applicant": verified})

@@ -22,7 +22,12 @@ from core.events import new_event
 from core.outbox import Outbox
 from core.problems import Problem
 from gateway.v1 import dossier_pb2, events_pb2
-from services.intake.citizen import EidApplicant, IdentityClient, check_residence_proof
+from services.intake.citizen import (
+    EidApplicant,
+    IdentityClient,
+    check_residence_proof,
+    verified_request,
+)
 from services.intake.models import dossier_citizen_data, dossiers, idempotency_keys
 from services.intake.receipts import next_receipt_code
 from services.intake.schemas import DossierIn
@@ -56,6 +61,8 @@ class DossierRegistry:
         eid = None
         if citizen_session is not None and self.identity is not None:
             eid = await self.identity.applicant(citizen_session, request, procedure)
+            # Fingerprinted and registered as the verified citizen: one key, one citizen.
+            request = verified_request(request, eid)
         elif request.applicant.personal_id is None or request.applicant.full_name is None:
             raise Problem(
                 422,
@@ -137,10 +144,8 @@ class DossierRegistry:
             code = await next_receipt_code(session, agency, received_at)
             span.set_attribute("dossier.code", code)
             span.set_attribute("dossier.procedure_code", procedure.code)
-            applicant = request.applicant.model_dump()
             residence = None
             if eid is not None and self.identity is not None:
-                applicant |= {"personal_id": eid.personal_id, "full_name": eid.full_name}
                 # Taken with the receipt code known, so the citizen's log names the dossier.
                 residence = await self.identity.residence(eid, code, agency)
                 await session.execute(
@@ -154,7 +159,7 @@ class DossierRegistry:
                 "code": code,
                 "procedure_code": procedure.code,
                 "receiving_agency_code": agency,
-                "applicant": applicant,
+                "applicant": request.applicant.model_dump(),
                 "form_data": request.form_data,
                 "received_at": received_at,
                 "due_at": due_at.astimezone(UTC),
@@ -171,8 +176,6 @@ class DossierRegistry:
                     )
                 )
             message = _dossier_message(code, agency, request, received_at, due_at)
-            message.applicant.personal_id = applicant["personal_id"]
-            message.applicant.full_name = applicant["full_name"]
             if residence is not None:
                 message.residence.CopyFrom(residence)
             message.assurance_level = eid.assurance_level if eid else 0

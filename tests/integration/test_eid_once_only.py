@@ -102,8 +102,12 @@ def test_citizen_files_a_residence_dossier_without_a_document(
     assert confirmed.status_code == 200
     assert confirmed.json()["state"] == "granted"
 
+    # An applicant identity in the body is not believed: e-ID's replaces it.
+    impostor = {"personal_id": "001090012345", "full_name": "Kẻ Mạo Danh", "email": "x@example.vn"}
     created = post_dossier(
-        stack, marital_status_dossier(residence_consent_id=consent["id"]), session
+        stack,
+        marital_status_dossier(residence_consent_id=consent["id"], applicant=impostor),
+        session,
     )
     assert created.status_code == 201, created.text
     code = created.json()["code"]
