@@ -87,7 +87,6 @@ class Stack:
             "intake": {
                 "HTTP_PORT": str(p.intake),
                 "ROUTING_GRPC_TARGET": f"{HOST}:{p.routing_grpc}",
-                "IDENTITY_GRPC_TARGET": f"{HOST}:{p.identity_grpc}",
             },
             "routing": {
                 "HTTP_PORT": str(p.routing),
@@ -100,34 +99,41 @@ class Stack:
                 "SMTP_HOST": HOST,
                 "SMTP_PORT": str(p.sandbox_smtp),
             },
-            "identity": {
-                "HTTP_PORT": str(p.identity),
-                "GRPC_PORT": str(p.identity_grpc),
-                "EID_ISSUER": self.url("sandbox") + "/oidc",
-                "EID_CLIENT_ID": EID_CLIENT_ID,
-                "EID_CLIENT_KEY_FILE": str(self._eid_dir() / "client.jwk.json"),
-                "EID_REDIRECT_URI": self.eid_redirect_uri,
-                "REGISTRY_GRPC_TARGET": f"{HOST}:{p.sandbox_registry_grpc}",
-                "PSEUDONYM_KEY": (self._eid_dir() / "pseudonym.key").read_text().strip(),
-            },
+            "identity": {"HTTP_PORT": str(p.identity), "GRPC_PORT": str(p.identity_grpc)},
             "sandbox": {
                 "SANDBOX_HOST": HOST,
                 "SANDBOX_HTTP_PORT": str(p.sandbox),
                 "SANDBOX_SMTP_PORT": str(p.sandbox_smtp),
                 "SANDBOX_REGISTRY_GRPC_PORT": str(p.sandbox_registry_grpc),
                 "SANDBOX_AGENCY_GRPC_PORT": str(p.sandbox_agency_grpc),
+            },
+        }[service]
+        env |= self._eid_env(service)
+        return env
+
+    def _eid_env(self, service: str) -> dict[str, str]:
+        """Citizens' e-ID and the population registry: identity is the sandbox provider's
+        relying party, intake asks identity."""
+        p, credentials = self.ports, self._eid_dir()
+        redirect_uri = self.url("identity") + "/v1/citizen/callback"
+        return {
+            "intake": {"IDENTITY_GRPC_TARGET": f"{HOST}:{p.identity_grpc}"},
+            "identity": {
+                "EID_ISSUER": self.url("sandbox") + "/oidc",
+                "EID_CLIENT_ID": EID_CLIENT_ID,
+                "EID_CLIENT_KEY_FILE": str(credentials / "client.jwk.json"),
+                "EID_REDIRECT_URI": redirect_uri,
+                "REGISTRY_GRPC_TARGET": f"{HOST}:{p.sandbox_registry_grpc}",
+                "PSEUDONYM_KEY": (credentials / "pseudonym.key").read_text().strip(),
+            },
+            "sandbox": {
                 "SANDBOX_OIDC_CLIENT_ID": EID_CLIENT_ID,
-                "SANDBOX_OIDC_REDIRECT_URIS": self.eid_redirect_uri,
-                "SANDBOX_OIDC_CLIENT_JWKS_FILE": str(self._eid_dir() / "client.jwks.json"),
+                "SANDBOX_OIDC_REDIRECT_URIS": redirect_uri,
+                "SANDBOX_OIDC_CLIENT_JWKS_FILE": str(credentials / "client.jwks.json"),
                 # A login_hint logs that citizen in without the page: for tests and curl.
                 "SANDBOX_OIDC_AUTO_LOGIN": "true",
             },
-        }[service]
-        return env
-
-    @property
-    def eid_redirect_uri(self) -> str:
-        return self.url("identity") + "/v1/citizen/callback"
+        }.get(service, {})
 
     def _eid_dir(self) -> Path:
         """Credentials of this stack, made on first use and never committed: the e-ID
