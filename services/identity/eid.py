@@ -109,6 +109,9 @@ class RelyingParty:
             # OIDC Discovery §4.3: the document must name exactly the configured issuer.
             if found.get("issuer") != self.client.issuer:
                 raise EidError("the discovery document names another issuer")
+            missing = {"authorization_endpoint", "token_endpoint", "jwks_uri"} - found.keys()
+            if missing:
+                raise EidError(f"the discovery document lacks {sorted(missing)}")
             self._metadata = found
         return self._metadata
 
@@ -220,7 +223,10 @@ class RelyingParty:
         refetch_allowed = now - self._keys_fetched_at >= self.client.jwks_refetch_interval_s
         if stale or (unknown and refetch_allowed):
             jwks_uri = (await self.metadata())["jwks_uri"]
-            self._keys = KeySet.import_key_set(await self._get_json(jwks_uri))  # type: ignore[arg-type]
+            try:
+                self._keys = KeySet.import_key_set(await self._get_json(jwks_uri))  # type: ignore[arg-type]
+            except (JoseError, ValueError, KeyError, TypeError):
+                raise EidError("the provider's JWKS cannot be read") from None
             self._keys_fetched_at = now
         assert self._keys is not None
         if kid is not None and not _has_kid(self._keys, kid):

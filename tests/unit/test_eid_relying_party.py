@@ -203,3 +203,10 @@ async def test_symmetric_algorithms_cannot_be_configured() -> None:
         EidClient(ISSUER, "gateway", CALLBACK, algorithms=("RS256", "HS256"))
     with pytest.raises(ValueError, match="asymmetric"):
         EidClient(ISSUER, "gateway", CALLBACK, algorithms=("none",))
+
+
+async def test_discovery_naming_another_issuer_is_refused(minting: MintingProvider) -> None:
+    http = httpx.AsyncClient(transport=httpx.MockTransport(minting.handle))
+    party = RelyingParty(EidClient(ISSUER + "/tenant", "gateway", CALLBACK), http)
+    with pytest.raises(EidError, match="another issuer"):
+        await party.verify_id_token(minting.token(), NONCE)
