@@ -14,11 +14,13 @@ from aiokafka import AIOKafkaConsumer
 from google.protobuf.json_format import MessageToDict
 
 from core.events import from_kafka
+from core.storage import create_engine, session_factory
 from devstack.kafka import KafkaBroker
 from devstack.stack import HOST, Stack
 from gateway.v1 import events_pb2, identity_pb2, identity_pb2_grpc
+from services.identity import access_log
 from tests.conftest import TOPIC
-from tests.support.eid import at_provider, browser, log_in, start_login
+from tests.support.eid import at_provider, browser, consent, log_in, start_login
 from tests.support.flows import wait_completed
 
 # A synthetic citizen of the sandbox registry, used by no other test (see test_pii_hygiene).
@@ -227,3 +229,18 @@ def test_no_registry_read_for_a_procedure_that_does_not_need_it(stack: Stack) ->
         timeout=15,
     )
     assert gone.status_code == 401, gone.text
+
+
+def test_the_stored_access_log_chain_is_intact(stack: Stack, database_url: str) -> None:
+
+    async def check() -> list[str]:
+        engine = create_engine(database_url)
+        try:
+            async with session_factory(engine)() as session:
+                return await access_log.verify_stored(session)
+        finally:
+            await engine.dispose()
+
+    _, login = log_in(stack, CITIZEN)
+    consent(stack, login["session"], PROCEDURE, "Kiểm tra chuỗi nhật ký")
+    assert asyncio.run(check()) == []
