@@ -13,6 +13,7 @@ from __future__ import annotations
 import base64
 import json
 import time
+from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
@@ -53,8 +54,9 @@ class EidClient:
     leeway_s: int = 60
     # The JWKS is fetched again after this, so keys the provider retired stop verifying.
     jwks_max_age_s: float = 300.0
-    # An unknown kid refetches the JWKS at most this often (a flood of bogus kids costs one).
-    jwks_refetch_interval_s: float = 1.0
+    # Unknown kids refetch the JWKS at most this many times a minute: a rotation is seen
+    # at once, a flood of tokens with bogus kids costs the provider a few requests.
+    jwks_refetches_per_minute: int = 10
 
     def __post_init__(self) -> None:
         refused = set(self.algorithms) - ASYMMETRIC_ALGORITHMS
@@ -98,6 +100,7 @@ class RelyingParty:
         self._metadata: dict[str, Any] | None = None
         self._keys: KeySet | None = None
         self._keys_fetched_at = float("-inf")
+        self._refetches: deque[float] = deque()
 
     async def close(self) -> None:
         await self._http.aclose()
@@ -220,8 +223,12 @@ class RelyingParty:
         now = self._clock()
         stale = now - self._keys_fetched_at > self.client.jwks_max_age_s
         unknown = self._keys is None or (kid is not None and not _has_kid(self._keys, kid))
-        refetch_allowed = now - self._keys_fetched_at >= self.client.jwks_refetch_interval_s
+        while self._refetches and self._refetches[0] < now - 60:
+            self._refetches.popleft()
+        refetch_allowed = len(self._refetches) < self.client.jwks_refetches_per_minute
         if stale or (unknown and refetch_allowed):
+            if not stale:
+                self._refetches.append(now)
             jwks_uri = (await self.metadata())["jwks_uri"]
             try:
                 self._keys = KeySet.import_key_set(await self._get_json(jwks_uri))  # type: ignore[arg-type]

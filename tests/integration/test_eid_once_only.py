@@ -244,3 +244,15 @@ def test_the_stored_access_log_chain_is_intact(stack: Stack, database_url: str) 
     _, login = log_in(stack, CITIZEN)
     consent(stack, login["session"], PROCEDURE, "Kiểm tra chuỗi nhật ký")
     assert asyncio.run(check()) == []
+
+
+def test_logins_go_on_across_a_provider_key_rotation(stack: Stack) -> None:
+    _, before = log_in(stack, CITIZEN)
+    jwks = stack.url("sandbox") + "/oidc/jwks"
+    old_kids = {k["kid"] for k in httpx.get(jwks, timeout=10).json()["keys"]}
+    assert httpx.post(stack.url("sandbox") + "/oidc/keys/rotate", timeout=10).status_code == 204
+    new_kids = {k["kid"] for k in httpx.get(jwks, timeout=10).json()["keys"]} - old_kids
+    assert len(new_kids) == 1
+    # Identity has never seen the new kid: it refetches the JWKS and the login verifies.
+    _, after = log_in(stack, CITIZEN)
+    assert after["session"] != before["session"]

@@ -210,3 +210,13 @@ async def test_discovery_naming_another_issuer_is_refused(minting: MintingProvid
     party = RelyingParty(EidClient(ISSUER + "/tenant", "gateway", CALLBACK), http)
     with pytest.raises(EidError, match="another issuer"):
         await party.verify_id_token(minting.token(), NONCE)
+
+
+async def test_bogus_kids_cannot_make_us_hammer_the_provider(minting: MintingProvider) -> None:
+    party = minting.party()
+    await party.verify_id_token(minting.token(), NONCE)
+    stranger = RSAKey.generate_key(2048, {"alg": "RS256"}, auto_kid=True)
+    for _ in range(25):
+        with pytest.raises(EidError, match="does not publish"):
+            await party.verify_id_token(minting.token(stranger), NONCE)
+    assert minting.jwks_fetches == 1 + 10
