@@ -14,6 +14,10 @@ install: ## Create .venv and install the project with dev tools
 kafka-jars: ## Resolve Apache Kafka's jars from Maven Central into .cache/kafka/libs
 	mvn -q -B -f deploy/kafka/pom.xml package
 
+.PHONY: oidc-test-jars
+oidc-test-jars: ## Resolve NAV's mock-oauth2-server (a second OIDC provider for tests) into .cache/oidc-test/libs
+	mvn -q -B -f deploy/oidc-test/pom.xml package
+
 proto: ## Regenerate gen/ from proto/ (stubs are committed; tests fail when stale)
 	$(PY) -m devstack.protogen gen
 

@@ -66,6 +66,11 @@ class Procedure:
     steps: tuple[Step, ...]
     # False once the procedure left the files: kept so dossiers under way can finish.
     active: bool = True
+    # Citizen data the dossier must carry, e.g. ("residence",): read from the registry with
+    # the citizen's consent, or proven by an uploaded document.
+    needs: tuple[str, ...] = ()
+    # Lowest e-ID assurance level (VNeID 1 or 2) a citizen filing with e-ID must have.
+    min_assurance: int = 1
 
     @property
     def stage_count(self) -> int:
@@ -213,6 +218,8 @@ def _procedure(raw: dict[str, Any]) -> Procedure:
             total_days=int(raw["total_days"]),
             required_fields=tuple(str(f) for f in raw.get("required_fields", ())),
             steps=_steps(raw.get("steps", ()), where),
+            needs=tuple(str(n) for n in raw.get("needs", ())),
+            min_assurance=int(raw.get("min_assurance", 1)),
         )
     except (AttributeError, KeyError, TypeError, ValueError) as exc:
         if isinstance(exc, CatalogueError):

@@ -30,6 +30,8 @@ Dossier gateway is running.
              mailbox {stack.url("sandbox")}/mail/messages
              national portal {stack.url("sandbox")}/portal/dossiers
              agency inboxes gRPC {HOST}:{p.sandbox_agency_grpc}, Kafka {inboxes}
+             e-ID {stack.url("sandbox")}/oidc   registry gRPC {HOST}:{p.sandbox_registry_grpc}
+  e-ID login {stack.url("identity")}/v1/citizen/login (in a browser)
   logs       {stack.var_dir}/log/
   tokens     {stack.url("identity")}/oauth2/token
              demo agency credentials in {stack.credentials.file}

@@ -6,7 +6,9 @@ PostgreSQL and an OTLP receiver, and kill or restart single services through it.
 
 from __future__ import annotations
 
+import json
 import os
+import secrets
 import signal
 import subprocess
 import sys
@@ -18,6 +20,7 @@ from pathlib import Path
 import grpc
 import httpx
 from grpc_health.v1 import health_pb2, health_pb2_grpc
+from joserfc.jwk import RSAKey
 
 from core.signing import new_secret
 from devstack._process import free_ports, log_tail
@@ -25,6 +28,8 @@ from devstack.credentials import DemoCredentials
 
 REPO = Path(__file__).resolve().parent.parent
 HOST = "127.0.0.1"
+# The gateway's client at the e-ID provider (the sandbox's, locally).
+EID_CLIENT_ID = "dossier-gateway"
 SERVICES = ("sandbox", "identity", "routing", "notify", "intake")
 # Inbox topics of the demo agencies on the Kafka channel (catalogue/agencies.yaml).
 AGENCY_INBOX_TOPICS = ("agency.000.00.15.H22.inbox",)
@@ -135,7 +140,48 @@ class Stack:
                 "SANDBOX_AGENCY_INBOX_TOPICS": ",".join(AGENCY_INBOX_TOPICS),
             },
         }[service]
+        env |= self._eid_env(service)
         return env
+
+    def _eid_env(self, service: str) -> dict[str, str]:
+        """Citizens' e-ID and the population registry: identity is the sandbox provider's
+        relying party, intake asks identity."""
+        p, credentials = self.ports, self._eid_dir()
+        redirect_uri = self.url("identity") + "/v1/citizen/callback"
+        return {
+            "intake": {"IDENTITY_GRPC_TARGET": f"{HOST}:{p.identity_grpc}"},
+            "identity": {
+                "EID_ISSUER": self.url("sandbox") + "/oidc",
+                "EID_CLIENT_ID": EID_CLIENT_ID,
+                "EID_CLIENT_KEY_FILE": str(credentials / "client.jwk.json"),
+                "EID_REDIRECT_URI": redirect_uri,
+                "REGISTRY_GRPC_TARGET": f"{HOST}:{p.sandbox_registry_grpc}",
+                "PSEUDONYM_KEY": (credentials / "pseudonym.key").read_text().strip(),
+            },
+            "sandbox": {
+                "SANDBOX_OIDC_CLIENT_ID": EID_CLIENT_ID,
+                "SANDBOX_OIDC_REDIRECT_URIS": redirect_uri,
+                "SANDBOX_OIDC_CLIENT_JWKS_FILE": str(credentials / "client.jwks.json"),
+                # A login_hint logs that citizen in without the page: for tests and curl.
+                "SANDBOX_OIDC_AUTO_LOGIN": "true",
+            },
+        }.get(service, {})
+
+    def _eid_dir(self) -> Path:
+        """Credentials of this stack, made on first use and never committed: the e-ID
+        client's key pair (private_key_jwt) and the key of access-log pseudonyms."""
+        folder = self.var_dir / "eid"
+        if not (folder / "pseudonym.key").exists():
+            folder.mkdir(parents=True, exist_ok=True)
+            key = RSAKey.generate_key(2048, {"use": "sig", "alg": "RS256"}, auto_kid=True)
+            private = folder / "client.jwk.json"
+            private.touch(mode=0o600)
+            private.write_text(json.dumps(key.as_dict(private=True)))
+            public = {"keys": [key.as_dict(private=False)]}
+            (folder / "client.jwks.json").write_text(json.dumps(public))
+            (folder / "pseudonym.key").touch(mode=0o600)
+            (folder / "pseudonym.key").write_text(secrets.token_hex(32))
+        return folder
 
     def start(self, timeout: float = 90) -> None:
         for service in SERVICES:

@@ -1,23 +1,42 @@
-"""The sandbox as one ASGI app: every demo agency, the mail relay, an SMS gateway and a
-liveness probe."""
+"""The sandbox as one ASGI app: every demo agency, the mail relay, an SMS gateway, the e-ID
+provider under /oidc, the population registry (gRPC, beside it) and a liveness probe."""
 
 from __future__ import annotations
 
+import json
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from pathlib import Path
 
 from fastapi import FastAPI
 
 from sandbox.agency import AgencyOffice, agency_router
 from sandbox.agency_inbox import AgencyInboxServer, KafkaInbox
 from sandbox.mail import MailServer, MailStore, mail_router
+from sandbox.oidc import create_oidc_app
+from sandbox.oidc_models import Client
 from sandbox.portal import PortalStore, portal_router
+from sandbox.registry import serve_registry
 from sandbox.settings import SandboxSettings
 from sandbox.sms import SmsStore, sms_router
 
 
-def create_app(settings: SandboxSettings | None = None) -> FastAPI:
+def oidc_clients(settings: SandboxSettings) -> list[Client]:
+    """The relying party configured through SANDBOX_OIDC_CLIENT_*, if any."""
+    if not settings.oidc_client_id:
+        return []
+    jwks = None
+    if settings.oidc_client_jwks_file:
+        jwks = json.loads(Path(settings.oidc_client_jwks_file).read_text(encoding="utf-8"))
+    redirect_uris = [u.strip() for u in settings.oidc_redirect_uris.split(",") if u.strip()]
+    secret = settings.oidc_client_secret or None
+    return [Client(settings.oidc_client_id, redirect_uris, client_secret=secret, jwks=jwks)]
+
+
+def create_app(settings: SandboxSettings | None = None, base_url: str | None = None) -> FastAPI:
+    """`base_url` is where the app is reachable, which the e-ID provider's issuer names."""
     settings = settings or SandboxSettings()
+    base_url = base_url or f"http://{settings.host}:{settings.http_port}"
     office = AgencyOffice(settings)
     store = MailStore()
     mail_server = MailServer(store, settings.host, settings.smtp_port)
@@ -26,8 +45,11 @@ def create_app(settings: SandboxSettings | None = None) -> FastAPI:
     kafka_inbox = KafkaInbox(office, settings.kafka_bootstrap_servers, topics)
 
     @asynccontextmanager
-    async def lifespan(_: FastAPI) -> AsyncIterator[None]:
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         await mail_server.start()
+        registry, app.state.registry_port = await serve_registry(
+            settings.host, settings.registry_grpc_port
+        )
         if settings.agency_grpc_port is not None:
             await inbox_server.start(settings.host, settings.agency_grpc_port)
         if settings.kafka_bootstrap_servers and topics:
@@ -37,6 +59,7 @@ def create_app(settings: SandboxSettings | None = None) -> FastAPI:
         finally:
             await kafka_inbox.stop()
             await inbox_server.stop()
+            await registry.stop(grace=1.0)
             # Callbacks first: they may still be talking to a gateway that is going away too.
             await office.close()
             await mail_server.stop()
@@ -55,6 +78,8 @@ def create_app(settings: SandboxSettings | None = None) -> FastAPI:
     app.include_router(sms_router(SmsStore()))
     app.include_router(portal_router(PortalStore()))
     app.state.agency_inbox_server = inbox_server
+    app.state.oidc = create_oidc_app(f"{base_url}/oidc", oidc_clients(settings))
+    app.mount("/oidc", app.state.oidc)
 
     @app.get("/health/live", tags=["health"])
     async def live() -> dict[str, str]:

@@ -273,6 +273,12 @@ def create_oidc_app(
     async def jwks() -> dict[str, Any]:
         return provider.keys.public_jwks()
 
+    @app.post("/keys/rotate", status_code=204)
+    async def rotate() -> None:
+        """Sandbox only: sign with a new key from now on; the old one stays in /jwks for
+        SANDBOX_OIDC_KEY_GRACE_S, as a real provider's scheduled rotation would."""
+        provider.keys.rotate()
+
     @app.api_route("/authorize", methods=["GET", "POST"])
     async def authorize(request: Request) -> Response:
         oauth_request = await read(request)

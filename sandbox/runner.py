@@ -90,12 +90,15 @@ class AppServer:
 
 
 class Sandbox(AppServer):
-    """The whole sandbox: HTTP API on SANDBOX_HTTP_PORT, SMTP on SANDBOX_SMTP_PORT."""
+    """The whole sandbox: HTTP API (and the e-ID provider at /oidc) on SANDBOX_HTTP_PORT,
+    SMTP on SANDBOX_SMTP_PORT, the population registry (gRPC) on SANDBOX_REGISTRY_GRPC_PORT."""
 
     def __init__(self, settings: SandboxSettings | None = None) -> None:
         self.settings = settings or SandboxSettings()
         sock = bind_socket(self.settings.host, self.settings.http_port)
-        super().__init__(create_app(self.settings), sock)
+        host, port = sock.getsockname()[:2]
+        base_url = f"http://[{host}]:{port}" if ":" in host else f"http://{host}:{port}"
+        super().__init__(create_app(self.settings, base_url), sock)
 
     @property
     def smtp_port(self) -> int:
@@ -105,6 +108,12 @@ class Sandbox(AppServer):
     async def __aenter__(self) -> Sandbox:
         await super().__aenter__()
         log.info(
-            "sandbox listening: HTTP %s, SMTP %s:%d", self.url, self.settings.host, self.smtp_port
+            "sandbox listening: HTTP %s (e-ID issuer %s/oidc), SMTP %s:%d, registry gRPC %s:%d",
+            self.url,
+            self.url,
+            self.settings.host,
+            self.smtp_port,
+            self.settings.host,
+            self.app.state.registry_port,
         )
         return self

@@ -30,3 +30,12 @@ class SandboxSettings(BaseSettings):
     # when kafka_bootstrap_servers is set.
     kafka_bootstrap_servers: str = ""
     agency_inbox_topics: str = "agency.000.00.15.H22.inbox"
+    # The population registry stand-in (gRPC); 0 for a free port.
+    registry_grpc_port: int = Field(default=50053, ge=0, le=65535)
+    # The gateway's client at the e-ID stand-in (issuer {sandbox}/oidc): its redirect URIs,
+    # comma-separated, and either a client secret or a file holding its public JWKS
+    # (private_key_jwt). Without a client id the provider runs with no client registered.
+    oidc_client_id: str = ""
+    oidc_redirect_uris: str = ""
+    oidc_client_secret: str = ""
+    oidc_client_jwks_file: str = ""

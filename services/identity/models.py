@@ -1,7 +1,77 @@
-"""Identity's tables."""
+"""Identity's tables: logins in flight, citizen sessions, consents and the access log."""
 
 from __future__ import annotations
 
-from sqlalchemy import MetaData
+from sqlalchemy import JSON, Column, Integer, MetaData, String, Table
+
+from core.storage import BigId, UtcDateTime
 
 metadata = MetaData()
+
+# Between /login and /callback: the PKCE verifier and nonce never leave the server.
+# A row is deleted when its callback arrives, so a replayed callback finds nothing.
+logins = Table(
+    "identity_login",
+    metadata,
+    Column("state", String(64), primary_key=True),
+    Column("nonce", String(64), nullable=False),
+    Column("code_verifier", String(128), nullable=False),
+    Column("expires_at", UtcDateTime(), nullable=False),
+)
+
+# A citizen logged in with e-ID. The key is the SHA-256 of the opaque session id the
+# citizen holds, so the table alone does not let anyone act as a citizen.
+citizen_sessions = Table(
+    "identity_citizen_session",
+    metadata,
+    Column("id_hash", String(64), primary_key=True),
+    Column("personal_id", String(12), nullable=False),
+    Column("full_name", String(200), nullable=False),
+    Column("assurance_level", Integer, nullable=False),
+    Column("created_at", UtcDateTime(), nullable=False),
+    Column("expires_at", UtcDateTime(), nullable=False, index=True),
+)
+
+# Consent to attach registry data to one procedure's dossier: previewed, then granted by
+# the citizen, then used by one dossier. `residence` is exactly what the preview showed.
+consents = Table(
+    "identity_consent",
+    metadata,
+    Column("id", String(36), primary_key=True),
+    Column("citizen_ref", String(32), nullable=False, index=True),
+    Column("procedure_code", String(40), nullable=False),
+    Column("purpose", String(500), nullable=False),
+    Column("requesting_agency", String(20), nullable=False),
+    Column("state", String(12), nullable=False),
+    Column("residence", JSON, nullable=False),
+    Column("created_at", UtcDateTime(), nullable=False),
+    Column("granted_at", UtcDateTime(), nullable=True),
+    Column("dossier_code", String(40), nullable=True),
+)
+
+# Append-only, hash-chained: each row's hash covers the previous hash and the row, so a
+# changed, deleted or reordered row breaks the chain. Citizens are keyed by pseudonym.
+access_log = Table(
+    "identity_access_log",
+    metadata,
+    Column("seq", BigId, primary_key=True),
+    Column("citizen_ref", String(32), nullable=False, index=True),
+    Column("agency", String(20), nullable=False),
+    Column("service", String(40), nullable=False),
+    Column("data", String(40), nullable=False),
+    Column("purpose", String(500), nullable=False),
+    Column("dossier_code", String(40), nullable=False),
+    Column("read_at", UtcDateTime(), nullable=False),
+    Column("prev_hash", String(64), nullable=False),
+    Column("hash", String(64), nullable=False),
+)
+
+# The chain's head, one row: appends lock it, so concurrent reads are logged one after
+# another, and it tells a deleted last row from a short log.
+access_log_head = Table(
+    "identity_access_log_head",
+    metadata,
+    Column("id", Integer, primary_key=True),
+    Column("seq", BigId, nullable=False),
+    Column("hash", String(64), nullable=False),
+)

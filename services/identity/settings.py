@@ -1,5 +1,7 @@
 from __future__ import annotations
 
+from pydantic import SecretStr
+
 from core.settings import ServiceSettings
 
 
@@ -19,3 +21,27 @@ class IdentitySettings(ServiceSettings):
     access_token_ttl_s: int = 300
     # catalogue/agency_clients.yaml when empty.
     agency_clients_file: str = ""
+    # The national e-ID provider (OpenID Connect): only its issuer, our client id and our
+    # credentials are configured; endpoints and keys come from discovery.
+    eid_issuer: str = "http://127.0.0.1:8090/oidc"
+    eid_client_id: str = "dossier-gateway"
+    # client_secret_basic with EID_CLIENT_SECRET, or private_key_jwt with a private JWK file.
+    eid_client_secret: SecretStr = SecretStr("")
+    eid_client_key_file: str = ""
+    eid_redirect_uri: str = "http://127.0.0.1:8083/v1/citizen/callback"
+    eid_scope: str = "openid profile"
+    # Comma-separated allow-list of ID-token algorithms (asymmetric only).
+    eid_algorithms: str = "RS256,PS256,ES256"
+    eid_leeway_s: int = 60
+    # A login must come back from the provider within this time.
+    eid_login_ttl_s: int = 600
+    citizen_session_ttl_s: int = 1800
+    # Set when identity is served over HTTPS (always outside the local stack).
+    citizen_cookie_secure: bool = False
+
+    # The national population registry (gRPC).
+    registry_grpc_target: str = "127.0.0.1:50053"
+    registry_timeout_s: float = 3.0
+    # HMAC key (hex) that turns personal IDs into pseudonyms in the access log: at least
+    # 16 bytes, kept secret and stable (a new key orphans every logged read).
+    pseudonym_key: SecretStr = SecretStr("")

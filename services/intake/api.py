@@ -48,10 +48,13 @@ async def submit_dossier(
     registry: Annotated[DossierRegistry, Depends(registry)],
     catalogue: Annotated[Catalogue, Depends(catalogue)],
     idempotency_key: Annotated[str | None, Header(max_length=255)] = None,
+    x_citizen_session: Annotated[str | None, Header(max_length=100)] = None,
 ) -> DossierOut:
     """Register a dossier and start its journey. Send an `Idempotency-Key` so that a retried
-    request returns the same receipt instead of filing a second dossier."""
-    dossier, created = await registry.submit(body, idempotency_key)
+    request returns the same receipt instead of filing a second dossier. A citizen logged in
+    with e-ID sends `X-Citizen-Session`: the applicant is then who identity says, and a
+    `residence_consent_id` attaches their registry residence instead of a document."""
+    dossier, created = await registry.submit(body, idempotency_key, x_citizen_session)
     if not created:
         response.status_code = status.HTTP_200_OK
         response.headers["Idempotent-Replayed"] = "true"

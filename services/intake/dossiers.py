@@ -8,6 +8,7 @@ import json
 from datetime import UTC, datetime
 from typing import Any
 
+from google.protobuf.json_format import MessageToDict
 from google.protobuf.struct_pb2 import Struct
 from google.protobuf.timestamp_pb2 import Timestamp
 from opentelemetry import trace
@@ -21,7 +22,13 @@ from core.events import new_event
 from core.outbox import Outbox
 from core.problems import Problem
 from gateway.v1 import dossier_pb2, events_pb2
-from services.intake.models import dossiers, idempotency_keys
+from services.intake.citizen import (
+    EidApplicant,
+    IdentityClient,
+    check_residence_proof,
+    verified_request,
+)
+from services.intake.models import dossier_citizen_data, dossiers, idempotency_keys
 from services.intake.receipts import next_receipt_code
 from services.intake.schemas import DossierIn
 
@@ -35,23 +42,39 @@ class DossierRegistry:
         outbox: Outbox,
         catalogue: Catalogue,
         calendar: WorkingCalendar,
+        identity: IdentityClient | None = None,
     ) -> None:
         self._sessions = sessions
         self._outbox = outbox
         self._catalogue = catalogue
         self._calendar = calendar
+        self.identity = identity
 
     async def submit(
-        self, request: DossierIn, idempotency_key: str | None
+        self, request: DossierIn, idempotency_key: str | None, citizen_session: str | None = None
     ) -> tuple[dict[str, Any], bool]:
         """Register the dossier; returns (its record, created). A replayed key returns the
-        first dossier's record with created=False."""
+        first dossier's record with created=False. With a citizen session the applicant is
+        the e-ID citizen and a consented residence is attached."""
         procedure = self._validate(request)
+        check_residence_proof(request, procedure, with_eid=citizen_session is not None)
+        eid = None
+        if citizen_session is not None and self.identity is not None:
+            eid = await self.identity.applicant(citizen_session, request, procedure)
+            # Fingerprinted and registered as the verified citizen: one key, one citizen.
+            request = verified_request(request, eid)
+        elif request.applicant.personal_id is None or request.applicant.full_name is None:
+            raise Problem(
+                422,
+                "applicant-unidentified",
+                "Who files the dossier?",
+                "Send applicant.personal_id and full_name, or log in with e-ID (X-Citizen-Session)",
+            )
         request_hash = _fingerprint(request)
         if idempotency_key and (replayed := await self._replay(idempotency_key, request_hash)):
             return replayed, False
         try:
-            record = await self._register(request, procedure, idempotency_key, request_hash)
+            record = await self._register(request, procedure, idempotency_key, request_hash, eid)
         except IntegrityError:
             # A concurrent request with the same key won the race: answer with its receipt.
             if idempotency_key and (replayed := await self._replay(idempotency_key, request_hash)):
@@ -106,7 +129,12 @@ class DossierRegistry:
         return procedure
 
     async def _register(
-        self, request: DossierIn, procedure: Procedure, key: str | None, request_hash: str
+        self,
+        request: DossierIn,
+        procedure: Procedure,
+        key: str | None,
+        request_hash: str,
+        eid: EidApplicant | None = None,
     ) -> dict[str, Any]:
         received_at = datetime.now(UTC)
         due_at = self._calendar.add_working_days(received_at, procedure.total_days)
@@ -116,6 +144,17 @@ class DossierRegistry:
             code = await next_receipt_code(session, agency, received_at)
             span.set_attribute("dossier.code", code)
             span.set_attribute("dossier.procedure_code", procedure.code)
+            residence = None
+            if eid is not None and self.identity is not None:
+                # Taken with the receipt code known, so the citizen's log names the dossier.
+                residence = await self.identity.residence(eid, code, agency)
+                await session.execute(
+                    dossier_citizen_data.insert().values(
+                        code=code,
+                        assurance_level=eid.assurance_level,
+                        residence=MessageToDict(residence) if residence else None,
+                    )
+                )
             record = {
                 "code": code,
                 "procedure_code": procedure.code,
@@ -136,9 +175,11 @@ class DossierRegistry:
                         created_at=received_at,
                     )
                 )
-            submitted = events_pb2.DossierSubmitted(
-                dossier=_dossier_message(code, agency, request, received_at, due_at)
-            )
+            message = _dossier_message(code, agency, request, received_at, due_at)
+            if residence is not None:
+                message.residence.CopyFrom(residence)
+            message.assurance_level = eid.assurance_level if eid else 0
+            submitted = events_pb2.DossierSubmitted(dossier=message)
             await self._outbox.put(session, new_event(submitted, source=SOURCE, dossier_code=code))
         return record
 
@@ -162,8 +203,8 @@ def _dossier_message(
         procedure_code=request.procedure_code,
         receiving_agency_code=agency,
         applicant=dossier_pb2.Applicant(
-            personal_id=applicant.personal_id,
-            full_name=applicant.full_name,
+            personal_id=applicant.personal_id or "",
+            full_name=applicant.full_name or "",
             email=applicant.email or "",
             phone=applicant.phone or "",
             preferred_channel=applicant.preferred_channel,

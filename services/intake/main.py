@@ -8,7 +8,7 @@ from pathlib import Path
 
 from fastapi import Depends, FastAPI
 
-from core.auth import JOURNEYS_READ, token_verifier
+from core.auth import CITIZEN_DATA_READ, JOURNEYS_READ, token_verifier
 from core.calendar import WorkingCalendar
 from core.catalogue import load_catalogue
 from core.http import create_app, database_ready
@@ -17,6 +17,7 @@ from core.runtime import Runtime
 from core.tokens import ServiceTokens
 from services.intake import models
 from services.intake.api import router
+from services.intake.citizen import IdentityClient
 from services.intake.dossiers import DossierRegistry
 from services.intake.journey import JourneyClient
 from services.intake.settings import IntakeSettings
@@ -44,9 +45,16 @@ def build_app(settings: IntakeSettings | None = None) -> FastAPI:
         app.state.journeys = JourneyClient(
             settings.routing_grpc_target, settings.journey_timeout_s, tokens
         )
+        identity = IdentityClient(
+            settings.identity_grpc_target,
+            settings.identity_timeout_s,
+            ServiceTokens.from_settings(settings, scope=CITIZEN_DATA_READ),
+        )
+        app.state.registry.identity = identity
         try:
             yield
         finally:
+            await identity.close()
             await app.state.journeys.close()
             await verification.close()
             await runtime.stop()

@@ -42,5 +42,15 @@ idempotency_keys = Table(
     Column("created_at", UtcDateTime(), nullable=False),
 )
 
+# What an e-ID filing adds to a dossier: the login's assurance level and the residence the
+# citizen consented to share from the population registry (once-only).
+dossier_citizen_data = Table(
+    "intake_dossier_citizen_data",
+    metadata,
+    Column("code", String(40), primary_key=True),
+    Column("assurance_level", Integer, nullable=False),
+    Column("residence", JSON, nullable=True),
+)
+
 outbox = outbox_table(metadata, "intake")
 processed_events = inbox_table(metadata, "intake")

@@ -11,15 +11,26 @@ from pydantic import BaseModel, ConfigDict, EmailStr, Field
 class ApplicantIn(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
-    personal_id: str = Field(
-        pattern=r"^\d{12}$", description="12-digit personal identification number"
+    # Both required without e-ID; with an X-Citizen-Session they come from identity.
+    personal_id: str | None = Field(
+        default=None, pattern=r"^\d{12}$", description="12-digit personal identification number"
     )
-    full_name: str = Field(min_length=1, max_length=200)
+    full_name: str | None = Field(default=None, min_length=1, max_length=200)
     email: EmailStr | None = None
     phone: str | None = Field(default=None, pattern=r"^\+?\d{9,15}$")
     preferred_channel: Literal["email", "sms", ""] = Field(
         default="", description='How to be told: "email", "sms", or "" for every channel given'
     )
+
+
+class DocumentIn(BaseModel):
+    """An uploaded supporting document, e.g. kind "residence" for a proof of residence."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    kind: str = Field(min_length=1, max_length=40)
+    name: str = Field(default="", max_length=200)
+    url: str = Field(default="", max_length=2000, description="Where the file is stored")
 
 
 class DossierIn(BaseModel):
@@ -52,6 +63,13 @@ class DossierIn(BaseModel):
     )
     applicant: ApplicantIn
     form_data: dict[str, Any] = Field(default_factory=dict)
+    documents: list[DocumentIn] = Field(default_factory=list)
+    residence_consent_id: str | None = Field(
+        default=None,
+        max_length=36,
+        description="A consent the e-ID citizen granted at identity: attach their registry "
+        "residence instead of a document (needs X-Citizen-Session)",
+    )
 
 
 class StepOut(BaseModel):

@@ -29,7 +29,7 @@ def listed_services(target: str) -> set[str]:
 @pytest.mark.parametrize(
     ("port_field", "expected"),
     [
-        ("identity_grpc", {"grpc.health.v1.Health"}),
+        ("identity_grpc", {"grpc.health.v1.Health", "gateway.v1.CitizenIdentity"}),
         ("routing_grpc", {"grpc.health.v1.Health", "gateway.v1.RoutingService"}),
     ],
 )

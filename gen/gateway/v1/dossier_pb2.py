@@ -24,19 +24,20 @@ _sym_db = _symbol_database.Default()
 
 from google.protobuf import struct_pb2 as google_dot_protobuf_dot_struct__pb2
 from google.protobuf import timestamp_pb2 as google_dot_protobuf_dot_timestamp__pb2
+from gateway.v1 import registry_pb2 as gateway_dot_v1_dot_registry__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x18gateway/v1/dossier.proto\x12\ngateway.v1\x1a\x1cgoogle/protobuf/struct.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"l\n\tApplicant\x12\x13\n\x0bpersonal_id\x18\x01 \x01(\t\x12\x11\n\tfull_name\x18\x02 \x01(\t\x12\r\n\x05\x65mail\x18\x03 \x01(\t\x12\r\n\x05phone\x18\x04 \x01(\t\x12\x19\n\x11preferred_channel\x18\x05 \x01(\t\"\x81\x02\n\x07\x44ossier\x12\x0c\n\x04\x63ode\x18\x01 \x01(\t\x12\x16\n\x0eprocedure_code\x18\x02 \x01(\t\x12\x1d\n\x15receiving_agency_code\x18\x03 \x01(\t\x12(\n\tapplicant\x18\x04 \x01(\x0b\x32\x15.gateway.v1.Applicant\x12*\n\tform_data\x18\x05 \x01(\x0b\x32\x17.google.protobuf.Struct\x12/\n\x0breceived_at\x18\x06 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12*\n\x06\x64ue_at\x18\x07 \x01(\x0b\x32\x1a.google.protobuf.Timestamp*\xe6\x02\n\rDossierStatus\x12\x1e\n\x1a\x44OSSIER_STATUS_UNSPECIFIED\x10\x00\x12\x1d\n\x19\x44OSSIER_STATUS_REGISTERED\x10\x01\x12\x1b\n\x17\x44OSSIER_STATUS_RECEIVED\x10\x02\x12\x1a\n\x16\x44OSSIER_STATUS_REFUSED\x10\x03\x12\x1d\n\x19\x44OSSIER_STATUS_PROCESSING\x10\x04\x12\'\n#DOSSIER_STATUS_SUPPLEMENT_REQUESTED\x10\x05\x12\x1b\n\x17\x44OSSIER_STATUS_FEES_DUE\x10\x06\x12\x1c\n\x18\x44OSSIER_STATUS_WITHDRAWN\x10\x07\x12\x1a\n\x16\x44OSSIER_STATUS_STOPPED\x10\x08\x12\x1a\n\x16\x44OSSIER_STATUS_DECIDED\x10\t\x12\"\n\x1e\x44OSSIER_STATUS_RESULT_RETURNED\x10\nb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x18gateway/v1/dossier.proto\x12\ngateway.v1\x1a\x1cgoogle/protobuf/struct.proto\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x19gateway/v1/registry.proto\"l\n\tApplicant\x12\x13\n\x0bpersonal_id\x18\x01 \x01(\t\x12\x11\n\tfull_name\x18\x02 \x01(\t\x12\r\n\x05\x65mail\x18\x03 \x01(\t\x12\r\n\x05phone\x18\x04 \x01(\t\x12\x19\n\x11preferred_channel\x18\x05 \x01(\t\"\xc4\x02\n\x07\x44ossier\x12\x0c\n\x04\x63ode\x18\x01 \x01(\t\x12\x16\n\x0eprocedure_code\x18\x02 \x01(\t\x12\x1d\n\x15receiving_agency_code\x18\x03 \x01(\t\x12(\n\tapplicant\x18\x04 \x01(\x0b\x32\x15.gateway.v1.Applicant\x12*\n\tform_data\x18\x05 \x01(\x0b\x32\x17.google.protobuf.Struct\x12/\n\x0breceived_at\x18\x06 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12*\n\x06\x64ue_at\x18\x07 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12(\n\tresidence\x18\x08 \x01(\x0b\x32\x15.gateway.v1.Residence\x12\x17\n\x0f\x61ssurance_level\x18\t \x01(\x05*\xe6\x02\n\rDossierStatus\x12\x1e\n\x1a\x44OSSIER_STATUS_UNSPECIFIED\x10\x00\x12\x1d\n\x19\x44OSSIER_STATUS_REGISTERED\x10\x01\x12\x1b\n\x17\x44OSSIER_STATUS_RECEIVED\x10\x02\x12\x1a\n\x16\x44OSSIER_STATUS_REFUSED\x10\x03\x12\x1d\n\x19\x44OSSIER_STATUS_PROCESSING\x10\x04\x12\'\n#DOSSIER_STATUS_SUPPLEMENT_REQUESTED\x10\x05\x12\x1b\n\x17\x44OSSIER_STATUS_FEES_DUE\x10\x06\x12\x1c\n\x18\x44OSSIER_STATUS_WITHDRAWN\x10\x07\x12\x1a\n\x16\x44OSSIER_STATUS_STOPPED\x10\x08\x12\x1a\n\x16\x44OSSIER_STATUS_DECIDED\x10\t\x12\"\n\x1e\x44OSSIER_STATUS_RESULT_RETURNED\x10\nb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'gateway.v1.dossier_pb2', _globals)
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
-  _globals['_DOSSIERSTATUS']._serialized_start=474
-  _globals['_DOSSIERSTATUS']._serialized_end=832
-  _globals['_APPLICANT']._serialized_start=103
-  _globals['_APPLICANT']._serialized_end=211
-  _globals['_DOSSIER']._serialized_start=214
-  _globals['_DOSSIER']._serialized_end=471
+  _globals['_DOSSIERSTATUS']._serialized_start=568
+  _globals['_DOSSIERSTATUS']._serialized_end=926
+  _globals['_APPLICANT']._serialized_start=130
+  _globals['_APPLICANT']._serialized_end=238
+  _globals['_DOSSIER']._serialized_start=241
+  _globals['_DOSSIER']._serialized_end=565
 # @@protoc_insertion_point(module_scope)

@@ -5,6 +5,7 @@ The dossier as it travels between services. Field numbers are a contract:
 never reuse or renumber them; add new fields instead.
 """
 
+from gateway.v1 import registry_pb2 as _registry_pb2
 from google.protobuf import descriptor as _descriptor
 from google.protobuf import message as _message
 from google.protobuf import struct_pb2 as _struct_pb2
@@ -125,12 +126,16 @@ class Dossier(_message.Message):
     FORM_DATA_FIELD_NUMBER: _builtins.int
     RECEIVED_AT_FIELD_NUMBER: _builtins.int
     DUE_AT_FIELD_NUMBER: _builtins.int
+    RESIDENCE_FIELD_NUMBER: _builtins.int
+    ASSURANCE_LEVEL_FIELD_NUMBER: _builtins.int
     code: _builtins.str
     """Receipt code in the national form AGENCYCODE-YYMMDD-NNNN."""
     procedure_code: _builtins.str
     """Code of the administrative procedure in the procedure catalogue."""
     receiving_agency_code: _builtins.str
     """Agency whose one-stop desk (bộ phận một cửa) received the dossier."""
+    assurance_level: _builtins.int
+    """e-ID assurance level of the applicant's login (1 or 2); 0 when filed without e-ID."""
     @_builtins.property
     def applicant(self) -> Global___Applicant: ...
     @_builtins.property
@@ -143,6 +148,12 @@ class Dossier(_message.Message):
     def due_at(self) -> _timestamp_pb2.Timestamp:
         """Statutory due time of the whole dossier, counted in working days."""
 
+    @_builtins.property
+    def residence(self) -> _registry_pb2.Residence:
+        """Residence read from the population registry with the citizen's consent (once-only):
+        set instead of an uploaded proof of residence.
+        """
+
     def __init__(
         self,
         *,
@@ -153,10 +164,12 @@ class Dossier(_message.Message):
         form_data: _struct_pb2.Struct | None = ...,
         received_at: _timestamp_pb2.Timestamp | None = ...,
         due_at: _timestamp_pb2.Timestamp | None = ...,
+        residence: _registry_pb2.Residence | None = ...,
+        assurance_level: _builtins.int = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["applicant", b"applicant", "due_at", b"due_at", "form_data", b"form_data", "received_at", b"received_at"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["applicant", b"applicant", "due_at", b"due_at", "form_data", b"form_data", "received_at", b"received_at", "residence", b"residence"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["applicant", b"applicant", "code", b"code", "due_at", b"due_at", "form_data", b"form_data", "procedure_code", b"procedure_code", "received_at", b"received_at", "receiving_agency_code", b"receiving_agency_code"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["applicant", b"applicant", "assurance_level", b"assurance_level", "code", b"code", "due_at", b"due_at", "form_data", b"form_data", "procedure_code", b"procedure_code", "received_at", b"received_at", "receiving_agency_code", b"receiving_agency_code", "residence", b"residence"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

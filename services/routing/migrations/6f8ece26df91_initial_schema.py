@@ -1,8 +1,8 @@
 """initial schema
 
-Revision ID: d61b99a7d832
+Revision ID: 6f8ece26df91
 Revises:
-Created: 2026-11-22 05:07:01.400104
+Created: 2026-11-22 05:11:46.021391
 """
 
 from collections.abc import Sequence
@@ -10,7 +10,7 @@ from collections.abc import Sequence
 import sqlalchemy as sa
 from alembic import op
 
-revision: str = "d61b99a7d832"
+revision: str = "6f8ece26df91"
 down_revision: str | None = None
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None

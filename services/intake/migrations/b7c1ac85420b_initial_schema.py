@@ -1,8 +1,8 @@
 """initial schema
 
-Revision ID: 725770fea079
+Revision ID: b7c1ac85420b
 Revises:
-Created: 2026-11-22 05:07:00.431846
+Created: 2026-11-22 05:11:45.029808
 """
 
 from collections.abc import Sequence
@@ -10,7 +10,7 @@ from collections.abc import Sequence
 import sqlalchemy as sa
 from alembic import op
 
-revision: str = "725770fea079"
+revision: str = "b7c1ac85420b"
 down_revision: str | None = None
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
@@ -28,6 +28,13 @@ def upgrade() -> None:
         sa.Column("received_at", sa.DateTime(timezone=True), nullable=False),
         sa.Column("due_at", sa.DateTime(timezone=True), nullable=False),
         sa.Column("trace_id", sa.String(length=32), nullable=False),
+        sa.PrimaryKeyConstraint("code"),
+    )
+    op.create_table(
+        "intake_dossier_citizen_data",
+        sa.Column("code", sa.String(length=40), nullable=False),
+        sa.Column("assurance_level", sa.Integer(), nullable=False),
+        sa.Column("residence", sa.JSON(), nullable=True),
         sa.PrimaryKeyConstraint("code"),
     )
     op.create_table(
@@ -76,5 +83,6 @@ def downgrade() -> None:
     op.drop_table("intake_processed_event")
     op.drop_table("intake_outbox")
     op.drop_table("intake_idempotency_key")
+    op.drop_table("intake_dossier_citizen_data")
     op.drop_table("intake_dossier")
     # ### end Alembic commands ###

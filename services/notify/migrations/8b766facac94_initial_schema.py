@@ -1,8 +1,8 @@
 """initial schema
 
-Revision ID: bced166116f9
+Revision ID: 8b766facac94
 Revises:
-Created: 2026-11-22 05:07:02.371275
+Created: 2026-11-22 05:11:46.986622
 """
 
 from collections.abc import Sequence
@@ -10,7 +10,7 @@ from collections.abc import Sequence
 import sqlalchemy as sa
 from alembic import op
 
-revision: str = "bced166116f9"
+revision: str = "8b766facac94"
 down_revision: str | None = None
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None

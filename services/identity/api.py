@@ -1,0 +1,170 @@
+"""Identity's HTTP API for citizens: e-ID login, consents with preview, the access log."""
+
+from __future__ import annotations
+
+import logging
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Cookie, Depends, Header, Request
+from fastapi.responses import JSONResponse, RedirectResponse, Response
+from pydantic import BaseModel, Field
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+
+from core.problems import PROBLEM_RESPONSES, Problem
+from services.identity import access_log
+from services.identity.citizens import Citizens, CitizenSession
+from services.identity.consents import ConsentRefused, Consents, consent_view
+from services.identity.eid import EidError, RelyingParty
+
+log = logging.getLogger(__name__)
+router = APIRouter(prefix="/v1", tags=["citizens"], responses=PROBLEM_RESPONSES)
+SESSION_COOKIE = "citizen_session"
+LOGIN_COOKIE = "eid_login"
+
+
+class ConsentIn(BaseModel):
+    procedure_code: str = Field(min_length=1, max_length=40)
+    purpose: str = Field(min_length=3, max_length=300, description="Why the data is read")
+
+
+def _state(request: Request, name: str) -> Any:
+    return getattr(request.app.state, name)
+
+
+async def citizen(
+    request: Request,
+    cookie: Annotated[str | None, Cookie(alias=SESSION_COOKIE)] = None,
+    x_citizen_session: Annotated[str | None, Header()] = None,
+) -> CitizenSession:
+    """The logged-in citizen, by session cookie (browsers) or X-Citizen-Session (API)."""
+    citizens: Citizens = _state(request, "citizens")
+    found = await citizens.session(x_citizen_session or cookie or "")
+    if found is None:
+        raise Problem(
+            401, "citizen-not-logged-in", "Log in with e-ID first",
+            "No valid citizen session: GET /v1/citizen/login",
+        )  # fmt: skip
+    return found
+
+
+Citizen = Annotated[CitizenSession, Depends(citizen)]
+
+
+@router.get("/citizen/login", summary="Log in with e-ID (redirects to the provider)")
+async def login(request: Request, acr: str = "") -> Response:
+    """`acr=2` asks the provider for assurance level 2 (identity verified in person)."""
+    citizens: Citizens = _state(request, "citizens")
+    party: RelyingParty = _state(request, "relying_party")
+    pending = await citizens.begin_login()
+    try:
+        url = await party.authorization_url(pending, acr_values=acr if acr in ("1", "2") else "")
+    except EidError as exc:
+        raise Problem(
+            502, "eid-unavailable", "The e-ID provider does not answer", str(exc)
+        ) from None
+    response = RedirectResponse(url, 302)
+    # Binds the callback to the browser that started the login (login CSRF).
+    response.set_cookie(
+        LOGIN_COOKIE, pending.state, max_age=600, httponly=True, samesite="lax",
+        secure=_state(request, "cookie_secure"), path="/v1/citizen",
+    )  # fmt: skip
+    return response
+
+
+@router.get("/citizen/callback", summary="Where the e-ID provider sends the citizen back")
+async def callback(
+    request: Request,
+    state: str = "",
+    code: str = "",
+    error: str = "",
+    login_cookie: Annotated[str | None, Cookie(alias=LOGIN_COOKIE)] = None,
+) -> Response:
+    citizens: Citizens = _state(request, "citizens")
+    party: RelyingParty = _state(request, "relying_party")
+    pending = await citizens.take_login(state) if state else None
+    if pending is None or login_cookie != state:
+        raise Problem(
+            400, "login-unknown", "Unknown, expired or replayed login",
+            "Start again at /v1/citizen/login",
+        )  # fmt: skip
+    if error or not code:
+        raise Problem(401, "login-refused", "The e-ID provider refused the login", error)
+    try:
+        verified = await party.login(code, pending)
+    except EidError as exc:
+        log.warning("e-ID login refused: %s", exc)
+        raise Problem(
+            401, "login-refused", "The e-ID login could not be verified", str(exc)
+        ) from None
+    session_id, opened = await citizens.open_session(verified)
+    log.info("citizen %s logged in, assurance %d", verified.personal_id, opened.assurance_level)
+    response = JSONResponse(
+        {
+            "session": session_id,
+            "full_name": opened.full_name,
+            "assurance_level": opened.assurance_level,
+            "expires_at": opened.expires_at.isoformat(),
+        },
+        headers={"Cache-Control": "no-store"},
+    )
+    response.set_cookie(
+        SESSION_COOKIE, session_id, expires=opened.expires_at, httponly=True, samesite="lax",
+        secure=_state(request, "cookie_secure"),
+    )  # fmt: skip
+    response.delete_cookie(LOGIN_COOKIE, path="/v1/citizen")
+    return response
+
+
+@router.get("/citizen/me", summary="The logged-in citizen")
+async def me(session: Citizen) -> dict[str, Any]:
+    return {
+        "personal_id": session.personal_id.value,
+        "full_name": session.full_name,
+        "assurance_level": session.assurance_level,
+        "expires_at": session.expires_at.isoformat(),
+    }
+
+
+@router.post("/citizen/logout", status_code=204, summary="End the citizen session")
+async def logout(
+    request: Request,
+    cookie: Annotated[str | None, Cookie(alias=SESSION_COOKIE)] = None,
+    x_citizen_session: Annotated[str | None, Header()] = None,
+) -> Response:
+    citizens: Citizens = _state(request, "citizens")
+    if session_id := x_citizen_session or cookie:
+        await citizens.close_session(session_id)
+    response = Response(status_code=204)
+    response.delete_cookie(SESSION_COOKIE)
+    return response
+
+
+@router.get("/citizen/access-log", summary="Who read my data, when and why")
+async def my_access_log(request: Request, session: Citizen) -> dict[str, Any]:
+    sessions: async_sessionmaker[AsyncSession] = _state(request, "sessions")
+    citizens: Citizens = _state(request, "citizens")
+    async with sessions() as db:
+        rows = await access_log.reads_of(db, citizens.ref(session.personal_id))
+    fields = ("seq", "agency", "service", "data", "purpose", "dossier_code")
+    reads = [{f: r[f] for f in fields} | {"read_at": r["read_at"].isoformat()} for r in rows]
+    return {"reads": reads}
+
+
+@router.post("/consents", status_code=201, summary="Preview what would be attached")
+async def preview_consent(request: Request, body: ConsentIn, session: Citizen) -> dict[str, Any]:
+    consents: Consents = _state(request, "consents")
+    try:
+        record = await consents.preview(session, body.procedure_code, body.purpose)
+    except ConsentRefused as exc:
+        raise Problem(exc.status, exc.type, exc.title, exc.detail) from None
+    return consent_view(record)
+
+
+@router.post("/consents/{consent_id}/confirm", summary="Grant a previewed consent")
+async def confirm_consent(request: Request, consent_id: str, session: Citizen) -> dict[str, Any]:
+    consents: Consents = _state(request, "consents")
+    try:
+        record = await consents.confirm(session, consent_id)
+    except ConsentRefused as exc:
+        raise Problem(exc.status, exc.type, exc.title, exc.detail) from None
+    return consent_view(record)
