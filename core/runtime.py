@@ -10,6 +10,7 @@ from pathlib import Path
 
 from sqlalchemy import MetaData
 
+from core.grpc import GrpcServer
 from core.kafka import EventProducer
 from core.migrations import upgrade
 from core.outbox import Outbox, OutboxRelay
@@ -20,6 +21,8 @@ from core.telemetry import configure_tracing, shutdown_tracing
 
 log = logging.getLogger(__name__)
 Worker = Callable[[], Awaitable[None]]
+# Something to open once the event loop runs (gRPC servers and channels), or to close.
+Hook = Callable[[], Awaitable[None]]
 
 
 class Runtime:
@@ -41,6 +44,8 @@ class Runtime:
         self.sessions = session_factory(self.engine)
         self.producer = EventProducer(settings)
         self._workers: list[tuple[str, Worker]] = []
+        self._on_start: list[Hook] = []
+        self._on_stop: list[Hook] = []
         self._tasks: list[asyncio.Task[None]] = []
         self.schema_ready = asyncio.Event()
         if outbox is not None:
@@ -53,6 +58,18 @@ class Runtime:
                 poll_interval_s=settings.outbox_poll_interval_s,
             )
             self.add_worker("outbox-relay", relay.run)
+
+    def on_start(self, hook: Hook) -> None:
+        """Run after the workers are started, in the order registered."""
+        self._on_start.append(hook)
+
+    def on_stop(self, hook: Hook) -> None:
+        """Run first when stopping, last registered first (closing in reverse of opening)."""
+        self._on_stop.append(hook)
+
+    def serve_grpc(self, server: GrpcServer, host: str, port: int) -> None:
+        self.on_start(lambda: _started(server.start(host, port)))
+        self.on_stop(server.stop)
 
     def add_worker(self, name: str, worker: Worker) -> None:
         """Register a long-running coroutine; it is restarted if it ever fails."""
@@ -67,9 +84,13 @@ class Runtime:
         self._tasks.append(asyncio.create_task(self._connect_producer(), name="kafka-producer"))
         for name, worker in self._workers:
             self._tasks.append(asyncio.create_task(self._supervise(name, worker), name=name))
+        for hook in self._on_start:
+            await hook()
         log.info("%s started", self.name)
 
     async def stop(self) -> None:
+        for hook in reversed(self._on_stop):
+            await hook()
         for task in self._tasks:
             task.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
@@ -114,6 +135,10 @@ class Runtime:
                 log.exception("worker %s failed; restarting in %.1fs", name, delay)
                 await asyncio.sleep(delay)
                 delay = min(delay * 2, 10.0)
+
+
+async def _started(starting: Awaitable[object]) -> None:
+    await starting
 
 
 async def _check(probe: Awaitable[None]) -> str:

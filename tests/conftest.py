@@ -14,8 +14,7 @@ from devstack.kafka import KafkaBroker
 from devstack.otlp_sink import SpanCollector
 from devstack.postgres import ensure_postgres
 from devstack.stack import AGENCY_INBOX_TOPICS, REPO, Ports, Stack
-
-TOPIC = "dossier.events"
+from tests.support.kafka import TOPIC
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:

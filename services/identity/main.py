@@ -4,8 +4,7 @@ log of every read (issue 3). HTTP for citizens, gRPC for the other services."""
 from __future__ import annotations
 
 import json
-from collections.abc import AsyncIterator, Mapping
-from contextlib import asynccontextmanager
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -102,24 +101,15 @@ def build_app(settings: IdentitySettings | None = None) -> FastAPI:
     )
     relying_party = RelyingParty(eid_client(settings))
 
-    @asynccontextmanager
-    async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
-        await runtime.start()
-        await grpc_server.start(settings.http_host, settings.grpc_port)
-        try:
-            yield
-        finally:
-            await grpc_server.stop()
-            await relying_party.close()
-            await registry.close()
-            await runtime.stop()
+    runtime.serve_grpc(grpc_server, settings.http_host, settings.grpc_port)
+    runtime.on_stop(relying_party.close)
+    runtime.on_stop(registry.close)
 
     app = create_app(
         title="Dossier gateway — identity",
         description="Agency access tokens; citizens' e-ID login, consented reads of the "
         "population registry and the log of who read what.",
         runtime=runtime,
-        lifespan=lifespan,
     )
     app.state.agency_tokens = tokens
     app.state.token_verifier = verifier

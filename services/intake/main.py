@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
 from pathlib import Path
 
 from fastapi import Depends, FastAPI
@@ -38,32 +36,10 @@ def build_app(settings: IntakeSettings | None = None) -> FastAPI:
     catalogue = load_catalogue()
     verification = token_verifier(settings)
 
-    @asynccontextmanager
-    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        await runtime.start()
-        tokens = ServiceTokens.from_settings(settings, scope=JOURNEYS_READ)
-        app.state.journeys = JourneyClient(
-            settings.routing_grpc_target, settings.journey_timeout_s, tokens
-        )
-        identity = IdentityClient(
-            settings.identity_grpc_target,
-            settings.identity_timeout_s,
-            ServiceTokens.from_settings(settings, scope=CITIZEN_DATA_READ),
-        )
-        app.state.registry.identity = identity
-        try:
-            yield
-        finally:
-            await identity.close()
-            await app.state.journeys.close()
-            await verification.close()
-            await runtime.stop()
-
     app = create_app(
         title="Dossier gateway — intake",
         description="Submit administrative dossiers and follow their inter-agency journey.",
         runtime=runtime,
-        lifespan=lifespan,
     )
     app.state.catalogue = catalogue
     app.state.token_verifier = verification.verifier
@@ -73,5 +49,26 @@ def build_app(settings: IntakeSettings | None = None) -> FastAPI:
         catalogue,
         WorkingCalendar(settings.calendar_extra_days_off, settings.calendar_extra_working_days),
     )
+
+    async def connect() -> None:
+        # gRPC channels belong to the running event loop: opened at start-up, not here.
+        app.state.journeys = JourneyClient(
+            settings.routing_grpc_target,
+            settings.journey_timeout_s,
+            ServiceTokens.from_settings(settings, scope=JOURNEYS_READ),
+        )
+        app.state.registry.identity = IdentityClient(
+            settings.identity_grpc_target,
+            settings.identity_timeout_s,
+            ServiceTokens.from_settings(settings, scope=CITIZEN_DATA_READ),
+        )
+
+    async def disconnect() -> None:
+        await app.state.registry.identity.close()
+        await app.state.journeys.close()
+
+    runtime.on_start(connect)
+    runtime.on_stop(verification.close)
+    runtime.on_stop(disconnect)
     app.include_router(router, dependencies=[Depends(database_ready)])
     return app

@@ -3,8 +3,6 @@ delivery status of every message."""
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
 from pathlib import Path
 
 from fastapi import Depends, FastAPI
@@ -64,21 +62,13 @@ def build_app(settings: NotifySettings | None = None) -> FastAPI:
         runtime.add_worker(f"{channel.name}-sender", sender.run)
     verification = token_verifier(settings)
 
-    @asynccontextmanager
-    async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
-        await runtime.start()
-        try:
-            yield
-        finally:
-            await runtime.stop()
-            await verification.close()
+    runtime.on_stop(verification.close)
 
     app = create_app(
         title="Dossier gateway — notify",
         description="Delivery status of the messages sent to citizens and agencies; "
         "webhook subscriptions of agency systems.",
         runtime=runtime,
-        lifespan=lifespan,
     )
     app.state.token_verifier = verification.verifier
     ready = Depends(database_ready)

@@ -2,8 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Awaitable, Callable
-from contextlib import asynccontextmanager
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 
 from fastapi import Depends, FastAPI
@@ -123,22 +122,13 @@ def build_app(settings: RoutingSettings | None = None) -> FastAPI:
         [AuthInterceptor(verification.verifier, grpc_scopes)],
     )
 
-    @asynccontextmanager
-    async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
-        await runtime.start()
-        await grpc_server.start(settings.http_host, settings.grpc_port)
-        try:
-            yield
-        finally:
-            await grpc_server.stop()
-            await verification.close()
-            await runtime.stop()
+    runtime.serve_grpc(grpc_server, settings.http_host, settings.grpc_port)
+    runtime.on_stop(verification.close)
 
     app = create_app(
         title="Dossier gateway — routing",
         description="Agency systems report the outcome of the steps delivered to them.",
         runtime=runtime,
-        lifespan=lifespan,
     )
     app.state.journeys = journeys
     app.state.token_verifier = verification.verifier

@@ -6,32 +6,20 @@ from __future__ import annotations
 import asyncio
 import uuid
 
-from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
+from aiokafka import AIOKafkaProducer
 
 from devstack.kafka import KafkaBroker
 from devstack.stack import Stack
 from tests.conftest import TOPIC
 from tests.support.flows import chain_dossier, submit, wait_completed
+from tests.support.kafka import at_least, keyed, read_topic
 
 
 async def dead_letters_for(kafka: KafkaBroker, key: bytes, expected: int) -> list[dict[str, bytes]]:
-    consumer = AIOKafkaConsumer(
-        TOPIC + ".dlq",
-        bootstrap_servers=kafka.bootstrap_servers,
-        auto_offset_reset="earliest",
-        group_id=f"test-{uuid.uuid4()}",
+    records = await read_topic(
+        kafka.bootstrap_servers, TOPIC + ".dlq", keyed(key), at_least(expected)
     )
-    await consumer.start()
-    found: list[dict[str, bytes]] = []
-    try:
-        async with asyncio.timeout(60):
-            while len(found) < expected:
-                batch = await consumer.getmany(timeout_ms=500)
-                for records in batch.values():
-                    found += [dict(r.headers) for r in records if r.key == key]
-    finally:
-        await consumer.stop()
-    return found
+    return [dict(r.headers) for r in records]
 
 
 async def test_poison_record_is_dead_lettered_and_consumers_go_on(

@@ -10,7 +10,6 @@ from typing import Any
 import grpc
 import httpx
 import pytest
-from aiokafka import AIOKafkaConsumer
 from google.protobuf.json_format import MessageToDict
 
 from core.auth_grpc import bearer_metadata
@@ -23,6 +22,7 @@ from services.identity import access_log
 from tests.conftest import TOPIC
 from tests.support.eid import at_provider, browser, consent, log_in, start_login
 from tests.support.flows import agency_token, as_agency, client_token, wait_completed
+from tests.support.kafka import at_least, keyed, read_topic
 
 # A synthetic citizen of the sandbox registry, used by no other test (see test_pii_hygiene).
 CITIZEN = "079185000001"
@@ -46,25 +46,13 @@ def post_dossier(stack: Stack, body: dict[str, Any], session: str | None) -> htt
 
 
 def submitted_event(kafka: KafkaBroker, code: str) -> events_pb2.DossierSubmitted:
-    async def find() -> events_pb2.DossierSubmitted:
-        consumer = AIOKafkaConsumer(
-            TOPIC, bootstrap_servers=kafka.bootstrap_servers, auto_offset_reset="earliest"
-        )
-        await consumer.start()
-        try:
-            async with asyncio.timeout(60):
-                while True:
-                    for records in (await consumer.getmany(timeout_ms=500)).values():
-                        for r in records:
-                            if r.key != code.encode():
-                                continue
-                            event = from_kafka(r.key, r.value, dict(r.headers))
-                            if isinstance(event.data, events_pb2.DossierSubmitted):
-                                return event.data
-        finally:
-            await consumer.stop()
-
-    return asyncio.run(find())
+    kind = "vn.gov.dossier.submitted.v1"
+    [record] = asyncio.run(
+        read_topic(kafka.bootstrap_servers, TOPIC, keyed(code, kind), at_least(1))
+    )
+    event = from_kafka(record.key, record.value, dict(record.headers))
+    assert isinstance(event.data, events_pb2.DossierSubmitted)
+    return event.data
 
 
 def test_citizen_files_a_residence_dossier_without_a_document(

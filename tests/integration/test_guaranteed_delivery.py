@@ -17,7 +17,7 @@ from devstack.stack import Stack
 from gateway.v1 import events_pb2
 from sandbox.runner import bind_socket
 from tests.conftest import TOPIC
-from tests.support.agencies import events_of, transfer_rows
+from tests.support.agencies import behave, birth_registration, events_of, transfer_rows
 from tests.support.flows import (
     agency_transfers,
     as_operator,
@@ -27,24 +27,6 @@ from tests.support.flows import (
 )
 
 AGENCY = "000.21.31.H22"  # the commune justice office: the one step of HT.KS
-
-
-def birth_registration(email: str) -> dict[str, Any]:
-    return {
-        "procedure_code": "HT.KS",
-        "applicant": {"personal_id": "001090012345", "full_name": "Nguyễn Thị Lan", "email": email},
-        "form_data": {
-            "child_full_name": "Trần Minh Khôi",
-            "child_birth_date": "2026-11-01",
-            "child_gender": "Nam",
-            "mother_full_name": "Nguyễn Thị Lan",
-        },
-    }
-
-
-def behave(stack: Stack, **behaviour: Any) -> None:
-    url = f"{stack.url('sandbox')}/agencies/{AGENCY}/behaviour"
-    httpx.put(url, json=behaviour, timeout=5).raise_for_status()
 
 
 @pytest.fixture

@@ -6,19 +6,17 @@ from __future__ import annotations
 import asyncio
 import signal
 import time
-import uuid
 from collections.abc import Iterator
 from datetime import UTC, datetime
 from typing import Any
 
 import httpx
 import pytest
-from aiokafka import AIOKafkaConsumer
 
 from devstack.kafka import KafkaBroker
 from devstack.stack import Stack
 from tests.conftest import TOPIC
-from tests.integration.test_guaranteed_delivery import birth_registration
+from tests.support.agencies import birth_registration
 from tests.support.flows import (
     DESK,
     agency_transfers,
@@ -29,6 +27,7 @@ from tests.support.flows import (
     submit,
     wait_completed,
 )
+from tests.support.kafka import Record, read_topic
 
 JUSTICE, POLICE = "000.21.31.H22", "000.22.31.H22"
 OVERDUE = b"vn.gov.dossier.overdue.v1"
@@ -122,32 +121,19 @@ def test_refused_dossier_ends_with_status_3(slow_justice: Stack) -> None:
 def overdue_event_ids(kafka: KafkaBroker, codes: list[str]) -> dict[str, set[bytes]]:
     """Ids of the DossierOverdue events on the topic per dossier, once each has one and the
     topic has been read to its end."""
+    wanted = {code.encode() for code in codes}
 
-    async def read() -> dict[str, set[bytes]]:
-        consumer = AIOKafkaConsumer(
-            TOPIC,
-            bootstrap_servers=kafka.bootstrap_servers,
-            auto_offset_reset="earliest",
-            group_id=f"test-{uuid.uuid4()}",
-        )
-        found: dict[str, set[bytes]] = {code: set() for code in codes}
-        await consumer.start()
-        try:
-            async with asyncio.timeout(60):
-                caught_up = False
-                while not caught_up or not all(found.values()):
-                    batch = await consumer.getmany(timeout_ms=1000)
-                    caught_up = not batch
-                    for record in (r for records in batch.values() for r in records):
-                        headers = dict(record.headers)
-                        code = (record.key or b"").decode()
-                        if code in found and headers.get("ce_type") == OVERDUE:
-                            found[code].add(headers["ce_id"])
-        finally:
-            await consumer.stop()
-        return found
+    def overdue(record: Record) -> bool:
+        return record.key in wanted and dict(record.headers).get("ce_type") == OVERDUE
 
-    return asyncio.run(read())
+    def each_has_one(kept: list[Record], caught_up: bool) -> bool:
+        return caught_up and {r.key for r in kept} == wanted
+
+    records = asyncio.run(read_topic(kafka.bootstrap_servers, TOPIC, overdue, each_has_one))
+    found: dict[str, set[bytes]] = {code: set() for code in codes}
+    for record in records:
+        found[(record.key or b"").decode()].add(dict(record.headers)["ce_id"])
+    return found
 
 
 def test_deadlines_survive_routing_killed(slow_justice: Stack, kafka: KafkaBroker) -> None:

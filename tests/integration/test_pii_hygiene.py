@@ -6,7 +6,6 @@ from __future__ import annotations
 import asyncio
 
 import httpx
-from aiokafka import AIOKafkaConsumer
 
 from core.personal_id import mask
 from devstack.kafka import KafkaBroker
@@ -15,6 +14,7 @@ from devstack.stack import Stack
 from tests.conftest import TOPIC
 from tests.support.eid import consent, log_in
 from tests.support.flows import as_agency, eventually, wait_completed
+from tests.support.kafka import read_topic
 
 # Registered in the sandbox registry and used by no other test, so any hit is this flow's.
 CITIZEN = "048305654321"
@@ -25,23 +25,15 @@ OTHER_APPLICANTS = ("001090012345", "079185000001", "031200123456")
 
 def kafka_keys(kafka: KafkaBroker, until: bytes) -> list[bytes]:
     """Keys of every record on the events topic, read until one keyed `until` shows up."""
-
-    async def read() -> list[bytes]:
-        consumer = AIOKafkaConsumer(
-            TOPIC, bootstrap_servers=kafka.bootstrap_servers, auto_offset_reset="earliest"
+    records = asyncio.run(
+        read_topic(
+            kafka.bootstrap_servers,
+            TOPIC,
+            keep=lambda _record: True,
+            done=lambda kept, _caught_up: any(r.key == until for r in kept),
         )
-        await consumer.start()
-        keys: list[bytes] = []
-        try:
-            async with asyncio.timeout(60):
-                while until not in keys:
-                    for records in (await consumer.getmany(timeout_ms=500)).values():
-                        keys.extend(r.key or b"" for r in records)
-        finally:
-            await consumer.stop()
-        return keys
-
-    return asyncio.run(read())
+    )
+    return [r.key or b"" for r in records]
 
 
 def test_an_e_id_filing_leaves_no_personal_id_in_logs_spans_or_keys(

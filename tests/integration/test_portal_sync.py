@@ -11,23 +11,15 @@ from typing import Any
 
 import httpx
 import pytest
-from aiokafka import AIOKafkaProducer
-from google.protobuf.timestamp_pb2 import Timestamp
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import create_async_engine
 
-from core.events import Event, new_event, to_kafka
+from core.events import Event, new_event
 from devstack.kafka import KafkaBroker
 from devstack.stack import Stack
 from gateway.v1 import dossier_pb2, events_pb2
-from tests.conftest import TOPIC
 from tests.support.flows import eventually
-
-
-def stamp(value: datetime) -> Timestamp:
-    result = Timestamp()
-    result.FromDatetime(value)
-    return result
+from tests.support.kafka import publish, stamp
 
 
 def status_changed(code: str, status: int, changed_at: datetime) -> Event:
@@ -43,20 +35,6 @@ def status_changed(code: str, status: int, changed_at: datetime) -> Event:
     if status == dossier_pb2.DOSSIER_STATUS_DECIDED:
         change.finished_at.CopyFrom(change.changed_at)
     return new_event(change, source="/tests", dossier_code=code)
-
-
-def publish(kafka: KafkaBroker, events: list[Event]) -> None:
-    async def send() -> None:
-        producer = AIOKafkaProducer(bootstrap_servers=kafka.bootstrap_servers)
-        await producer.start()
-        try:
-            for event in events:
-                key, value, headers = to_kafka(event)
-                await producer.send_and_wait(TOPIC, value, key=key, headers=list(headers.items()))
-        finally:
-            await producer.stop()
-
-    asyncio.run(send())
 
 
 def portal(stack: Stack, code: str) -> list[dict[str, Any]]:
@@ -104,7 +82,7 @@ def test_status_changes_reach_the_portal_once_even_when_it_fails_for_a_while(
         code, dossier_pb2.DOSSIER_STATUS_DECIDED, datetime(2026, 11, 24, 9, 15, 30, tzinfo=UTC)
     )
     # The processing change twice, as a redelivery or a replayed producer would send it.
-    publish(kafka, [processing, decided, processing])
+    publish(kafka.bootstrap_servers, [processing, decided, processing])
 
     pushed = eventually(
         lambda: len(portal(sandbox_portal, code)) == 2 and portal(sandbox_portal, code), 60
@@ -135,7 +113,7 @@ def test_a_portal_that_keeps_failing_leaves_a_dead_letter(
     code = f"000.00.01.H22-261120-{uuid.uuid4().hex[:6]}"
     portal_behaves(sandbox_portal, fail_next=1000, fail_status=500)
     publish(
-        kafka,
+        kafka.bootstrap_servers,
         [status_changed(code, dossier_pb2.DOSSIER_STATUS_RECEIVED, datetime.now(UTC))],
     )
 

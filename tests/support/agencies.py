@@ -3,17 +3,15 @@ the dossier topic."""
 
 from __future__ import annotations
 
-import asyncio
-import uuid
 from typing import Any
 
 import httpx
-from aiokafka import AIOKafkaConsumer
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import create_async_engine
 
 from core.events import Event, from_kafka
 from devstack.stack import Stack
+from tests.support.kafka import Record, at_least, keyed, read_topic
 
 BIRTH_AGENCY = "000.21.31.H22"  # the commune justice office: the one step of HT.KS
 
@@ -55,46 +53,12 @@ async def events_of(
     bootstrap: str, topic: str, dossier_code: str, ce_type: str, within_s: float = 30
 ) -> list[Event]:
     """The events of one type for one dossier on a topic, read from the start."""
-    consumer = AIOKafkaConsumer(
-        topic,
-        bootstrap_servers=bootstrap,
-        auto_offset_reset="earliest",
-        group_id=f"test-{uuid.uuid4()}",
+    records = await read_topic(
+        bootstrap, topic, keyed(dossier_code, ce_type), at_least(1), within_s
     )
-    await consumer.start()
-    found: list[Event] = []
-    try:
-        async with asyncio.timeout(within_s):
-            while not found:
-                batch = await consumer.getmany(timeout_ms=500)
-                for records in batch.values():
-                    for r in records:
-                        headers = dict(r.headers)
-                        if (
-                            r.key == dossier_code.encode()
-                            and headers.get("ce_type") == ce_type.encode()
-                        ):
-                            found.append(from_kafka(r.key, r.value, headers))
-    finally:
-        await consumer.stop()
-    return found
+    return [from_kafka(r.key, r.value, dict(r.headers)) for r in records]
 
 
-async def inbox_records(bootstrap: str, topic: str, dossier_code: str) -> list[Any]:
+async def inbox_records(bootstrap: str, topic: str, dossier_code: str) -> list[Record]:
     """The records for one dossier on an agency's Kafka inbox, read from the start."""
-    consumer = AIOKafkaConsumer(
-        topic,
-        bootstrap_servers=bootstrap,
-        auto_offset_reset="earliest",
-        group_id=f"test-{uuid.uuid4()}",
-    )
-    await consumer.start()
-    found: list[Any] = []
-    try:
-        async with asyncio.timeout(30):
-            while not found:
-                batch = await consumer.getmany(timeout_ms=500)
-                found += [r for rs in batch.values() for r in rs if r.key == dossier_code.encode()]
-    finally:
-        await consumer.stop()
-    return found
+    return await read_topic(bootstrap, topic, keyed(dossier_code), at_least(1), 30)

@@ -4,30 +4,21 @@ intake and routing would), read the SMS sandbox and notify's status API."""
 from __future__ import annotations
 
 import asyncio
-import uuid
-from collections.abc import Sequence
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import httpx
-from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
-from google.protobuf.timestamp_pb2 import Timestamp
 
-from core.events import Event, from_kafka, new_event, to_kafka
+from core.events import Event, from_kafka, new_event
 from devstack.stack import Stack
 from gateway.v1 import dossier_pb2, events_pb2
 from tests.support.flows import as_operator
+from tests.support.kafka import TOPIC, at_least, keyed, publish, read_topic, stamp
 
-TOPIC = "dossier.events"
+__all__ = ["publish"]  # the tests publish events through here, beside the builders
 # Not in the catalogue: routing dead-letters these DossierSubmitted events, so a test's
 # dossier stays where the test put it and only notify acts on its events.
 NOTIFY_ONLY = "TEST.NOTIFY-ONLY"
-
-
-def stamp(value: datetime) -> Timestamp:
-    result = Timestamp()
-    result.FromDatetime(value)
-    return result
 
 
 def submitted(
@@ -63,22 +54,6 @@ def routed(code: str) -> Event:
         step_due_at=stamp(datetime.now(UTC) + timedelta(days=1)),
     )
     return new_event(data, source="/test", dossier_code=code)
-
-
-def publish(bootstrap: str, events: Sequence[Event]) -> None:
-    """Send events in order (one dossier's share a key, hence a partition) and wait for acks."""
-
-    async def send() -> None:
-        producer = AIOKafkaProducer(bootstrap_servers=bootstrap, acks="all")
-        await producer.start()
-        try:
-            for event in events:
-                key, value, headers = to_kafka(event)
-                await producer.send_and_wait(TOPIC, value, key=key, headers=list(headers.items()))
-        finally:
-            await producer.stop()
-
-    asyncio.run(send())
 
 
 def notifications(stack: Stack, code: str) -> list[dict[str, Any]]:
@@ -134,29 +109,8 @@ def mail_behaviour(stack: Stack, **behaviour: Any) -> None:
 
 def status_events(bootstrap: str, dossier_code: str, expected: int) -> list[Any]:
     """The first `expected` NotificationStatusChanged events about a dossier, from Kafka."""
-
-    async def read() -> list[Any]:
-        consumer = AIOKafkaConsumer(
-            TOPIC,
-            bootstrap_servers=bootstrap,
-            auto_offset_reset="earliest",
-            group_id=f"test-{uuid.uuid4()}",
-        )
-        await consumer.start()
-        found: list[Any] = []
-        try:
-            async with asyncio.timeout(60):
-                while len(found) < expected:
-                    batch = await consumer.getmany(timeout_ms=500)
-                    for records in batch.values():
-                        for r in records:
-                            if r.key != dossier_code.encode():
-                                continue
-                            event = from_kafka(r.key, r.value, dict(r.headers))
-                            if isinstance(event.data, events_pb2.NotificationStatusChanged):
-                                found.append(event.data)
-        finally:
-            await consumer.stop()
-        return found
-
-    return asyncio.run(read())
+    kind = "vn.gov.notification.status_changed.v1"
+    records = asyncio.run(
+        read_topic(bootstrap, TOPIC, keyed(dossier_code, kind), at_least(expected))
+    )
+    return [from_kafka(r.key, r.value, dict(r.headers)).data for r in records]
