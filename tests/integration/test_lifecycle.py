@@ -13,6 +13,7 @@ from typing import Any
 import httpx
 import pytest
 
+from core.calendar import VIETNAM
 from devstack.kafka import KafkaBroker
 from devstack.stack import Stack
 from tests.conftest import TOPIC
@@ -24,6 +25,7 @@ from tests.support.flows import (
     as_operator,
     chain_dossier,
     eventually,
+    mails_to,
     submit,
     wait_completed,
 )
@@ -166,3 +168,17 @@ def test_deadlines_survive_routing_killed(slow_justice: Stack, kafka: KafkaBroke
     assert {code: len(ids) for code, ids in events.items()} == {before: 1, after: 1}
     for code in (before, after):
         assert len(journey(stack, code)["apologies"]) == 1  # type: ignore[index]
+
+    # Notify turned each DossierOverdue into the citizen's apology (form 04), once.
+    for code, address in ((before, "deadline-a@example.vn"), (after, "deadline-b@example.vn")):
+        [apology] = journey(stack, code)["apologies"]  # type: ignore[index]
+        new_date = datetime.fromisoformat(apology["new_due_at"]).astimezone(VIETNAM)
+        letters = eventually(lambda a=address: apology_letters(stack, a) or None, 60)
+        [letter] = letters
+        assert letter["subject"].endswith(code)
+        assert f"Lý do: {apology['reason']}." in letter["text"]
+        assert f"trả kết quả là ngày {new_date:%d/%m/%Y}" in letter["text"]
+
+
+def apology_letters(stack: Stack, address: str) -> list[dict[str, Any]]:
+    return [m for m in mails_to(stack, address) if m["subject"].startswith("Phiếu xin lỗi")]
