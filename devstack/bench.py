@@ -71,7 +71,7 @@ class Result:
             f"  submitted         {self.submitted} in {self.submit_seconds:.2f} s "
             f"= {self.submitted / self.submit_seconds:.0f} dossiers/s accepted",
             f"  delivered         {self.delivered} in {self.end_to_end_seconds:.2f} s "
-            f"= {self.delivered / self.end_to_end_seconds:.0f} dossiers/s end to end",
+            f"= {self.delivered / max(self.end_to_end_seconds, 1e-9):.0f} dossiers/s end to end",
             f"  submit->delivered p50 {p50:.0f} ms   p99 {p99:.0f} ms",
         ]
 
@@ -196,6 +196,8 @@ def bench_bare(kafka: KafkaBroker, var_dir: Path, load: Load) -> Result:
         var_dir=var_dir,
         ports=Ports(sandbox=sandbox_port, sandbox_smtp=free_ports(1)[0]),
         env={"SANDBOX_LOG_LEVEL": "WARNING"},
+        # The bare forwarder does not sign: its agency must not ask for a signature.
+        agency_secret="",
     )
     processes: list[subprocess.Popen[bytes]] = []
     try:
