@@ -8,10 +8,11 @@ from typing import Any
 
 import httpx
 
+from devstack.otlp_sink import SpanCollector
 from devstack.stack import Stack
 from sandbox.oidc_models import contact_of
 from tests.support.eid import log_in
-from tests.support.flows import CHAIN, DESK, as_agency, eventually, mails_to
+from tests.support.flows import CHAIN, DESK, as_agency, dossier_view, eventually, mails_to
 from tests.support.notify import sms_to
 
 RECEIPT = "đã được tiếp nhận"
@@ -44,7 +45,7 @@ def receipts(messages: list[dict[str, Any]], code: str) -> list[dict[str, Any]]:
 
 
 def test_a_citizen_without_contact_in_the_body_is_told_through_the_e_id_profile(
-    stack: Stack,
+    stack: Stack, spans: SpanCollector
 ) -> None:
     citizen = "001090012345"
     email, phone = contact_of(citizen)
@@ -57,6 +58,21 @@ def test_a_citizen_without_contact_in_the_body_is_told_through_the_e_id_profile(
     assert len(mails) == 1
     assert mails[0]["to"] == [email]
     assert len(eventually(lambda: receipts(sms_to(stack, phone), code) or None)) == 1
+
+    # Contact data is kept out of what operators read, as personal IDs are. The sandbox
+    # stands in for the SMTP server and SMS gateway, whose logs name recipients.
+    national = phone.removeprefix("+84")  # in +84…, 84… and 0… spellings alike
+    trace_id = dossier_view(stack, code)["trace_id"]
+    # Spans are exported in batches: wait until the receipt's mail went out in its trace.
+    eventually(lambda: any(s.name == "smtp send" for s in spans.spans(trace_id)))
+    for service in ("identity", "intake", "routing", "notify"):
+        text = (stack.var_dir / "log" / f"{service}.log").read_text(errors="replace")
+        assert email not in text, f"{service} logs the e-ID email"
+        assert national not in text, f"{service} logs the e-ID phone"
+    for span in spans.spans():
+        exported = f"{span.name} {span.attributes}"
+        assert email not in exported, f"span {span.name} of {span.service} carries the email"
+        assert national not in exported, f"span {span.name} of {span.service} carries the phone"
 
 
 def test_the_body_s_contact_wins_and_the_profile_fills_in_the_rest(stack: Stack) -> None:
