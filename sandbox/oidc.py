@@ -89,7 +89,7 @@ class _OpenIDCode(OpenIDCode):  # type: ignore[misc]
         }
 
     def generate_user_info(self, user: Citizen, scope: str) -> UserInfo:
-        return UserInfo(sub=user.personal_id, name=user.name)
+        return UserInfo(user.claims(scope))
 
 
 class _CodeGrant(AuthorizationCodeGrant):  # type: ignore[misc]
@@ -178,7 +178,8 @@ class Provider(AuthorizationServer):  # type: ignore[misc]
         self.clients = {c.client_id: c for c in clients}
         self.codes: dict[str, AuthorizationCode] = {}
         self.nonces: set[tuple[str, str]] = set()
-        self.tokens: dict[str, tuple[Citizen, float]] = {}
+        # access token -> (citizen, expiry, granted scope)
+        self.tokens: dict[str, tuple[Citizen, float, str]] = {}
         self.register_grant(_CodeGrant, [_S256Required(), _OpenIDCode(self)])
         self.register_client_auth_method("private_key_jwt", _PrivateKeyJWT(self))
         generator = BearerTokenGenerator(self._new_token, expires_generator=settings.token_ttl_s)
@@ -193,7 +194,7 @@ class Provider(AuthorizationServer):  # type: ignore[misc]
 
     def save_token(self, token: dict[str, Any], request: OAuth2Request) -> None:
         expires_at = time.time() + self.settings.token_ttl_s
-        self.tokens[token["access_token"]] = (request.user, expires_at)
+        self.tokens[token["access_token"]] = (request.user, expires_at, token.get("scope", ""))
 
     def create_oauth2_request(self, request: _Request) -> _Request:
         return request
@@ -222,7 +223,10 @@ class Provider(AuthorizationServer):  # type: ignore[misc]
             "token_endpoint_auth_signing_alg_values_supported": ["RS256"],
             "code_challenge_methods_supported": ["S256"],
             "acr_values_supported": ACR_LEVELS,
-            "claims_supported": ["sub", "name", "acr", "nonce", "iss", "aud", "exp", "iat"],
+            "claims_supported": [
+                *("sub", "name", "acr", "nonce", "iss", "aud", "exp", "iat"),
+                *("email", "email_verified", "phone_number", "phone_number_verified"),
+            ],
         }
 
 
@@ -312,7 +316,7 @@ def create_oidc_app(
         if found is None or found[1] < time.time():
             challenge = {"WWW-Authenticate": 'Bearer error="invalid_token"'}
             return JSONResponse({"error": "invalid_token"}, 401, challenge)
-        citizen = found[0]
-        return JSONResponse({"sub": citizen.personal_id, "name": citizen.name, "acr": citizen.acr})
+        citizen, _, scope = found
+        return JSONResponse({**citizen.claims(scope), "acr": citizen.acr})
 
     return app

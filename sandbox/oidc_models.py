@@ -3,6 +3,7 @@ rotating signing keys. The OAuth/OIDC behaviour is in sandbox/oidc.py."""
 
 from __future__ import annotations
 
+import hashlib
 import hmac
 import time
 from dataclasses import dataclass, field
@@ -11,7 +12,7 @@ from typing import Any
 from joserfc.jwk import RSAKey
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-SCOPES = ["openid", "profile"]
+SCOPES = ["openid", "profile", "email", "phone"]
 # VNeID assurance levels: 1 = account identified online, 2 = identity verified in person.
 ACR_LEVELS = ["1", "2"]
 # Offered on the login page; any registered number works through login_hint.
@@ -34,6 +35,34 @@ class Citizen:
     personal_id: str
     name: str
     acr: str
+
+    @property
+    def email(self) -> str:
+        return contact_of(self.personal_id)[0]
+
+    @property
+    def phone_number(self) -> str | None:
+        return contact_of(self.personal_id)[1]
+
+    def claims(self, scope: str) -> dict[str, Any]:
+        """The claims the granted scopes release (OIDC Core §5.4), for userinfo and ID token."""
+        granted = scope.split()
+        claims: dict[str, Any] = {"sub": self.personal_id, "name": self.name}
+        if "email" in granted:
+            claims |= {"email": self.email, "email_verified": True}
+        if "phone" in granted and self.phone_number is not None:
+            claims |= {"phone_number": self.phone_number, "phone_number_verified": True}
+        return claims
+
+
+def contact_of(personal_id: str) -> tuple[str, str | None]:
+    """Synthetic, stable contact details for a citizen's e-ID profile: the same citizen
+    always gets the same ones, and about a third have no phone, as real profiles do."""
+    digest = hashlib.sha256(f"vneid-contact:{personal_id}".encode()).hexdigest()
+    email = f"cd-{digest[:10]}@vneid.sandbox.example"
+    number = int(digest[10:26], 16)
+    phone = None if number % 3 == 0 else f"+849{number % 10**8:08d}"
+    return email, phone
 
 
 @dataclass

@@ -26,6 +26,8 @@ class CitizenSession:
     full_name: str
     assurance_level: int
     expires_at: datetime
+    email: str | None = None
+    phone: str | None = None
 
 
 def session_hash(session_id: str) -> str:
@@ -81,7 +83,12 @@ class Citizens:
         session_id = secrets.token_urlsafe(32)
         now = datetime.now(UTC)
         opened = CitizenSession(
-            citizen.personal_id, citizen.name, citizen.assurance_level, now + self._session_ttl
+            citizen.personal_id,
+            citizen.name,
+            citizen.assurance_level,
+            now + self._session_ttl,
+            citizen.email,
+            citizen.phone,
         )
         async with self._sessions.begin() as session:
             await session.execute(
@@ -95,6 +102,8 @@ class Citizens:
                     assurance_level=citizen.assurance_level,
                     created_at=now,
                     expires_at=opened.expires_at,
+                    email=citizen.email,
+                    phone=citizen.phone,
                 )
             )
         return session_id, opened
@@ -125,4 +134,6 @@ class Citizens:
             row.full_name,
             row.assurance_level,
             row.expires_at,
+            row.email,
+            row.phone,
         )

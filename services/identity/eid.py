@@ -50,6 +50,9 @@ class EidClient:
     # A private JWK (dict) for private_key_jwt; takes precedence over the secret.
     private_key: dict[str, Any] | None = None
     scope: str = "openid profile"
+    # Asked for only when the provider lists them in scopes_supported (or lists none):
+    # the profile's contact details are welcome, not required.
+    optional_scope: str = "email phone"
     algorithms: tuple[str, ...] = ("RS256", "PS256", "ES256")
     leeway_s: int = 60
     # The JWKS is fetched again after this, so keys the provider retired stop verifying.
@@ -70,6 +73,9 @@ class VerifiedCitizen:
     name: str
     # VNeID assurance level from `acr`: 1 online account, 2 identity verified in person.
     assurance_level: int
+    # Contact details of the e-ID profile, when the provider releases them.
+    email: str | None = None
+    phone: str | None = None
 
 
 @dataclass(frozen=True)
@@ -124,7 +130,7 @@ class RelyingParty:
             "response_type": "code",
             "client_id": self.client.client_id,
             "redirect_uri": self.client.redirect_uri,
-            "scope": self.client.scope,
+            "scope": await self.requested_scope(),
             "state": login.state,
             "nonce": login.nonce,
             "code_challenge": create_s256_code_challenge(login.code_verifier),
@@ -134,6 +140,16 @@ class RelyingParty:
             params["acr_values"] = acr_values
         separator = "&" if "?" in endpoint else "?"
         return f"{endpoint}{separator}{urlencode(params)}"
+
+    async def requested_scope(self) -> str:
+        """The configured scopes, plus the optional ones this provider supports: asking for
+        a scope it does not know may fail the whole login (RFC 6749 §4.1.2.1)."""
+        supported = (await self.metadata()).get("scopes_supported")
+        optional = self.client.optional_scope.split()
+        if isinstance(supported, list):
+            optional = [scope for scope in optional if scope in supported]
+        wanted = self.client.scope.split()
+        return " ".join([*wanted, *(scope for scope in optional if scope not in wanted)])
 
     async def login(self, code: str, login: LoginRequest) -> VerifiedCitizen:
         """Exchange the code, verify the ID token for this login, read userinfo."""
@@ -154,7 +170,13 @@ class RelyingParty:
         except InvalidPersonalId as exc:
             raise EidError(f"the token's subject is not a personal ID: {exc}") from None
         name = str(claims.get("name") or info.get("name") or "")
-        return VerifiedCitizen(personal_id, name, assurance_level(claims.get("acr")))
+        return VerifiedCitizen(
+            personal_id,
+            name,
+            assurance_level(claims.get("acr")),
+            _claim(info, claims, "email", 320),
+            _claim(info, claims, "phone_number", 32),
+        )
 
     async def exchange(self, code: str, code_verifier: str) -> dict[str, Any]:
         endpoint = (await self.metadata())["token_endpoint"]
@@ -258,6 +280,15 @@ def assurance_level(acr: object) -> int:
     """`acr` "2" (or a URI ending in /2 or :2, as some providers spell it) is level 2."""
     value = str(acr) if isinstance(acr, str | int) else ""
     return 2 if value == "2" or value.endswith(("/2", ":2")) else 1
+
+
+def _claim(info: dict[str, Any], claims: dict[str, Any], name: str, limit: int) -> str | None:
+    """A contact claim from userinfo, else from the ID token. Absent, blank or longer than
+    any real address or number is None: a missing contact, not a failed login."""
+    value = info.get(name) or claims.get(name)
+    if not isinstance(value, str) or not value.strip() or len(value.strip()) > limit:
+        return None
+    return value.strip()
 
 
 def _header(token: str) -> tuple[str, str | None]:

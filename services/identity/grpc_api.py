@@ -41,6 +41,8 @@ class CitizenIdentityServicer(identity_pb2_grpc.CitizenIdentityServicer):
             personal_id=citizen.personal_id.value,
             full_name=citizen.full_name,
             assurance_level=citizen.assurance_level,
+            email=citizen.email or "",
+            phone=citizen.phone or "",
         )
 
     async def TakeResidence(

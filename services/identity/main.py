@@ -48,6 +48,7 @@ def eid_client(settings: IdentitySettings) -> EidClient:
         client_secret=settings.eid_client_secret.get_secret_value(),
         private_key=json.loads(Path(key_file).read_text(encoding="utf-8")) if key_file else None,
         scope=settings.eid_scope,
+        optional_scope=settings.eid_optional_scope,
         algorithms=tuple(a.strip() for a in settings.eid_algorithms.split(",") if a.strip()),
         leeway_s=settings.eid_leeway_s,
     )

@@ -30,6 +30,9 @@ citizen_sessions = Table(
     Column("assurance_level", Integer, nullable=False),
     Column("created_at", UtcDateTime(), nullable=False),
     Column("expires_at", UtcDateTime(), nullable=False, index=True),
+    # Contact details from the e-ID profile; absent when the provider released none.
+    Column("email", String(320), nullable=True),
+    Column("phone", String(32), nullable=True),
 )
 
 # Consent to attach registry data to one procedure's dossier: previewed, then granted by

@@ -30,6 +30,8 @@ class IdentitySettings(ServiceSettings):
     eid_client_key_file: str = ""
     eid_redirect_uri: str = "http://127.0.0.1:8083/v1/citizen/callback"
     eid_scope: str = "openid profile"
+    # Also asked for when the provider supports them: the profile's contact details.
+    eid_optional_scope: str = "email phone"
     # Comma-separated allow-list of ID-token algorithms (asymmetric only).
     eid_algorithms: str = "RS256,PS256,ES256"
     eid_leeway_s: int = 60

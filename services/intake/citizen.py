@@ -41,6 +41,9 @@ class EidApplicant:
     full_name: str
     assurance_level: int
     residence_consent_id: str | None
+    # Contact details of the e-ID profile, for what the request body leaves out.
+    email: str | None = None
+    phone: str | None = None
 
 
 class IdentityClient:
@@ -81,6 +84,8 @@ class IdentityClient:
             verified.full_name,
             verified.assurance_level,
             request.residence_consent_id,
+            verified.email or None,
+            verified.phone or None,
         )
 
     async def residence(
@@ -140,8 +145,16 @@ def check_residence_proof(request: DossierIn, procedure: Procedure, with_eid: bo
 
 
 def verified_request(request: DossierIn, applicant: EidApplicant) -> DossierIn:
-    """The request with the applicant identity replaced by what e-ID verified."""
-    verified = request.applicant.model_copy(
-        update={"personal_id": applicant.personal_id, "full_name": applicant.full_name}
+    """The request with the applicant identity replaced by what e-ID verified. Contact
+    details given in the body win (the citizen may want this dossier's news elsewhere);
+    the e-ID profile's fill in what the body leaves out."""
+    given = request.applicant
+    verified = given.model_copy(
+        update={
+            "personal_id": applicant.personal_id,
+            "full_name": applicant.full_name,
+            "email": given.email or applicant.email,
+            "phone": given.phone or applicant.phone,
+        }
     )
     return request.model_copy(update={"applicant": verified})

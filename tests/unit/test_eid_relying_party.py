@@ -18,6 +18,7 @@ from joserfc import jwt
 from joserfc.jwk import RSAKey
 
 from sandbox.oidc import Client, OidcSettings, create_oidc_app
+from sandbox.oidc_models import contact_of
 from sandbox.runner import AppServer, bind_socket
 from services.identity.eid import EidClient, EidError, LoginRequest, RelyingParty
 
@@ -69,6 +70,55 @@ async def test_login_against_the_sandbox_provider(
     assert citizen.personal_id.value == CITIZEN
     assert citizen.assurance_level == 2
     assert citizen.name
+    await party.close()
+
+
+@pytest.mark.parametrize("personal_id", ["001090012345", "079185000001"])
+async def test_login_keeps_the_profile_contact(provider: AppServer, personal_id: str) -> None:
+    party = RelyingParty(EidClient(provider.url, "gateway", CALLBACK, client_secret="s3cret"))
+    login = LoginRequest.new()
+    citizen = await party.login(await code_for(party, login, personal_id, "1"), login)
+    # The second citizen has no phone in the sandbox profile: None, not a failed login.
+    assert (citizen.email, citizen.phone) == contact_of(personal_id)
+    await party.close()
+
+
+async def test_without_contact_scopes_the_login_has_no_contact(provider: AppServer) -> None:
+    client = EidClient(provider.url, "gateway", CALLBACK, "s3cret", optional_scope="")
+    party = RelyingParty(client)
+    login = LoginRequest.new()
+    citizen = await party.login(await code_for(party, login, CITIZEN, "1"), login)
+    assert citizen.personal_id.value == CITIZEN
+    assert (citizen.email, citizen.phone) == (None, None)
+    await party.close()
+
+
+@pytest.mark.parametrize(
+    ("supported", "requested"),
+    [
+        (["openid", "profile", "email", "phone"], "openid profile email phone"),
+        (["openid", "profile"], "openid profile"),
+        # Configured scopes are always asked for; only the optional ones are filtered.
+        (["openid", "email"], "openid profile email"),
+        # Not advertised: ask for what is configured, as discovery makes the list optional.
+        (None, "openid profile email phone"),
+    ],
+)
+async def test_only_scopes_the_provider_supports_are_requested(
+    supported: list[str] | None, requested: str
+) -> None:
+    discovery: dict[str, Any] = {
+        "issuer": ISSUER, "authorization_endpoint": ISSUER + "/authorize",
+        "token_endpoint": ISSUER + "/token", "jwks_uri": ISSUER + "/jwks",
+    }  # fmt: skip
+    if supported is not None:
+        discovery["scopes_supported"] = supported
+    transport = httpx.MockTransport(lambda _: httpx.Response(200, json=discovery))
+    party = RelyingParty(
+        EidClient(ISSUER, "gateway", CALLBACK), httpx.AsyncClient(transport=transport)
+    )
+    url = await party.authorization_url(LoginRequest.new())
+    assert parse_qs(urlsplit(url).query)["scope"] == [requested]
     await party.close()
 
 

@@ -11,7 +11,9 @@ import pytest
 from fastapi.testclient import TestClient
 
 from core.catalogue import load_catalogue
+from services.intake.citizen import EidApplicant, verified_request
 from services.intake.main import build_app
+from services.intake.schemas import DossierIn
 from services.intake.settings import IntakeSettings
 from tests.support.tokens import TestIssuer
 
@@ -79,3 +81,42 @@ def test_a_citizen_session_needs_identity_to_answer(client: TestClient) -> None:
     response = client.post("/v1/dossiers", json=body, headers={"X-Citizen-Session": "abc"})
     assert response.status_code == 503
     assert response.json()["type"].endswith("identity-unavailable")
+
+
+def eid_applicant(email: str | None, phone: str | None) -> EidApplicant:
+    return EidApplicant("session", "001090012345", "Nguyễn Thị Lan", 2, None, email, phone)
+
+
+@pytest.mark.parametrize(
+    ("body", "profile", "expected"),
+    [
+        # The body wins: this dossier's news goes where the citizen asked.
+        (
+            {"email": "lan@example.vn", "phone": "0912345678"},
+            ("eid@example.vn", "+84935137405"),
+            ("lan@example.vn", "0912345678"),
+        ),
+        # The profile fills in what the body leaves out, one field at a time.
+        ({}, ("eid@example.vn", "+84935137405"), ("eid@example.vn", "+84935137405")),
+        (
+            {"email": "lan@example.vn"},
+            ("eid@example.vn", "+84935137405"),
+            ("lan@example.vn", "+84935137405"),
+        ),
+        ({"phone": "0912345678"}, ("eid@example.vn", None), ("eid@example.vn", "0912345678")),
+        # Neither: no contact, which notify records rather than retries.
+        ({}, (None, None), (None, None)),
+    ],
+)
+def test_e_id_contact_fills_in_what_the_body_leaves_out(
+    body: dict[str, str],
+    profile: tuple[str | None, str | None],
+    expected: tuple[str | None, str | None],
+) -> None:
+    request = DossierIn.model_validate(
+        marital_status(applicant={"personal_id": "079185000001", "full_name": "X", **body})
+    )
+    verified = verified_request(request, eid_applicant(*profile)).applicant
+    assert (verified.email, verified.phone) == expected
+    # Identity always comes from e-ID, whatever the body said.
+    assert (verified.personal_id, verified.full_name) == ("001090012345", "Nguyễn Thị Lan")

@@ -16,6 +16,7 @@ from joserfc import jwt
 from joserfc.jwk import KeySet, RSAKey
 
 from sandbox.oidc import Client, OidcSettings, Provider, SigningKeys, create_oidc_app
+from sandbox.oidc_models import contact_of
 from sandbox.registry import residence_of
 from sandbox.runner import AppServer, bind_socket
 
@@ -135,6 +136,31 @@ async def test_code_flow_with_client_secret_basic(
     again = await http.post("/token", data=token_form(code, verifier), auth=("gateway", SECRET))
     assert again.status_code == 400
     assert again.json()["error"] == "invalid_grant"
+
+
+@pytest.mark.parametrize("citizen", ["001090012345", "079185000001"])
+async def test_email_and_phone_scopes_release_the_profile_contact(
+    http: httpx.AsyncClient, citizen: str
+) -> None:
+    verifier, challenge = pkce()
+    params = authorize_params("gateway", challenge, scope="openid profile email phone")
+    code = await get_code(http, params | {"login_hint": citizen})
+    response = await http.post("/token", data=token_form(code, verifier), auth=("gateway", SECRET))
+    bearer = {"Authorization": f"Bearer {response.json()['access_token']}"}
+    info = (await http.get("/userinfo", headers=bearer)).json()
+
+    email, phone = contact_of(citizen)
+    assert info["email"] == email
+    assert info["email_verified"] is True
+    # The sandbox gives some citizens no phone: then the claim is absent, not empty.
+    assert info.get("phone_number") == phone
+    assert ("phone_number_verified" in info) == (phone is not None)
+
+
+def test_some_profiles_have_no_phone() -> None:
+    assert contact_of("001090012345")[1] is not None
+    assert contact_of("079185000001")[1] is None
+    assert contact_of("001090012345") == contact_of("001090012345")
 
 
 async def test_code_flow_with_private_key_jwt(http: httpx.AsyncClient, server: AppServer) -> None:

@@ -25,7 +25,7 @@ _sym_db = _symbol_database.Default()
 from gateway.v1 import registry_pb2 as gateway_dot_v1_dot_registry__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x19gateway/v1/identity.proto\x12\ngateway.v1\x1a\x19gateway/v1/registry.proto\"[\n\x1cResolveCitizenSessionRequest\x12\x0f\n\x07session\x18\x01 \x01(\t\x12\x19\n\x11requesting_agency\x18\x02 \x01(\t\x12\x0f\n\x07purpose\x18\x03 \x01(\t\"T\n\x11VerifiedApplicant\x12\x13\n\x0bpersonal_id\x18\x01 \x01(\t\x12\x11\n\tfull_name\x18\x02 \x01(\t\x12\x17\n\x0f\x61ssurance_level\x18\x03 \x01(\x05\"l\n\x14TakeResidenceRequest\x12\x12\n\nconsent_id\x18\x01 \x01(\t\x12\x0f\n\x07session\x18\x02 \x01(\t\x12\x14\n\x0c\x64ossier_code\x18\x03 \x01(\t\x12\x19\n\x11requesting_agency\x18\x04 \x01(\t\"g\n\x12\x43onsentedResidence\x12(\n\tresidence\x18\x01 \x01(\x0b\x32\x15.gateway.v1.Residence\x12\x16\n\x0eprocedure_code\x18\x02 \x01(\t\x12\x0f\n\x07purpose\x18\x03 \x01(\t2\xc6\x01\n\x0f\x43itizenIdentity\x12`\n\x15ResolveCitizenSession\x12(.gateway.v1.ResolveCitizenSessionRequest\x1a\x1d.gateway.v1.VerifiedApplicant\x12Q\n\rTakeResidence\x12 .gateway.v1.TakeResidenceRequest\x1a\x1e.gateway.v1.ConsentedResidenceb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x19gateway/v1/identity.proto\x12\ngateway.v1\x1a\x19gateway/v1/registry.proto\"[\n\x1cResolveCitizenSessionRequest\x12\x0f\n\x07session\x18\x01 \x01(\t\x12\x19\n\x11requesting_agency\x18\x02 \x01(\t\x12\x0f\n\x07purpose\x18\x03 \x01(\t\"r\n\x11VerifiedApplicant\x12\x13\n\x0bpersonal_id\x18\x01 \x01(\t\x12\x11\n\tfull_name\x18\x02 \x01(\t\x12\x17\n\x0f\x61ssurance_level\x18\x03 \x01(\x05\x12\r\n\x05\x65mail\x18\x04 \x01(\t\x12\r\n\x05phone\x18\x05 \x01(\t\"l\n\x14TakeResidenceRequest\x12\x12\n\nconsent_id\x18\x01 \x01(\t\x12\x0f\n\x07session\x18\x02 \x01(\t\x12\x14\n\x0c\x64ossier_code\x18\x03 \x01(\t\x12\x19\n\x11requesting_agency\x18\x04 \x01(\t\"g\n\x12\x43onsentedResidence\x12(\n\tresidence\x18\x01 \x01(\x0b\x32\x15.gateway.v1.Residence\x12\x16\n\x0eprocedure_code\x18\x02 \x01(\t\x12\x0f\n\x07purpose\x18\x03 \x01(\t2\xc6\x01\n\x0f\x43itizenIdentity\x12`\n\x15ResolveCitizenSession\x12(.gateway.v1.ResolveCitizenSessionRequest\x1a\x1d.gateway.v1.VerifiedApplicant\x12Q\n\rTakeResidence\x12 .gateway.v1.TakeResidenceRequest\x1a\x1e.gateway.v1.ConsentedResidenceb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -35,11 +35,11 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_RESOLVECITIZENSESSIONREQUEST']._serialized_start=68
   _globals['_RESOLVECITIZENSESSIONREQUEST']._serialized_end=159
   _globals['_VERIFIEDAPPLICANT']._serialized_start=161
-  _globals['_VERIFIEDAPPLICANT']._serialized_end=245
-  _globals['_TAKERESIDENCEREQUEST']._serialized_start=247
-  _globals['_TAKERESIDENCEREQUEST']._serialized_end=355
-  _globals['_CONSENTEDRESIDENCE']._serialized_start=357
-  _globals['_CONSENTEDRESIDENCE']._serialized_end=460
-  _globals['_CITIZENIDENTITY']._serialized_start=463
-  _globals['_CITIZENIDENTITY']._serialized_end=661
+  _globals['_VERIFIEDAPPLICANT']._serialized_end=275
+  _globals['_TAKERESIDENCEREQUEST']._serialized_start=277
+  _globals['_TAKERESIDENCEREQUEST']._serialized_end=385
+  _globals['_CONSENTEDRESIDENCE']._serialized_start=387
+  _globals['_CONSENTEDRESIDENCE']._serialized_end=490
+  _globals['_CITIZENIDENTITY']._serialized_start=493
+  _globals['_CITIZENIDENTITY']._serialized_end=691
 # @@protoc_insertion_point(module_scope)

@@ -58,20 +58,27 @@ class VerifiedApplicant(_message.Message):
     PERSONAL_ID_FIELD_NUMBER: _builtins.int
     FULL_NAME_FIELD_NUMBER: _builtins.int
     ASSURANCE_LEVEL_FIELD_NUMBER: _builtins.int
+    EMAIL_FIELD_NUMBER: _builtins.int
+    PHONE_FIELD_NUMBER: _builtins.int
     personal_id: _builtins.str
     full_name: _builtins.str
     assurance_level: _builtins.int
     """VNeID assurance level (the ID token's `acr`): 1 online account, 2 verified in person."""
+    email: _builtins.str
+    """Contact details of the e-ID profile; empty when the provider released none."""
+    phone: _builtins.str
     def __init__(
         self,
         *,
         personal_id: _builtins.str = ...,
         full_name: _builtins.str = ...,
         assurance_level: _builtins.int = ...,
+        email: _builtins.str = ...,
+        phone: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["assurance_level", b"assurance_level", "full_name", b"full_name", "personal_id", b"personal_id"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["assurance_level", b"assurance_level", "email", b"email", "full_name", b"full_name", "personal_id", b"personal_id", "phone", b"phone"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

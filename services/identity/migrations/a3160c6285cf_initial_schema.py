@@ -1,8 +1,8 @@
 """initial schema
 
-Revision ID: 8e5467ac8cbc
+Revision ID: a3160c6285cf
 Revises:
-Created: 2026-11-22 05:11:47.913261
+Created: 2026-11-22 05:31:13.847312
 """
 
 from collections.abc import Sequence
@@ -10,7 +10,7 @@ from collections.abc import Sequence
 import sqlalchemy as sa
 from alembic import op
 
-revision: str = "8e5467ac8cbc"
+revision: str = "a3160c6285cf"
 down_revision: str | None = None
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
@@ -52,6 +52,8 @@ def upgrade() -> None:
         sa.Column("assurance_level", sa.Integer(), nullable=False),
         sa.Column("created_at", sa.DateTime(timezone=True), nullable=False),
         sa.Column("expires_at", sa.DateTime(timezone=True), nullable=False),
+        sa.Column("email", sa.String(length=320), nullable=True),
+        sa.Column("phone", sa.String(length=32), nullable=True),
         sa.PrimaryKeyConstraint("id_hash"),
     )
     with op.batch_alter_table("identity_citizen_session", schema=None) as batch_op:
