@@ -54,9 +54,12 @@ def test_one_trace_covers_intake_kafka_routing_agencies_and_notify(
     assert len(trace_id) == 32
 
     def complete_trace() -> list | None:  # type: ignore[type-arg]
+        # Each process exports its spans in its own batches: wait for every hop's, not only
+        # for the last one's (notify may export before routing does).
         found = spans.spans(trace_id)
-        smtp = [s for s in found if s.name == "smtp send"]
-        return found if len(smtp) >= 5 else None
+        seen = Counter(s.name for s in found)
+        expected = {"smtp send": 5, "transfer deliver": 3, "dossier step completed": 3}
+        return found if all(seen[n] >= c for n, c in expected.items()) else None
 
     trace = eventually(complete_trace, timeout=30)
     services = {s.service for s in trace}
