@@ -22,7 +22,7 @@ from opentelemetry.propagate import extract, inject
 from opentelemetry.trace import Span, SpanKind, StatusCode
 
 from core.events import EVENT_TYPES, Event, PoisonEvent, from_kafka
-from core.kafka import EventProducer, OutboundRecord, messaging_attributes
+from core.kafka import EventProducer, OutboundRecord, messaging_attributes, stop_within
 from core.retry import until_available
 from core.settings import ServiceSettings
 
@@ -73,7 +73,9 @@ class EventConsumer:
                     await self._process(records)
                     await consumer.commit()
         finally:
-            await consumer.stop()
+            # Offsets are committed after every batch: leaving the group is a courtesy that
+            # must not hang a shutdown when the broker is gone.
+            await stop_within(consumer.stop(), f"consumer {self._group_id}")
 
     async def _process(self, records: list[Any]) -> None:
         accepted: list[tuple[Event, Span, Any]] = []

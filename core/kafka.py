@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Mapping, Sequence
+from collections.abc import Awaitable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -63,7 +63,9 @@ class EventProducer:
 
     async def stop(self) -> None:
         if self._producer is not None:
-            await self._producer.stop()
+            # Unsent records are still in the outbox (rows go only once Kafka acknowledged
+            # them), so a broker that is gone must not hold the process up at shutdown.
+            await stop_within(self._producer.stop(), "kafka producer")
             self._producer = None
 
     @property
@@ -101,3 +103,11 @@ class EventProducer:
                 )
         if pending:
             await asyncio.gather(*pending)
+
+
+async def stop_within(closing: Awaitable[None], what: str, seconds: float = 5.0) -> None:
+    """Close a Kafka client, giving up after `seconds` when the broker does not answer."""
+    try:
+        await asyncio.wait_for(closing, timeout=seconds)
+    except TimeoutError:
+        log.warning("%s did not close within %.0f s (broker unreachable?)", what, seconds)

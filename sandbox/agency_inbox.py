@@ -150,7 +150,9 @@ class KafkaInbox:
                 log.warning("agency inbox (Kafka): %r; retrying", exc)
                 await asyncio.sleep(1.0)
             finally:
-                await consumer.stop()
+                # Leaving the group needs the broker: without one, stop must not hang for ever.
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(consumer.stop(), timeout=5.0)
 
     def _take(self, record: Any) -> None:
         headers = {k: v.decode(errors="replace") for k, v in record.headers or ()}
