@@ -23,7 +23,7 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 from joserfc.jwk import RSAKey
 
 from core.signing import new_secret
-from devstack._process import die_with_parent, free_ports, log_tail
+from devstack._process import free_ports, log_tail
 from devstack.credentials import DemoCredentials
 
 REPO = Path(__file__).resolve().parent.parent
@@ -201,9 +201,8 @@ class Stack:
                 stdout=log,
                 stderr=subprocess.STDOUT,
                 start_new_session=True,  # Ctrl-C in the terminal reaches the launcher only
-                # A launcher that dies without stopping them (SIGKILL, a killed CI job) must
-                # not leave services holding ports: the kernel kills them with it.
-                preexec_fn=die_with_parent(signal.SIGKILL),
+                # No preexec_fn (e.g. to die with the launcher): it forces a plain fork,
+                # and gRPC's fork handlers in a process that already uses gRPC abort the child.
             )
 
     def wait_ready(self, service: str, timeout: float = 90) -> None:
