@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING, Any
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from core.catalogue import Agency
 from core.events import new_event
 from core.problems import Problem
 from gateway.v1 import events_pb2
@@ -48,17 +49,8 @@ async def request_supplement(
             supplement_requested_at=now,
         )
     )
-    agency = service.catalogue.agency(transfer.agency_code)
-    requested = events_pb2.SupplementRequested(
-        dossier_code=journey.code,
-        step_index=transfer.step_index,
-        agency_code=agency.code,
-        agency_name=agency.name,
-        reason=reason,
-    )
-    requested.requested_at.FromDatetime(now)
-    await service.outbox.put(
-        session, new_event(requested, source=SOURCE, dossier_code=journey.code)
+    agency = await _announce_step_event(
+        service, session, journey, transfer, events_pb2.SupplementRequested, reason, now
     )
     if state is State.SUPPLEMENT_REQUESTED:
         return
@@ -106,16 +98,9 @@ async def refuse_step(
         .where(journeys.c.code == journey.code)
         .values(finished_at=now, paused_at=None)
     )
-    agency = service.catalogue.agency(transfer.agency_code)
-    refused = events_pb2.DossierRefused(
-        dossier_code=journey.code,
-        step_index=transfer.step_index,
-        agency_code=agency.code,
-        agency_name=agency.name,
-        reason=reason,
+    agency = await _announce_step_event(
+        service, session, journey, transfer, events_pb2.DossierRefused, reason, now
     )
-    refused.refused_at.FromDatetime(now)
-    await service.outbox.put(session, new_event(refused, source=SOURCE, dossier_code=journey.code))
     await transition(
         session,
         service.outbox,
@@ -125,6 +110,37 @@ async def refuse_step(
         now=now,
         reason=reason,
     )
+
+
+StepEvent = events_pb2.SupplementRequested | events_pb2.DossierRefused
+
+
+async def _announce_step_event(
+    service: JourneyService,
+    session: AsyncSession,
+    journey: Any,
+    transfer: Any,
+    kind: type[StepEvent],
+    reason: str,
+    now: datetime,
+) -> Agency:
+    """An agency's supplement request or refusal, with its reason, for notify and the desk."""
+    agency = service.catalogue.agency(transfer.agency_code)
+    event = kind(
+        dossier_code=journey.code,
+        step_index=transfer.step_index,
+        agency_code=agency.code,
+        agency_name=agency.name,
+        reason=reason,
+    )
+    stamp = (
+        event.requested_at
+        if isinstance(event, events_pb2.SupplementRequested)
+        else event.refused_at
+    )
+    stamp.FromDatetime(now)
+    await service.outbox.put(session, new_event(event, source=SOURCE, dossier_code=journey.code))
+    return agency
 
 
 async def supplement(

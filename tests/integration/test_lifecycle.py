@@ -17,7 +17,7 @@ from core.calendar import VIETNAM
 from devstack.kafka import KafkaBroker
 from devstack.stack import Stack
 from tests.conftest import TOPIC
-from tests.support.agencies import birth_registration
+from tests.support.agencies import behave, birth_registration
 from tests.support.flows import (
     DESK,
     agency_transfers,
@@ -38,10 +38,9 @@ OVERDUE = b"vn.gov.dossier.overdue.v1"
 @pytest.fixture
 def slow_justice(stack: Stack) -> Iterator[Stack]:
     """The justice office takes its time, so the test reports its outcomes in its place."""
-    url = f"{stack.url('sandbox')}/agencies/{JUSTICE}/behaviour"
-    httpx.put(url, json={"delay_s": 120}, timeout=5).raise_for_status()
+    behave(stack, JUSTICE, delay_s=120)
     yield stack
-    httpx.put(url, json={}, timeout=5).raise_for_status()
+    behave(stack, JUSTICE)
 
 
 def journey(stack: Stack, code: str) -> dict[str, Any] | None:

@@ -2,9 +2,8 @@
 
 from __future__ import annotations
 
-import httpx
-
 from devstack.stack import Stack
+from tests.support.agencies import behave
 from tests.support.flows import agency_transfers, dossier_view, eventually, submit, wait_completed
 
 JUSTICE, POLICE, INSURANCE = "000.21.31.H22", "000.22.31.H22", "000.23.05.H22"
@@ -28,8 +27,7 @@ def death_registration(email: str) -> dict[str, object]:
 
 
 def test_parallel_branches_join_before_completion(stack: Stack) -> None:
-    slow = f"{stack.url('sandbox')}/agencies/{INSURANCE}/behaviour"
-    httpx.put(slow, json={"delay_s": 3}, timeout=5).raise_for_status()
+    behave(stack, INSURANCE, delay_s=3)
     try:
         code = submit(stack, death_registration("parallel@example.vn"))
 
@@ -52,4 +50,4 @@ def test_parallel_branches_join_before_completion(stack: Stack) -> None:
             got = [t for t in agency_transfers(stack, agency) if t["dossier_code"] == code]
             assert len(got) == 1, agency
     finally:
-        httpx.put(slow, json={}, timeout=5).raise_for_status()
+        behave(stack, INSURANCE)

@@ -18,7 +18,7 @@ from core.events import Event, new_event
 from devstack.kafka import KafkaBroker
 from devstack.stack import Stack
 from gateway.v1 import dossier_pb2, events_pb2
-from tests.support.flows import eventually
+from tests.support.flows import eventually, steer_sandbox
 from tests.support.kafka import publish, stamp
 
 
@@ -47,8 +47,7 @@ def portal(stack: Stack, code: str) -> list[dict[str, Any]]:
 
 
 def portal_behaves(stack: Stack, **behaviour: Any) -> None:
-    url = f"{stack.url('sandbox')}/portal/behaviour"
-    httpx.put(url, json=behaviour, timeout=5).raise_for_status()
+    steer_sandbox(stack, "portal", **behaviour)
 
 
 async def push_rows(database_url: str, code: str) -> list[dict[str, Any]]:

@@ -5,12 +5,12 @@ from __future__ import annotations
 
 from typing import Any
 
-import httpx
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import create_async_engine
 
 from core.events import Event, from_kafka
 from devstack.stack import Stack
+from tests.support.flows import steer_sandbox
 from tests.support.kafka import Record, at_least, keyed, read_topic
 
 BIRTH_AGENCY = "000.21.31.H22"  # the commune justice office: the one step of HT.KS
@@ -30,8 +30,7 @@ def birth_registration(email: str) -> dict[str, Any]:
 
 
 def behave(stack: Stack, agency_code: str = BIRTH_AGENCY, **behaviour: Any) -> None:
-    url = f"{stack.url('sandbox')}/agencies/{agency_code}/behaviour"
-    httpx.put(url, json=behaviour, timeout=5).raise_for_status()
+    steer_sandbox(stack, f"agencies/{agency_code}", **behaviour)
 
 
 async def transfer_rows(database_url: str, dossier_code: str) -> list[dict[str, Any]]:

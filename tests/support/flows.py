@@ -106,3 +106,12 @@ def agency_transfers(stack: Stack, agency_code: str) -> list[dict[str, Any]]:
     response.raise_for_status()
     transfers: list[dict[str, Any]] = response.json()
     return transfers
+
+
+def steer_sandbox(stack: Stack, path: str, **behaviour: Any) -> dict[str, Any]:
+    """Tell a sandbox stand-in how to behave next (fail, delay, stay silent...):
+    PUT {sandbox}/{path}/behaviour, e.g. path "agencies/000.21.31.H22", "sms", "portal"."""
+    response = httpx.put(f"{stack.url('sandbox')}/{path}/behaviour", json=behaviour, timeout=10)
+    response.raise_for_status()
+    answer: dict[str, Any] = response.json() if response.content else {}
+    return answer

@@ -12,7 +12,7 @@ import httpx
 from core.events import Event, from_kafka, new_event
 from devstack.stack import Stack
 from gateway.v1 import dossier_pb2, events_pb2
-from tests.support.flows import as_operator
+from tests.support.flows import as_operator, steer_sandbox
 from tests.support.kafka import TOPIC, at_least, keyed, publish, read_topic, stamp
 
 __all__ = ["publish"]  # the tests publish events through here, beside the builders
@@ -96,15 +96,11 @@ def sms_to(stack: Stack, phone: str) -> list[dict[str, Any]]:
 
 
 def sms_behaviour(stack: Stack, **behaviour: Any) -> dict[str, Any]:
-    response = httpx.put(stack.url("sandbox") + "/sms/behaviour", json=behaviour, timeout=10)
-    response.raise_for_status()
-    answer: dict[str, Any] = response.json()
-    return answer
+    return steer_sandbox(stack, "sms", **behaviour)
 
 
 def mail_behaviour(stack: Stack, **behaviour: Any) -> None:
-    response = httpx.put(stack.url("sandbox") + "/mail/behaviour", json=behaviour, timeout=10)
-    response.raise_for_status()
+    steer_sandbox(stack, "mail", **behaviour)
 
 
 def status_events(bootstrap: str, dossier_code: str, expected: int) -> list[Any]:
