@@ -1,6 +1,8 @@
 """The FastAPI application every HTTP service starts from.
 
-Problem details, liveness/readiness, Prometheus /metrics and one SERVER span per request.
+Problem details, liveness/readiness, Prometheus /metrics, one SERVER span per request, and the
+request limits of the settings (core.limits): an oversized body or over-deep JSON is refused
+before any route sees it.
 ASGI receive/send sub-spans are excluded: they cost ~17 µs each and say nothing an
 operator needs; health and metrics scrapes are not traced at all.
 """
@@ -16,6 +18,7 @@ from fastapi.responses import JSONResponse
 from opentelemetry.instrumentation.fastapi import FastAPIInstrumentor
 from prometheus_client import make_asgi_app
 
+from core.limits import RequestLimits
 from core.problems import Problem, install_problem_handlers
 from core.runtime import Runtime
 
@@ -33,6 +36,7 @@ def create_app(
     )
     app.state.runtime = runtime
     install_problem_handlers(app)
+    app.add_middleware(RequestLimits, limits=runtime.settings.http_limits)
 
     @app.get("/health/live", tags=["health"], include_in_schema=False)
     async def live() -> dict[str, str]:
