@@ -65,7 +65,9 @@ class RequestLimits:
             return
         length: int | None = None
         chunked = False
-        is_json = True  # FastAPI parses a body without Content-Type as JSON
+        # Checked without a Content-Type too: FastAPI parses such a body as JSON unless
+        # strict_content_type.
+        is_json = True
         for name, value in scope["headers"]:
             if name == b"content-length":
                 length = int(value) if value.isdigit() else None
