@@ -58,21 +58,22 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
       parser while a head is incomplete are counted, so an unterminated header costs at most
       the limit plus one read (uvloop reads 256 KiB at a time) before 431 and close.
     - At most `max_headers` fields (431).
-    - The head must be complete within `header_timeout_s` of the connection or of the
-      request's first byte, the body within `body_timeout_s` of the head (408 and close; an
-      idle connection that never sent a byte is just closed). uvicorn's keep-alive timeout
-      still closes idle connections between requests.
+    - The head must be complete within `header_timeout_s` of the connection or of the read
+      that left it incomplete, the body within `body_timeout_s` of the read that left it
+      incomplete (408 and close; a connection that never sent a byte is just closed). uvicorn's
+      keep-alive timeout still closes idle connections between requests.
 
-    Per request this costs two timer handles and a few attribute checks: no work per byte or
-    per header field in Python.
+    A timer runs only while a request is incomplete at the end of a read, so a request that
+    arrives in one read (nearly all) costs a few attribute checks: no timer, and no work per
+    byte or per header field in Python.
     """
 
     limits = HttpLimits()
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
-        # From the connection (or a request's first byte) to the end of the request's head.
-        self._head_open = True
+        self._in_message = False  # from a request's first byte to its end
+        self._head_open = True  # until the end of the request's head
         self._head_bytes = 0
         self._deadline: asyncio.TimerHandle | None = None
         self._refusal: tuple[int, str, str] | None = None
@@ -90,23 +91,29 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
         if self._head_open:
             self._head_bytes += len(data)
         super().data_received(data)
-        if (
-            self._head_open
-            and self._head_bytes > self.limits.max_header_bytes
-            and not self.transport.is_closing()
+        if self.transport.is_closing():
+            return
+        if self._head_open:
+            if self._head_bytes > self.limits.max_header_bytes:
+                self._refuse(
+                    431,
+                    "Request header fields too large",
+                    "The request line and headers may take at most "
+                    f"{self.limits.max_header_bytes} bytes",
+                )
+            elif (self._head_bytes or self._in_message) and self._deadline is None:
+                # Part of a head, or bare line breaks between requests (which would otherwise
+                # keep resetting uvicorn's keep-alive timer).
+                self._arm(self.limits.header_timeout_s, self._head_too_slow)
+        elif self._deadline is None and not (
+            self.parser.should_upgrade() and self._should_upgrade()
         ):
-            self._refuse(
-                431,
-                "Request header fields too large",
-                f"The request line and headers may take at most {self.limits.max_header_bytes} "
-                "bytes",
-            )
+            self._arm(self.limits.body_timeout_s, self._body_too_slow)
 
     # Parser callbacks
     def on_message_begin(self) -> None:
         super().on_message_begin()
-        if self._deadline is None:
-            self._arm(self.limits.header_timeout_s, self._head_too_slow)
+        self._in_message = True
 
     def on_headers_complete(self) -> None:
         self._disarm()
@@ -120,11 +127,10 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
             )
             raise _Refused  # httptools stops; uvicorn calls send_400_response
         super().on_headers_complete()
-        if not (self.parser.should_upgrade() and self._should_upgrade()):
-            self._arm(self.limits.body_timeout_s, self._body_too_slow)
 
     def on_message_complete(self) -> None:
         self._disarm()
+        self._in_message = False
         self._head_open = True
         super().on_message_complete()
 

@@ -257,6 +257,24 @@ async def test_a_head_sent_slowly_times_out(server: Running) -> None:
     assert server.seen == []
 
 
+async def test_line_breaks_between_requests_do_not_hold_a_connection(server: Running) -> None:
+    # After a request, a blank line every 0.2 s: no request ever starts, the clock runs.
+    request = b"GET /hello HTTP/1.1\r\nHost: x\r\n\r\n"
+    started = time.monotonic()
+    answer, closed = await exchange(server.port, request, *[b"\r\n"] * 30, pause=0.2, wait=5)
+    assert closed
+    assert time.monotonic() - started < LIMITS.header_timeout_s + 2
+    assert answer.startswith(b"HTTP/1.1 200 ")
+    assert server.seen == ["hello"]
+
+
+async def test_pipelined_requests_are_served_in_order(server: Running) -> None:
+    request = b"GET /hello HTTP/1.1\r\nHost: x\r\n\r\n"
+    answer, _ = await exchange(server.port, request * 3, wait=1)
+    assert answer.count(b"HTTP/1.1 200 ") == 3
+    assert server.seen == ["hello"] * 3
+
+
 async def test_a_connection_that_sends_nothing_is_closed(server: Running) -> None:
     started = time.monotonic()
     answer, closed = await exchange(server.port, wait=3)
