@@ -18,7 +18,6 @@ from __future__ import annotations
 import json
 import math
 import re
-from collections.abc import Iterator
 from dataclasses import dataclass
 from itertools import accumulate
 from typing import Any
@@ -234,50 +233,60 @@ _MAX_EXACT_INT = 2**53
 def check_json_shape(value: Any, shape: JsonShape) -> None:
     """Raise JsonShapeError at the first place where `value` breaks `shape`.
 
-    Iterative, so that no depth of nesting can exhaust the stack; the size is measured last,
-    on a value known to be shallow.
+    Iterative, so that no depth of nesting can exhaust the stack. The size is only measured
+    (by serializing) when a cheap upper bound of it, taken on the way, passes the limit.
     """
     entries = 0
-    for path, depth, item in _walk(value):
-        if isinstance(item, dict | list):
-            if depth > shape.max_depth:
-                raise JsonShapeError(
-                    path, f"nested deeper than {shape.max_depth} levels", "json_too_deep"
-                )
-            entries += len(item)
-            if entries > shape.max_entries:
-                raise JsonShapeError(
-                    path,
-                    f"more than {shape.max_entries} keys and items in all",
-                    "json_too_many_entries",
-                )
-        elif isinstance(item, str):
-            if len(item) > shape.max_string:
-                raise JsonShapeError(
-                    path, f"a string longer than {shape.max_string} characters", "string_too_long"
-                )
-        elif isinstance(item, float) and not math.isfinite(item):
-            raise JsonShapeError(path, "not a finite number", "number_not_finite")
-        elif isinstance(item, int) and not isinstance(item, bool) and abs(item) > _MAX_EXACT_INT:
-            raise JsonShapeError(
-                path, f"an integer beyond ±2^53 ({_MAX_EXACT_INT})", "number_too_large"
-            )
-    size = len(json.dumps(value, ensure_ascii=False, separators=(",", ":")).encode())
-    if size > shape.max_bytes:
-        raise JsonShapeError(
-            (), f"{size} bytes as JSON, more than {shape.max_bytes}", "json_too_large"
-        )
-
-
-def _walk(value: Any) -> Iterator[tuple[tuple[str | int, ...], int, Any]]:
-    """(path, depth of containers so far, value) for every value, keys included."""
-    stack: list[tuple[tuple[str | int, ...], int, Any]] = [((), 1, value)]
+    # Upper bound of the UTF-8 JSON size: 6 bytes a character (a control character's
+    # \u00XX escape), 32 a number, 8 an entry's quotes, separators and brackets.
+    bound = 8
+    stack: list[tuple[Any, int, tuple[str | int, ...]]] = [(value, 1, ())]
     while stack:
-        path, depth, item = stack.pop()
-        yield path, depth, item
-        if isinstance(item, dict):
-            for key, child in item.items():
-                yield (*path, key), depth, key
-                stack.append(((*path, key), depth + 1, child))
-        elif isinstance(item, list):
-            stack.extend(((*path, i), depth + 1, child) for i, child in enumerate(item))
+        item, depth, path = stack.pop()
+        if not isinstance(item, dict | list):
+            _check_scalar(item, path, shape)
+            bound += 6 * len(item) if isinstance(item, str) else 32
+            continue
+        if depth > shape.max_depth:
+            raise JsonShapeError(
+                path, f"nested deeper than {shape.max_depth} levels", "json_too_deep"
+            )
+        entries += len(item)
+        if entries > shape.max_entries:
+            too_many = f"more than {shape.max_entries} keys and items in all"
+            raise JsonShapeError(path, too_many, "json_too_many_entries")
+        pairs = item.items() if isinstance(item, dict) else enumerate(item)
+        for key, child in pairs:
+            bound += 8
+            if isinstance(key, str):
+                if len(key) > shape.max_string:
+                    raise JsonShapeError((*path, key), _too_long(shape), "string_too_long")
+                bound += 6 * len(key)
+            if isinstance(child, str):
+                if len(child) > shape.max_string:
+                    raise JsonShapeError((*path, key), _too_long(shape), "string_too_long")
+                bound += 6 * len(child)
+            else:
+                stack.append((child, depth + 1, (*path, key)))
+    if bound > shape.max_bytes:
+        size = len(json.dumps(value, ensure_ascii=False, separators=(",", ":")).encode())
+        if size > shape.max_bytes:
+            raise JsonShapeError(
+                (), f"{size} bytes as JSON, more than {shape.max_bytes}", "json_too_large"
+            )
+
+
+def _too_long(shape: JsonShape) -> str:
+    return f"a string longer than {shape.max_string} characters"
+
+
+def _check_scalar(item: Any, path: tuple[str | int, ...], shape: JsonShape) -> None:
+    if isinstance(item, str):
+        if len(item) > shape.max_string:
+            raise JsonShapeError(path, _too_long(shape), "string_too_long")
+    elif isinstance(item, float):
+        if not math.isfinite(item):
+            raise JsonShapeError(path, "not a finite number", "number_not_finite")
+    elif isinstance(item, int) and not isinstance(item, bool) and abs(item) > _MAX_EXACT_INT:
+        too_large = f"an integer beyond ±2^53 ({_MAX_EXACT_INT})"
+        raise JsonShapeError(path, too_large, "number_too_large")
