@@ -221,7 +221,11 @@ class JsonShapeError(ValueError):
 
     def __init__(self, path: tuple[str | int, ...], message: str, kind: str) -> None:
         super().__init__(message)
-        self.path = path
+        # Keys as they can be shown: a lone surrogate becomes its escape, "\\ud800".
+        self.path = tuple(
+            k.encode("utf-8", "backslashreplace").decode() if isinstance(k, str) else k
+            for k in path
+        )
         self.kind = kind
 
 
@@ -259,12 +263,10 @@ def check_json_shape(value: Any, shape: JsonShape) -> None:
         for key, child in pairs:
             bound += 8
             if isinstance(key, str):
-                if len(key) > shape.max_string:
-                    raise JsonShapeError((*path, key), _too_long(shape), "string_too_long")
+                _check_string(key, (*path, key), shape)
                 bound += 6 * len(key)
             if isinstance(child, str):
-                if len(child) > shape.max_string:
-                    raise JsonShapeError((*path, key), _too_long(shape), "string_too_long")
+                _check_string(child, (*path, key), shape)
                 bound += 6 * len(child)
             else:
                 stack.append((child, depth + 1, (*path, key)))
@@ -276,14 +278,21 @@ def check_json_shape(value: Any, shape: JsonShape) -> None:
             )
 
 
-def _too_long(shape: JsonShape) -> str:
-    return f"a string longer than {shape.max_string} characters"
+def _check_string(text: str, path: tuple[str | int, ...], shape: JsonShape) -> None:
+    if len(text) > shape.max_string:
+        too_long = f"a string longer than {shape.max_string} characters"
+        raise JsonShapeError(path, too_long, "string_too_long")
+    if not text.isascii():
+        try:
+            text.encode()
+        except UnicodeEncodeError:
+            # A lone surrogate ("\ud800" is valid JSON): no UTF-8 store or protobuf takes it.
+            raise JsonShapeError(path, "not valid Unicode text", "string_not_unicode") from None
 
 
 def _check_scalar(item: Any, path: tuple[str | int, ...], shape: JsonShape) -> None:
     if isinstance(item, str):
-        if len(item) > shape.max_string:
-            raise JsonShapeError(path, _too_long(shape), "string_too_long")
+        _check_string(item, path, shape)
     elif isinstance(item, float):
         if not math.isfinite(item):
             raise JsonShapeError(path, "not a finite number", "number_not_finite")

@@ -333,6 +333,8 @@ SHAPE = JsonShape(max_depth=3, max_entries=10, max_string=20, max_bytes=200)
         ({"k": list(range(11))}, ("k",), "json_too_many_entries"),
         ({"a": "x" * 21}, ("a",), "string_too_long"),
         ({"x" * 21: 1}, ("x" * 21,), "string_too_long"),
+        ({"a": ["ok", "\ud800"]}, ("a", 1), "string_not_unicode"),
+        ({"\udfff": 1}, ("\\udfff",), "string_not_unicode"),
         ({"a": float("nan")}, ("a",), "number_not_finite"),
         ({"a": [float("inf")]}, ("a", 0), "number_not_finite"),
         ({"a": 2**53 + 1}, ("a",), "number_too_large"),

@@ -325,6 +325,18 @@ def test_form_data_nested_as_deep_as_protobuf_allows_is_a_422_not_a_500(
         "/v1/dossiers", content=not_finite, headers={"content-type": "application/json"}
     )
     assert assert_problem(response, 422)["errors"][0]["type"] == "number_not_finite"
+    # A lone surrogate is valid JSON, and no UTF-8 store or protobuf string takes it.
+    surrogate = not_finite.replace(b"NaN", b'"\\ud800"')
+    response = client.post(
+        "/v1/dossiers", content=surrogate, headers={"content-type": "application/json"}
+    )
+    assert assert_problem(response, 422)["errors"][0]["type"] == "string_not_unicode"
+    as_key = surrogate.replace(b'"x": "\\ud800"', b'"\\ud800": 1')
+    response = client.post(
+        "/v1/dossiers", content=as_key, headers={"content-type": "application/json"}
+    )
+    [error] = assert_problem(response, 422)["errors"]
+    assert error["location"] == ["body", "form_data", "\\ud800"]
     assert outbox_rows(database) == 0
 
 
