@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import random
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -34,6 +33,7 @@ from core.leases import claim_due
 from core.outbox import Outbox
 from core.telemetry import context_from_carrier, current_carrier
 from core.wakeup import wait_for_work
+from core.workqueue import RetryPolicy, describe
 from gateway.v1 import agency_pb2, dossier_pb2, events_pb2
 from services.routing.channels import (
     Channel,
@@ -84,6 +84,11 @@ class DeliveryWorker:
         self._catalogue = catalogue
         self._producer = producer
         self._wakeup = journey_service.transfers_waiting
+        self._policy = RetryPolicy(
+            base_s=settings.delivery_backoff_base_s,
+            max_s=settings.delivery_backoff_max_s,
+            max_attempts=settings.delivery_max_attempts,
+        )
 
     async def run(self) -> None:
         timeout = aiohttp.ClientTimeout(total=self._settings.delivery_timeout_s)
@@ -170,6 +175,12 @@ class DeliveryWorker:
                 attempt.sent = Sent(f"agency {row.agency_code} is not in the catalogue", False)
             except NotConfigured as exc:
                 attempt.sent = Sent(str(exc), retryable=False)
+            except Exception as exc:
+                # Whatever else goes wrong with one transfer (a dossier that does not decode,
+                # a channel's bug) fails that transfer alone, never its batch: it is tried
+                # again and dead-lettered after the last attempt.
+                log.exception("delivery of %s failed unexpectedly", row.transfer_id)
+                attempt.sent = Sent(describe(exc), retryable=True)
             return attempt
 
     def _transfer(self, row: Any, blob: bytes) -> agency_pb2.Transfer:
@@ -273,8 +284,8 @@ class DeliveryWorker:
         )
 
     async def _failed(self, session: AsyncSession, attempt: Attempt, now: datetime) -> None:
-        settings, row, sent = self._settings, attempt.row, attempt.sent
-        give_up = not sent.retryable or attempt.number >= settings.delivery_max_attempts
+        row, sent = attempt.row, attempt.sent
+        give_up = self._policy.gives_up(attempt.number, retryable=sent.retryable)
         log.warning(
             "delivery of %s to %s failed (attempt %d): %s%s",
             row.transfer_id,
@@ -283,12 +294,7 @@ class DeliveryWorker:
             sent.error,
             "; dead-lettered" if give_up else "",
         )
-        backoff = min(
-            settings.delivery_backoff_base_s * 2 ** (attempt.number - 1),
-            settings.delivery_backoff_max_s,
-        )
-        # Full jitter keeps many failing transfers from retrying in lockstep.
-        next_attempt = now + timedelta(seconds=random.uniform(0, backoff))
+        next_attempt = self._policy.next_attempt_at(now, attempt.number)
         result = await session.execute(
             transfers.update()
             .where(transfers.c.transfer_id == row.transfer_id, transfers.c.status == "pending")
