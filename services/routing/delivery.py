@@ -55,14 +55,12 @@ ATTEMPTS = Counter(
     ["channel", "outcome"],
 )
 
-# Pending, or delivered and still waiting for its acknowledgement (not yet escalated).
+# Pending, or delivered and still waiting for its acknowledgement. An escalated transfer
+# stays in the queue, at a slower pace: an agency back after a long outage catches up
+# without a person, while operators see the escalation.
 CLAIMABLE = or_(
     transfers.c.status == "pending",
-    and_(
-        transfers.c.status == "delivered",
-        transfers.c.acknowledged_at.is_(None),
-        transfers.c.escalated.is_(False),
-    ),
+    and_(transfers.c.status == "delivered", transfers.c.acknowledged_at.is_(None)),
 )
 
 
@@ -146,6 +144,7 @@ class DeliveryWorker:
     def _escalating(self, row: Any) -> bool:
         return bool(
             row.status == "delivered"
+            and not row.escalated
             and row.redeliveries >= self._settings.delivery_ack_max_redeliveries
         )
 
@@ -253,10 +252,15 @@ class DeliveryWorker:
             row.redeliveries + 1,
             f": {sent.error}" if sent.error else "",
         )
+        wait_s = (
+            self._settings.delivery_escalated_redelivery_s
+            if row.escalated
+            else self._settings.delivery_ack_timeout_s
+        )
         values: dict[str, Any] = {
             "redeliveries": transfers.c.redeliveries + 1,
             "last_error": sent.error,
-            "next_attempt_at": now + timedelta(seconds=self._settings.delivery_ack_timeout_s),
+            "next_attempt_at": now + timedelta(seconds=wait_s),
         }
         if sent.acknowledged:
             values["acknowledged_at"] = now
@@ -268,10 +272,12 @@ class DeliveryWorker:
 
     async def _escalate(self, session: AsyncSession, row: Any, now: datetime) -> None:
         log.error(
-            "transfer %s to %s escalated: no acknowledgement after %d re-deliveries",
+            "transfer %s to %s escalated: no acknowledgement after %d re-deliveries; "
+            "re-delivered every %.0f s from now on",
             row.transfer_id,
             row.agency_code,
             row.redeliveries,
+            self._settings.delivery_escalated_redelivery_s,
         )
         await session.execute(
             transfers.update()
@@ -280,7 +286,12 @@ class DeliveryWorker:
                 transfers.c.status == "delivered",
                 transfers.c.acknowledged_at.is_(None),
             )
-            .values(escalated=True, escalated_at=now)
+            .values(
+                escalated=True,
+                escalated_at=now,
+                next_attempt_at=now
+                + timedelta(seconds=self._settings.delivery_escalated_redelivery_s),
+            )
         )
 
     async def _failed(self, session: AsyncSession, attempt: Attempt, now: datetime) -> None:
@@ -329,7 +340,8 @@ class Attempt:
     number: int
     trace: dict[str, str]
     sent: Sent = field(default_factory=Sent)
-    # No acknowledgement after the last re-delivery: escalate instead of sending again.
+    # No acknowledgement after the last re-delivery: escalated now, sent again later at the
+    # escalated pace.
     escalate: bool = False
     channel: str = "none"
 

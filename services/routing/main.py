@@ -141,6 +141,7 @@ def build_app(settings: RoutingSettings | None = None) -> FastAPI:
     app.include_router(dead_letters.router, dependencies=ready)
     app.include_router(dead_events_router(), dependencies=ready)
     app.include_router(portal_dead_letters.router, dependencies=ready)
+    app.include_router(dead_letters.escalations, dependencies=ready)
     app.include_router(acknowledgements.router, dependencies=ready)
     app.include_router(catalogue_store.router, dependencies=ready)
     reports = [Depends(require_scope(REPORTS_READ)), *ready]
