@@ -51,6 +51,8 @@ class Census:
     duplicate_emails: int = 0
     duplicate_sms: int = 0
     duplicate_webhooks: int = 0
+    # What was counted, so a clean census is seen not to be an empty one.
+    taken: dict[str, int] = field(default_factory=dict)
     left_in_outboxes: int = 0
     dead_letters: dict[str, int] = field(default_factory=dict)
     kills: list[str] = field(default_factory=list)
@@ -79,6 +81,7 @@ class Census:
             f"duplicate deliveries with effect {len(self.duplicate_deliveries)}, duplicate "
             f"emails {self.duplicate_emails}, SMS {self.duplicate_sms}, webhooks "
             f"{self.duplicate_webhooks}",
+            f"counted: {self.taken}",
             f"left in outboxes {self.left_in_outboxes}, dead letters {self.dead_letters}",
             f"stuck: {self.stuck[:10]}" if self.stuck else "stuck: none",
             f"refused: {list(self.refused.values())[:3]}" if self.refused else "refused: none",
@@ -193,18 +196,22 @@ async def take_census(
                 for t in taken
                 if t["dossier_code"] in mine
             ]
+            census.taken["transfers"] = census.taken.get("transfers", 0) + len(steps_taken)
             census.duplicate_deliveries += [s for s, n in Counter(steps_taken).items() if n > 1] + [
                 f"{agency} {t['transfer_id']} x{t['effects']}"
                 for t in taken
                 if t["dossier_code"] in mine and t.get("effects", 1) > 1
             ]
         mails = (await client.get(f"{sandbox}/mail/messages")).json()
+        census.taken["emails"] = len(mails)
         census.duplicate_emails = _duplicated(
             [json.dumps([m.get("to"), m.get("subject"), m.get("text")]) for m in mails]
         )
         sms = (await client.get(f"{sandbox}/sms/messages")).json()
+        census.taken["sms"] = len(sms)
         census.duplicate_sms = _duplicated([json.dumps([m.get("to"), m.get("text")]) for m in sms])
     census.duplicate_webhooks = receiver.duplicates()
+    census.taken["webhooks"] = len(receiver.received)
     census.left_in_outboxes, census.dead_letters = await _leftovers(stack, database_url)
     return census
 
