@@ -25,6 +25,10 @@ class ServiceSettings(BaseSettings):
 
     http_host: str = "127.0.0.1"
     http_port: int = 8080
+    # Admission control (core/admission.py): requests served at once, and how long one more
+    # may wait for a place before it is answered 503 with Retry-After.
+    http_max_in_flight: int = 128
+    http_queue_budget_s: float = 1.0
 
     outbox_batch_size: int = 500
     # The relay is woken on every commit; polling only catches rows of crashed peers.
