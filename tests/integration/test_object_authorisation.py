@@ -9,6 +9,7 @@ from typing import Any
 import httpx
 
 from devstack.stack import Stack
+from services.routing.journeys import transfer_id_for
 from tests.support.flows import DESK, as_agency, chain_dossier, eventually, receiving_agency, submit
 
 JUSTICE = "000.21.31.H22"  # a desk too (hotich-tanphong may submit), but of its own dossiers
@@ -107,3 +108,30 @@ def test_scope_refusals_are_audited(stack: Stack) -> None:
     record = eventually(lambda: refused(stack, "intake", "POST /v1/dossiers", "/v1/dossiers"))
     assert record["agency"] == police
     assert "dossiers:submit" in record["reason"]
+
+
+def test_reports_on_another_agencys_transfer_are_refused_and_audited(stack: Stack) -> None:
+    routing = stack.url("routing")
+    code = submit(stack, disability_dossier())
+    transfer_id = transfer_id_for(code, 0)  # the commune council's step
+    justice = as_agency(stack, JUSTICE)
+
+    def outcome() -> httpx.Response | None:
+        answer = httpx.post(
+            f"{routing}/v1/transfers/{transfer_id}/outcome",
+            json={"outcome": "refused", "reason": "Sai thẩm quyền"},
+            headers=justice,
+            timeout=10,
+        )
+        return None if answer.status_code == 404 else answer
+
+    assert_problem(eventually(outcome), 403, "step-held-by-another-agency")
+    acknowledged = httpx.post(
+        f"{routing}/v1/transfers/{transfer_id}/acknowledgement", headers=justice, timeout=10
+    )
+    assert_problem(acknowledged, 403, "transfer-held-by-another-agency")
+    for action in ("report-outcome", "acknowledge-transfer"):
+        record = eventually(
+            lambda a=action: refused(stack, "routing", a, f"transfer/{transfer_id}")
+        )
+        assert record["agency"] == JUSTICE

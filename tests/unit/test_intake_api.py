@@ -187,6 +187,17 @@ def test_a_dossier_naming_no_desk_is_received_by_the_caller(client: TestClient) 
     assert response.json()["receiving_agency_code"] == DESK
 
 
+def test_another_desks_idempotency_key_does_not_return_its_dossier(client: TestClient) -> None:
+    key = {"Idempotency-Key": "shared-key-1"}
+    first = client.post("/v1/dossiers", json=dossier(), headers=key)
+    assert first.status_code == 201, first.text
+    # The same body from another desk is that desk's dossier: not a replay of the first.
+    other = key | ISSUER.headers("000.21.31.H22", "dossiers:submit")
+    body = assert_problem(client.post("/v1/dossiers", json=dossier(), headers=other), 422)
+    assert body["type"] == "/problems/idempotency-key-reused"
+    assert first.json()["code"] not in json.dumps(body)
+
+
 def test_a_caller_of_an_unknown_agency_is_422(client: TestClient) -> None:
     headers = ISSUER.headers("999.99.99.X00", "dossiers:submit")
     body = assert_problem(client.post("/v1/dossiers", json=dossier(), headers=headers), 422)
