@@ -10,7 +10,7 @@ from __future__ import annotations
 import asyncio
 from collections import Counter
 from collections.abc import AsyncIterator
-from datetime import datetime
+from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -145,3 +145,11 @@ async def test_concurrent_acknowledgements_keep_the_first_time(
     assert [a.status_code for a in answers] == [200] * RACERS
     assert Counter(a.json()["replayed"] for a in answers) == {True: RACERS - 1, False: 1}
     assert len({a.json()["acknowledged_at"] for a in answers}) == 1
+
+
+async def test_concurrent_deadline_sweeps_apologise_once(life: Lifecycle) -> None:
+    code = await life.submit("HT.KS")
+    life.clock.set((await life.dossier(code)).appointment_at + timedelta(minutes=1))
+    # Sweeps at once (replicas on one file): each reads the dossier as due before writing.
+    await asyncio.gather(*(life.scheduler.fire_due() for _ in range(RACERS // 4)))
+    assert len(await life.events(events_pb2.DossierOverdue, code)) == 1
