@@ -20,7 +20,7 @@ from opentelemetry.trace import Link
 from sqlalchemy import func, select
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
-from core.audit import Caller, forbidden
+from core.audit import Caller
 from core.calendar import WorkingCalendar
 from core.catalogue import Catalogue, Procedure, Step
 from core.clock import Clock, SystemClock
@@ -46,6 +46,7 @@ from services.routing.models import journeys, processed_events, status_changes, 
 from services.routing.outcomes import (
     PAST,
     TRANSFER_STATUS,
+    check_holder,
     refuse_step,
     replay_status,
     request_supplement,
@@ -199,16 +200,7 @@ class JourneyService:
             ).first()
             if transfer is None:
                 raise Problem(404, "transfer-not-found", "No such transfer", transfer_id)
-            if transfer.agency_code != caller.agency_code:
-                raise forbidden(
-                    caller,
-                    action="report-outcome",
-                    target=f"transfer/{transfer_id}",
-                    slug="step-held-by-another-agency",
-                    title="Only the agency holding this step may report its outcome",
-                    detail=f"transfer {transfer_id} is held by {transfer.agency_code}, "
-                    f"not {caller.agency_code}",
-                )
+            check_holder(transfer, caller)
             replayed = replay_status(transfer.status, outcome, transfer_id)
             if replayed is not None:
                 return {"transfer_id": transfer_id, "status": replayed, "replayed": True}

@@ -296,6 +296,20 @@ PAST = {"done": "completed", "supplement": "supplement requested", "refused": "r
 TRANSFER_STATUS = {"done": "completed", "supplement": "supplement_requested", "refused": "refused"}
 
 
+def check_holder(transfer: Any, caller: Caller) -> None:
+    """Only the agency a step was delivered to reports its outcome."""
+    if transfer.agency_code != caller.agency_code:
+        raise forbidden(
+            caller,
+            action="report-outcome",
+            target=f"transfer/{transfer.transfer_id}",
+            slug="step-held-by-another-agency",
+            title="Only the agency holding this step may report its outcome",
+            detail=f"transfer {transfer.transfer_id} is held by {transfer.agency_code}, "
+            f"not {caller.agency_code}",
+        )
+
+
 def replay_status(status: str, outcome: str, transfer_id: str) -> str | None:
     """The status to answer for a repeated report, None for a report to apply; a report
     that contradicts the one already applied is a conflict."""
