@@ -2,7 +2,7 @@
 PY ?= .venv/bin/python
 PROTO_FILES := $(wildcard proto/gateway/v1/*.proto)
 
-.PHONY: help install proto run test test-unit test-integration lint typecheck bench kafka-jars clean
+.PHONY: help install proto run test test-unit test-integration lint typecheck bench chaos kafka-jars clean
 
 help:
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | sed 's/:.*## /\t/'
@@ -37,6 +37,10 @@ lint: ## ruff and mypy
 	$(PY) -m ruff check .
 	$(PY) -m ruff format --check .
 	$(PY) -m mypy
+
+chaos: ## Long chaos run: 2,400 dossiers while every component is SIGKILLed in turn (SQLite, then PostgreSQL)
+	$(PY) -m devstack.chaos --dossiers 2400 --rate 8 --database sqlite --settle 900
+	$(PY) -m devstack.chaos --dossiers 2400 --rate 8 --database postgres --settle 900
 
 bench: ## Throughput and latency of the full stack against a bare pipeline
 	$(PY) -m devstack.bench

@@ -28,6 +28,7 @@ from joserfc import jwt
 from joserfc.errors import JoseError
 from joserfc.jwk import KeySet
 
+from core.audit import forbidden
 from core.problems import Problem
 from core.settings import ServiceSettings
 
@@ -247,17 +248,25 @@ def require_scope(scope: str) -> Callable[..., Awaitable[AgencyPrincipal]]:
         except KeysUnavailable:
             raise Problem(503, "service-unavailable", "Service temporarily unavailable") from None
         if scope not in found.scopes:
-            raise Problem(
-                403,
-                "insufficient-scope",
-                "The access token does not allow this service",
-                f"client {found.client_id} lacks scope {scope}",
+            raise forbidden(
+                found,
+                action=f"{request.method} {_route_of(request)}",
+                target=request.url.path,
+                slug="insufficient-scope",
+                title="The access token does not allow this service",
+                detail=f"client {found.client_id} lacks scope {scope}",
                 headers={"WWW-Authenticate": f'Bearer error="insufficient_scope", scope="{scope}"'},
                 required_scope=scope,
             )
         return found
 
     return principal
+
+
+def _route_of(request: Request) -> str:
+    # The route's template (/v1/dossiers/{code}) names the action; the path names the object.
+    route = request.scope.get("route")
+    return str(getattr(route, "path", request.url.path))
 
 
 def _unauthorized(title: str, detail: str) -> Problem:

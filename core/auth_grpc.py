@@ -14,6 +14,7 @@ from typing import Any, TypeAlias
 
 import grpc
 
+from core.audit import record_refusal
 from core.auth import AgencyPrincipal, InvalidToken, KeysUnavailable, TokenVerifier, check_scopes
 
 OPEN_SERVICES = ("/grpc.health.v1.Health/", "/grpc.reflection.v1alpha.ServerReflection/")
@@ -50,12 +51,12 @@ class AuthInterceptor(grpc.aio.ServerInterceptor):
         scope = self._scopes.get(method)
         if scope is None:
             return _refusing(handler, (grpc.StatusCode.PERMISSION_DENIED, "method not allowed"))
-        outcome = await self._check(handler_call_details.invocation_metadata or (), scope)
+        outcome = await self._check(handler_call_details.invocation_metadata or (), scope, method)
         if isinstance(outcome, tuple):
             return _refusing(handler, outcome)
         return _with_principal(handler, outcome)
 
-    async def _check(self, metadata: Any, scope: str) -> AgencyPrincipal | Refusal:
+    async def _check(self, metadata: Any, scope: str, method: str) -> AgencyPrincipal | Refusal:
         values = [v for k, v in metadata if k == "authorization"]
         scheme, _, token = (str(values[0]) if values else "").partition(" ")
         if scheme.lower() != "bearer" or not token:
@@ -67,7 +68,9 @@ class AuthInterceptor(grpc.aio.ServerInterceptor):
         except KeysUnavailable:
             return grpc.StatusCode.UNAVAILABLE, "cannot verify access tokens yet"
         if scope not in principal.scopes:
-            return grpc.StatusCode.PERMISSION_DENIED, f"the access token lacks scope {scope}"
+            reason = f"the access token lacks scope {scope}"
+            record_refusal(principal, action=f"gRPC {method}", target=method, reason=reason)
+            return grpc.StatusCode.PERMISSION_DENIED, reason
         return principal
 
 

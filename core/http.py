@@ -18,6 +18,7 @@ from fastapi.responses import JSONResponse
 from opentelemetry.instrumentation.fastapi import FastAPIInstrumentor
 from prometheus_client import make_asgi_app
 
+from core.admission import Admission, AdmissionMiddleware
 from core.limits import RequestLimits
 from core.problems import Problem, install_problem_handlers
 from core.runtime import Runtime
@@ -36,7 +37,13 @@ def create_app(
     )
     app.state.runtime = runtime
     install_problem_handlers(app)
-    app.add_middleware(RequestLimits, limits=runtime.settings.http_limits)
+    settings = runtime.settings
+    admission = Admission(settings.http_max_in_flight, settings.http_queue_budget_s)
+    app.add_middleware(AdmissionMiddleware, admission=admission)
+    # Added last, so it runs first: an oversized or over-deep body is refused without taking
+    # a place, and a place is taken only once the body has arrived (a slow client cannot
+    # hold one while it trickles).
+    app.add_middleware(RequestLimits, limits=settings.http_limits)
 
     @app.get("/health/live", tags=["health"], include_in_schema=False)
     async def live() -> dict[str, str]:
@@ -45,6 +52,7 @@ def create_app(
     @app.get("/health/ready", tags=["health"], include_in_schema=False)
     async def ready() -> JSONResponse:
         checks = await runtime.readiness()
+        checks["admission"] = "saturated: shedding requests" if admission.saturated else "ok"
         ok = all(v == "ok" for v in checks.values())
         return JSONResponse(
             {"status": "ok" if ok else "unavailable", "checks": checks},

@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from aiokafka import AIOKafkaProducer
+from aiokafka.errors import KafkaError
 from opentelemetry import trace
 from opentelemetry.propagate import extract, inject
 from opentelemetry.trace import SpanKind
@@ -79,11 +80,21 @@ class EventProducer:
         await asyncio.wait_for(self._producer.client.fetch_all_metadata(), timeout=2)
 
     async def send_batch(self, records: Sequence[OutboundRecord]) -> None:
-        """Send all records, then wait for every acknowledgement at once."""
+        """Send all records, then wait for every acknowledgement at once; raise the first
+        failure."""
+        failure = next((e for e in await self.send_each(records) if e is not None), None)
+        if failure is not None:
+            raise failure
+
+    async def send_each(self, records: Sequence[OutboundRecord]) -> list[BaseException | None]:
+        """Send all records and wait for every acknowledgement at once: each record's
+        failure, or None once Kafka took it. A record Kafka refuses (too large, say) fails
+        alone, never its batch, so the caller can set it aside and go on."""
         if self._producer is None:
             raise ConnectionError("Kafka producer not connected yet")
-        pending = []
-        for record in records:
+        outcomes: list[BaseException | None] = [None] * len(records)
+        pending: dict[int, asyncio.Future[Any]] = {}
+        for index, record in enumerate(records):
             parent = extract(dict(record.trace_carrier))
             message_id = record.headers.get("ce_id", b"").decode() or None
             with tracer.start_as_current_span(
@@ -96,13 +107,17 @@ class EventProducer:
                 carrier: dict[str, str] = {}
                 inject(carrier)
                 headers = {**record.headers, **{k: v.encode() for k, v in carrier.items()}}
-                pending.append(
-                    await self._producer.send(
+                try:
+                    pending[index] = await self._producer.send(
                         record.topic, record.value, key=record.key, headers=list(headers.items())
                     )
-                )
-        if pending:
-            await asyncio.gather(*pending)
+                except KafkaError as exc:  # refused before it left: too large, no buffer
+                    outcomes[index] = exc
+        acks = await asyncio.gather(*pending.values(), return_exceptions=True)
+        for index, ack in zip(pending, acks, strict=True):
+            if isinstance(ack, BaseException):
+                outcomes[index] = ack
+        return outcomes
 
 
 async def stop_within(closing: Awaitable[None], what: str, seconds: float = 5.0) -> None:

@@ -12,18 +12,19 @@ import asyncio
 import logging
 from collections.abc import Sequence
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, Protocol
 
 from sqlalchemy import JSON, Column, LargeBinary, MetaData, String, Table, delete, select
 from sqlalchemy import event as sa_event
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
 from core.events import Event, to_kafka
-from core.kafka import EventProducer, OutboundRecord
+from core.kafka import OutboundRecord
 from core.retry import TRANSIENT_ERRORS
 from core.storage import BigId, UtcDateTime, supports_skip_locked
 from core.telemetry import current_carrier
 from core.wakeup import wait_for_work
+from core.workqueue import describe, retryable_kafka
 
 log = logging.getLogger(__name__)
 
@@ -40,6 +41,10 @@ def outbox_table(metadata: MetaData, owner: str) -> Table:
         # W3C context of the transaction that wrote the row: the relay's span continues it.
         Column("trace", JSON, nullable=False),
         Column("created_at", UtcDateTime(), nullable=False),
+        # Set when Kafka refused the record for good (too large, say): the relay passes it
+        # over from then on, and an operator sees it and can replay it (core/dead_letters.py).
+        Column("dead_lettered_at", UtcDateTime(), nullable=True),
+        Column("last_error", String(300), nullable=True),
     )
 
 
@@ -112,13 +117,22 @@ async def insert_rows(
         await session.execute(table.insert().values(list(rows[start : start + chunk])))
 
 
+class Publisher(Protocol):
+    """What the relay needs of Kafka (core.kafka.EventProducer)."""
+
+    @property
+    def started(self) -> bool: ...
+
+    async def send_each(self, records: Sequence[OutboundRecord]) -> list[BaseException | None]: ...
+
+
 class OutboxRelay:
     def __init__(
         self,
         engine: AsyncEngine,
         sessions: async_sessionmaker[AsyncSession],
         outbox: Outbox,
-        producer: EventProducer,
+        producer: Publisher,
         *,
         batch_size: int,
         poll_interval_s: float,
@@ -144,28 +158,56 @@ class OutboxRelay:
             await wait_for_work(self._outbox.wakeup, self._poll_interval_s)
 
     async def publish_batch(self) -> int:
-        """Publish up to one batch; returns how many events were published."""
+        """Publish up to one batch; returns how many rows it settled (sent or set aside).
+
+        A record Kafka will never take is dead-lettered in the same transaction that deletes
+        the sent ones, so it cannot hold back the rows behind it. A transient failure (broker
+        away) leaves its rows for the next batch and is raised, for the caller to back off."""
         if not self._producer.started:
             raise ConnectionError("producer not started")
         table = self._outbox.table
-        query = select(table).order_by(table.c.id).limit(self._batch_size)
+        query = (
+            select(table)
+            .where(table.c.dead_lettered_at.is_(None))
+            .order_by(table.c.id)
+            .limit(self._batch_size)
+        )
         if supports_skip_locked(self._engine):
             query = query.with_for_update(skip_locked=True)
         async with self._sessions.begin() as session:
             rows = (await session.execute(query)).all()
             if not rows:
                 return 0
-            await self._producer.send_batch(
-                [
-                    OutboundRecord(
-                        topic=row.topic,
-                        key=row.key,
-                        value=row.value,
-                        headers={k: v.encode() for k, v in row.headers.items()},
-                        trace_carrier=row.trace,
-                    )
-                    for row in rows
-                ]
-            )
-            await session.execute(delete(table).where(table.c.id.in_([row.id for row in rows])))
+            failures = await self._producer.send_each([_record(row) for row in rows])
+            # Rows after the first transient failure stay, even those Kafka took: they go
+            # again behind it, in order (consumers de-duplicate by event id).
+            transient = next((f for f in failures if f and retryable_kafka(f)), None)
+            cut = failures.index(transient) if transient is not None else len(rows)
+            sent = [
+                row.id for row, failure in zip(rows[:cut], failures, strict=False) if not failure
+            ]
+            if sent:
+                await session.execute(delete(table).where(table.c.id.in_(sent)))
+            now = datetime.now(UTC)
+            for row, failure in zip(rows, failures, strict=True):
+                if failure is None or retryable_kafka(failure):
+                    continue
+                log.error("outbox event %s dead-lettered: %s", row.id, describe(failure))
+                await session.execute(
+                    table.update()
+                    .where(table.c.id == row.id)
+                    .values(dead_lettered_at=now, last_error=describe(failure))
+                )
+        if transient is not None:
+            raise ConnectionError(f"Kafka did not take every record: {describe(transient)}")
         return len(rows)
+
+
+def _record(row: Any) -> OutboundRecord:
+    return OutboundRecord(
+        topic=row.topic,
+        key=row.key,
+        value=row.value,
+        headers={k: v.encode() for k, v in row.headers.items()},
+        trace_carrier=row.trace,
+    )

@@ -10,6 +10,7 @@ from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from sqlalchemy.exc import InterfaceError, OperationalError
+from sqlalchemy.exc import TimeoutError as PoolTimeout
 from starlette.exceptions import HTTPException
 
 log = logging.getLogger(__name__)
@@ -104,6 +105,8 @@ def install_problem_handlers(app: FastAPI) -> None:
     app.add_exception_handler(HTTPException, _on_http)
     app.add_exception_handler(OperationalError, _on_unavailable)
     app.add_exception_handler(InterfaceError, _on_unavailable)
+    # Every pooled connection busy: overloaded, so the client is told to come back.
+    app.add_exception_handler(PoolTimeout, _on_unavailable)
     app.add_exception_handler(Exception, _on_unexpected)
 
 

@@ -12,6 +12,7 @@ from collections.abc import Awaitable, Callable
 
 from aiokafka.errors import KafkaError
 from sqlalchemy.exc import InterfaceError, OperationalError
+from sqlalchemy.exc import TimeoutError as PoolTimeout
 
 log = logging.getLogger(__name__)
 
@@ -21,6 +22,8 @@ TRANSIENT_ERRORS: tuple[type[BaseException], ...] = (
     KafkaError,
     OperationalError,
     InterfaceError,
+    # Every pooled connection busy: the database is overloaded, not the work wrong.
+    PoolTimeout,
 )
 
 

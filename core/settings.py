@@ -30,6 +30,10 @@ class ServiceSettings(BaseSettings):
 
     http_host: str = "127.0.0.1"
     http_port: int = 8080
+    # Admission control (core/admission.py): requests served at once, and how long one more
+    # may wait for a place before it is answered 503 with Retry-After.
+    http_max_in_flight: int = 128
+    http_queue_budget_s: float = 1.0
     # What one HTTP request may be (core.limits.HttpLimits says why these defaults): a larger
     # body is refused with 413, deeper JSON with 422, larger or more headers with 431, a head
     # or body arriving too slowly with 408 — all before any handler runs.

@@ -39,6 +39,9 @@ class UtcDateTime(TypeDecorator[datetime]):
         return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
 
 
+# How long a SQLite connection waits for the write lock before "database is locked".
+SQLITE_BUSY_S = 30
+
 # SQLite only auto-increments an INTEGER PRIMARY KEY; PostgreSQL wants BIGINT for outboxes.
 BigId = BigInteger().with_variant(Integer(), "sqlite")
 
@@ -48,7 +51,19 @@ def create_engine(database_url: str, pool_size: int = 10) -> AsyncEngine:
     if url.get_backend_name() == "sqlite":
         if url.database and url.database != ":memory:":
             Path(url.database).parent.mkdir(parents=True, exist_ok=True)
-        engine = _create_async_engine(url, connect_args={"timeout": 30})
+            # A file connection is cheap and readers run beside the writer (WAL): the pool
+            # takes the service's size and lets a burst overflow as far again. A waiter may
+            # queue behind writers that each wait up to the 30 s busy timeout for the one
+            # write lock, so it waits longer than that before giving up.
+            engine = _create_async_engine(
+                url,
+                connect_args={"timeout": SQLITE_BUSY_S},
+                pool_size=pool_size,
+                max_overflow=pool_size,
+                pool_timeout=2 * SQLITE_BUSY_S,
+            )
+        else:
+            engine = _create_async_engine(url, connect_args={"timeout": SQLITE_BUSY_S})
         event.listen(engine.sync_engine, "connect", _sqlite_pragmas)
         return engine
     # A fixed pool: a burst waits for a connection instead of forking new PostgreSQL
@@ -63,7 +78,7 @@ def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
     cursor = dbapi_connection.cursor()
     cursor.execute("PRAGMA journal_mode=WAL")
     cursor.execute("PRAGMA synchronous=NORMAL")
-    cursor.execute("PRAGMA busy_timeout=30000")
+    cursor.execute(f"PRAGMA busy_timeout={SQLITE_BUSY_S * 1000}")
     cursor.close()
 
 

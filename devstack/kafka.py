@@ -121,6 +121,15 @@ class KafkaBroker:
         )
         self.wait_ready(timeout)
 
+    def kill(self) -> None:
+        """SIGKILL the broker, as a crash would, keeping its data dir to start again from."""
+        if self._proc is not None:
+            stop_process_group(self._proc, signal.SIGKILL, grace=10.0)
+            self._proc = None
+        if self._log is not None:
+            self._log.close()
+            self._log = None
+
     def stop(self) -> None:
         atexit.unregister(self.stop)
         if self._proc is not None:

@@ -88,6 +88,8 @@ class TransferRecord:
     # The signature was checked (the sandbox has the agencies' secret) and matched.
     verified: bool = False
     acknowledged_at: str | None = None
+    # An officer is working on it (acknowledging, then reporting): a duplicate adds nothing.
+    in_hand: bool = False
 
     def as_json(self) -> dict[str, Any]:
         return {
@@ -197,7 +199,12 @@ class AgencyOffice:
         if record is not None:
             record.deliveries += 1
             log.info("transfer %s is a duplicate (delivery %d)", who, record.deliveries)
-            if behaviour.acknowledge and record.acknowledged_at is None:
+            if behaviour.acknowledge and record.reported_at is None and not record.in_hand:
+                # Taken while the office was silent: it picks the dossier up now.
+                delay = self._delay(behaviour)
+                note = f"Đã giải quyết xong bước {body.step.name}".rstrip()
+                self._spawn(who, self._work(who, record, body, note, delay))
+            elif behaviour.acknowledge and record.acknowledged_at is None:
                 self._spawn(who, self._acknowledge(who, record, body.acknowledgement_url))
             return Taken("duplicate")
 
@@ -219,10 +226,12 @@ class AgencyOffice:
         )
         if not behaviour.acknowledge:
             return Taken("accepted")  # a silent agency: nobody picks the transfer up
-        delay = self._settings.agency_delay_s if behaviour.delay_s is None else behaviour.delay_s
         note = f"Đã giải quyết xong bước {body.step.name}".rstrip()
-        self._spawn(who, self._work(who, record, body, note, delay))
+        self._spawn(who, self._work(who, record, body, note, self._delay(behaviour)))
         return Taken("accepted")
+
+    def _delay(self, behaviour: BehaviourIn) -> float:
+        return self._settings.agency_delay_s if behaviour.delay_s is None else behaviour.delay_s
 
     def _spawn(self, who: str, work: Coroutine[Any, Any, None]) -> None:
         task = asyncio.create_task(work, name=f"callback {who}")
@@ -232,8 +241,12 @@ class AgencyOffice:
     async def _work(
         self, who: str, record: TransferRecord, body: TransferIn, note: str, delay: float
     ) -> None:
-        await self._acknowledge(who, record, body.acknowledgement_url)
-        await self._report(who, record, body.outcome_url, note, delay)
+        record.in_hand = True
+        try:
+            await self._acknowledge(who, record, body.acknowledgement_url)
+            await self._report(who, record, body.outcome_url, note, delay)
+        finally:
+            record.in_hand = False
 
     async def _acknowledge(self, who: str, record: TransferRecord, url: str) -> None:
         # Over gRPC the receipt was the acknowledgement: there is no URL to call.

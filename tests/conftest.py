@@ -76,6 +76,8 @@ def stack(
             # Unacknowledged transfers go again after 5 s, escalated after 2 re-deliveries.
             "DELIVERY_ACK_TIMEOUT_S": "5",
             "DELIVERY_ACK_MAX_REDELIVERIES": "2",
+            # Escalated, they still go every 20 s (tests/integration/test_escalation_catch_up.py).
+            "DELIVERY_ESCALATED_REDELIVERY_S": "20",
             "DELIVERY_TIMEOUT_S": "3",
             "PORTAL_SYNC_BACKOFF_BASE_S": "0.2",
             "PORTAL_SYNC_MAX_ATTEMPTS": "6",

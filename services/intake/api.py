@@ -6,11 +6,12 @@ from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, Header, Request, Response, status
 
+from core.audit import forbidden
 from core.auth import DOSSIERS_READ, DOSSIERS_SUBMIT, AgencyPrincipal, require_scope
 from core.catalogue import Catalogue
 from core.problems import AUTH_PROBLEM_RESPONSES, PROBLEM_RESPONSES, Problem
 from gateway.v1 import routing_pb2
-from services.intake.dossiers import DossierRegistry
+from services.intake.dossiers import DossierRegistry, at_desk
 from services.intake.journey import JourneyClient, JourneyUnavailable, steps_of
 from services.intake.schemas import DossierIn, DossierOut
 
@@ -44,7 +45,7 @@ def catalogue(request: Request) -> Catalogue:
 async def submit_dossier(
     body: DossierIn,
     response: Response,
-    _agency: Submitter,
+    agency: Submitter,
     registry: Annotated[DossierRegistry, Depends(registry)],
     catalogue: Annotated[Catalogue, Depends(catalogue)],
     idempotency_key: Annotated[str | None, Header(max_length=255)] = None,
@@ -53,8 +54,11 @@ async def submit_dossier(
     """Register a dossier and start its journey. Send an `Idempotency-Key` so that a retried
     request returns the same receipt instead of filing a second dossier. A citizen logged in
     with e-ID sends `X-Citizen-Session`: the applicant is then who identity says, and a
-    `residence_consent_id` attaches their registry residence instead of a document."""
-    dossier, created = await registry.submit(body, idempotency_key, x_citizen_session)
+    `residence_consent_id` attaches their registry residence instead of a document. The
+    receiving agency is the calling client's: a body naming another is refused (403)."""
+    dossier, created = await registry.submit(
+        at_desk(body, agency), idempotency_key, x_citizen_session
+    )
     if not created:
         response.status_code = status.HTTP_200_OK
         response.headers["Idempotent-Replayed"] = "true"
@@ -101,11 +105,13 @@ def _check_reader(
         agency.agency_code != dossier["receiving_agency_code"]
         and agency.agency_code not in handlers
     ):
-        raise Problem(
-            403,
-            "dossier-not-readable",
-            "This agency neither received this dossier nor handles a step of it",
-            f"agency {agency.agency_code} may not read dossier {dossier['code']}",
+        raise forbidden(
+            agency,
+            action="read-dossier",
+            target=f"dossier/{dossier['code']}",
+            slug="dossier-not-readable",
+            title="This agency neither received this dossier nor handles a step of it",
+            detail=f"agency {agency.agency_code} may not read dossier {dossier['code']}",
         )
 
 

@@ -17,6 +17,7 @@ from sqlalchemy import select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
+from core.audit import Caller, forbidden
 from core.calendar import WorkingCalendar
 from core.catalogue import Catalogue, Procedure
 from core.events import new_event
@@ -35,6 +36,25 @@ from services.intake.receipts import next_receipt_code
 from services.intake.schemas import DossierIn
 
 SOURCE = "/gateway/intake"
+
+
+def at_desk(request: DossierIn, desk: Caller) -> DossierIn:
+    """The dossier as filed by `desk`: its receiving agency is the filing client's own.
+
+    A desk files for itself only: naming another agency is refused (and audited), naming
+    none takes the token's, so receipt codes, the desk's later rights on the dossier and
+    identity's access log all name the agency that really received it."""
+    named = request.receiving_agency_code
+    if named is not None and named != desk.agency_code:
+        raise forbidden(
+            desk,
+            action="submit-dossier",
+            target=f"agency/{named}",
+            slug="dossier-for-another-agency",
+            title="A desk may only file dossiers it received itself",
+            detail=f"the token is {desk.agency_code}'s, the dossier names {named}",
+        )
+    return request.model_copy(update={"receiving_agency_code": desk.agency_code})
 
 
 class DossierRegistry:

@@ -9,6 +9,7 @@ from fastapi import Depends, FastAPI
 from core.auth import CITIZEN_DATA_READ, JOURNEYS_READ, token_verifier
 from core.calendar import WorkingCalendar
 from core.catalogue import load_catalogue
+from core.dead_letters import dead_events_router
 from core.http import create_app, database_ready
 from core.outbox import Outbox
 from core.runtime import Runtime
@@ -72,4 +73,5 @@ def build_app(settings: IntakeSettings | None = None) -> FastAPI:
     runtime.on_stop(verification.close)
     runtime.on_stop(disconnect)
     app.include_router(router, dependencies=[Depends(database_ready)])
+    app.include_router(dead_events_router(), dependencies=[Depends(database_ready)])
     return app

@@ -86,7 +86,9 @@ class DossierIn(BaseModel):
 
     procedure_code: str = Field(min_length=1, max_length=40)
     receiving_agency_code: str | None = Field(
-        default=None, description="One-stop desk that received it; defaults to the procedure's"
+        default=None,
+        description="One-stop desk that received it: the calling client's agency "
+        "(the default); another agency is refused with 403",
     )
     applicant: ApplicantIn
     form_data: dict[str, Any] = Field(

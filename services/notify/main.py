@@ -10,6 +10,7 @@ from fastapi import Depends, FastAPI
 from core.auth import NOTIFICATIONS_READ, require_scope, token_verifier
 from core.catalogue import load_catalogue
 from core.consumer import EventConsumer
+from core.dead_letters import dead_events_router
 from core.http import create_app, database_ready
 from core.outbox import Outbox
 from core.runtime import Runtime
@@ -74,4 +75,5 @@ def build_app(settings: NotifySettings | None = None) -> FastAPI:
     ready = Depends(database_ready)
     app.include_router(router, dependencies=[Depends(require_scope(NOTIFICATIONS_READ)), ready])
     app.include_router(webhooks_router, dependencies=[ready])
+    app.include_router(dead_events_router(), dependencies=[ready])
     return app

@@ -40,6 +40,7 @@ from core.ratelimit import RateLimiter
 from core.storage import supports_skip_locked
 from core.telemetry import context_from_carrier
 from core.wakeup import wait_for_work
+from core.workqueue import describe
 from services.notify.channels import Channel
 from services.notify.models import notifications
 from services.notify.settings import NotifySettings
@@ -239,7 +240,13 @@ class ChannelSender:
                 "notification.attempt": row["attempts"],
             },
         ):
-            return await self._channel.send(row)
+            try:
+                return await self._channel.send(row)
+            except Exception as exc:
+                # One message's own trouble fails it alone, never its batch: it is tried
+                # again within the retry window, then given up as a permanent failure.
+                log.exception("notification %s failed unexpectedly", row["id"])
+                return Outcome(status="temporary-failure", reason=describe(exc))
 
     async def _give_back(self, rows: list[dict[str, Any]]) -> None:
         """Rows the limiter cannot serve within the lease: due again when it can, their

@@ -13,7 +13,6 @@ Terminal statuses are never left.
 
 from __future__ import annotations
 
-import random
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
@@ -24,6 +23,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from core.events import Event, new_event
 from core.outbox import Outbox
+from core.workqueue import RetryPolicy as WorkQueuePolicy
 from gateway.v1 import events_pb2
 from services.notify.models import notifications, status_history
 
@@ -67,9 +67,17 @@ class Outcome:
 
 @dataclass(frozen=True)
 class RetryPolicy:
+    """Notify retries for a time (a message is worth little once stale), not a count."""
+
     retry_for_s: float
     backoff_base_s: float
     backoff_max_s: float
+
+    @property
+    def backoff(self) -> WorkQueuePolicy:
+        return WorkQueuePolicy(
+            base_s=self.backoff_base_s, max_s=self.backoff_max_s, jitter_floor=0.5
+        )
 
 
 def after_attempt(
@@ -86,9 +94,8 @@ def after_attempt(
             "status": "permanent-failure",
             "reason": f"still failing after {age:.0f}s of retries: {outcome.reason}",
         }
-    backoff = min(policy.backoff_base_s * 2 ** max(attempts - 1, 0), policy.backoff_max_s)
     # Full jitter, but never sooner than the provider asked.
-    delay = max(random.uniform(backoff / 2, backoff), outcome.retry_after_s or 0.0)
+    delay = max(policy.backoff.delay_s(attempts), outcome.retry_after_s or 0.0)
     return {
         "status": "temporary-failure",
         "reason": outcome.reason,

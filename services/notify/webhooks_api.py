@@ -14,7 +14,9 @@ from typing import Annotated
 from fastapi import APIRouter, Depends, Response
 from pydantic import AnyHttpUrl, BaseModel, Field, field_validator
 from sqlalchemy import delete, select
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
+from core.audit import forbidden, record_refusal
 from core.auth import WEBHOOKS_MANAGE, AgencyPrincipal, require_scope
 from core.events import EVENT_TYPES
 from core.problems import PROBLEM_RESPONSES, Problem
@@ -68,11 +70,13 @@ async def create_subscription(
     """Subscribe an agency system; the answer carries the signing secret, this once. An
     agency subscribes for itself only."""
     if body.agency_code != agency.agency_code:
-        raise Problem(
-            403,
-            "subscription-for-another-agency",
-            "An agency system may only subscribe for its own agency",
-            f"the token is {agency.agency_code}'s, the subscription {body.agency_code}'s",
+        raise forbidden(
+            agency,
+            action="subscribe-webhooks",
+            target=f"agency/{body.agency_code}",
+            slug="subscription-for-another-agency",
+            title="An agency system may only subscribe for its own agency",
+            detail=f"the token is {agency.agency_code}'s, the subscription {body.agency_code}'s",
         )
     row = {
         "id": str(uuid.uuid4()),
@@ -112,5 +116,24 @@ async def delete_subscription(subscription_id: str, agency: Agency, sessions: Se
             )
         )
     if not result.rowcount:  # type: ignore[attr-defined]
+        await _audit_if_foreign(sessions, subscription_id, agency)
         raise Problem(404, "subscription-not-found", "No such subscription", subscription_id)
     return Response(status_code=204)
+
+
+async def _audit_if_foreign(
+    sessions: async_sessionmaker[AsyncSession], subscription_id: str, agency: AgencyPrincipal
+) -> None:
+    """Another agency's subscription answers 404 like a missing one, so its existence is not
+    disclosed; the attempt is still a refusal for the audit trail."""
+    async with sessions() as session:
+        owner = await session.scalar(
+            select(subscriptions.c.agency_code).where(subscriptions.c.id == subscription_id)
+        )
+    if owner is not None:
+        record_refusal(
+            agency,
+            action="delete-webhook-subscription",
+            target=f"subscription/{subscription_id}",
+            reason=f"subscription-of-another-agency: held by {owner}",
+        )

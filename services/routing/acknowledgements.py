@@ -17,6 +17,7 @@ from pydantic import BaseModel
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
+from core.audit import forbidden
 from core.auth import DEAD_LETTERS_MANAGE, TRANSFERS_REPORT, AgencyPrincipal, require_scope
 from core.problems import PROBLEM_RESPONSES, Problem
 from services.routing.models import transfers
@@ -69,7 +70,7 @@ async def acknowledge(
     async with sessions.begin() as session:
         row = (
             await session.execute(
-                select(transfers.c.acknowledged_at, transfers.c.agency_code)
+                select(transfers.c.agency_code)
                 .where(transfers.c.transfer_id == transfer_id)
                 .with_for_update()
             )
@@ -77,21 +78,28 @@ async def acknowledge(
         if row is None:
             raise Problem(404, "transfer-not-found", "No such transfer", transfer_id)
         if row.agency_code != agency.agency_code:
-            raise Problem(
-                403,
-                "transfer-held-by-another-agency",
-                "Only the agency a transfer was sent to may acknowledge it",
-                f"transfer {transfer_id} went to {row.agency_code}, not {agency.agency_code}",
+            raise forbidden(
+                agency,
+                action="acknowledge-transfer",
+                target=f"transfer/{transfer_id}",
+                slug="transfer-held-by-another-agency",
+                title="Only the agency a transfer was sent to may acknowledge it",
+                detail=f"transfer {transfer_id} went to {row.agency_code}, "
+                f"not {agency.agency_code}",
             )
-        if row.acknowledged_at is not None:
-            return AcknowledgementOut(
-                transfer_id=transfer_id, acknowledged_at=row.acknowledged_at, replayed=True
-            )
-        await session.execute(
+        # Conditional, so of concurrent acknowledgements one sets the time (SQLite ignores
+        # FOR UPDATE) and the others answer with it as replays.
+        moved = await session.execute(
             transfers.update()
-            .where(transfers.c.transfer_id == transfer_id)
+            .where(transfers.c.transfer_id == transfer_id, transfers.c.acknowledged_at.is_(None))
             .values(acknowledged_at=now)
         )
+        if moved.rowcount != 1:  # type: ignore[attr-defined]  # an UPDATE's CursorResult
+            first = await session.scalar(
+                select(transfers.c.acknowledged_at).where(transfers.c.transfer_id == transfer_id)
+            )
+            assert first is not None  # only set, never cleared
+            return AcknowledgementOut(transfer_id=transfer_id, acknowledged_at=first, replayed=True)
     return AcknowledgementOut(transfer_id=transfer_id, acknowledged_at=now, replayed=False)
 
 

@@ -78,6 +78,7 @@ def journey_service(request: Request) -> JourneyService:
 
 
 Journeys = Annotated[JourneyService, Depends(journey_service)]
+Desk = Annotated[AgencyPrincipal, Depends(require_scope(DOSSIERS_SUBMIT))]
 
 
 @router.post(
@@ -97,9 +98,7 @@ async def report_outcome(
     delivered to may report it."""
     text = body.note if body.outcome == "done" else body.reason
     details = {"documents": [d.model_dump(exclude_none=True) for d in body.documents]}
-    return await service.report_outcome(
-        transfer_id, body.outcome, text, agency.agency_code, details
-    )
+    return await service.report_outcome(transfer_id, body.outcome, text, agency, details)
 
 
 @router.post(
@@ -108,11 +107,13 @@ async def report_outcome(
     responses=PROBLEM_RESPONSES,
     tags=["desk"],
     summary="Record the citizen's supplement: the clock resumes, the agency gets it again",
-    dependencies=[Depends(require_scope(DOSSIERS_SUBMIT))],
 )
-async def supplement(code: str, body: SupplementIn, service: Journeys) -> dict[str, Any]:
+async def supplement(
+    code: str, body: SupplementIn, desk: Desk, service: Journeys
+) -> dict[str, Any]:
+    """Only the desk that received the dossier records its supplement (others get 403)."""
     documents = [d.model_dump(exclude_none=True) for d in body.documents]
-    return await outcomes.supplement(service, code, documents, body.note)
+    return await outcomes.supplement(service, code, documents, body.note, desk)
 
 
 @router.post(
@@ -121,7 +122,7 @@ async def supplement(code: str, body: SupplementIn, service: Journeys) -> dict[s
     responses=PROBLEM_RESPONSES,
     tags=["desk"],
     summary="Record that the result was handed to the citizen (status 10)",
-    dependencies=[Depends(require_scope(DOSSIERS_SUBMIT))],
 )
-async def result_returned(code: str, service: Journeys) -> dict[str, Any]:
-    return await outcomes.return_result(service, code)
+async def result_returned(code: str, desk: Desk, service: Journeys) -> dict[str, Any]:
+    """Only the desk that received the dossier records the hand-over (others get 403)."""
+    return await outcomes.return_result(service, code, desk)

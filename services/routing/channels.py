@@ -28,24 +28,12 @@ from core.grpc import traced_channel
 from core.kafka import EventProducer, OutboundRecord
 from core.signing import signature_headers
 from core.telemetry import current_carrier
+from core.workqueue import retryable_grpc, retryable_http
 from gateway.v1 import agency_pb2
 
 SOURCE = "/gateway/routing"
 TRANSFER_TYPE = "vn.gov.agency.transfer.v1"
 RECEIVE_TRANSFER = "/gateway.v1.AgencyInbox/ReceiveTransfer"
-# gRPC codes worth another attempt; any other (INVALID_ARGUMENT, UNAUTHENTICATED...) will
-# not change by asking again, like an HTTP 4xx.
-RETRYABLE_GRPC = frozenset(
-    {
-        grpc.StatusCode.UNAVAILABLE,
-        grpc.StatusCode.DEADLINE_EXCEEDED,
-        grpc.StatusCode.RESOURCE_EXHAUSTED,
-        grpc.StatusCode.ABORTED,
-        grpc.StatusCode.INTERNAL,
-        grpc.StatusCode.UNKNOWN,
-        grpc.StatusCode.CANCELLED,
-    }
-)
 
 
 @dataclass
@@ -113,7 +101,7 @@ class HttpsChannel:
         if not 200 <= response.status < 300:
             return Sent(
                 error=f"HTTP {response.status}",
-                retryable=response.status == 429 or response.status >= 500,
+                retryable=retryable_http(response.status),
             )
         return Sent()
 
@@ -145,7 +133,7 @@ class GrpcChannel:
         except grpc.aio.AioRpcError as exc:
             code = exc.code()
             error = f"gRPC {code.name}: {exc.details()}"
-            return Sent(error=error, retryable=code in RETRYABLE_GRPC)
+            return Sent(error=error, retryable=retryable_grpc(code))
         if receipt.transfer_id != transfer.transfer_id:
             return Sent(error=f"receipt for another transfer {receipt.transfer_id!r}")
         return Sent(acknowledged=True)

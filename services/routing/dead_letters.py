@@ -105,3 +105,41 @@ async def replay(transfer_id: str, journeys: Journeys) -> DeadLetterOut:
         )
     journeys.transfers_waiting.set()
     return _out({**row._mapping, "replays": row.replays + 1})
+
+
+# Operators' nudge for an escalated transfer: deliver it again now rather than at the
+# escalated pace (say, after calling the agency and hearing it is back).
+escalations = APIRouter(
+    prefix="/v1/escalations",
+    tags=["operators"],
+    responses=AUTH_PROBLEM_RESPONSES,
+    dependencies=[Depends(require_scope(DEAD_LETTERS_MANAGE))],
+)
+
+
+@escalations.post(
+    "/{transfer_id}/redeliver",
+    response_model=DeadLetterOut,
+    responses=PROBLEM_RESPONSES,
+    operation_id="redeliverEscalatedTransfer",
+    summary="Deliver an escalated transfer again now",
+)
+async def redeliver(transfer_id: str, journeys: Journeys) -> DeadLetterOut:
+    async with journeys.sessions.begin() as session:
+        result = await session.execute(
+            transfers.update()
+            .where(
+                transfers.c.transfer_id == transfer_id,
+                transfers.c.escalated.is_(True),
+                transfers.c.acknowledged_at.is_(None),
+            )
+            .values(next_attempt_at=datetime.now(UTC))
+            .returning(*transfers.c)
+        )
+        row = result.first()
+    if row is None:
+        raise Problem(
+            404, "escalation-not-found", "No such unacknowledged escalated transfer", transfer_id
+        )
+    journeys.transfers_waiting.set()
+    return _out(row._mapping)

@@ -155,9 +155,15 @@ class DeadlineScheduler:
     ) -> None:
         late_steps = [s for s in steps if s.overdue_at is None and s.due_at <= now]
         if late_steps:
+            # Conditional like every transition: a step closed or flagged since it was read
+            # (SQLite reads before the write lock) keeps its state.
             await session.execute(
                 transfers.update()
-                .where(transfers.c.transfer_id.in_([s.transfer_id for s in late_steps]))
+                .where(
+                    transfers.c.transfer_id.in_([s.transfer_id for s in late_steps]),
+                    transfers.c.overdue_at.is_(None),
+                    transfers.c.status.notin_(CLOSED_TRANSFERS),
+                )
                 .values(overdue_at=now)
             )
         if dossier.appointment_at is not None and dossier.appointment_at <= now:
@@ -172,6 +178,21 @@ class DeadlineScheduler:
         agency = self._catalogue.agencies.get(agency_code)
         reason = apology_reason(agency.name if agency else agency_code)
         new_due_at = self._calendar.add_working_days(now, self._apology_days)
+        # The flag first, on the appointment and state read: if the dossier was finished,
+        # paused or already apologised for since (SQLite: read before the write lock), no
+        # second apology and no apology for a decided dossier.
+        flagged = await session.execute(
+            journeys.update()
+            .where(
+                journeys.c.code == dossier.code,
+                journeys.c.appointment_at == dossier.appointment_at,
+                journeys.c.status.in_(WATCHED_STATES),
+                journeys.c.paused_at.is_(None),
+            )
+            .values(overdue_at=dossier.overdue_at or now, appointment_at=new_due_at)
+        )
+        if flagged.rowcount != 1:  # type: ignore[attr-defined]  # an UPDATE's CursorResult
+            return
         await session.execute(
             apologies.insert().values(
                 dossier_code=dossier.code,
@@ -181,11 +202,6 @@ class DeadlineScheduler:
                 new_due_at=new_due_at,
                 issued_at=now,
             )
-        )
-        await session.execute(
-            journeys.update()
-            .where(journeys.c.code == dossier.code)
-            .values(overdue_at=dossier.overdue_at or now, appointment_at=new_due_at)
         )
         overdue = events_pb2.DossierOverdue(
             dossier_code=dossier.code, agency_code=agency_code, reason=reason

@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import random
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -34,6 +33,7 @@ from core.leases import claim_due
 from core.outbox import Outbox
 from core.telemetry import context_from_carrier, current_carrier
 from core.wakeup import wait_for_work
+from core.workqueue import RetryPolicy, describe
 from gateway.v1 import agency_pb2, dossier_pb2, events_pb2
 from services.routing.channels import (
     Channel,
@@ -55,14 +55,12 @@ ATTEMPTS = Counter(
     ["channel", "outcome"],
 )
 
-# Pending, or delivered and still waiting for its acknowledgement (not yet escalated).
+# Pending, or delivered and still waiting for its acknowledgement. An escalated transfer
+# stays in the queue, at a slower pace: an agency back after a long outage catches up
+# without a person, while operators see the escalation.
 CLAIMABLE = or_(
     transfers.c.status == "pending",
-    and_(
-        transfers.c.status == "delivered",
-        transfers.c.acknowledged_at.is_(None),
-        transfers.c.escalated.is_(False),
-    ),
+    and_(transfers.c.status == "delivered", transfers.c.acknowledged_at.is_(None)),
 )
 
 
@@ -84,6 +82,11 @@ class DeliveryWorker:
         self._catalogue = catalogue
         self._producer = producer
         self._wakeup = journey_service.transfers_waiting
+        self._policy = RetryPolicy(
+            base_s=settings.delivery_backoff_base_s,
+            max_s=settings.delivery_backoff_max_s,
+            max_attempts=settings.delivery_max_attempts,
+        )
 
     async def run(self) -> None:
         timeout = aiohttp.ClientTimeout(total=self._settings.delivery_timeout_s)
@@ -141,6 +144,7 @@ class DeliveryWorker:
     def _escalating(self, row: Any) -> bool:
         return bool(
             row.status == "delivered"
+            and not row.escalated
             and row.redeliveries >= self._settings.delivery_ack_max_redeliveries
         )
 
@@ -170,6 +174,12 @@ class DeliveryWorker:
                 attempt.sent = Sent(f"agency {row.agency_code} is not in the catalogue", False)
             except NotConfigured as exc:
                 attempt.sent = Sent(str(exc), retryable=False)
+            except Exception as exc:
+                # Whatever else goes wrong with one transfer (a dossier that does not decode,
+                # a channel's bug) fails that transfer alone, never its batch: it is tried
+                # again and dead-lettered after the last attempt.
+                log.exception("delivery of %s failed unexpectedly", row.transfer_id)
+                attempt.sent = Sent(describe(exc), retryable=True)
             return attempt
 
     def _transfer(self, row: Any, blob: bytes) -> agency_pb2.Transfer:
@@ -242,10 +252,15 @@ class DeliveryWorker:
             row.redeliveries + 1,
             f": {sent.error}" if sent.error else "",
         )
+        wait_s = (
+            self._settings.delivery_escalated_redelivery_s
+            if row.escalated
+            else self._settings.delivery_ack_timeout_s
+        )
         values: dict[str, Any] = {
             "redeliveries": transfers.c.redeliveries + 1,
             "last_error": sent.error,
-            "next_attempt_at": now + timedelta(seconds=self._settings.delivery_ack_timeout_s),
+            "next_attempt_at": now + timedelta(seconds=wait_s),
         }
         if sent.acknowledged:
             values["acknowledged_at"] = now
@@ -257,10 +272,12 @@ class DeliveryWorker:
 
     async def _escalate(self, session: AsyncSession, row: Any, now: datetime) -> None:
         log.error(
-            "transfer %s to %s escalated: no acknowledgement after %d re-deliveries",
+            "transfer %s to %s escalated: no acknowledgement after %d re-deliveries; "
+            "re-delivered every %.0f s from now on",
             row.transfer_id,
             row.agency_code,
             row.redeliveries,
+            self._settings.delivery_escalated_redelivery_s,
         )
         await session.execute(
             transfers.update()
@@ -269,12 +286,17 @@ class DeliveryWorker:
                 transfers.c.status == "delivered",
                 transfers.c.acknowledged_at.is_(None),
             )
-            .values(escalated=True, escalated_at=now)
+            .values(
+                escalated=True,
+                escalated_at=now,
+                next_attempt_at=now
+                + timedelta(seconds=self._settings.delivery_escalated_redelivery_s),
+            )
         )
 
     async def _failed(self, session: AsyncSession, attempt: Attempt, now: datetime) -> None:
-        settings, row, sent = self._settings, attempt.row, attempt.sent
-        give_up = not sent.retryable or attempt.number >= settings.delivery_max_attempts
+        row, sent = attempt.row, attempt.sent
+        give_up = self._policy.gives_up(attempt.number, retryable=sent.retryable)
         log.warning(
             "delivery of %s to %s failed (attempt %d): %s%s",
             row.transfer_id,
@@ -283,12 +305,7 @@ class DeliveryWorker:
             sent.error,
             "; dead-lettered" if give_up else "",
         )
-        backoff = min(
-            settings.delivery_backoff_base_s * 2 ** (attempt.number - 1),
-            settings.delivery_backoff_max_s,
-        )
-        # Full jitter keeps many failing transfers from retrying in lockstep.
-        next_attempt = now + timedelta(seconds=random.uniform(0, backoff))
+        next_attempt = self._policy.next_attempt_at(now, attempt.number)
         result = await session.execute(
             transfers.update()
             .where(transfers.c.transfer_id == row.transfer_id, transfers.c.status == "pending")
@@ -323,7 +340,8 @@ class Attempt:
     number: int
     trace: dict[str, str]
     sent: Sent = field(default_factory=Sent)
-    # No acknowledgement after the last re-delivery: escalate instead of sending again.
+    # No acknowledgement after the last re-delivery: escalated now, sent again later at the
+    # escalated pace.
     escalate: bool = False
     channel: str = "none"
 

@@ -20,6 +20,7 @@ from opentelemetry.trace import Link
 from sqlalchemy import func, select
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
+from core.audit import Caller
 from core.calendar import WorkingCalendar
 from core.catalogue import Catalogue, Procedure, Step
 from core.clock import Clock, SystemClock
@@ -34,13 +35,22 @@ from services.routing.lifecycle import (
     SOURCE,
     DossierFacts,
     State,
+    TransitionLost,
     check_transition,
+    claim_transfer,
     facts_of,
     status_change,
     transition,
 )
 from services.routing.models import journeys, processed_events, status_changes, transfers
-from services.routing.outcomes import refuse_step, request_supplement
+from services.routing.outcomes import (
+    PAST,
+    TRANSFER_STATUS,
+    check_holder,
+    refuse_step,
+    replay_status,
+    request_supplement,
+)
 
 TRANSFER_NAMESPACE = uuid.UUID("6f1c2b8e-5d4a-4c1e-9a51-0d7f3e2b9c10")
 tracer = trace.get_tracer("gateway.routing")
@@ -156,11 +166,30 @@ class JourneyService:
         transfer_id: str,
         outcome: str,
         note: str,
-        agency_code: str,
+        caller: Caller,
         details: dict[str, Any] | None = None,
     ) -> dict[str, Any]:
         """An agency reports its step: done, supplement needed, or refused. Only the agency
-        the step was delivered to may report it."""
+        the step was delivered to may report it. Concurrent reports of one step are decided
+        by the transfer's conditional update: one applies, the others answer as replays (the
+        same outcome) or 409 (another one)."""
+        for _ in range(_LOST_RACE_RETRIES):
+            try:
+                return await self._apply_outcome(transfer_id, outcome, note, caller, details)
+            except TransitionLost:
+                continue  # another report won meanwhile: answer from the state it left
+        raise Problem(
+            409, "transfer-contended", "The step is being reported concurrently", transfer_id
+        )
+
+    async def _apply_outcome(
+        self,
+        transfer_id: str,
+        outcome: str,
+        note: str,
+        caller: Caller,
+        details: dict[str, Any] | None,
+    ) -> dict[str, Any]:
         async with self.sessions.begin() as session:
             transfer = (
                 await session.execute(
@@ -171,16 +200,15 @@ class JourneyService:
             ).first()
             if transfer is None:
                 raise Problem(404, "transfer-not-found", "No such transfer", transfer_id)
-            if transfer.agency_code != agency_code:
-                raise Problem(
-                    403,
-                    "step-held-by-another-agency",
-                    "Only the agency holding this step may report its outcome",
-                    f"transfer {transfer_id} is held by {transfer.agency_code}, not {agency_code}",
-                )
-            replayed = _replay_status(transfer.status, outcome, transfer_id)
+            check_holder(transfer, caller)
+            replayed = replay_status(transfer.status, outcome, transfer_id)
             if replayed is not None:
                 return {"transfer_id": transfer_id, "status": replayed, "replayed": True}
+            # The transition itself, won by exactly one writer even where SELECT ... FOR
+            # UPDATE locks nothing (SQLite): the update applies only to the status read.
+            await claim_transfer(session, transfer, TRANSFER_STATUS[outcome])
+            # Read after the claim: on SQLite the transaction (and its write lock) begins
+            # with the claim, so this row is the latest, not the one before a rival's commit.
             journey = (
                 await session.execute(
                     select(journeys)
@@ -191,7 +219,7 @@ class JourneyService:
             # Agencies need not propagate trace context: continue the dossier's own trace,
             # linked to whatever trace the agency's request came with.
             with tracer.start_as_current_span(
-                f"dossier step {_PAST[outcome]}",
+                f"dossier step {PAST[outcome]}",
                 context=context_from_carrier(journey.trace),
                 links=[Link(trace.get_current_span().get_span_context())],
                 attributes={"dossier.code": journey.code, "agency.code": transfer.agency_code},
@@ -206,7 +234,7 @@ class JourneyService:
                 await rearm(session, journey.code)
         self.transfers_waiting.set()
         self.deadlines_changed.set()
-        return {"transfer_id": transfer_id, "status": _TRANSFER_STATUS[outcome], "replayed": False}
+        return {"transfer_id": transfer_id, "status": TRANSFER_STATUS[outcome], "replayed": False}
 
     async def _complete_step(
         self,
@@ -239,8 +267,9 @@ class JourneyService:
         await self.outbox.put(
             session, new_event(completed, source=SOURCE, dossier_code=journey.code)
         )
-        # The journey row is locked (FOR UPDATE), so parallel branches finishing at the same
-        # moment are counted one after the other: exactly one of them sees the join complete.
+        # The journey row is locked (FOR UPDATE; on SQLite the claim took the one write lock),
+        # so parallel branches finishing at the same moment are counted one after the other:
+        # exactly one of them sees the join complete.
         still_open = await session.scalar(
             select(func.count())
             .select_from(transfers)
@@ -369,22 +398,6 @@ class _TakeIn:
         await outbox.put_many(session, self.events)
 
 
-_PAST = {"done": "completed", "supplement": "supplement requested", "refused": "refused"}
-# The transfer's status once the outcome is applied.
-_TRANSFER_STATUS = {"done": "completed", "supplement": "supplement_requested", "refused": "refused"}
-
-
-def _replay_status(status: str, outcome: str, transfer_id: str) -> str | None:
-    """The status to answer for a repeated report, None for a report to apply; a report
-    that contradicts the one already applied is a conflict."""
-    if status == _TRANSFER_STATUS[outcome]:
-        return status
-    if status in _TRANSFER_STATUS.values() or status == "cancelled":
-        raise Problem(
-            409,
-            "transfer-already-reported",
-            "The step's outcome was already reported",
-            f"transfer {transfer_id} is {status}; it cannot be reported {outcome}",
-            transfer_status=status,
-        )
-    return None
+# A report that lost the race is answered from the winner's state on the next try; a third
+# loss in a row would mean reports keep flipping the step, which no valid sequence does.
+_LOST_RACE_RETRIES = 3

@@ -15,13 +15,14 @@ from datetime import datetime
 from enum import StrEnum
 from typing import Any
 
+from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from core.events import Event, new_event
 from core.outbox import Outbox
 from core.problems import Problem
 from gateway.v1 import dossier_pb2, events_pb2
-from services.routing.models import journeys, status_changes
+from services.routing.models import journeys, status_changes, transfers
 
 SOURCE = "/gateway/routing"
 
@@ -104,6 +105,44 @@ def check_transition(code: str, current: State, requested: State) -> None:
         raise InvalidTransition(code, current, requested)
 
 
+class TransitionLost(Exception):
+    """A concurrent writer moved the row first: the caller's transaction must roll back."""
+
+
+# Every state change is a conditional UPDATE checked by its row count: it applies only if
+# the row is still in the state the caller read, so of concurrent writers exactly one wins,
+# on PostgreSQL and on SQLite alike (pysqlite ignores FOR UPDATE and begins a transaction
+# only at the first write, so a read-then-write would let two writers both pass).
+
+
+async def claim(session: AsyncSession, code: str, current: State, to: State) -> None:
+    """Move the dossier from `current` to `to`, or raise InvalidTransition naming the
+    state a concurrent writer left it in."""
+    check_transition(code, current, to)
+    moved = await session.execute(
+        journeys.update()
+        .where(journeys.c.code == code, journeys.c.status == current.value)
+        .values(status=to.value)
+    )
+    if moved.rowcount != 1:  # type: ignore[attr-defined]  # an UPDATE's CursorResult
+        now_in = await session.scalar(select(journeys.c.status).where(journeys.c.code == code))
+        raise InvalidTransition(code, State(now_in or current.value), to)
+
+
+async def claim_transfer(session: AsyncSession, transfer: Any, to: str) -> None:
+    """Move a transfer from the status the caller read to `to`, or raise TransitionLost."""
+    moved = await session.execute(
+        transfers.update()
+        .where(
+            transfers.c.transfer_id == transfer.transfer_id,
+            transfers.c.status == transfer.status,
+        )
+        .values(status=to)
+    )
+    if moved.rowcount != 1:  # type: ignore[attr-defined]  # an UPDATE's CursorResult
+        raise TransitionLost(f"transfer {transfer.transfer_id} is no longer {transfer.status}")
+
+
 @dataclass(frozen=True)
 class DossierFacts:
     """What a status change announces about the dossier, after the change's own updates."""
@@ -129,11 +168,8 @@ async def transition(
     trace: dict[str, str] | None = None,
 ) -> DossierFacts:
     """Move the dossier to `to`: its row, its history and DossierStatusChanged, in the
-    caller's transaction (the caller holds the dossier row locked)."""
-    check_transition(dossier.code, dossier.state, to)
-    await session.execute(
-        journeys.update().where(journeys.c.code == dossier.code).values(status=to.value)
-    )
+    caller's transaction; a concurrent move first is an InvalidTransition (409)."""
+    await claim(session, dossier.code, dossier.state, to)
     return await announce(
         session,
         outbox,

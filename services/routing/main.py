@@ -12,6 +12,7 @@ from core.auth_grpc import AuthInterceptor
 from core.calendar import WorkingCalendar
 from core.clock import SystemClock
 from core.consumer import EventConsumer
+from core.dead_letters import dead_events_router
 from core.grpc import GrpcServer
 from core.http import create_app, database_ready
 from core.outbox import Outbox
@@ -22,6 +23,7 @@ from services.routing import (
     catalogue_store,
     dead_letters,
     models,
+    portal_dead_letters,
     statistics,
     timeline,
 )
@@ -131,11 +133,15 @@ def build_app(settings: RoutingSettings | None = None) -> FastAPI:
         runtime=runtime,
     )
     app.state.journeys = journeys
+    app.state.portal = portal
     app.state.token_verifier = verification.verifier
     app.state.catalogue_store = store
     ready = [Depends(database_ready)]
     app.include_router(router, dependencies=ready)
     app.include_router(dead_letters.router, dependencies=ready)
+    app.include_router(dead_events_router(), dependencies=ready)
+    app.include_router(portal_dead_letters.router, dependencies=ready)
+    app.include_router(dead_letters.escalations, dependencies=ready)
     app.include_router(acknowledgements.router, dependencies=ready)
     app.include_router(catalogue_store.router, dependencies=ready)
     reports = [Depends(require_scope(REPORTS_READ)), *ready]

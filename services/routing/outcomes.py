@@ -16,12 +16,21 @@ from typing import TYPE_CHECKING, Any
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from core.audit import Caller, forbidden
 from core.catalogue import Agency
 from core.events import new_event
 from core.problems import Problem
 from gateway.v1 import events_pb2
 from services.routing.deadlines import CLOSED_TRANSFERS, rearm
-from services.routing.lifecycle import SOURCE, State, check_transition, facts_of, transition
+from services.routing.lifecycle import (
+    SOURCE,
+    State,
+    announce,
+    check_transition,
+    claim,
+    facts_of,
+    transition,
+)
 from services.routing.models import journeys, transfers
 
 if TYPE_CHECKING:
@@ -144,11 +153,16 @@ async def _announce_step_event(
 
 
 async def supplement(
-    service: JourneyService, code: str, documents: list[dict[str, str]], note: str
+    service: JourneyService,
+    code: str,
+    documents: list[dict[str, str]],
+    note: str,
+    desk: Caller,
 ) -> dict[str, Any]:
-    """The citizen's supplement: the clock resumes and the asking agencies get the dossier."""
+    """The citizen's supplement: the clock resumes and the asking agencies get the dossier.
+    Recorded only by the desk that received the dossier."""
     async with service.sessions.begin() as session:
-        journey = await _locked(session, code)
+        journey = await _at_desk(session, code, desk, "record-supplement")
         if journey.status != State.SUPPLEMENT_REQUESTED.value:
             raise Problem(
                 409,
@@ -157,6 +171,10 @@ async def supplement(
                 f"dossier {code} is {journey.status}",
                 current_state=journey.status,
             )
+        # The transition first, so one of concurrent supplements resumes the clock; then
+        # the row again, as the winner's transaction sees it (SQLite: after the write lock).
+        await claim(session, code, State.SUPPLEMENT_REQUESTED, State.PROCESSING)
+        journey = await _locked(session, code)
         now = service.clock.now()
         stopped = service.calendar.working_time_between(journey.paused_at, now)
         waited_s = (now - journey.paused_at).total_seconds()
@@ -173,10 +191,10 @@ async def supplement(
             )
         )
         await _resume_steps(service, session, code, stopped, waited_s, now)
-        await transition(
+        await announce(
             session,
             service.outbox,
-            facts_of(journey, due_at=due_at),
+            facts_of(journey, status=State.SUPPLEMENT_REQUESTED.value, due_at=due_at),
             State.PROCESSING,
             agency_code=journey.receiving_agency_code,
             now=now,
@@ -231,10 +249,10 @@ def delivery_wait(step: Any, round_end: datetime) -> float:
     return max(0.0, (until - begun).total_seconds())
 
 
-async def return_result(service: JourneyService, code: str) -> dict[str, Any]:
-    """The one-stop desk handed the result to the citizen (status 10)."""
+async def return_result(service: JourneyService, code: str, desk: Caller) -> dict[str, Any]:
+    """The one-stop desk that received the dossier handed the result over (status 10)."""
     async with service.sessions.begin() as session:
-        journey = await _locked(session, code)
+        journey = await _at_desk(session, code, desk, "record-result-returned")
         await transition(
             session,
             service.outbox,
@@ -246,6 +264,23 @@ async def return_result(service: JourneyService, code: str) -> dict[str, Any]:
     return {"dossier_code": code, "status": State.RESULT_RETURNED.value}
 
 
+async def _at_desk(session: AsyncSession, code: str, desk: Caller, action: str) -> Any:
+    """The dossier, if `desk` is the agency that received it: the citizen's supplement and
+    the hand-over happen at that desk, not at any desk allowed to file dossiers."""
+    journey = await _locked(session, code)
+    if journey.receiving_agency_code != desk.agency_code:
+        raise forbidden(
+            desk,
+            action=action,
+            target=f"dossier/{code}",
+            slug="dossier-of-another-desk",
+            title="Only the desk that received this dossier may record this",
+            detail=f"dossier {code} was received by {journey.receiving_agency_code}, "
+            f"not {desk.agency_code}",
+        )
+    return journey
+
+
 async def _locked(session: AsyncSession, code: str) -> Any:
     journey = (
         await session.execute(select(journeys).where(journeys.c.code == code).with_for_update())
@@ -253,3 +288,39 @@ async def _locked(session: AsyncSession, code: str) -> Any:
     if journey is None:
         raise Problem(404, "dossier-not-found", "No such dossier in routing", code)
     return journey
+
+
+# How a step's outcome is named in its span.
+PAST = {"done": "completed", "supplement": "supplement requested", "refused": "refused"}
+# The transfer's status once the outcome is applied.
+TRANSFER_STATUS = {"done": "completed", "supplement": "supplement_requested", "refused": "refused"}
+
+
+def check_holder(transfer: Any, caller: Caller) -> None:
+    """Only the agency a step was delivered to reports its outcome."""
+    if transfer.agency_code != caller.agency_code:
+        raise forbidden(
+            caller,
+            action="report-outcome",
+            target=f"transfer/{transfer.transfer_id}",
+            slug="step-held-by-another-agency",
+            title="Only the agency holding this step may report its outcome",
+            detail=f"transfer {transfer.transfer_id} is held by {transfer.agency_code}, "
+            f"not {caller.agency_code}",
+        )
+
+
+def replay_status(status: str, outcome: str, transfer_id: str) -> str | None:
+    """The status to answer for a repeated report, None for a report to apply; a report
+    that contradicts the one already applied is a conflict."""
+    if status == TRANSFER_STATUS[outcome]:
+        return status
+    if status in TRANSFER_STATUS.values() or status == "cancelled":
+        raise Problem(
+            409,
+            "transfer-already-reported",
+            "The step's outcome was already reported",
+            f"transfer {transfer_id} is {status}; it cannot be reported {outcome}",
+            transfer_status=status,
+        )
+    return None

@@ -14,10 +14,9 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import random
 import uuid
 from collections.abc import Sequence
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 from typing import Any
 from zoneinfo import ZoneInfo
 
@@ -31,6 +30,7 @@ from core.events import Event
 from core.leases import claim_due
 from core.storage import upsert
 from core.wakeup import wait_for_work
+from core.workqueue import RetryPolicy, describe, retryable_http
 from gateway.v1 import events_pb2
 from services.routing.models import portal_pushes
 from services.routing.settings import RoutingSettings
@@ -90,8 +90,16 @@ class PortalSync:
     ) -> None:
         self._settings = settings
         self._engine = engine
-        self._sessions = sessions
+        self.sessions = sessions
         self._wakeup = asyncio.Event()
+        self._policy = RetryPolicy(
+            base_s=settings.portal_sync_backoff_base_s,
+            max_s=settings.portal_sync_backoff_max_s,
+            max_attempts=settings.portal_sync_max_attempts,
+        )
+
+    def wake(self) -> None:
+        self._wakeup.set()
 
     async def take_in(self, events: Sequence[Event]) -> None:
         """Handler of DossierStatusChanged: one row per change, a redelivery adds nothing."""
@@ -111,7 +119,7 @@ class PortalSync:
                     "created_at": now,
                 }
             )
-        async with self._sessions.begin() as session:
+        async with self.sessions.begin() as session:
             await session.execute(
                 upsert(self._engine, portal_pushes).on_conflict_do_nothing(
                     index_elements=["push_key"]
@@ -131,7 +139,7 @@ class PortalSync:
                 self._wakeup.clear()
                 rows = await claim_due(
                     self._engine,
-                    self._sessions,
+                    self.sessions,
                     portal_pushes,
                     key=portal_pushes.c.push_key,
                     status=portal_pushes.c.status,
@@ -158,14 +166,19 @@ class PortalSync:
             ) as response:
                 await response.read()
         except (aiohttp.ClientError, TimeoutError) as exc:
-            return f"{type(exc).__name__}: {exc}", True
+            return describe(exc), True
+        except Exception as exc:
+            # One push's own trouble (say, a payload that does not serialise) fails it alone:
+            # tried again, then dead-lettered, never holding back the batch.
+            log.exception("portal push %s failed unexpectedly", row.push_key)
+            return describe(exc), True
         if 200 <= response.status < 300:
             return None, True
-        return f"HTTP {response.status}", response.status == 429 or response.status >= 500
+        return f"HTTP {response.status}", retryable_http(response.status)
 
     async def _record(self, results: list[tuple[Any, tuple[str | None, bool]]]) -> None:
-        settings, now = self._settings, datetime.now(UTC)
-        async with self._sessions.begin() as session:
+        now = datetime.now(UTC)
+        async with self.sessions.begin() as session:
             for row, (error, retryable) in results:
                 number = row.attempts + 1
                 PUSHES.labels("sent" if error is None else "failed").inc()
@@ -173,7 +186,7 @@ class PortalSync:
                 if error is None:
                     values = {"status": "sent", "sent_at": now, "last_error": None}
                 else:
-                    give_up = not retryable or number >= settings.portal_sync_max_attempts
+                    give_up = self._policy.gives_up(number, retryable=retryable)
                     log.warning(
                         "portal push of %s failed (attempt %d): %s%s",
                         row.dossier_code,
@@ -181,14 +194,10 @@ class PortalSync:
                         error,
                         "; dead-lettered" if give_up else "",
                     )
-                    backoff = min(
-                        settings.portal_sync_backoff_base_s * 2 ** (number - 1),
-                        settings.portal_sync_backoff_max_s,
-                    )
                     values = {
                         "status": "dead_lettered" if give_up else "pending",
                         "last_error": error,
-                        "next_attempt_at": now + timedelta(seconds=random.uniform(0, backoff)),
+                        "next_attempt_at": self._policy.next_attempt_at(now, number),
                     }
                 await session.execute(
                     portal_pushes.update()

@@ -43,6 +43,8 @@ class RoutingSettings(ServiceSettings):
     delivery_ack_timeout_s: float = 300.0
     # ...and escalated to operators after this many re-deliveries without acknowledgement.
     delivery_ack_max_redeliveries: int = 3
+    # ...and, escalated, still re-delivered at this slower pace until acknowledged.
+    delivery_escalated_redelivery_s: float = 1800.0
 
     # The national portal's dossier sync endpoint; empty: status changes are kept, not sent.
     portal_sync_url: str = ""

@@ -117,7 +117,7 @@ def test_a_dossier_is_read_only_by_its_agencies(stack: Stack) -> None:
     birth = chain_dossier("reader@example.vn") | {"procedure_code": "HT.KS"}
     birth["form_data"].pop("residence_address")
     code = submit(stack, birth)
-    wait_completed(stack, code)  # read by the receiving justice office
+    wait_completed(stack, code)  # read by the receiving desk
     stranger = httpx.get(f"{intake}/v1/dossiers/{code}", headers=as_agency(stack, INSURANCE))
     assert_problem(stranger, 403, "dossier-not-readable")
 

@@ -10,6 +10,7 @@ from datetime import datetime, timedelta
 
 import pytest
 
+from core.auth import AgencyPrincipal
 from core.calendar import VIETNAM
 from devstack.postgres import ensure_postgres
 from gateway.v1 import events_pb2
@@ -106,8 +107,9 @@ async def test_supplement_stops_the_clock_and_moves_the_due_time(open_lifecycle:
     [step] = await life.transfers(code)
 
     life.clock.set(at(2026, 12, 1, 10, 0))  # Tuesday: 7 office hours left
+    holder = AgencyPrincipal("client-of-holder", step.agency_code, frozenset())
     answer = await life.journeys.report_outcome(
-        step.transfer_id, "supplement", "Thiếu bản sao giấy chứng sinh", step.agency_code
+        step.transfer_id, "supplement", "Thiếu bản sao giấy chứng sinh", holder
     )
     assert answer["status"] == "supplement_requested"
     [requested] = await life.events(events_pb2.SupplementRequested, code)
@@ -119,8 +121,13 @@ async def test_supplement_stops_the_clock_and_moves_the_due_time(open_lifecycle:
     assert await overdue_events(life, code) == []
     assert (await life.dossier(code)).next_deadline_at is None
 
+    desk = (await life.dossier(code)).receiving_agency_code
     resumed = await supplement(
-        life.journeys, code, [{"name": "Giấy chứng sinh", "reference": "GCS-1"}], ""
+        life.journeys,
+        code,
+        [{"name": "Giấy chứng sinh", "reference": "GCS-1"}],
+        "",
+        AgencyPrincipal("client-of-desk", desk, frozenset()),
     )
     # Stopped Tue 10:00 → Thu 12:00 = 7 + 9 + 4 office hours; 7 hours remain from Thu 12:00.
     new_due = at(2026, 12, 4, 10, 0)

@@ -140,7 +140,6 @@ def test_idempotency_key_reused_for_another_dossier_is_refused(client: TestClien
     ("payload", "slug"),
     [
         (dossier(procedure_code="NO.SUCH"), "unknown-procedure"),
-        (dossier(receiving_agency_code="999.99.99.X00"), "unknown-agency"),
         (dossier(form_data={"child_full_name": "A"}), "missing-form-fields"),
         (dossier(applicant={"personal_id": "12345", "full_name": "A"}), "validation-error"),
         (
@@ -166,6 +165,43 @@ def test_invalid_submissions_get_problem_details(
 ) -> None:
     body = assert_problem(client.post("/v1/dossiers", json=payload), 422)
     assert body["type"] == f"/problems/{slug}"
+
+
+def test_a_desk_files_only_for_its_own_agency(client: TestClient, database: Path) -> None:
+    elsewhere = dossier(receiving_agency_code="000.21.31.H22")
+    body = assert_problem(client.post("/v1/dossiers", json=elsewhere), 403)
+    assert body["type"] == "/problems/dossier-for-another-agency"
+    assert outbox_rows(database) == 0
+    own = client.post("/v1/dossiers", json=dossier(receiving_agency_code=DESK))
+    assert own.status_code == 201, own.text
+    assert own.json()["receiving_agency_code"] == DESK
+
+
+def test_a_dossier_naming_no_desk_is_received_by_the_caller(client: TestClient) -> None:
+    # The catalogue's desk for HT.KS is the justice office; filed here, the one-stop desk has it.
+    birth = dossier(procedure_code="HT.KS")
+    birth["form_data"] = {k: v for k, v in birth["form_data"].items() if k != "residence_address"}
+    response = client.post("/v1/dossiers", json=birth)
+    assert response.status_code == 201, response.text
+    assert RECEIPT.match(response.json()["code"])
+    assert response.json()["receiving_agency_code"] == DESK
+
+
+def test_another_desks_idempotency_key_does_not_return_its_dossier(client: TestClient) -> None:
+    key = {"Idempotency-Key": "shared-key-1"}
+    first = client.post("/v1/dossiers", json=dossier(), headers=key)
+    assert first.status_code == 201, first.text
+    # The same body from another desk is that desk's dossier: not a replay of the first.
+    other = key | ISSUER.headers("000.21.31.H22", "dossiers:submit")
+    body = assert_problem(client.post("/v1/dossiers", json=dossier(), headers=other), 422)
+    assert body["type"] == "/problems/idempotency-key-reused"
+    assert first.json()["code"] not in json.dumps(body)
+
+
+def test_a_caller_of_an_unknown_agency_is_422(client: TestClient) -> None:
+    headers = ISSUER.headers("999.99.99.X00", "dossiers:submit")
+    body = assert_problem(client.post("/v1/dossiers", json=dossier(), headers=headers), 422)
+    assert body["type"] == "/problems/unknown-agency"
 
 
 def test_missing_fields_are_named(client: TestClient) -> None:

@@ -1,11 +1,12 @@
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
 
 import pytest
 from sqlalchemy import Column, Integer, MetaData, Table, select
 
 from core.calendar import VIETNAM
-from core.storage import UtcDateTime, create_engine, create_tables
+from core.storage import SQLITE_BUSY_S, UtcDateTime, create_engine, create_tables
 
 metadata = MetaData()
 moments = Table(
@@ -32,4 +33,18 @@ async def test_naive_datetimes_are_refused(tmp_path: Path) -> None:
     with pytest.raises(Exception, match="naive datetime"):
         async with engine.begin() as conn:
             await conn.execute(moments.insert().values(id=1, at=datetime(2026, 1, 1)))
+    await engine.dispose()
+
+
+async def test_a_sqlite_file_pool_takes_the_service_size_and_outwaits_the_write_lock(
+    tmp_path: Path,
+) -> None:
+    # It used to be SQLAlchemy's default (5 + 10 overflow, 30 s) whatever the service asked.
+    engine = create_engine(f"sqlite+aiosqlite:///{tmp_path / 't.db'}", pool_size=25)
+    pool: Any = engine.pool
+    assert pool.size() == 25
+    assert pool.timeout() > SQLITE_BUSY_S
+    held = [await engine.connect() for _ in range(30)]  # more than the old 15 at once
+    for connection in held:
+        await connection.close()
     await engine.dispose()

@@ -1,0 +1,323 @@
+"""Chaos run: the real stack takes a stream of dossiers while every component is SIGKILLed
+in turn, then a census says whether each accepted dossier completed exactly once.
+
+    make chaos                                              # the long form
+    python -m devstack.chaos --dossiers 120 --rate 4        # a short form (CI runs one)
+    python -m devstack.chaos --database postgres
+
+Its own Kafka broker, database and stack on free ports: nothing is shared with another run.
+Dossiers go over three multi-agency procedures (a chain over HTTPS, a parallel stage, and
+agencies over Kafka and gRPC), each applicant with an email and a phone, and the desk
+subscribed to webhooks. Clients behave as real ones: a refused connection, 429 or 5xx is
+retried with the same Idempotency-Key, honouring Retry-After. The victims, in turn: intake,
+routing, notify, identity, the sandbox (every national stand-in) and the broker, each
+killed with SIGKILL and started again the way the stack starts it.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import random
+import signal
+import sys
+import tempfile
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import httpx
+
+from devstack.chaos_census import Census, WebhookReceiver, take_census
+from devstack.kafka import KafkaBroker
+from devstack.postgres import ensure_postgres
+from devstack.stack import AGENCY_INBOX_TOPICS, REPO, Ports, Stack
+
+TOPIC = "dossier.events"
+DESK = "000.00.01.H22"
+VICTIMS = ("intake", "routing", "notify", "identity", "sandbox", "kafka")
+# Test-sized leases and backoff, so a killed worker's claims come back within seconds.
+FAST_RECOVERY = {
+    "DELIVERY_LEASE_S": "5",
+    "DELIVERY_BACKOFF_BASE_S": "0.5",
+    "DELIVERY_BACKOFF_MAX_S": "5",
+    "DELIVERY_MAX_ATTEMPTS": "40",
+    "DELIVERY_ACK_TIMEOUT_S": "15",
+    "DELIVERY_ACK_MAX_REDELIVERIES": "20",
+    "DELIVERY_TIMEOUT_S": "5",
+    "SEND_LEASE_S": "5",
+    "PORTAL_SYNC_BACKOFF_BASE_S": "0.5",
+    "PORTAL_SYNC_MAX_ATTEMPTS": "40",
+    "RETRY_BACKOFF_BASE_S": "0.5",
+    "RETRY_BACKOFF_MAX_S": "5",
+    "RETRY_FOR_S": "600",
+    "SANDBOX_AGENCY_DELAY_S": "0.2",
+}
+
+
+@dataclass(frozen=True)
+class Plan:
+    dossiers: int = 120
+    rate: float = 4.0
+    database: str = "sqlite"
+    # Seconds a victim stays down before it is started again.
+    down_s: float = 2.0
+    # How long, after the last offer, accepted dossiers have to complete.
+    settle_s: float = 240.0
+    seed: int = 6
+
+
+def dossier_body(run: str, i: int) -> dict[str, Any]:
+    """The i-th dossier: the three procedures in turn, each applicant reachable twice."""
+    applicant = {
+        "personal_id": "001090012345",
+        "full_name": "Nguyễn Thị Lan",
+        "email": f"chaos-{run}-{i}@example.vn",
+        "phone": f"0912{i % 1_000_000:06d}",
+    }
+    forms = [
+        (
+            "LT.KS-TT-BHYT",
+            {
+                "child_full_name": "Trần Minh Khôi",
+                "child_birth_date": "2026-11-01",
+                "child_gender": "Nam",
+                "mother_full_name": "Nguyễn Thị Lan",
+                "residence_address": "Số 12, thôn Đông, xã Tân Phong",
+            },
+        ),
+        (
+            "LT.KT-XTT-MTP",
+            {
+                "deceased_full_name": "Trần Văn Bình",
+                "deceased_personal_id": "001050012345",
+                "date_of_death": "2026-11-20",
+                "requester_relationship": "Con",
+            },
+        ),
+        (
+            "LT.XDKT-TCXH",
+            {
+                "person_full_name": "Lê Văn Cường",
+                "person_personal_id": "001080012345",
+                "disability_description": "Khuyết tật vận động",
+            },
+        ),
+    ]
+    procedure, form = forms[i % len(forms)]
+    return {"procedure_code": procedure, "applicant": applicant, "form_data": form}
+
+
+@dataclass
+class Offer:
+    """What the clients saw: receipt codes of accepted dossiers, and what was not."""
+
+    accepted: dict[int, str] = field(default_factory=dict)
+    refused: dict[int, str] = field(default_factory=dict)
+    unanswered: list[int] = field(default_factory=list)
+    retries: int = 0
+
+
+class DeskTokens:
+    """The desk's access token, fetched once for all waiting clients (single flight) and
+    again when refused, as an agency's own client would."""
+
+    def __init__(self, stack: Stack) -> None:
+        self._stack = stack
+        self._token: str | None = None
+        self._lock = asyncio.Lock()
+
+    async def get(self, client: httpx.AsyncClient) -> str:
+        async with self._lock:
+            while self._token is None:
+                client_id = self._stack.credentials.client_for(DESK).client_id
+                secret = self._stack.credentials.clients[client_id].secret
+                try:
+                    answer = await client.post(
+                        self._stack.url("identity") + "/oauth2/token",
+                        data={"grant_type": "client_credentials"},
+                        auth=(client_id, secret),
+                        timeout=10,
+                    )
+                    if answer.status_code == 200:
+                        self._token = str(answer.json()["access_token"])
+                        break
+                except httpx.HTTPError:
+                    pass
+                await asyncio.sleep(1.0)
+            return self._token
+
+    def refused(self) -> None:
+        self._token = None
+
+
+async def offer(stack: Stack, run: str, plan: Plan, patience_s: float = 180) -> Offer:
+    """Open loop: dossier i is offered at i / rate seconds, whatever the answers so far."""
+    result = Offer()
+    tokens = DeskTokens(stack)
+    url = stack.url("intake") + "/v1/dossiers"
+    async with httpx.AsyncClient(timeout=10) as client:
+
+        async def one(i: int) -> None:
+            await asyncio.sleep(i / plan.rate)
+            body, key = dossier_body(run, i), f"chaos-{run}-{i}"
+            deadline, delay = time.monotonic() + patience_s, 0.5
+            while time.monotonic() < deadline:
+                headers = {"Authorization": f"Bearer {await tokens.get(client)}"}
+                try:
+                    answer = await client.post(
+                        url, json=body, headers=headers | {"Idempotency-Key": key}
+                    )
+                except httpx.HTTPError:
+                    answer = None
+                if answer is not None and answer.status_code in (200, 201):
+                    result.accepted[i] = str(answer.json()["code"])
+                    return
+                if answer is not None and answer.status_code == 401:
+                    tokens.refused()
+                elif answer is not None and answer.status_code < 500 and answer.status_code != 429:
+                    result.refused[i] = f"{answer.status_code} {answer.text[:200]}"
+                    return
+                result.retries += 1
+                after = answer.headers.get("Retry-After") if answer is not None else None
+                wait = float(after) if after and after.isdigit() else delay
+                await asyncio.sleep(min(wait, 10) * random.uniform(0.5, 1.0))
+                delay = min(delay * 2, 8)
+            result.unanswered.append(i)
+
+        await asyncio.gather(*(one(i) for i in range(plan.dossiers)))
+    return result
+
+
+class Victims:
+    """Kills and restarts each component the way the stack starts it."""
+
+    def __init__(self, stack: Stack, broker: KafkaBroker) -> None:
+        self.stack, self.broker = stack, broker
+        self.log: list[str] = []
+
+    def kill(self, victim: str) -> None:
+        if victim == "kafka":
+            self.broker.kill()
+        else:
+            self.stack.stop_service(victim, signal.SIGKILL)
+        self.log.append(f"{time.strftime('%H:%M:%S')} SIGKILL {victim}")
+
+    def restart(self, victim: str) -> None:
+        if victim == "kafka":
+            self.broker.start()
+        else:
+            self.stack.start_service(victim)
+            self.stack.wait_ready(victim, timeout=120)
+        self.log.append(f"{time.strftime('%H:%M:%S')} {victim} back")
+
+    async def in_turn(self, plan: Plan) -> None:
+        gap = plan.dossiers / plan.rate / (len(VICTIMS) + 1)
+        for victim in VICTIMS:
+            await asyncio.sleep(gap)
+            await asyncio.to_thread(self.kill, victim)
+            await asyncio.sleep(plan.down_s)
+            await asyncio.to_thread(self.restart, victim)
+
+
+async def settle(stack: Stack, offered: Offer, within_s: float) -> dict[str, str]:
+    """Each accepted dossier's last status, polled until all are completed or time is up."""
+    tokens = DeskTokens(stack)
+    statuses: dict[str, str] = {code: "unknown" for code in offered.accepted.values()}
+    deadline = time.monotonic() + within_s
+    async with httpx.AsyncClient(timeout=10) as client:
+        while time.monotonic() < deadline:
+            open_codes = [c for c, s in statuses.items() if s != "completed"]
+            if not open_codes:
+                break
+            headers = {"Authorization": f"Bearer {await tokens.get(client)}"}
+            for code in open_codes:
+                try:
+                    answer = await client.get(
+                        stack.url("intake") + f"/v1/dossiers/{code}", headers=headers
+                    )
+                except httpx.HTTPError:
+                    continue
+                if answer.status_code == 401:
+                    tokens.refused()
+                    break
+                if answer.status_code == 200:
+                    statuses[code] = str(answer.json()["status"])
+            await asyncio.sleep(2)
+    return statuses
+
+
+async def subscribe_webhooks(stack: Stack, receiver_url: str) -> None:
+    """The desk follows its dossiers by webhook, as an agency system would."""
+    async with httpx.AsyncClient(timeout=10) as client:
+        token = await DeskTokens(stack).get(client)
+        answer = await client.post(
+            stack.url("notify") + "/v1/webhook-subscriptions",
+            json={
+                "agency_code": DESK,
+                "url": receiver_url,
+                "event_types": ["vn.gov.dossier.completed.v1", "vn.gov.dossier.submitted.v1"],
+            },
+            headers={"Authorization": f"Bearer {token}"},
+        )
+        answer.raise_for_status()
+
+
+async def run_chaos(plan: Plan, var_dir: Path) -> Census:
+    random.seed(plan.seed)
+    run = f"{int(time.time()) % 100000}"
+    broker = KafkaBroker(data_dir=var_dir / "kafka")
+    receiver = WebhookReceiver()
+    broker.start()
+    try:
+        broker.create_topics([TOPIC, TOPIC + ".dlq", *AGENCY_INBOX_TOPICS])
+        database_url = ensure_postgres(f"chaos_{run}") if plan.database == "postgres" else None
+        await receiver.start()
+        stack = Stack(
+            kafka_bootstrap=broker.bootstrap_servers,
+            var_dir=var_dir,
+            ports=Ports.free(),
+            database_url=database_url,
+            env={
+                **FAST_RECOVERY,
+                "DOSSIER_EVENTS_TOPIC": TOPIC,
+                "OTEL_TRACES_EXPORTER": "none",
+                "OUTBOUND_ALLOW": receiver.url,
+            },
+        )
+        await asyncio.to_thread(stack.start)
+        try:
+            await subscribe_webhooks(stack, receiver.url)
+            victims = Victims(stack, broker)
+            offered, _ = await asyncio.gather(offer(stack, run, plan), victims.in_turn(plan))
+            statuses = await settle(stack, offered, plan.settle_s)
+            census = await take_census(stack, broker, offered, statuses, receiver, database_url)
+            census.kills = victims.log
+            return census
+        finally:
+            await asyncio.to_thread(stack.stop)
+    finally:
+        await receiver.stop()
+        broker.stop()
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m devstack.chaos", description=__doc__)
+    parser.add_argument("--dossiers", type=int, default=Plan.dossiers)
+    parser.add_argument("--rate", type=float, default=Plan.rate, help="dossiers offered a second")
+    parser.add_argument("--database", choices=["sqlite", "postgres"], default=Plan.database)
+    parser.add_argument("--settle", type=float, default=Plan.settle_s)
+    parser.add_argument("--var-dir", type=Path, default=None, help="kept; default: a temp dir")
+    args = parser.parse_args(argv)
+    plan = Plan(args.dossiers, args.rate, args.database, settle_s=args.settle)
+    os.chdir(REPO)
+    with tempfile.TemporaryDirectory(prefix="chaos-") as scratch:
+        census = asyncio.run(run_chaos(plan, args.var_dir or Path(scratch)))
+    print("\n".join(census.lines()))
+    return 0 if census.ok else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
