@@ -22,10 +22,9 @@ from dataclasses import dataclass
 from itertools import accumulate
 from typing import Any
 
-from starlette.responses import JSONResponse
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from core.problems import PROBLEM_JSON
+from core.problems import send_problem
 
 KIB = 1024
 
@@ -75,7 +74,7 @@ class RequestLimits:
             elif name == b"content-type":
                 is_json = b"json" in value.lower()
         if length is not None and length > self.limits.max_body_bytes:
-            await _too_large(scope, receive, send, self.limits.max_body_bytes)
+            await _too_large(scope, send, self.limits.max_body_bytes)
             return
         if length == 0 or (
             # HTTP/1.x frames every body with Content-Length or Transfer-Encoding.
@@ -90,14 +89,13 @@ class RequestLimits:
         try:
             body = await _read_body(receive, self.limits.max_body_bytes)
         except _BodyTooLarge:
-            await _too_large(scope, receive, send, self.limits.max_body_bytes)
+            await _too_large(scope, send, self.limits.max_body_bytes)
             return
         if body is None:
             return  # the client went away: nobody to answer
         if is_json and json_depth_exceeds(body, self.limits.max_json_depth):
-            await _problem(
+            await send_problem(
                 scope,
-                receive,
                 send,
                 422,
                 "json-too-deep",
@@ -145,12 +143,11 @@ def _replay(body: bytes, receive: Receive) -> Receive:
     return replay
 
 
-async def _too_large(scope: Scope, receive: Receive, send: Send, limit: int) -> None:
+async def _too_large(scope: Scope, send: Send, limit: int) -> None:
     # The connection stays open: the server reads and drops the rest of the body (bounded by
     # the body timeout), so that the client, still sending, gets this answer and not a reset.
-    await _problem(
+    await send_problem(
         scope,
-        receive,
         send,
         413,
         "content-too-large",
@@ -158,27 +155,6 @@ async def _too_large(scope: Scope, receive: Receive, send: Send, limit: int) -> 
         f"At most {limit} bytes",
         max_bytes=limit,
     )
-
-
-async def _problem(
-    scope: Scope,
-    receive: Receive,
-    send: Send,
-    status: int,
-    slug: str,
-    title: str,
-    detail: str,
-    **extensions: Any,
-) -> None:
-    body = {
-        "type": f"/problems/{slug}",
-        "title": title,
-        "status": status,
-        "detail": detail,
-        "instance": scope.get("path", ""),
-        **extensions,
-    }
-    await JSONResponse(body, status_code=status, media_type=PROBLEM_JSON)(scope, receive, send)
 
 
 # A JSON string, or an unterminated one up to the end: every byte is matched at most once, so
