@@ -79,8 +79,8 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
         self._refusal: tuple[int, str, str] | None = None
 
     # Protocol interface
-    def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
-        super().connection_made(transport)
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        super().connection_made(cast(asyncio.Transport, transport))
         self._arm(self.limits.header_timeout_s, self._head_too_slow)
 
     def connection_lost(self, exc: Exception | None) -> None:
