@@ -121,6 +121,10 @@ class Stack:
                 "SMS_ENABLED": "true",
                 "SMS_GATEWAY_URL": self.url("sandbox") + "/sms/messages",
                 "SMS_API_KEY": "sandbox-notify-key",
+                # Callbacks may go to the sandbox's webhook receiver, and to no other local
+                # address (core/outbound.py); their link points at intake.
+                "OUTBOUND_ALLOW": self.url("sandbox") + "/webhooks/",
+                "INTAKE_PUBLIC_URL": self.url("intake"),
             },
             "identity": {
                 "HTTP_PORT": str(p.identity),
