@@ -69,6 +69,13 @@ def test_one_trace_covers_intake_kafka_routing_agencies_and_notify(
     assert names[("routing", "transfer deliver")] == 3
     assert names[("routing", "dossier step completed")] == 3
     assert names[("notify", "smtp send")] == 5
+    # The trace arrived whole although its services export by different OTLP transports
+    # (tests/conftest.py): intake and notify over http/protobuf, routing over gRPC.
+    assert {(s.service, s.protocol) for s in trace} == {
+        ("intake", "http/protobuf"),
+        ("routing", "grpc"),
+        ("notify", "http/protobuf"),
+    }
 
     # Kafka hops: every consumer span is the child of a producer span of this trace.
     by_id = {s.span_id: s for s in trace}
