@@ -63,6 +63,8 @@ class Stack:
     database_url: str | None = None
     # Extra environment for every process (OTEL_*, tuning for tests...).
     env: Mapping[str, str] = field(default_factory=dict)
+    # Per service, over `env` (e.g. one service exporting by another OTLP transport).
+    env_by_service: Mapping[str, Mapping[str, str]] = field(default_factory=dict)
     processes: dict[str, subprocess.Popen[bytes]] = field(default_factory=dict)
     # Demo agency credentials, generated into var_dir/credentials on first use.
     _credentials: DemoCredentials | None = None
@@ -145,6 +147,7 @@ class Stack:
             },
         }[service]
         env |= self._eid_env(service)
+        env |= self.env_by_service.get(service, {})
         return env
 
     def _eid_env(self, service: str) -> dict[str, str]:
