@@ -4,18 +4,24 @@ Honoured: OTEL_SERVICE_NAME, OTEL_RESOURCE_ATTRIBUTES, OTEL_TRACES_SAMPLER(_ARG)
 default is parentbased_always_on), OTEL_PROPAGATORS, OTEL_BSP_*, OTEL_EXPORTER_OTLP_*,
 OTEL_TRACES_EXPORTER (otlp, console, none) and OTEL_SDK_DISABLED. When no exporter and no
 OTLP endpoint is configured, spans are not exported, so `make run` needs no collector.
+
+URLs in span attributes keep their shape but not the values of credential-like query
+parameters (an OIDC callback's `code` and `state`, a `login_hint` naming a citizen...):
+the instrumentations redact only a fixed list of their own, so a span processor does it
+for every span as it starts, before any exporter sees it.
 """
 
 from __future__ import annotations
 
 import logging
 import os
+from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
 from opentelemetry import trace
 from opentelemetry.context import Context
 from opentelemetry.propagate import extract, inject
 from opentelemetry.sdk.resources import SERVICE_NAME, Resource
-from opentelemetry.sdk.trace import TracerProvider
+from opentelemetry.sdk.trace import ReadableSpan, Span, SpanProcessor, TracerProvider
 from opentelemetry.sdk.trace.export import (
     BatchSpanProcessor,
     ConsoleSpanExporter,
@@ -24,6 +30,50 @@ from opentelemetry.sdk.trace.export import (
 
 log = logging.getLogger(__name__)
 _configured: TracerProvider | None = None
+# Query parameters whose values must not reach a trace backend.
+SENSITIVE_QUERY_PARAMETERS = frozenset(
+    {
+        "code", "state", "nonce", "session_state", "login_hint", "id_token_hint",
+        "access_token", "id_token", "code_verifier", "client_secret", "client_assertion",
+    }
+)  # fmt: skip
+# Attributes holding a URL (old and stable HTTP semantic conventions) or a bare query.
+URL_ATTRIBUTES = ("http.url", "url.full", "http.target")
+QUERY_ATTRIBUTES = ("url.query",)
+REDACTED = "REDACTED"
+
+
+def redact_query(query: str) -> str:
+    pairs = parse_qsl(query, keep_blank_values=True)
+    if not any(name.lower() in SENSITIVE_QUERY_PARAMETERS for name, _ in pairs):
+        return query
+    return urlencode(
+        [(n, REDACTED if n.lower() in SENSITIVE_QUERY_PARAMETERS else v) for n, v in pairs]
+    )
+
+
+def redact_url(url: str) -> str:
+    try:
+        parts = urlsplit(url)
+    except ValueError:
+        return url.split("?", 1)[0]  # unparsable: keep no query at all
+    return urlunsplit(parts._replace(query=redact_query(parts.query))) if parts.query else url
+
+
+class RedactingSpanProcessor(SpanProcessor):
+    """Rewrites URL attributes as each span starts, while it can still be changed."""
+
+    def on_start(self, span: Span, parent_context: Context | None = None) -> None:
+        attributes = span.attributes or {}
+        for key in URL_ATTRIBUTES + QUERY_ATTRIBUTES:
+            value = attributes.get(key)
+            if isinstance(value, str) and value:
+                redact = redact_query if key in QUERY_ATTRIBUTES else redact_url
+                if (safe := redact(value)) != value:
+                    span.set_attribute(key, safe)
+
+    def on_end(self, span: ReadableSpan) -> None:
+        pass
 
 
 def configure_tracing(default_service_name: str) -> TracerProvider | None:
@@ -33,6 +83,7 @@ def configure_tracing(default_service_name: str) -> TracerProvider | None:
         return _configured
     name = os.environ.get("OTEL_SERVICE_NAME", default_service_name)
     provider = TracerProvider(resource=Resource.create({SERVICE_NAME: name}))
+    provider.add_span_processor(RedactingSpanProcessor())
     for exporter in _exporters_from_env():
         provider.add_span_processor(BatchSpanProcessor(exporter))
     trace.set_tracer_provider(provider)

@@ -28,6 +28,7 @@ from services.identity.grpc_api import CitizenIdentityServicer
 from services.identity.keys import SigningKeys, load_signing_keys
 from services.identity.oauth import AgencyTokens, oauth_router
 from services.identity.registry import RegistryClient
+from services.identity.sealing import ResidenceSeal
 from services.identity.settings import IdentitySettings
 from services.identity.token_guard import GuardLimits, SecretGuard
 
@@ -95,7 +96,7 @@ def build_app(settings: IdentitySettings | None = None) -> FastAPI:
         runtime.sessions, key, settings.eid_login_ttl_s, settings.citizen_session_ttl_s
     )
     registry = RegistryClient(settings.registry_grpc_target, settings.registry_timeout_s)
-    consents = Consents(runtime.sessions, load_catalogue(), registry, citizens)
+    consents = Consents(runtime.sessions, load_catalogue(), registry, citizens, ResidenceSeal(key))
     servicer = CitizenIdentityServicer(runtime.sessions, citizens, consents)
     grpc_server = GrpcServer(
         [lambda server: identity_pb2_grpc.add_CitizenIdentityServicer_to_server(servicer, server)],

@@ -47,8 +47,10 @@ from services.identity.clients import hash_secret, secret_matches
 CHECKS = Counter(
     "identity_token_secret_checks_total",
     "Client secret checks at the token endpoint, by how they ended",
-    ["outcome"],  # cached, hashed, joined, throttled, shed, gone
+    ["outcome"],
 )
+for _outcome in ("cached", "hashed", "joined", "throttled", "shed", "gone"):
+    CHECKS.labels(_outcome)  # every series exported from the start, at 0
 WAITING = Gauge("identity_token_hash_waiting", "Secret checks waiting for a hashing thread")
 
 K = TypeVar("K")

@@ -33,3 +33,25 @@ async def test_naive_datetimes_are_refused(tmp_path: Path) -> None:
         async with engine.begin() as conn:
             await conn.execute(moments.insert().values(id=1, at=datetime(2026, 1, 1)))
     await engine.dispose()
+
+
+@pytest.mark.parametrize("existing", [False, True])
+async def test_sqlite_files_are_readable_by_their_owner_only(
+    tmp_path: Path, existing: bool
+) -> None:
+    database = tmp_path / "var" / "identity.db"
+    if existing:  # made before the rule, world-readable
+        database.parent.mkdir()
+        database.touch(mode=0o644)
+    engine = create_engine(f"sqlite+aiosqlite:///{database}")
+    await create_tables(engine, metadata)
+    async with engine.begin() as conn:
+        await conn.execute(moments.insert().values(id=1, at=datetime.now(UTC)))
+        modes = _modes(tmp_path / "var")
+    await engine.dispose()
+    assert "identity.db-wal" in modes
+    assert set(modes.values()) == {oct(0o600)}, modes
+
+
+def _modes(directory: Path) -> dict[str, str]:
+    return {f.name: oct(f.stat().st_mode & 0o777) for f in directory.glob("identity.db*")}
