@@ -7,25 +7,27 @@ OTLP endpoint is configured, spans are not exported, so `make run` needs no coll
 
 URLs in span attributes keep their shape but not the values of credential-like query
 parameters (an OIDC callback's `code` and `state`, a `login_hint` naming a citizen...):
-the instrumentations redact only a fixed list of their own, so a span processor does it
-for every span as it starts, before any exporter sees it.
+the instrumentations redact only a fixed list of their own, so every exporter is wrapped
+to redact them on the way out.
 """
 
 from __future__ import annotations
 
 import logging
 import os
+from collections.abc import Sequence
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
 from opentelemetry import trace
 from opentelemetry.context import Context
 from opentelemetry.propagate import extract, inject
 from opentelemetry.sdk.resources import SERVICE_NAME, Resource
-from opentelemetry.sdk.trace import ReadableSpan, Span, SpanProcessor, TracerProvider
+from opentelemetry.sdk.trace import ReadableSpan, TracerProvider
 from opentelemetry.sdk.trace.export import (
     BatchSpanProcessor,
     ConsoleSpanExporter,
     SpanExporter,
+    SpanExportResult,
 )
 
 log = logging.getLogger(__name__)
@@ -60,20 +62,50 @@ def redact_url(url: str) -> str:
     return urlunsplit(parts._replace(query=redact_query(parts.query))) if parts.query else url
 
 
-class RedactingSpanProcessor(SpanProcessor):
-    """Rewrites URL attributes as each span starts, while it can still be changed."""
+class RedactingSpanExporter(SpanExporter):
+    """Wraps an exporter: spans leave the process with their URL attributes redacted.
 
-    def on_start(self, span: Span, parent_context: Context | None = None) -> None:
-        attributes = span.attributes or {}
-        for key in URL_ATTRIBUTES + QUERY_ATTRIBUTES:
-            value = attributes.get(key)
-            if isinstance(value, str) and value:
-                redact = redact_query if key in QUERY_ATTRIBUTES else redact_url
-                if (safe := redact(value)) != value:
-                    span.set_attribute(key, safe)
+    At export rather than at span start: the ASGI instrumentation sets its attributes again
+    after starting the span, and an ended span cannot be changed any more."""
 
-    def on_end(self, span: ReadableSpan) -> None:
-        pass
+    def __init__(self, inner: SpanExporter) -> None:
+        self._inner = inner
+
+    def export(self, spans: Sequence[ReadableSpan]) -> SpanExportResult:
+        return self._inner.export([_redacted(span) for span in spans])
+
+    def shutdown(self) -> None:
+        self._inner.shutdown()
+
+    def force_flush(self, timeout_millis: int = 30000) -> bool:
+        return self._inner.force_flush(timeout_millis)
+
+
+def _redacted(span: ReadableSpan) -> ReadableSpan:
+    attributes = span.attributes or {}
+    changed: dict[str, str] = {}
+    for key in URL_ATTRIBUTES + QUERY_ATTRIBUTES:
+        value = attributes.get(key)
+        if isinstance(value, str) and value:
+            safe = (redact_query if key in QUERY_ATTRIBUTES else redact_url)(value)
+            if safe != value:
+                changed[key] = safe
+    if not changed:
+        return span
+    return ReadableSpan(
+        name=span.name,
+        context=span.context,
+        parent=span.parent,
+        resource=span.resource,
+        attributes={**attributes, **changed},
+        events=span.events,
+        links=span.links,
+        kind=span.kind,
+        status=span.status,
+        start_time=span.start_time,
+        end_time=span.end_time,
+        instrumentation_scope=span.instrumentation_scope,
+    )
 
 
 def configure_tracing(default_service_name: str) -> TracerProvider | None:
@@ -83,9 +115,8 @@ def configure_tracing(default_service_name: str) -> TracerProvider | None:
         return _configured
     name = os.environ.get("OTEL_SERVICE_NAME", default_service_name)
     provider = TracerProvider(resource=Resource.create({SERVICE_NAME: name}))
-    provider.add_span_processor(RedactingSpanProcessor())
     for exporter in _exporters_from_env():
-        provider.add_span_processor(BatchSpanProcessor(exporter))
+        provider.add_span_processor(BatchSpanProcessor(RedactingSpanExporter(exporter)))
     trace.set_tracer_provider(provider)
     _configured = provider
     return provider
