@@ -33,7 +33,7 @@ class IdentitySettings(ServiceSettings):
     token_address_failures_burst: int = 10
     token_address_failures_per_min: float = 10.0
     token_client_in_flight: int = 2
-    token_address_in_flight: int = 4
+    token_address_in_flight: int = 8
     token_saturation_window_s: float = 5.0
     # catalogue/agency_clients.yaml when empty.
     agency_clients_file: str = ""

@@ -102,7 +102,7 @@ class GuardLimits:
     address_failures_per_min: float = 10.0
     # Hashes in flight (queued or running) per client id and per address.
     client_in_flight: int = 2
-    address_in_flight: int = 4
+    address_in_flight: int = 8
     # Not ready for this long after a request was shed.
     saturation_window_s: float = 5.0
     tracked_keys: int = 10_000
