@@ -108,7 +108,9 @@ def test_a_valid_client_gets_its_token_while_200_wrong_secrets_are_in_flight(
     # The first wait includes the one hash of this client's secret; later ones hit the cache.
     assert max(waits) < 2.0, f"the valid client waited {waits}"
     statuses = summary["statuses"]
-    assert set(statuses) <= {"401", "429"}, summary
+    # Refused: wrong (401), throttled (429), or shed when hashing lags on a busy machine
+    # (503); never a connection error or a 5xx without Retry-After.
+    assert set(statuses) <= {"401", "429", "503"}, summary
     # A burst of failures is allowed, then the address is throttled before any hashing.
     assert statuses["429"] >= 10 * statuses.get("401", 0), summary
     assert summary["retry_after_missing"] == 0
@@ -180,7 +182,11 @@ async def test_readiness_says_503_while_token_requests_are_shed(stack: Stack) ->
     ready_url = stack.url("identity") + "/health/ready"
     fresh = httpx.AsyncHTTPTransport(limits=httpx.Limits(max_keepalive_connections=0))
     async with httpx.AsyncClient(transport=fresh, timeout=10) as http:
-        assert (await http.get(ready_url)).status_code == 200
+        # Ready to begin with (a test just before may have had requests shed).
+        deadline = time.monotonic() + 30
+        while (await http.get(ready_url)).status_code != 200:
+            assert time.monotonic() < deadline, "identity is not ready to begin with"
+            await asyncio.sleep(0.5)
         floods = [wrong_secrets(stack, f"127.0.0.{20 + n}", 4) for n in range(30)]
         flood = asyncio.gather(*floods)
         readiness: list[httpx.Response] = []
