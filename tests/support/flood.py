@@ -5,7 +5,11 @@ loop (or GIL) with the legitimate client being timed. Bounded in time and in cou
 `concurrency` requests outstanding; prints a JSON summary: statuses and whether every
 429/503 carried Retry-After.
 
-    python -m tests.support.flood URL --address 127.0.0.2 --concurrency 200 --seconds 5
+    python -m tests.support.flood URL --address 127.0.0.2 --concurrency 200 --seconds 5 \
+        --client-id hdkt-tanphong
+
+With --client-id, every other request guesses that (known) client's secret, the others
+use unknown ids: both the guessing and the enumerating attacker.
 """
 
 from __future__ import annotations
@@ -22,7 +26,7 @@ import httpx
 
 
 async def flood(
-    url: str, address: str, concurrency: int, seconds: float, max_requests: int
+    url: str, address: str, concurrency: int, seconds: float, max_requests: int, client_id: str
 ) -> dict[str, object]:
     assert urlsplit(url).hostname == "127.0.0.1", "only this machine"
     statuses: Counter[int] = Counter()
@@ -40,7 +44,9 @@ async def flood(
             while time.monotonic() < deadline and sent < max_requests:
                 sent += 1
                 form = {"grant_type": "client_credentials"}
-                auth = (f"guess-{address}-{n}-{sent}", secrets.token_urlsafe(12))
+                unknown = f"guess-{address}-{n}-{sent}"
+                who = client_id if client_id and n % 2 == 0 else unknown
+                auth = (who, secrets.token_urlsafe(12))
                 try:
                     answer = await client.post(url, data=form, auth=auth)
                 except httpx.HTTPError:
@@ -65,9 +71,17 @@ def main() -> None:
     parser.add_argument("--concurrency", type=int, default=200)
     parser.add_argument("--seconds", type=float, default=5.0)
     parser.add_argument("--max-requests", type=int, default=5000)
+    parser.add_argument("--client-id", default="")
     args = parser.parse_args()
     summary = asyncio.run(
-        flood(args.url, args.address, args.concurrency, args.seconds, args.max_requests)
+        flood(
+            args.url,
+            args.address,
+            args.concurrency,
+            args.seconds,
+            args.max_requests,
+            args.client_id,
+        )
     )
     print(json.dumps(summary))
 
