@@ -19,6 +19,7 @@ from prometheus_client import make_asgi_app
 from core.admission import Admission, AdmissionMiddleware
 from core.problems import Problem, install_problem_handlers
 from core.runtime import Runtime
+from core.telemetry import redact_request_span
 
 Lifespan = Callable[[FastAPI], AbstractAsyncContextManager[None]]
 
@@ -54,7 +55,10 @@ def create_app(
 
     app.mount("/metrics", make_asgi_app())
     FastAPIInstrumentor.instrument_app(
-        app, excluded_urls="health/,metrics", exclude_spans=["receive", "send"]
+        app,
+        excluded_urls="health/,metrics",
+        exclude_spans=["receive", "send"],
+        server_request_hook=redact_request_span,
     )
     return app
 

@@ -17,12 +17,20 @@ named:
 
 Python log records reach OTEL_LOGS_EXPORTER through opentelemetry-instrumentation-logging's
 handler, installed only when a log exporter is configured (it costs a little per record).
+
+URLs in server span attributes keep their shape but not the values of credential-like query
+parameters (an OIDC callback's `code` and `state`, a `login_hint` naming a citizen...): the
+instrumentations redact only a fixed list of their own, so `redact_request_span` is given to
+the ASGI instrumentation as its request hook (core/http.py), which runs after it has set the
+request's attributes.
 """
 
 from __future__ import annotations
 
 import logging
 import os
+from typing import Any
+from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
 from opentelemetry import trace
 from opentelemetry._logs import get_logger_provider
@@ -35,10 +43,54 @@ from opentelemetry.propagate import extract, inject
 # subclasses it): the one place where the SDK turns OTEL_* variables into providers.
 from opentelemetry.sdk._configuration import _OTelSDKConfigurator
 from opentelemetry.sdk.resources import SERVICE_NAME, OTELResourceDetector
-from opentelemetry.sdk.trace import TracerProvider
+from opentelemetry.sdk.trace import ReadableSpan, TracerProvider
+from opentelemetry.trace import Span
 
 log = logging.getLogger(__name__)
 _configured: TracerProvider | None = None
+# Query parameters whose values must not reach a trace backend.
+SENSITIVE_QUERY_PARAMETERS = frozenset(
+    {
+        "code", "state", "nonce", "session_state", "login_hint", "id_token_hint",
+        "access_token", "id_token", "code_verifier", "client_secret", "client_assertion",
+    }
+)  # fmt: skip
+# Attributes holding a URL (old and stable HTTP semantic conventions) or a bare query.
+URL_ATTRIBUTES = ("http.url", "url.full", "http.target")
+QUERY_ATTRIBUTES = ("url.query",)
+REDACTED = "REDACTED"
+
+
+def redact_query(query: str) -> str:
+    pairs = parse_qsl(query, keep_blank_values=True)
+    if not any(name.lower() in SENSITIVE_QUERY_PARAMETERS for name, _ in pairs):
+        return query
+    return urlencode(
+        [(n, REDACTED if n.lower() in SENSITIVE_QUERY_PARAMETERS else v) for n, v in pairs]
+    )
+
+
+def redact_url(url: str) -> str:
+    try:
+        parts = urlsplit(url)
+    except ValueError:
+        return url.split("?", 1)[0]  # unparsable: keep no query at all
+    return urlunsplit(parts._replace(query=redact_query(parts.query))) if parts.query else url
+
+
+def redact_request_span(span: Span, _scope: dict[str, Any]) -> None:
+    """ASGI request hook: the server span's URL attributes, redacted in place. The hook runs
+    after the instrumentation has set them, while the span still records."""
+    if not span.is_recording() or not isinstance(span, ReadableSpan):
+        return
+    attributes = span.attributes or {}
+    for key in URL_ATTRIBUTES + QUERY_ATTRIBUTES:
+        value = attributes.get(key)
+        if isinstance(value, str) and value:
+            safe = (redact_query if key in QUERY_ATTRIBUTES else redact_url)(value)
+            if safe != value:
+                span.set_attribute(key, safe)
+
 
 _SIGNALS = ("TRACES", "METRICS", "LOGS")
 

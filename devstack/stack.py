@@ -200,7 +200,12 @@ class Stack:
         module = "sandbox" if service == "sandbox" else f"services.{service}"
         log_dir = self.var_dir / "log"
         log_dir.mkdir(parents=True, exist_ok=True)
-        with (log_dir / f"{service}.log").open("ab") as log:
+        # Logs may name citizens' sessions and agencies: owner and group only.
+        log_path = log_dir / f"{service}.log"
+        with os.fdopen(
+            os.open(log_path, os.O_CREAT | os.O_APPEND | os.O_WRONLY, 0o640), "ab"
+        ) as log:
+            log_path.chmod(0o640)
             self.processes[service] = subprocess.Popen(
                 [sys.executable, "-m", module],
                 cwd=REPO,
