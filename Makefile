@@ -1,48 +1,71 @@
 # The one entry point for developers and CI. Every target uses the project venv.
+#
+# `make run` and `make test` install whatever is missing first: each install step ends in a
+# stamp file that make compares with what it was made from, so a second run does no work
+# and an edited pyproject.toml, constraints.txt or pom.xml is installed again.
+PYTHON ?= python3
 PY ?= .venv/bin/python
 PROTO_FILES := $(wildcard proto/gateway/v1/*.proto)
 
-.PHONY: help install proto run test test-unit test-integration lint typecheck bench chaos kafka-jars clean
+VENV := .venv/.installed
+KAFKA_JARS := .cache/kafka/libs/.resolved
+OIDC_TEST_JARS := .cache/oidc-test/libs/.resolved
+
+.PHONY: help install proto run test test-unit test-integration lint typecheck bench chaos \
+	kafka-jars oidc-test-jars postgres-server clean
 
 help:
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | sed 's/:.*## /\t/'
 
-install: ## Create .venv and install the project with dev tools
-	test -x $(PY) || python3 -m venv .venv
-	$(PY) -m pip install -q -e ".[dev]"
+install: $(VENV) ## Create .venv and install the project with dev tools (pinned by constraints.txt)
 
-kafka-jars: ## Resolve Apache Kafka's jars from Maven Central into .cache/kafka/libs
-	mvn -q -B -f deploy/kafka/pom.xml package
+$(VENV): pyproject.toml constraints.txt
+	@$(PYTHON) -c 'import sys; sys.exit(sys.version_info < (3, 11))' \
+		|| { echo "Python >= 3.11 is needed: make PYTHON=python3.11 ..."; exit 1; }
+	test -x $(PY) || $(PYTHON) -m venv .venv
+	$(PY) -m pip install -q -c constraints.txt -e ".[dev]"
+	touch $@
 
-.PHONY: oidc-test-jars
-oidc-test-jars: ## Resolve NAV's mock-oauth2-server (a second OIDC provider for tests) into .cache/oidc-test/libs
-	mvn -q -B -f deploy/oidc-test/pom.xml package
+kafka-jars: $(KAFKA_JARS) ## Resolve Apache Kafka's jars from Maven Central into .cache/kafka/libs
 
-proto: ## Regenerate gen/ from proto/ (stubs are committed; tests fail when stale)
+oidc-test-jars: $(OIDC_TEST_JARS) ## Resolve NAV's mock-oauth2-server (a second OIDC provider for tests) into .cache/oidc-test/libs
+
+# A changed pom starts from an empty directory: jars of an old version left beside the new
+# ones would both be on the broker's classpath.
+.cache/%/libs/.resolved: deploy/%/pom.xml
+	@command -v mvn >/dev/null || { echo "Maven and Java 17 are needed (e.g. apt-get install maven openjdk-17-jre-headless)"; exit 1; }
+	rm -rf $(@D)
+	mvn -q -B -f $< package
+	touch $@
+
+postgres-server: ## PostgreSQL's server binaries for the tests, from the distribution, unless present
+	@test -n "$$GATEWAY_TEST_DATABASE_URL" || deploy/postgres/install.sh
+
+proto: $(VENV) ## Regenerate gen/ from proto/ (stubs are committed; tests fail when stale)
 	$(PY) -m devstack.protogen gen
 
-run: ## Start Kafka, the four services and the sandbox stand-ins (Ctrl-C stops all)
+run: $(VENV) $(KAFKA_JARS) ## Start Kafka, the four services and the sandbox stand-ins (Ctrl-C stops all)
 	$(PY) -m devstack.run
 
-test: ## Unit and integration tests against real Kafka and PostgreSQL
+test: $(VENV) $(KAFKA_JARS) $(OIDC_TEST_JARS) postgres-server ## Unit and integration tests against real Kafka and PostgreSQL
 	$(PY) -m pytest
 
-test-unit: ## Fast tests only
+test-unit: $(VENV) ## Fast tests only
 	$(PY) -m pytest -m "not integration"
 
-test-integration: ## Tests that need the broker and the database
+test-integration: $(VENV) $(KAFKA_JARS) $(OIDC_TEST_JARS) postgres-server ## Tests that need the broker and the database
 	$(PY) -m pytest -m integration
 
-lint: ## ruff and mypy
+lint: $(VENV) ## ruff and mypy
 	$(PY) -m ruff check .
 	$(PY) -m ruff format --check .
 	$(PY) -m mypy
 
-chaos: ## Long chaos run: 2,400 dossiers while every component is SIGKILLed in turn (SQLite, then PostgreSQL)
+chaos: $(VENV) $(KAFKA_JARS) postgres-server ## Long chaos run: 2,400 dossiers while every component is SIGKILLed in turn (SQLite, then PostgreSQL)
 	$(PY) -m devstack.chaos --dossiers 2400 --rate 8 --database sqlite --settle 900
 	$(PY) -m devstack.chaos --dossiers 2400 --rate 8 --database postgres --settle 900
 
-bench: ## Throughput and latency of the full stack against a bare pipeline
+bench: $(VENV) $(KAFKA_JARS) postgres-server ## Throughput and latency of the full stack against a bare pipeline
 	$(PY) -m devstack.bench
 
 clean:

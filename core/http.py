@@ -22,6 +22,7 @@ from core.admission import Admission, AdmissionMiddleware
 from core.limits import RequestLimits
 from core.problems import Problem, install_problem_handlers
 from core.runtime import Runtime
+from core.telemetry import redact_request_span
 
 Lifespan = Callable[[FastAPI], AbstractAsyncContextManager[None]]
 
@@ -61,7 +62,10 @@ def create_app(
 
     app.mount("/metrics", make_asgi_app())
     FastAPIInstrumentor.instrument_app(
-        app, excluded_urls="health/,metrics", exclude_spans=["receive", "send"]
+        app,
+        excluded_urls="health/,metrics",
+        exclude_spans=["receive", "send"],
+        server_request_hook=redact_request_span,
     )
     return app
 

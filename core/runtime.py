@@ -47,6 +47,7 @@ class Runtime:
         self._on_start: list[Hook] = []
         self._on_stop: list[Hook] = []
         self._tasks: list[asyncio.Task[None]] = []
+        self._readiness_checks: list[tuple[str, Callable[[], Awaitable[None]]]] = []
         self.schema_ready = asyncio.Event()
         if outbox is not None:
             relay = OutboxRelay(
@@ -70,6 +71,11 @@ class Runtime:
     def serve_grpc(self, server: GrpcServer, host: str, port: int) -> None:
         self.on_start(lambda: _started(server.start(host, port)))
         self.on_stop(server.stop)
+
+    def add_readiness_check(self, name: str, probe: Callable[[], Awaitable[None]]) -> None:
+        """A service's own condition for readiness besides the database and Kafka: the
+        probe raises (its message is shown) while the service cannot serve."""
+        self._readiness_checks.append((name, probe))
 
     def add_worker(self, name: str, worker: Worker) -> None:
         """Register a long-running coroutine; it is restarted if it ever fails."""
@@ -104,7 +110,7 @@ class Runtime:
         return {
             "database": await _check(self._database_check()),
             "kafka": await _check(self.producer.check()),
-        }
+        } | {name: await _check(probe()) for name, probe in self._readiness_checks}
 
     async def _database_check(self) -> None:
         if not self.schema_ready.is_set():

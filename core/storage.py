@@ -6,6 +6,7 @@ one database in small deployments without ever reading each other's rows.
 
 from __future__ import annotations
 
+import os
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -50,7 +51,7 @@ def create_engine(database_url: str, pool_size: int = 10) -> AsyncEngine:
     url = make_url(database_url)
     if url.get_backend_name() == "sqlite":
         if url.database and url.database != ":memory:":
-            Path(url.database).parent.mkdir(parents=True, exist_ok=True)
+            _private_file(Path(url.database))
             # A file connection is cheap and readers run beside the writer (WAL): the pool
             # takes the service's size and lets a burst overflow as far again. A waiter may
             # queue behind writers that each wait up to the 30 s busy timeout for the one
@@ -70,6 +71,14 @@ def create_engine(database_url: str, pool_size: int = 10) -> AsyncEngine:
     # backends that are closed again right after. No pre-ping round trip per checkout: a
     # broken connection fails its transaction, which the callers retry.
     return _create_async_engine(url, pool_size=pool_size, max_overflow=0, pool_recycle=1800)
+
+
+def _private_file(path: Path) -> None:
+    """The database file readable by its owner only (citizens' data is in it); SQLite
+    gives its -wal and -shm files the same mode as the database file."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    os.close(os.open(path, os.O_CREAT | os.O_WRONLY, 0o600))
+    path.chmod(0o600)  # also when it was created, looser, before this rule
 
 
 def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:

@@ -1,67 +1,158 @@
-"""OpenTelemetry set-up from the standard OTEL_* environment variables.
+"""OpenTelemetry set-up by the SDK's own reading of the standard OTEL_* environment variables.
 
-Honoured: OTEL_SERVICE_NAME, OTEL_RESOURCE_ATTRIBUTES, OTEL_TRACES_SAMPLER(_ARG) (the SDK's
-default is parentbased_always_on), OTEL_PROPAGATORS, OTEL_BSP_*, OTEL_EXPORTER_OTLP_*,
-OTEL_TRACES_EXPORTER (otlp, console, none) and OTEL_SDK_DISABLED. When no exporter and no
-OTLP endpoint is configured, spans are not exported, so `make run` needs no collector.
+The OpenTelemetry SDK's configurator (`_OTelSDKConfigurator`, the one opentelemetry-distro and
+`opentelemetry-instrument` build on) reads every variable an operator knows: OTEL_SERVICE_NAME,
+OTEL_RESOURCE_ATTRIBUTES, OTEL_TRACES_SAMPLER(_ARG), OTEL_PROPAGATORS, OTEL_BSP_*,
+OTEL_TRACES_EXPORTER / OTEL_METRICS_EXPORTER / OTEL_LOGS_EXPORTER (otlp, otlp_proto_grpc,
+otlp_proto_http, console, none), OTEL_EXPORTER_OTLP_PROTOCOL (grpc or http/protobuf, also per
+signal), OTEL_EXPORTER_OTLP_[SIGNAL_]ENDPOINT, _HEADERS, _COMPRESSION, _TIMEOUT, _INSECURE and
+the TLS files, OTEL_METRIC_EXPORT_INTERVAL, OTEL_BLRP_*, OTEL_SDK_DISABLED. We add only two
+defaults of our own, because the SDK alone exports nothing unless each signal's exporter is
+named:
+
+- a signal whose OTEL_<SIGNAL>_EXPORTER is unset is exported over OTLP when an endpoint for
+  it is set; the general OTEL_EXPORTER_OTLP_ENDPOINT counts for traces only, since metrics are
+  already served to Prometheus at /metrics and logs go to stdout (name them to export them);
+- with no exporter and no endpoint set, nothing is exported, so `make run` needs no collector.
+
+Python log records reach OTEL_LOGS_EXPORTER through opentelemetry-instrumentation-logging's
+handler, installed only when a log exporter is configured (it costs a little per record).
+
+URLs in server span attributes keep their shape but not the values of credential-like query
+parameters (an OIDC callback's `code` and `state`, a `login_hint` naming a citizen...): the
+instrumentations redact only a fixed list of their own, so `redact_request_span` is given to
+the ASGI instrumentation as its request hook (core/http.py), which runs after it has set the
+request's attributes.
 """
 
 from __future__ import annotations
 
 import logging
 import os
+from typing import Any
+from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
 from opentelemetry import trace
+from opentelemetry._logs import get_logger_provider
 from opentelemetry.context import Context
+from opentelemetry.instrumentation.logging import LoggingInstrumentor
+from opentelemetry.metrics import get_meter_provider
 from opentelemetry.propagate import extract, inject
-from opentelemetry.sdk.resources import SERVICE_NAME, Resource
-from opentelemetry.sdk.trace import TracerProvider
-from opentelemetry.sdk.trace.export import (
-    BatchSpanProcessor,
-    ConsoleSpanExporter,
-    SpanExporter,
-)
+
+# Private by name, but it is the SDK's documented hook for distros (opentelemetry-distro
+# subclasses it): the one place where the SDK turns OTEL_* variables into providers.
+from opentelemetry.sdk._configuration import _OTelSDKConfigurator
+from opentelemetry.sdk.resources import SERVICE_NAME, OTELResourceDetector
+from opentelemetry.sdk.trace import ReadableSpan, TracerProvider
+from opentelemetry.trace import Span
 
 log = logging.getLogger(__name__)
 _configured: TracerProvider | None = None
+# Query parameters whose values must not reach a trace backend.
+SENSITIVE_QUERY_PARAMETERS = frozenset(
+    {
+        "code", "state", "nonce", "session_state", "login_hint", "id_token_hint",
+        "access_token", "id_token", "code_verifier", "client_secret", "client_assertion",
+    }
+)  # fmt: skip
+# Attributes holding a URL (old and stable HTTP semantic conventions) or a bare query.
+URL_ATTRIBUTES = ("http.url", "url.full", "http.target")
+QUERY_ATTRIBUTES = ("url.query",)
+REDACTED = "REDACTED"
+
+
+def redact_query(query: str) -> str:
+    pairs = parse_qsl(query, keep_blank_values=True)
+    if not any(name.lower() in SENSITIVE_QUERY_PARAMETERS for name, _ in pairs):
+        return query
+    return urlencode(
+        [(n, REDACTED if n.lower() in SENSITIVE_QUERY_PARAMETERS else v) for n, v in pairs]
+    )
+
+
+def redact_url(url: str) -> str:
+    try:
+        parts = urlsplit(url)
+    except ValueError:
+        return url.split("?", 1)[0]  # unparsable: keep no query at all
+    return urlunsplit(parts._replace(query=redact_query(parts.query))) if parts.query else url
+
+
+def redact_request_span(span: Span, _scope: dict[str, Any]) -> None:
+    """ASGI request hook: the server span's URL attributes, redacted in place. The hook runs
+    after the instrumentation has set them, while the span still records."""
+    if not span.is_recording() or not isinstance(span, ReadableSpan):
+        return
+    attributes = span.attributes or {}
+    for key in URL_ATTRIBUTES + QUERY_ATTRIBUTES:
+        value = attributes.get(key)
+        if isinstance(value, str) and value:
+            safe = (redact_query if key in QUERY_ATTRIBUTES else redact_url)(value)
+            if safe != value:
+                span.set_attribute(key, safe)
+
+
+_SIGNALS = ("TRACES", "METRICS", "LOGS")
 
 
 def configure_tracing(default_service_name: str) -> TracerProvider | None:
-    """Install the global tracer provider once per process; later calls return it."""
+    """Install the global tracer, meter and logger providers once per process; later calls
+    return the tracer provider. `default_service_name` applies when neither OTEL_SERVICE_NAME
+    nor a service.name in OTEL_RESOURCE_ATTRIBUTES names the service."""
     global _configured
-    if _configured is not None or os.environ.get("OTEL_SDK_DISABLED", "").lower() == "true":
+    if _configured is not None or _sdk_disabled():
         return _configured
-    name = os.environ.get("OTEL_SERVICE_NAME", default_service_name)
-    provider = TracerProvider(resource=Resource.create({SERVICE_NAME: name}))
-    for exporter in _exporters_from_env():
-        provider.add_span_processor(BatchSpanProcessor(exporter))
-    trace.set_tracer_provider(provider)
-    _configured = provider
-    return provider
-
-
-def _exporters_from_env() -> list[SpanExporter]:
-    has_endpoint = any(
-        os.environ.get(v)
-        for v in ("OTEL_EXPORTER_OTLP_ENDPOINT", "OTEL_EXPORTER_OTLP_TRACES_ENDPOINT")
-    )
-    names = os.environ.get("OTEL_TRACES_EXPORTER", "otlp" if has_endpoint else "none")
-    exporters: list[SpanExporter] = []
-    for name in (n.strip() for n in names.split(",")):
-        if name == "otlp":
-            from opentelemetry.exporter.otlp.proto.grpc.trace_exporter import OTLPSpanExporter
-
-            exporters.append(OTLPSpanExporter())
-        elif name == "console":
-            exporters.append(ConsoleSpanExporter())
-        elif name not in ("none", ""):
-            log.warning("OTEL_TRACES_EXPORTER=%s is not supported; ignored", name)
-    return exporters
+    for signal in _SIGNALS:
+        if _otlp_implied(signal):
+            # As opentelemetry-distro does: the SDK reads the variable, we only default it.
+            os.environ.setdefault(f"OTEL_{signal}_EXPORTER", "otlp")
+    # The SDK's configurator has no type hints; its keyword is documented in the SDK.
+    configurator = _OTelSDKConfigurator()  # type: ignore[no-untyped-call]
+    configurator.configure(resource_attributes=_service_name(default_service_name))  # type: ignore[no-untyped-call]
+    if _exporters_named("LOGS"):
+        LoggingInstrumentor().instrument()
+    provider = trace.get_tracer_provider()
+    _configured = provider if isinstance(provider, TracerProvider) else None
+    return _configured
 
 
 def shutdown_tracing() -> None:
-    if _configured is not None:
-        _configured.shutdown()
+    """Flush and stop every provider the configurator installed (no-op ones have nothing)."""
+    if _configured is None:
+        return
+    _configured.shutdown()
+    for provider in (get_meter_provider(), get_logger_provider()):
+        shutdown = getattr(provider, "shutdown", None)
+        if callable(shutdown):
+            shutdown()
+
+
+def _sdk_disabled() -> bool:
+    return os.environ.get("OTEL_SDK_DISABLED", "").strip().lower() == "true"
+
+
+def _otlp_implied(signal: str) -> bool:
+    if f"OTEL_{signal}_EXPORTER" in os.environ:
+        return False
+    endpoints = [f"OTEL_EXPORTER_OTLP_{signal}_ENDPOINT"]
+    if signal == "TRACES":
+        endpoints.append("OTEL_EXPORTER_OTLP_ENDPOINT")
+    return any(os.environ.get(name) for name in endpoints)
+
+
+def _exporters_named(signal: str) -> bool:
+    names = os.environ.get(f"OTEL_{signal}_EXPORTER", "").strip().lower()
+    return names not in ("", "none")
+
+
+def _service_name(default: str) -> dict[str, str]:
+    # Attributes given to the configurator override the environment's: pass the default only
+    # when the operator named no service.
+    if os.environ.get("OTEL_SERVICE_NAME") or OTELResourceDetector().detect().attributes.get(
+        SERVICE_NAME
+    ):
+        return {}
+    return {SERVICE_NAME: default}
 
 
 def current_carrier() -> dict[str, str]:

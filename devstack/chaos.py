@@ -284,8 +284,9 @@ async def run_chaos(plan: Plan, var_dir: Path) -> Census:
                 **FAST_RECOVERY,
                 "DOSSIER_EVENTS_TOPIC": TOPIC,
                 "OTEL_TRACES_EXPORTER": "none",
-                "OUTBOUND_ALLOW": receiver.url,
             },
+            # The desk's webhook endpoint is ours, on loopback: allowed by name.
+            env_by_service={"notify": {"OUTBOUND_ALLOW": receiver.url}},
         )
         await asyncio.to_thread(stack.start)
         try:

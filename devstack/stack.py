@@ -63,6 +63,8 @@ class Stack:
     database_url: str | None = None
     # Extra environment for every process (OTEL_*, tuning for tests...).
     env: Mapping[str, str] = field(default_factory=dict)
+    # Per service, over `env` (e.g. one service exporting by another OTLP transport).
+    env_by_service: Mapping[str, Mapping[str, str]] = field(default_factory=dict)
     processes: dict[str, subprocess.Popen[bytes]] = field(default_factory=dict)
     # Demo agency credentials, generated into var_dir/credentials on first use.
     _credentials: DemoCredentials | None = None
@@ -121,6 +123,10 @@ class Stack:
                 "SMS_ENABLED": "true",
                 "SMS_GATEWAY_URL": self.url("sandbox") + "/sms/messages",
                 "SMS_API_KEY": "sandbox-notify-key",
+                # Callbacks may go to the sandbox's webhook receiver, and to no other local
+                # address (core/outbound.py); their link points at intake.
+                "OUTBOUND_ALLOW": self.url("sandbox") + "/webhooks/",
+                "INTAKE_PUBLIC_URL": self.url("intake"),
             },
             "identity": {
                 "HTTP_PORT": str(p.identity),
@@ -141,6 +147,7 @@ class Stack:
             },
         }[service]
         env |= self._eid_env(service)
+        env |= self.env_by_service.get(service, {})
         return env
 
     def _eid_env(self, service: str) -> dict[str, str]:
@@ -193,7 +200,12 @@ class Stack:
         module = "sandbox" if service == "sandbox" else f"services.{service}"
         log_dir = self.var_dir / "log"
         log_dir.mkdir(parents=True, exist_ok=True)
-        with (log_dir / f"{service}.log").open("ab") as log:
+        # Logs may name citizens' sessions and agencies: owner and group only.
+        log_path = log_dir / f"{service}.log"
+        with os.fdopen(
+            os.open(log_path, os.O_CREAT | os.O_APPEND | os.O_WRONLY, 0o640), "ab"
+        ) as log:
+            log_path.chmod(0o640)
             self.processes[service] = subprocess.Popen(
                 [sys.executable, "-m", module],
                 cwd=REPO,

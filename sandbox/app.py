@@ -1,5 +1,6 @@
 """The sandbox as one ASGI app: every demo agency, the mail relay, an SMS gateway, the e-ID
-provider under /oidc, the population registry (gRPC, beside it) and a liveness probe."""
+provider under /oidc, the population registry (gRPC, beside it), a webhook receiver and a
+liveness probe."""
 
 from __future__ import annotations
 
@@ -19,6 +20,7 @@ from sandbox.portal import PortalStore, portal_router
 from sandbox.registry import serve_registry
 from sandbox.settings import SandboxSettings
 from sandbox.sms import SmsStore, sms_router
+from sandbox.webhooks import WebhookStore, webhooks_router
 
 
 def oidc_clients(settings: SandboxSettings) -> list[Client]:
@@ -78,6 +80,7 @@ def create_app(settings: SandboxSettings | None = None, base_url: str | None = N
     app.include_router(mail_router(store))
     app.include_router(sms_router(SmsStore()))
     app.include_router(portal_router(PortalStore()))
+    app.include_router(webhooks_router(WebhookStore()))
     app.state.agency_inbox_server = inbox_server
     app.state.oidc = create_oidc_app(f"{base_url}/oidc", oidc_clients(settings))
     app.mount("/oidc", app.state.oidc)

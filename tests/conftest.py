@@ -61,7 +61,7 @@ def stack(
         database_url=database_url,
         env={
             "DOSSIER_EVENTS_TOPIC": TOPIC,
-            **spans.exporter_env(),
+            **spans.exporter_env("grpc"),
             # Short leases and backoff so crash and retry tests finish in seconds.
             "DELIVERY_LEASE_S": "4",
             "DELIVERY_BACKOFF_BASE_S": "0.2",
@@ -87,6 +87,13 @@ def stack(
             "RETRY_BACKOFF_BASE_S": "0.2",
             "RETRY_BACKOFF_MAX_S": "1",
             "RETRY_FOR_S": "8",
+        },
+        # Both OTLP transports in one trace: intake and notify export over HTTP
+        # (http/protobuf), routing and identity over gRPC (tests/integration/
+        # test_dossier_journey.py checks that the dossier's trace arrives whole).
+        env_by_service={
+            "intake": spans.exporter_env("http/protobuf"),
+            "notify": spans.exporter_env("http/protobuf"),
         },
     )
     try:

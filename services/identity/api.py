@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import hashlib
+import hmac
 import logging
 from typing import Annotated, Any
 
@@ -20,6 +22,13 @@ log = logging.getLogger(__name__)
 router = APIRouter(prefix="/v1", tags=["citizens"], responses=PROBLEM_RESPONSES)
 SESSION_COOKIE = "citizen_session"
 LOGIN_COOKIE = "eid_login"
+# Double submit, bound to the session: a browser sends the cookie by itself, so a change
+# made with the cookie must also carry this header, which another site cannot set or know.
+CSRF_COOKIE = "citizen_csrf"
+CSRF_HEADER = "X-CSRF-Token"
+SAFE_METHODS = ("GET", "HEAD", "OPTIONS")
+# RFC 9110 §11.6.1: a 401 names how to authenticate.
+CHALLENGE = 'CitizenSession realm="citizens", header="X-Citizen-Session"'
 
 
 class ConsentIn(BaseModel):
@@ -31,6 +40,27 @@ def _state(request: Request, name: str) -> Any:
     return getattr(request.app.state, name)
 
 
+def csrf_token(session_id: str) -> str:
+    """Derived from the session id: knowing it does not reveal the session."""
+    return hashlib.sha256(b"csrf\0" + session_id.encode()).hexdigest()
+
+
+def session_id_of(request: Request, cookie: str | None, header: str | None) -> str:
+    """X-Citizen-Session (API clients), or the cookie (browsers); by cookie, a request that
+    changes something must also prove it comes from our page (CSRF_HEADER)."""
+    if header:
+        return header
+    if cookie and request.method not in SAFE_METHODS:
+        presented = request.headers.get(CSRF_HEADER, "")
+        if not hmac.compare_digest(presented.encode(), csrf_token(cookie).encode()):
+            raise Problem(
+                403, "csrf-check-failed", "Cross-site request refused",
+                f"With the session cookie, send {CSRF_HEADER} as given at login "
+                f"(also in the {CSRF_COOKIE} cookie), or send X-Citizen-Session",
+            )  # fmt: skip
+    return cookie or ""
+
+
 async def citizen(
     request: Request,
     cookie: Annotated[str | None, Cookie(alias=SESSION_COOKIE)] = None,
@@ -38,11 +68,14 @@ async def citizen(
 ) -> CitizenSession:
     """The logged-in citizen, by session cookie (browsers) or X-Citizen-Session (API)."""
     citizens: Citizens = _state(request, "citizens")
-    found = await citizens.session(x_citizen_session or cookie or "")
+    session_id = session_id_of(request, cookie, x_citizen_session)
+    found = await citizens.session(session_id)
     if found is None:
+        challenge = CHALLENGE + (', error="invalid_session"' if session_id else "")
         raise Problem(
             401, "citizen-not-logged-in", "Log in with e-ID first",
             "No valid citizen session: GET /v1/citizen/login",
+            headers={"WWW-Authenticate": challenge},
         )  # fmt: skip
     return found
 
@@ -101,6 +134,7 @@ async def callback(
     response = JSONResponse(
         {
             "session": session_id,
+            "csrf_token": csrf_token(session_id),
             "full_name": opened.full_name,
             "assurance_level": opened.assurance_level,
             "expires_at": opened.expires_at.isoformat(),
@@ -109,6 +143,11 @@ async def callback(
     )
     response.set_cookie(
         SESSION_COOKIE, session_id, expires=opened.expires_at, httponly=True, samesite="lax",
+        secure=_state(request, "cookie_secure"),
+    )  # fmt: skip
+    # Readable by our page's script (not HttpOnly), sent back as CSRF_HEADER.
+    response.set_cookie(
+        CSRF_COOKIE, csrf_token(session_id), expires=opened.expires_at, samesite="strict",
         secure=_state(request, "cookie_secure"),
     )  # fmt: skip
     response.delete_cookie(LOGIN_COOKIE, path="/v1/citizen")
@@ -131,11 +170,14 @@ async def logout(
     cookie: Annotated[str | None, Cookie(alias=SESSION_COOKIE)] = None,
     x_citizen_session: Annotated[str | None, Header()] = None,
 ) -> Response:
+    """POST only, and by cookie only with the CSRF header: no page elsewhere can log a
+    citizen out (a link, an image, a form)."""
     citizens: Citizens = _state(request, "citizens")
-    if session_id := x_citizen_session or cookie:
+    if session_id := session_id_of(request, cookie, x_citizen_session):
         await citizens.close_session(session_id)
     response = Response(status_code=204)
     response.delete_cookie(SESSION_COOKIE)
+    response.delete_cookie(CSRF_COOKIE)
     return response
 
 

@@ -23,6 +23,7 @@ from services.identity import access_log
 from services.identity.citizens import Citizens, CitizenSession
 from services.identity.models import consents
 from services.identity.registry import CitizenNotRegistered, RegistryClient, RegistryUnavailable
+from services.identity.sealing import ResidenceSeal
 
 SERVICE = "identity"
 
@@ -49,11 +50,13 @@ class Consents:
         catalogue: Catalogue,
         registry: RegistryClient,
         citizens: Citizens,
+        seal: ResidenceSeal,
     ) -> None:
         self._sessions = sessions
         self._catalogue = catalogue
         self._registry = registry
         self._citizens = citizens
+        self._seal = seal
 
     async def preview(
         self, citizen: CitizenSession, procedure_code: str, purpose: str
@@ -85,23 +88,25 @@ class Consents:
                 "The population registry does not answer", "Try again in a moment",
             ) from None  # fmt: skip
         ref = self._citizens.ref(citizen.personal_id)
-        record = {
-            "id": str(uuid.uuid4()),
+        consent_id = str(uuid.uuid4())
+        shown = MessageToDict(residence, preserving_proto_field_name=True)
+        record: dict[str, Any] = {
+            "id": consent_id,
             "citizen_ref": ref,
             "procedure_code": procedure.code,
             "purpose": purpose,
             "requesting_agency": agency,
             "state": "previewed",
-            "residence": MessageToDict(residence, preserving_proto_field_name=True),
             "created_at": datetime.now(UTC),
             "granted_at": None,
             "dossier_code": None,
         }
         read = access_log.Read(ref, agency, SERVICE, "residence", stated)
+        sealed = self._seal.seal(consent_id, shown)
         async with self._sessions.begin() as session:
-            await session.execute(consents.insert().values(record))
+            await session.execute(consents.insert().values({**record, "residence_sealed": sealed}))
             await access_log.append(session, [read])
-        return record
+        return record | {"residence": shown}
 
     async def confirm(self, citizen: CitizenSession, consent_id: str) -> dict[str, Any]:
         async with self._sessions.begin() as session:
@@ -155,7 +160,15 @@ class Consents:
                 403, grpc.StatusCode.PERMISSION_DENIED, "consent-of-another-citizen",
                 "This consent is another citizen's", "Only the citizen who gave it may use it",
             )  # fmt: skip
-        return dict(row._mapping)
+        record = dict(row._mapping)
+        sealed = record.pop("residence_sealed")
+        if sealed is None:
+            raise ConsentRefused(
+                410, grpc.StatusCode.FAILED_PRECONDITION, "consent-expired",
+                "This consent predates sealed storage", "Ask for a new consent (preview again)",
+            )  # fmt: skip
+        record["residence"] = self._seal.open(consent_id, sealed)
+        return record
 
 
 def consent_view(record: dict[str, Any]) -> dict[str, Any]:

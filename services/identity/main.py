@@ -4,7 +4,7 @@ log of every read (issue 3). HTTP for citizens, gRPC for the other services."""
 from __future__ import annotations
 
 import json
-from collections.abc import Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -28,7 +28,9 @@ from services.identity.grpc_api import CitizenIdentityServicer
 from services.identity.keys import SigningKeys, load_signing_keys
 from services.identity.oauth import AgencyTokens, oauth_router
 from services.identity.registry import RegistryClient
+from services.identity.sealing import ResidenceSeal
 from services.identity.settings import IdentitySettings
+from services.identity.token_guard import GuardLimits, SecretGuard
 
 MIGRATIONS = Path(__file__).resolve().parent / "migrations"
 # Every method of identity's gRPC services and the scope it needs ("/package.Service/Method").
@@ -77,6 +79,7 @@ def build_app(settings: IdentitySettings | None = None) -> FastAPI:
         migrations=MIGRATIONS,
     )
     tokens = agency_tokens(settings)
+    guard = secret_guard(settings)
     # Like every service; tests running it in-process may give a fixed JWKS (AUTH_JWKS).
     verifier = (
         token_verifier(settings).verifier
@@ -93,7 +96,7 @@ def build_app(settings: IdentitySettings | None = None) -> FastAPI:
         runtime.sessions, key, settings.eid_login_ttl_s, settings.citizen_session_ttl_s
     )
     registry = RegistryClient(settings.registry_grpc_target, settings.registry_timeout_s)
-    consents = Consents(runtime.sessions, load_catalogue(), registry, citizens)
+    consents = Consents(runtime.sessions, load_catalogue(), registry, citizens, ResidenceSeal(key))
     servicer = CitizenIdentityServicer(runtime.sessions, citizens, consents)
     grpc_server = GrpcServer(
         [lambda server: identity_pb2_grpc.add_CitizenIdentityServicer_to_server(servicer, server)],
@@ -105,6 +108,8 @@ def build_app(settings: IdentitySettings | None = None) -> FastAPI:
     runtime.serve_grpc(grpc_server, settings.http_host, settings.grpc_port)
     runtime.on_stop(relying_party.close)
     runtime.on_stop(registry.close)
+    runtime.on_stop(_closing(guard))
+    runtime.add_readiness_check("token-endpoint", _not_saturated(guard))
 
     app = create_app(
         title="Dossier gateway — identity",
@@ -119,7 +124,8 @@ def build_app(settings: IdentitySettings | None = None) -> FastAPI:
     app.state.consents = consents
     app.state.relying_party = relying_party
     app.state.cookie_secure = settings.citizen_cookie_secure
-    app.include_router(oauth_router(tokens))
+    app.state.secret_guard = guard
+    app.include_router(oauth_router(tokens, guard))
     app.include_router(router, dependencies=[Depends(database_ready)])
     return app
 
@@ -139,6 +145,39 @@ def agency_tokens(settings: IdentitySettings) -> AgencyTokens:
         keys=keys,
         ttl_s=settings.access_token_ttl_s,
     )
+
+
+def secret_guard(settings: IdentitySettings) -> SecretGuard:
+    return SecretGuard(
+        GuardLimits(
+            hash_workers=settings.token_hash_workers,
+            queue_size=settings.token_hash_queue,
+            queue_wait_s=settings.token_hash_queue_wait_s,
+            verified_ttl_s=settings.token_verified_secret_ttl_s,
+            client_failures_burst=settings.token_client_failures_burst,
+            client_failures_per_min=settings.token_client_failures_per_min,
+            address_failures_burst=settings.token_address_failures_burst,
+            address_failures_per_min=settings.token_address_failures_per_min,
+            client_in_flight=settings.token_client_in_flight,
+            address_in_flight=settings.token_address_in_flight,
+            saturation_window_s=settings.token_saturation_window_s,
+        )
+    )
+
+
+def _not_saturated(guard: SecretGuard) -> Callable[[], Awaitable[None]]:
+    async def probe() -> None:
+        if guard.saturated():
+            raise ConnectionError("token requests are being shed")
+
+    return probe
+
+
+def _closing(guard: SecretGuard) -> Callable[[], Awaitable[None]]:
+    async def close() -> None:
+        guard.close()
+
+    return close
 
 
 def _published(keys: SigningKeys) -> Fetch:

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from sqlalchemy import JSON, Column, Integer, MetaData, String, Table
+from sqlalchemy import Column, Integer, MetaData, String, Table, Text
 
 from core.storage import BigId, UtcDateTime
 
@@ -36,7 +36,9 @@ citizen_sessions = Table(
 )
 
 # Consent to attach registry data to one procedure's dossier: previewed, then granted by
-# the citizen, then used by one dossier. `residence` is exactly what the preview showed.
+# the citizen, then used by one dossier. `residence_sealed` is exactly what the preview
+# showed, encrypted (services/identity/sealing.py): it holds personal IDs. Null only in
+# rows from before sealing, whose clear copy the migration erased (preview again).
 consents = Table(
     "identity_consent",
     metadata,
@@ -46,7 +48,7 @@ consents = Table(
     Column("purpose", String(500), nullable=False),
     Column("requesting_agency", String(20), nullable=False),
     Column("state", String(12), nullable=False),
-    Column("residence", JSON, nullable=False),
+    Column("residence_sealed", Text, nullable=True),
     Column("created_at", UtcDateTime(), nullable=False),
     Column("granted_at", UtcDateTime(), nullable=True),
     Column("dossier_code", String(40), nullable=True),

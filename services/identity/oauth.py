@@ -4,22 +4,30 @@ Client credentials only. Clients authenticate with a secret (basic or post) or w
 signed by their own key (private_key_jwt, RFC 7523; each assertion's `jti` works once).
 Access tokens are JWTs (RFC 9068 shape) signed by identity's key, checked offline by every
 service with core.auth; nothing is stored per token.
+
+Secrets are checked before authlib sees the request, by the SecretGuard (token_guard.py:
+cache, throttles, a bounded hashing pool); authlib's secret methods then only accept what
+the guard verified, so no scrypt hash ever runs outside that bound.
 """
 
 from __future__ import annotations
 
-import asyncio
+import base64
+import binascii
+import json
 import secrets
 import threading
 import time
 from collections.abc import Callable, Mapping
+from dataclasses import dataclass
 from typing import Any, ClassVar
 from urllib.parse import parse_qsl
 
 from authlib.oauth2.rfc6749 import AuthorizationServer, OAuth2Request
-from authlib.oauth2.rfc6749.errors import InvalidScopeError
+from authlib.oauth2.rfc6749.errors import InvalidClientError, InvalidScopeError
 from authlib.oauth2.rfc6749.grants import ClientCredentialsGrant
 from authlib.oauth2.rfc6749.requests import BasicOAuth2Payload
+from authlib.oauth2.rfc6749.util import extract_basic_authorization
 from authlib.oauth2.rfc6750 import BearerTokenGenerator
 from authlib.oauth2.rfc7523 import JWTBearerClientAssertion
 from fastapi import APIRouter, Request
@@ -28,8 +36,15 @@ from joserfc import jwt
 from joserfc.jwk import KeySet
 
 from core.auth import SCOPES, jwks_url, token_url
+from core.problems import Problem
 from services.identity.clients import KEY_METHOD, SECRET_METHODS, AgencyClient
 from services.identity.keys import ALGORITHM, SigningKeys
+from services.identity.token_guard import CheckRefused, ClientGone, SecretGuard
+
+# RFC 7523 §3 lets the server cap how long an assertion may live; a long-lived one is a
+# reusable credential (and its jti would have to be remembered for as long).
+MAX_ASSERTION_LIFETIME_S = 300
+UNKNOWN_CLIENT = "The client does not exist on this server."
 
 
 class _ClientCredentials(ClientCredentialsGrant):  # type: ignore[misc]
@@ -58,8 +73,30 @@ class _PrivateKeyJWT(JWTBearerClientAssertion):  # type: ignore[misc]
         self._seen: dict[tuple[str, str], float] = {}
         self._lock = threading.Lock()  # token requests run in worker threads (scrypt)
 
+    def __call__(self, query_client: Any, request: OAuth2Request) -> AgencyClient | None:
+        try:
+            return super().__call__(query_client, request)  # type: ignore[no-any-return]
+        except InvalidClientError as exc:
+            if exc.description == UNKNOWN_CLIENT:
+                # Same answer as a known client's bad assertion: ids are not enumerable.
+                raise InvalidClientError(description="The client assertion is not valid.") from None
+            raise
+
     def get_audiences(self) -> list[str]:
         return [self._server.token_endpoint, self._server.issuer]
+
+    def verify_claims(self, claims: Mapping[str, Any]) -> None:
+        exp, iat = claims.get("exp"), claims.get("iat")
+        if not isinstance(exp, int | float) or not isinstance(iat, int | float | None):
+            raise InvalidClientError(description="The assertion needs a numeric exp.")
+        # Counted from iat, and from now (an assertion without iat must not slip through).
+        if (iat is not None and exp - iat > MAX_ASSERTION_LIFETIME_S) or (
+            exp - time.time() > MAX_ASSERTION_LIFETIME_S + self.leeway
+        ):
+            raise InvalidClientError(
+                description=f"The assertion may live at most {MAX_ASSERTION_LIFETIME_S} s."
+            )
+        super().verify_claims(claims)
 
     def validate_jti(self, claims: Mapping[str, Any], jti: str) -> bool:
         now = time.time()
@@ -75,6 +112,60 @@ class _PrivateKeyJWT(JWTBearerClientAssertion):  # type: ignore[misc]
         return KeySet.import_key_set(dict(client.jwks or {"keys": []}))  # type: ignore[arg-type]
 
 
+def _basic_secret(request: _Request) -> tuple[str | None, str | None]:
+    return extract_basic_authorization(request.headers)  # type: ignore[no-any-return]
+
+
+def _posted_secret(request: _Request) -> tuple[str | None, str | None]:
+    return request.form.get("client_id"), request.form.get("client_secret")
+
+
+def _guard_verified(
+    extract: Callable[[_Request], tuple[str | None, str | None]],
+) -> Callable[[Callable[[str], AgencyClient | None], _Request], AgencyClient | None]:
+    """authlib's secret method, minus the hash: the guard has checked the secret already."""
+
+    def authenticate(
+        query_client: Callable[[str], AgencyClient | None], request: _Request
+    ) -> AgencyClient | None:
+        client_id, secret = extract(request)
+        if client_id and secret and request.verified_secret == (client_id, secret):
+            return query_client(client_id)
+        return None  # authlib answers invalid_client, the same for unknown and known ids
+
+    return authenticate
+
+
+@dataclass(frozen=True)
+class Presented:
+    """Who a token request says it is, before anything is verified."""
+
+    client_id: str
+    secret: str | None  # None for private_key_jwt (or no credentials at all)
+
+
+def presented(request: Request, form: Mapping[str, str]) -> Presented:
+    client_id, secret = extract_basic_authorization(request.headers)
+    if client_id and secret:
+        return Presented(client_id, secret)
+    if form.get("client_id") and form.get("client_secret"):
+        return Presented(form["client_id"], form["client_secret"])
+    return Presented(form.get("client_id") or _assertion_subject(form), None)
+
+
+def _assertion_subject(form: Mapping[str, str]) -> str:
+    """The unverified `sub` of a client assertion: only a key for throttling."""
+    parts = form.get("client_assertion", "").split(".")
+    if len(parts) != 3 or len(parts[1]) > 8192:
+        return ""
+    try:
+        claims = json.loads(base64.urlsafe_b64decode(parts[1] + "=" * (-len(parts[1]) % 4)))
+    except (binascii.Error, ValueError):
+        return ""
+    sub = claims.get("sub") if isinstance(claims, dict) else None
+    return sub if isinstance(sub, str) else ""
+
+
 class _Request(OAuth2Request):  # type: ignore[misc]
     """A token request already read from Starlette: authlib's API is synchronous."""
 
@@ -84,6 +175,8 @@ class _Request(OAuth2Request):  # type: ignore[misc]
         super().__init__(request.method, uri, headers=request.headers)
         self._form = form
         self.payload = BasicOAuth2Payload(dict(form))
+        # (client id, secret) once the SecretGuard has verified them.
+        self.verified_secret: tuple[str, str] | None = None
 
     @property
     def args(self) -> dict[str, str]:
@@ -115,6 +208,8 @@ class AgencyTokens(AuthorizationServer):  # type: ignore[misc]
         self._clock = clock
         self.register_grant(_ClientCredentials)
         self.register_client_auth_method(KEY_METHOD, _PrivateKeyJWT(self))
+        self.register_client_auth_method("client_secret_basic", _guard_verified(_basic_secret))
+        self.register_client_auth_method("client_secret_post", _guard_verified(_posted_secret))
         self.register_token_generator(
             "default", BearerTokenGenerator(self._access_token, expires_generator=ttl_s)
         )
@@ -166,7 +261,17 @@ class AgencyTokens(AuthorizationServer):  # type: ignore[misc]
         }
 
 
-def oauth_router(server: AgencyTokens) -> APIRouter:
+def _error_of(answer: Response) -> str:
+    if answer.status_code < 400:
+        return ""
+    try:
+        body = json.loads(bytes(answer.body))
+    except ValueError:
+        return ""
+    return str(body.get("error", "")) if isinstance(body, dict) else ""
+
+
+def oauth_router(server: AgencyTokens, guard: SecretGuard) -> APIRouter:
     router = APIRouter(tags=["agency tokens"])
 
     @router.post("/oauth2/token", summary="Access token for an agency system (client credentials)")
@@ -175,11 +280,33 @@ def oauth_router(server: AgencyTokens) -> APIRouter:
         form: dict[str, str] = {}
         if request.headers.get("content-type", "").startswith("application/x-www-form-urlencoded"):
             form = dict(parse_qsl((await request.body()).decode(), keep_blank_values=True))
-        # Off the event loop: checking a secret's scrypt hash takes tens of milliseconds.
-        answer = await asyncio.to_thread(
-            server.create_token_response, _Request(request, form, server.token_endpoint)
-        )
-        return answer  # type: ignore[no-any-return]
+        oauth_request = _Request(request, form, server.token_endpoint)
+        who = presented(request, form)
+        address = request.client.host if request.client else ""
+        try:
+            if who.secret is not None:
+                client = server.query_client(who.client_id)
+                stored = client.secret_hash if client else None
+                if await guard.verify(
+                    who.client_id, who.secret, stored, address, request.is_disconnected
+                ):
+                    oauth_request.verified_secret = (who.client_id, who.secret)
+            else:
+                guard.refuse_if_throttled(who.client_id, address)
+        except CheckRefused as exc:
+            slug = "too-many-attempts" if exc.status == 429 else "token-endpoint-busy"
+            raise Problem(
+                exc.status, slug, "Token requests refused for now; retry later", exc.reason,
+                headers={"Retry-After": str(exc.retry_after)},
+            ) from None  # fmt: skip
+        except ClientGone:
+            return Response(status_code=503)  # nobody is listening any more
+        # No hashing left in here (an assertion's signature check and our RS256 signature
+        # take about a millisecond): on the event loop, not in an unbounded thread queue.
+        answer: Response = server.create_token_response(oauth_request)
+        if who.secret is None and who.client_id and _error_of(answer) == "invalid_client":
+            await guard.record_failure(who.client_id, address)
+        return answer
 
     @router.get("/.well-known/oauth-authorization-server", summary="RFC 8414 metadata")
     async def metadata() -> dict[str, Any]:

@@ -19,6 +19,22 @@ class IdentitySettings(ServiceSettings):
     # have expired; remove it from the settings after access_token_ttl_s.
     token_retired_key_file: str = ""
     access_token_ttl_s: int = 300
+    # What checking client secrets may cost (services/identity/token_guard.py): hashing
+    # threads, how many checks may wait for one and how long, how long a verified secret
+    # is remembered, failed checks allowed per client id and per address (a burst, then
+    # so many a minute), hashes in flight per client id and per address, and how long
+    # readiness stays 503 after a request was shed.
+    token_hash_workers: int = 2
+    token_hash_queue: int = 64
+    token_hash_queue_wait_s: float = 2.0
+    token_verified_secret_ttl_s: float = 600.0
+    token_client_failures_burst: int = 20
+    token_client_failures_per_min: float = 10.0
+    token_address_failures_burst: int = 10
+    token_address_failures_per_min: float = 10.0
+    token_client_in_flight: int = 2
+    token_address_in_flight: int = 8
+    token_saturation_window_s: float = 5.0
     # catalogue/agency_clients.yaml when empty.
     agency_clients_file: str = ""
     # The national e-ID provider (OpenID Connect): only its issuer, our client id and our

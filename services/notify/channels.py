@@ -18,13 +18,12 @@ from opentelemetry.instrumentation.aiohttp_client import create_trace_config
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
+from core.outbound import DestinationRefused, OutboundClient, OutboundPolicy
 from core.signing import signature_headers
 from services.notify.models import webhook_subscriptions
 from services.notify.settings import NotifySettings
 from services.notify.sms import SmsGateway
 from services.notify.status import Outcome
-
-_MAX_REASON = 300
 
 
 class Channel(Protocol):
@@ -143,30 +142,31 @@ class SmsChannel:
 
 
 class WebhookChannel:
-    """Standard Webhooks POSTs; receivers de-duplicate on `webhook-id`, the notification id."""
+    """Standard Webhooks POSTs; receivers de-duplicate on `webhook-id`, the notification id.
+
+    Every callback goes through core.outbound: the URL and each of its addresses are checked
+    again at send time (DNS may have changed since the subscription), a redirect is a
+    permanent failure, and nothing the receiver wrote is kept, only its status code."""
 
     name = "webhook"
     span_name = "webhook send"
     idempotent = True
 
     def __init__(
-        self, settings: NotifySettings, sessions: async_sessionmaker[AsyncSession]
+        self,
+        settings: NotifySettings,
+        sessions: async_sessionmaker[AsyncSession],
+        outbound: OutboundClient | None = None,
     ) -> None:
-        self._timeout = aiohttp.ClientTimeout(total=settings.webhook_timeout_s)
         self._sessions = sessions
-        self._http: aiohttp.ClientSession | None = None
+        self._outbound = outbound or webhook_client(settings)
         self._secrets: dict[str, str] = {}
 
     async def start(self) -> None:
-        if self._http is None:
-            self._http = aiohttp.ClientSession(
-                timeout=self._timeout, trace_configs=[create_trace_config()]
-            )
+        await self._outbound.start()
 
     async def close(self) -> None:
-        http, self._http = self._http, None
-        if http is not None:
-            await http.close()
+        await self._outbound.close()
 
     async def prepare(self, rows: Sequence[dict[str, Any]]) -> None:
         ids = {r["subscription_id"] for r in rows}
@@ -179,22 +179,32 @@ class WebhookChannel:
         self._secrets = {row.id: row.secret for row in found}
 
     async def send(self, row: dict[str, Any]) -> Outcome:
-        if self._http is None:
-            raise RuntimeError("WebhookChannel.send before start()")
         secret = self._secrets.get(row["subscription_id"])
         if secret is None:
             return Outcome("permanent-failure", "the webhook subscription was deleted")
         body = row["body"].encode()
         headers = signature_headers(secret, row["id"], body) | {"Content-Type": "application/json"}
         try:
-            async with self._http.post(row["recipient"], data=body, headers=headers) as response:
-                status = response.status
-                if 200 <= status < 300:
-                    return Outcome("delivered")
-                text = (await response.text(errors="replace"))[:_MAX_REASON]
+            answer = await self._outbound.post(row["recipient"], body, headers)
+        except DestinationRefused as exc:
+            return Outcome("permanent-failure", f"callback URL refused: {exc.reason}")
         except (aiohttp.ClientError, TimeoutError) as exc:
-            return Outcome("temporary-failure", f"{type(exc).__name__}: {exc}")
-        reason = f"HTTP {status}: {text}" if text else f"HTTP {status}"
+            # The class only: some aiohttp errors quote what the receiver sent.
+            return Outcome("temporary-failure", f"no answer: {type(exc).__name__}")
+        status = answer.status
+        if 200 <= status < 300:
+            return Outcome("delivered")
+        if 300 <= status < 400:
+            return Outcome("permanent-failure", f"{answer.phrase}: redirects are not followed")
         if status in (408, 429) or status >= 500:
-            return Outcome("temporary-failure", reason)
-        return Outcome("permanent-failure", reason)
+            return Outcome("temporary-failure", answer.phrase)
+        return Outcome("permanent-failure", answer.phrase)
+
+
+def webhook_client(settings: NotifySettings) -> OutboundClient:
+    """The outbound client of callbacks, also used to check URLs at subscription time."""
+    return OutboundClient(
+        OutboundPolicy.from_settings(settings),
+        timeout_s=settings.webhook_timeout_s,
+        trace_configs=[create_trace_config()],
+    )

@@ -16,7 +16,13 @@ from core.outbox import Outbox
 from core.runtime import Runtime
 from services.notify import models
 from services.notify.api import router
-from services.notify.channels import Channel, EmailChannel, SmsChannel, WebhookChannel
+from services.notify.channels import (
+    Channel,
+    EmailChannel,
+    SmsChannel,
+    WebhookChannel,
+    webhook_client,
+)
 from services.notify.notifications import NotificationService
 from services.notify.sender import ChannelSender
 from services.notify.settings import NotifySettings
@@ -38,7 +44,11 @@ def build_app(settings: NotifySettings | None = None) -> FastAPI:
     )
     status_log = StatusLog(outbox)
     service = NotificationService(
-        runtime.sessions, load_catalogue(), status_log, sms_enabled=settings.sms_enabled
+        runtime.sessions,
+        load_catalogue(),
+        status_log,
+        sms_enabled=settings.sms_enabled,
+        intake_url=settings.intake_public_url,
     )
     consumer = EventConsumer(
         settings,
@@ -48,7 +58,12 @@ def build_app(settings: NotifySettings | None = None) -> FastAPI:
         producer=runtime.producer,
     )
     runtime.add_worker("dossier-consumer", consumer.run)
-    channels: list[Channel] = [EmailChannel(settings), WebhookChannel(settings, runtime.sessions)]
+    # One SSRF-checked client for callbacks: the API checks URLs with it, the sender posts.
+    outbound = webhook_client(settings)
+    channels: list[Channel] = [
+        EmailChannel(settings),
+        WebhookChannel(settings, runtime.sessions, outbound),
+    ]
     if settings.sms_enabled:
         channels.append(SmsChannel(settings))
     for channel in channels:
@@ -72,6 +87,8 @@ def build_app(settings: NotifySettings | None = None) -> FastAPI:
         runtime=runtime,
     )
     app.state.token_verifier = verification.verifier
+    app.state.webhook_outbound = outbound
+    app.state.webhook_max_subscriptions = settings.webhook_max_subscriptions
     ready = Depends(database_ready)
     app.include_router(router, dependencies=[Depends(require_scope(NOTIFICATIONS_READ)), ready])
     app.include_router(webhooks_router, dependencies=[ready])

@@ -9,14 +9,12 @@ terminal status: nothing loops, nothing vanishes.
 from __future__ import annotations
 
 import asyncio
-import json
 import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
-from google.protobuf.json_format import MessageToDict
 from google.protobuf.message import Message
 from google.protobuf.timestamp_pb2 import Timestamp
 from sqlalchemy import select
@@ -27,6 +25,7 @@ from core.events import Event
 from core.inbox import first_seen
 from core.storage import upsert
 from gateway.v1 import events_pb2
+from services.notify.callbacks import STATUS, callback_body
 from services.notify.models import contacts, notifications, processed_events
 from services.notify.models import webhook_subscriptions as subscriptions
 from services.notify.recipients import choose_channels
@@ -53,11 +52,13 @@ class NotificationService:
         status_log: StatusLog,
         *,
         sms_enabled: bool,
+        intake_url: str = "http://127.0.0.1:8080",
     ) -> None:
         self._sessions = sessions
         self._catalogue = catalogue
         self._status_log = status_log
         self._sms_enabled = sms_enabled
+        self._intake_url = intake_url
         # One wake-up per channel sender: a shared event cleared by one could hide it from another.
         self.waiting = {channel: asyncio.Event() for channel in CHANNELS}
 
@@ -71,6 +72,7 @@ class NotificationService:
             "vn.gov.dossier.overdue.v1",
         }
     )
+    assert frozenset(STATUS) == event_types
 
     async def handle(self, events: Sequence[Event]) -> None:
         """Every notification of a whole batch, with its first status, in one transaction."""
@@ -90,7 +92,7 @@ class NotificationService:
                 contact = by_dossier.get(event.subject)
                 subject = self._subject(event, contact)
                 rows += self._for_citizen(event, subject, contact, now)
-                rows += _for_agencies(event, subject, subscribed, now)
+                rows += self._for_agencies(event, subject, contact, subscribed, now)
             if rows:
                 await session.execute(notifications.insert(), rows)
                 await self._status_log.record(session, rows, now)
@@ -125,6 +127,32 @@ class NotificationService:
             }
             rows.append(row)
         return rows
+
+    def _for_agencies(
+        self, event: Event, subject: Subject, contact: Any, subscribed: list[Any], now: datetime
+    ) -> list[dict[str, Any]]:
+        matching = [
+            s
+            for s in subscribed
+            if s["agency_code"] == subject.agency_code and event.type in s["event_types"]
+        ]
+        if not matching:
+            return []
+        # Built from an allow-list of fields (services/notify/callbacks.py), never from the
+        # event's data: the callback goes to a URL outside the gateway.
+        procedure_code = contact["procedure_code"] if contact else None
+        body = callback_body(event, procedure_code=procedure_code, intake_url=self._intake_url)
+        return [
+            _row(event, "webhook", s["url"], now)
+            | {
+                "subscription_id": s["id"],
+                "template": subject.template,
+                "template_version": 2,
+                "subject": event.type,
+                "body": body,
+            }
+            for s in matching
+        ]
 
     async def _remember_contacts(self, session: AsyncSession, fresh: Sequence[Event]) -> None:
         values = []
@@ -209,46 +237,6 @@ def _row(event: Event, channel: str, recipient: str | None, now: datetime) -> di
         "sent_at": None,
         "in_flight_at": None,
     }
-
-
-def _for_agencies(
-    event: Event, subject: Subject, subscribed: list[Any], now: datetime
-) -> list[dict[str, Any]]:
-    matching = [
-        s
-        for s in subscribed
-        if s["agency_code"] == subject.agency_code and event.type in s["event_types"]
-    ]
-    if not matching:
-        return []
-    payload = webhook_payload(event)
-    return [
-        _row(event, "webhook", s["url"], now)
-        | {
-            "subscription_id": s["id"],
-            "template": subject.template,
-            "template_version": 1,
-            "subject": event.type,
-            "body": payload,
-        }
-        for s in matching
-    ]
-
-
-def webhook_payload(event: Event) -> str:
-    """The Standard Webhooks body: type, timestamp and the event's data, minus personal data
-    (the applicant and the form travel to agencies in transfers, not in callbacks)."""
-    data = MessageToDict(event.data, preserving_proto_field_name=True)
-    if isinstance(event.data, events_pb2.DossierSubmitted):
-        dossier = data.get("dossier", {})
-        dossier.pop("applicant", None)
-        dossier.pop("form_data", None)
-    body = {
-        "type": event.type,
-        "timestamp": event.time.astimezone(UTC).isoformat(),
-        "data": {"event_id": event.id, "dossier_code": event.subject, **data},
-    }
-    return json.dumps(body, ensure_ascii=False, separators=(",", ":"))
 
 
 def _texts(**values: str) -> dict[str, str]:

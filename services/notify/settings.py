@@ -1,9 +1,10 @@
 from __future__ import annotations
 
+from core.outbound import OutboundSettings
 from core.settings import ServiceSettings
 
 
-class NotifySettings(ServiceSettings):
+class NotifySettings(ServiceSettings, OutboundSettings):
     http_port: int = 8082
     smtp_host: str = "127.0.0.1"
     smtp_port: int = 2525
@@ -23,6 +24,11 @@ class NotifySettings(ServiceSettings):
     sms_timeout_s: float = 10.0
 
     webhook_timeout_s: float = 10.0
+    # Subscriptions one agency may hold: each is a stream of signed requests we send.
+    webhook_max_subscriptions: int = 20
+    # Where agency systems read a dossier (intake's GET /v1/dossiers/{code}, which checks
+    # the reader's rights): the link in every callback, which carries no personal data.
+    intake_public_url: str = "http://127.0.0.1:8080"
 
     # Pacing per channel (token bucket: rate and burst) and a daily cap (0: none). Over the
     # limit messages wait their turn; nothing is dropped.

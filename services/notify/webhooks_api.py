@@ -3,6 +3,10 @@
 The signing secret is generated here and shown once, in the answer to the creation; the
 agency keeps it to verify `webhook-signature`. Subscriptions are notify's own data, changed
 at run time through this API, not catalogue entries.
+
+A callback URL is someone else's input: it is checked here (422 naming why) and again at
+every send by core.outbound (DNS may change in between). An agency holds a bounded number of
+subscriptions (WEBHOOK_MAX_SUBSCRIPTIONS): each is a stream of requests the gateway makes.
 """
 
 from __future__ import annotations
@@ -11,14 +15,15 @@ import uuid
 from datetime import UTC, datetime
 from typing import Annotated
 
-from fastapi import APIRouter, Depends, Response
+from fastapi import APIRouter, Depends, Request, Response
 from pydantic import AnyHttpUrl, BaseModel, Field, field_validator
-from sqlalchemy import delete, select
+from sqlalchemy import delete, func, select, text
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from core.audit import forbidden, record_refusal
 from core.auth import WEBHOOKS_MANAGE, AgencyPrincipal, require_scope
 from core.events import EVENT_TYPES
+from core.outbound import DestinationRefused, OutboundClient
 from core.problems import PROBLEM_RESPONSES, Problem
 from core.signing import new_secret
 from services.notify.api import Sessions
@@ -61,14 +66,23 @@ assert NotificationService.event_types <= EVENT_TYPES.keys()
 Agency = Annotated[AgencyPrincipal, Depends(require_scope(WEBHOOKS_MANAGE))]
 
 
+def outbound(request: Request) -> OutboundClient:
+    client: OutboundClient = request.app.state.webhook_outbound
+    return client
+
+
+Outbound = Annotated[OutboundClient, Depends(outbound)]
+
+
 @router.post(
     "", status_code=201, response_model=CreatedSubscriptionOut, responses=PROBLEM_RESPONSES
 )
 async def create_subscription(
-    body: SubscriptionIn, agency: Agency, sessions: Sessions
+    body: SubscriptionIn, agency: Agency, sessions: Sessions, client: Outbound, request: Request
 ) -> CreatedSubscriptionOut:
     """Subscribe an agency system; the answer carries the signing secret, this once. An
-    agency subscribes for itself only."""
+    agency subscribes for itself only, to a public https URL (or one the operator's
+    OUTBOUND_ALLOW names), up to WEBHOOK_MAX_SUBSCRIPTIONS subscriptions."""
     if body.agency_code != agency.agency_code:
         raise forbidden(
             agency,
@@ -78,6 +92,13 @@ async def create_subscription(
             title="An agency system may only subscribe for its own agency",
             detail=f"the token is {agency.agency_code}'s, the subscription {body.agency_code}'s",
         )
+    try:
+        await client.check(str(body.url))
+    except DestinationRefused as exc:
+        raise Problem(
+            422, "callback-url-refused", "The gateway does not call this URL", exc.reason
+        ) from exc
+    limit: int = request.app.state.webhook_max_subscriptions
     row = {
         "id": str(uuid.uuid4()),
         "agency_code": body.agency_code,
@@ -87,8 +108,28 @@ async def create_subscription(
         "created_at": datetime.now(UTC),
     }
     async with sessions.begin() as session:
+        if await _held_by(session, body.agency_code) >= limit:
+            raise Problem(
+                409,
+                "subscription-limit-reached",
+                "The agency holds as many subscriptions as it may",
+                f"at most {limit} subscriptions per agency; delete one first",
+                limit=limit,
+            )
         await session.execute(subscriptions.insert().values(row))
     return CreatedSubscriptionOut.model_validate(row)
+
+
+async def _held_by(session: AsyncSession, agency_code: str) -> int:
+    """How many subscriptions the agency holds; on PostgreSQL its creations take turns
+    until the transaction ends, so two at once cannot both take the last place."""
+    if session.get_bind().dialect.name == "postgresql":
+        key = f"notify.webhook-subscriptions:{agency_code}"
+        await session.execute(text("SELECT pg_advisory_xact_lock(hashtext(:key))"), {"key": key})
+    count = await session.scalar(
+        select(func.count()).where(subscriptions.c.agency_code == agency_code)
+    )
+    return int(count or 0)
 
 
 @router.get("", response_model=list[SubscriptionOut], responses=PROBLEM_RESPONSES)

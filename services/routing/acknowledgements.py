@@ -13,6 +13,8 @@ from datetime import UTC, datetime
 from typing import Annotated
 
 from fastapi import APIRouter, Depends, Query, Request
+from opentelemetry import trace
+from opentelemetry.trace import Link
 from pydantic import BaseModel
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
@@ -20,9 +22,11 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from core.audit import forbidden
 from core.auth import DEAD_LETTERS_MANAGE, TRANSFERS_REPORT, AgencyPrincipal, require_scope
 from core.problems import PROBLEM_RESPONSES, Problem
+from core.telemetry import context_from_carrier
 from services.routing.models import transfers
 
 router = APIRouter(prefix="/v1", tags=["agency"])
+tracer = trace.get_tracer("gateway.routing")
 
 
 class AcknowledgementOut(BaseModel):
@@ -70,7 +74,7 @@ async def acknowledge(
     async with sessions.begin() as session:
         row = (
             await session.execute(
-                select(transfers.c.agency_code)
+                select(transfers.c.agency_code, transfers.c.dossier_code, transfers.c.trace)
                 .where(transfers.c.transfer_id == transfer_id)
                 .with_for_update()
             )
@@ -100,6 +104,14 @@ async def acknowledge(
             )
             assert first is not None  # only set, never cleared
             return AcknowledgementOut(transfer_id=transfer_id, acknowledged_at=first, replayed=True)
+        # The agency's request comes with a trace of its own: mark the first acknowledgement
+        # in the dossier's trace, linked to the request's (as the outcome callback does).
+        tracer.start_span(
+            "transfer acknowledged",
+            context=context_from_carrier(row.trace),
+            links=[Link(trace.get_current_span().get_span_context())],
+            attributes={"dossier.code": row.dossier_code, "agency.code": row.agency_code},
+        ).end()
     return AcknowledgementOut(transfer_id=transfer_id, acknowledged_at=now, replayed=False)
 
 

@@ -58,7 +58,12 @@ def test_one_trace_covers_intake_kafka_routing_agencies_and_notify(
         # for the last one's (notify may export before routing does).
         found = spans.spans(trace_id)
         seen = Counter(s.name for s in found)
-        expected = {"smtp send": 5, "transfer deliver": 3, "dossier step completed": 3}
+        expected = {
+            "smtp send": 5,
+            "transfer deliver": 3,
+            "transfer acknowledged": 3,
+            "dossier step completed": 3,
+        }
         return found if all(seen[n] >= c for n, c in expected.items()) else None
 
     trace = eventually(complete_trace, timeout=30)
@@ -68,7 +73,16 @@ def test_one_trace_covers_intake_kafka_routing_agencies_and_notify(
     assert names[("intake", "POST /v1/dossiers")] == 1
     assert names[("routing", "transfer deliver")] == 3
     assert names[("routing", "dossier step completed")] == 3
+    # The agencies' callbacks come with traces of their own; both land in the dossier's.
+    assert names[("routing", "transfer acknowledged")] == 3
     assert names[("notify", "smtp send")] == 5
+    # The trace arrived whole although its services export by different OTLP transports
+    # (tests/conftest.py): intake and notify over http/protobuf, routing over gRPC.
+    assert {(s.service, s.protocol) for s in trace} == {
+        ("intake", "http/protobuf"),
+        ("routing", "grpc"),
+        ("notify", "http/protobuf"),
+    }
 
     # Kafka hops: every consumer span is the child of a producer span of this trace.
     by_id = {s.span_id: s for s in trace}

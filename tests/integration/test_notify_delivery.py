@@ -5,13 +5,10 @@ from __future__ import annotations
 
 import json
 import signal
-import threading
 import uuid
 from collections import Counter
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from typing import ClassVar
 
 import httpx
 import pytest
@@ -23,6 +20,7 @@ from devstack.stack import Stack
 from gateway.v1 import events_pb2
 from tests.support.flows import DESK, as_agency, eventually, mails_to
 from tests.support.notify import (
+    callbacks_at,
     mail_behaviour,
     notification,
     publish,
@@ -33,6 +31,9 @@ from tests.support.notify import (
     stamp,
     status_events,
     submitted,
+    subscribe,
+    unsubscribe,
+    webhook_receiver,
 )
 
 # Test-sized pacing of the SMS channel (tests/conftest.py).
@@ -270,7 +271,8 @@ def test_webhook_subscriptions_show_their_secret_once(stack: Stack) -> None:
     url = stack.url("notify") + "/v1/webhook-subscriptions"
     body = {
         "agency_code": "000.21.31.H22",
-        "url": "https://hotich.example.gov.vn/hooks",
+        # The sandbox's receiver: a public name would be resolved (DNS) at subscription time.
+        "url": webhook_receiver(stack, "secret-once"),
         "event_types": ["vn.gov.dossier.routed.v1"],
     }
     justice = as_agency(stack, "000.21.31.H22")
@@ -294,52 +296,24 @@ def test_webhook_subscriptions_show_their_secret_once(stack: Stack) -> None:
     assert gone.headers["content-type"] == "application/problem+json"
 
 
-class _Callbacks(BaseHTTPRequestHandler):
-    received: ClassVar[list[tuple[bytes, dict[str, str]]]] = []
-
-    def do_POST(self) -> None:
-        body = self.rfile.read(int(self.headers["Content-Length"]))
-        self.received.append((body, dict(self.headers.items())))
-        self.send_response(204)
-        self.end_headers()
-
-    def log_message(self, *args: object) -> None:
-        pass
-
-
-@pytest.fixture
-def agency_system() -> Iterator[str]:
-    """An agency's callback endpoint in the test process, on a free port."""
-    server = ThreadingHTTPServer(("127.0.0.1", 0), _Callbacks)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    yield f"http://127.0.0.1:{server.server_address[1]}/hooks"
-    server.shutdown()
-    server.server_close()
-
-
-def test_a_subscribed_agency_gets_signed_callbacks_once(
-    stack: Stack, kafka: KafkaBroker, agency_system: str
-) -> None:
-    subscription = httpx.post(
-        stack.url("notify") + "/v1/webhook-subscriptions",
-        json={
-            "agency_code": "000.21.31.H22",
-            "url": agency_system,
-            "event_types": ["vn.gov.dossier.routed.v1"],
-        },
-        headers=as_agency(stack, "000.21.31.H22"),
-        timeout=10,
-    ).json()
+def test_a_subscribed_agency_gets_signed_callbacks_once(stack: Stack, kafka: KafkaBroker) -> None:
+    receiver = webhook_receiver(stack, "once")
+    created = subscribe(stack, "000.21.31.H22", receiver, "vn.gov.dossier.routed.v1")
+    assert created.status_code == 201, created.text
+    subscription = created.json()
     dossier = code("hook")
     event = routed(dossier)
-    publish(kafka.bootstrap_servers, [submitted(dossier, email="hook@example.vn"), event, event])
-    found = eventually(lambda: settled(stack, dossier, 3))
+    try:
+        publish(
+            kafka.bootstrap_servers, [submitted(dossier, email="hook@example.vn"), event, event]
+        )
+        found = eventually(lambda: settled(stack, dossier, 3))
+    finally:
+        unsubscribe(stack, "000.21.31.H22", subscription["id"])
     [callback] = [n for n in found if n["channel"] == "webhook"]
     assert (callback["status"], callback["event_id"]) == ("delivered", event.id)
-    mine = [(b, h) for b, h in _Callbacks.received if dossier.encode() in b]
-    assert len(mine) == 1
-    body, headers = mine[0]
-    verify_signature(subscription["secret"], body, {k.lower(): v for k, v in headers.items()})
+    [received] = callbacks_at(receiver)
+    body, headers = received["body"].encode(), received["headers"]
+    verify_signature(subscription["secret"], body, headers)
     assert headers["webhook-id"] == callback["id"]
     assert json.loads(body)["data"]["agency_code"] == "000.21.31.H22"

@@ -1,9 +1,11 @@
 """Helpers for notify's end-to-end tests: publish dossier events straight to Kafka (as
-intake and routing would), read the SMS sandbox and notify's status API."""
+intake and routing would), read the SMS sandbox, the webhook receiver and notify's status
+API, subscribe agencies to callbacks."""
 
 from __future__ import annotations
 
 import asyncio
+import uuid
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -12,7 +14,7 @@ import httpx
 from core.events import Event, from_kafka, new_event
 from devstack.stack import Stack
 from gateway.v1 import dossier_pb2, events_pb2
-from tests.support.flows import as_operator, steer_sandbox
+from tests.support.flows import as_agency, as_operator, steer_sandbox
 from tests.support.kafka import TOPIC, at_least, keyed, publish, read_topic, stamp
 
 __all__ = ["publish"]  # the tests publish events through here, beside the builders
@@ -110,3 +112,36 @@ def status_events(bootstrap: str, dossier_code: str, expected: int) -> list[Any]
         read_topic(bootstrap, TOPIC, keyed(dossier_code, kind), at_least(expected))
     )
     return [from_kafka(r.key, r.value, dict(r.headers)).data for r in records]
+
+
+def webhook_receiver(stack: Stack, tag: str) -> str:
+    """A fresh callback URL at the sandbox's webhook receiver (the one local path notify may
+    call: OUTBOUND_ALLOW in devstack/stack.py), and its name for callbacks_at()."""
+    return f"{stack.url('sandbox')}/webhooks/{tag}-{uuid.uuid4().hex[:8]}"
+
+
+def callbacks_at(url: str) -> list[dict[str, Any]]:
+    """What the sandbox receiver at `url` was sent: body (text) and headers, oldest first."""
+    response = httpx.get(url, timeout=10)
+    response.raise_for_status()
+    received: list[dict[str, Any]] = response.json()
+    return received
+
+
+def subscribe(stack: Stack, agency_code: str, url: str, *event_types: str) -> httpx.Response:
+    return httpx.post(
+        stack.url("notify") + "/v1/webhook-subscriptions",
+        json={"agency_code": agency_code, "url": url, "event_types": list(event_types)},
+        headers=as_agency(stack, agency_code),
+        timeout=15,
+    )
+
+
+def unsubscribe(stack: Stack, agency_code: str, subscription_id: str) -> None:
+    """Stop a test's subscription, so later tests' dossiers are not called back to it."""
+    response = httpx.delete(
+        f"{stack.url('notify')}/v1/webhook-subscriptions/{subscription_id}",
+        headers=as_agency(stack, agency_code),
+        timeout=10,
+    )
+    assert response.status_code in (204, 404), response.text

@@ -13,9 +13,11 @@ from joserfc import jwt
 from joserfc.jwk import RSAKey
 
 from core.auth import TokenVerifier
+from core.problems import install_problem_handlers
 from services.identity.clients import AgencyClient, hash_secret, load_clients
 from services.identity.keys import SigningKeys, generate_key, load_signing_keys
-from services.identity.oauth import AgencyTokens, oauth_router
+from services.identity.oauth import MAX_ASSERTION_LIFETIME_S, AgencyTokens, oauth_router
+from services.identity.token_guard import GuardLimits, SecretGuard
 
 ISSUER = "http://127.0.0.1:8083"
 TOKEN_URL = ISSUER + "/oauth2/token"
@@ -44,7 +46,10 @@ def server() -> AgencyTokens:
 @pytest.fixture(scope="module")
 def client(server: AgencyTokens) -> Iterator[TestClient]:
     app = FastAPI()
-    app.include_router(oauth_router(server))
+    install_problem_handlers(app)
+    # Throttling has its own tests (test_token_guard.py): this module fails on purpose a lot.
+    generous = GuardLimits(client_failures_burst=1000, address_failures_burst=1000)
+    app.include_router(oauth_router(server, SecretGuard(generous)))
     with TestClient(app, base_url=ISSUER) as test_client:
         yield test_client
 
@@ -140,6 +145,43 @@ def test_a_bad_assertion_is_refused(client: TestClient, claims: dict[str, Any]) 
     answer = client.post("/oauth2/token", data=with_assertion(assertion(**claims)))
     assert answer.status_code == 400, answer.text
     assert answer.json()["error"] == "invalid_client"
+
+
+@pytest.mark.parametrize(
+    "lifetime",
+    [
+        {"iat": int(time.time()), "exp": int(time.time()) + 10 * 365 * 86400},  # ten years
+        {"iat": int(time.time()) - 3600, "exp": int(time.time()) + 60},  # made an hour ago
+        {"iat": None, "exp": int(time.time()) + MAX_ASSERTION_LIFETIME_S + 600},  # no iat
+        {"exp": None},
+    ],
+)
+def test_a_long_lived_assertion_is_refused(client: TestClient, lifetime: dict[str, Any]) -> None:
+    now = int(time.time())
+    body = {"iss": "motcua", "sub": "motcua", "aud": TOKEN_URL, "iat": now, "exp": now + 60}
+    body |= {"jti": f"long-{time.monotonic_ns()}"} | lifetime
+    body = {k: v for k, v in body.items() if v is not None}
+    token = jwt.encode({"alg": "RS256", "kid": AGENCY_KEY.kid or ""}, body, AGENCY_KEY)
+    answer = client.post("/oauth2/token", data=with_assertion(token))
+    assert answer.status_code == 400, answer.text
+    assert answer.json()["error"] == "invalid_client"
+
+
+def test_an_assertion_of_the_full_lifetime_is_accepted(client: TestClient) -> None:
+    now = int(time.time())
+    token = assertion(iat=now, exp=now + MAX_ASSERTION_LIFETIME_S)
+    assert client.post("/oauth2/token", data=with_assertion(token)).status_code == 200
+
+
+def test_unknown_and_known_ids_get_the_same_refusal(client: TestClient) -> None:
+    """Nothing in the answer tells an id that exists from one that does not."""
+    form = {"grant_type": "client_credentials"}
+    known = client.post("/oauth2/token", data=form, auth=("hotich", "guess-1"))
+    unknown = client.post("/oauth2/token", data=form, auth=("nobody", "guess-1"))
+    assert (known.status_code, known.json()) == (unknown.status_code, unknown.json())
+    forged = assertion(iss="nobody", sub="nobody")
+    by_unknown = client.post("/oauth2/token", data=with_assertion(forged))
+    assert "does not exist" not in by_unknown.text
 
 
 def test_an_assertion_signed_by_another_key_is_refused(client: TestClient) -> None:

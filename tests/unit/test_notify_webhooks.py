@@ -1,5 +1,6 @@
 """Notify's webhook channel against a real HTTP receiver: signed so that an agency can
-verify with core.signing (any Standard Webhooks library), and classified for retrying."""
+verify with core.signing (any Standard Webhooks library), classified for retrying, never
+redirected, never keeping what the receiver wrote, and carrying no personal data."""
 
 from __future__ import annotations
 
@@ -15,11 +16,11 @@ from fastapi import FastAPI, Request, Response
 from core.events import new_event
 from core.signing import SignatureError, new_secret, verify_signature
 from core.storage import create_engine, create_tables, session_factory
-from gateway.v1 import dossier_pb2, events_pb2
+from gateway.v1 import dossier_pb2, events_pb2, registry_pb2
 from sandbox.runner import AppServer, bind_socket
+from services.notify.callbacks import callback_body
 from services.notify.channels import WebhookChannel
 from services.notify.models import metadata, webhook_subscriptions
-from services.notify.notifications import webhook_payload
 from services.notify.settings import NotifySettings
 
 SECRET = new_secret()
@@ -29,6 +30,8 @@ class Receiver:
     def __init__(self) -> None:
         self.requests: list[tuple[bytes, dict[str, str]]] = []
         self.answer = 204
+        self.location = ""
+        self.text = ""
 
 
 @pytest.fixture
@@ -36,17 +39,18 @@ async def receiver() -> AsyncIterator[tuple[Receiver, str]]:
     state = Receiver()
     app = FastAPI()
 
-    @app.post("/callbacks")
-    async def callback(request: Request) -> Response:
+    @app.post("/callbacks/{name}")
+    async def callback(name: str, request: Request) -> Response:
         state.requests.append((await request.body(), dict(request.headers)))
-        return Response(status_code=state.answer)
+        headers = {"Location": state.location} if state.location else None
+        return Response(state.text, status_code=state.answer, headers=headers)
 
     async with AppServer(app, bind_socket("127.0.0.1", 0)) as server:
-        yield state, f"{server.url}/callbacks"
+        yield state, f"{server.url}/callbacks/"
 
 
 @pytest.fixture
-async def channel(tmp_path: Path) -> AsyncIterator[WebhookChannel]:
+async def channel(tmp_path: Path, receiver: tuple[Receiver, str]) -> AsyncIterator[WebhookChannel]:
     engine = create_engine(f"sqlite+aiosqlite:///{tmp_path / 'notify.db'}")
     await create_tables(engine, metadata)
     sessions = session_factory(engine)
@@ -61,7 +65,9 @@ async def channel(tmp_path: Path) -> AsyncIterator[WebhookChannel]:
                 created_at=datetime.now(UTC),
             )
         )
-    webhooks = WebhookChannel(NotifySettings(webhook_timeout_s=2), sessions)
+    # The receiver's path is allow-listed, as the local stack does for the sandbox's.
+    settings = NotifySettings(webhook_timeout_s=2, outbound_allow=receiver[1])
+    webhooks = WebhookChannel(settings, sessions)
     await webhooks.start()
     yield webhooks
     await webhooks.close()
@@ -78,7 +84,7 @@ def notification(url: str, subscription_id: str = "sub-1") -> dict[str, Any]:
         "id": "notification-1",
         "subscription_id": subscription_id,
         "recipient": url,
-        "body": webhook_payload(event),
+        "body": callback_body(event, procedure_code="P", intake_url="http://intake"),
     }
 
 
@@ -86,7 +92,7 @@ async def test_a_callback_is_signed_so_the_agency_can_verify_it(
     receiver: tuple[Receiver, str], channel: WebhookChannel
 ) -> None:
     state, url = receiver
-    row = notification(url)
+    row = notification(url + "a")
     await channel.prepare([row])
     outcome = await channel.send(row)
     assert outcome.status == "delivered"
@@ -111,19 +117,56 @@ async def test_answers_are_classified(
 ) -> None:
     state, url = receiver
     state.answer = answer
-    row = notification(url)
+    state.text = "stack trace of the receiver"
+    row = notification(url + "a")
     await channel.prepare([row])
     outcome = await channel.send(row)
     assert outcome.status == status
     assert outcome.reason is not None
-    assert f"HTTP {answer}" in outcome.reason
+    assert outcome.reason.startswith(f"HTTP {answer} ")
+    assert "stack trace" not in outcome.reason
+
+
+async def test_a_redirect_is_a_permanent_failure_and_is_not_followed(
+    receiver: tuple[Receiver, str], channel: WebhookChannel
+) -> None:
+    state, url = receiver
+    state.answer, state.location, state.text = 302, url + "elsewhere", "internal page"
+    row = notification(url + "a")
+    await channel.prepare([row])
+    outcome = await channel.send(row)
+    assert (outcome.status, outcome.reason) == (
+        "permanent-failure",
+        "HTTP 302 Found: redirects are not followed",
+    )
+    assert len(state.requests) == 1
+
+
+async def test_a_url_outside_the_allow_list_is_refused_at_send_time(
+    receiver: tuple[Receiver, str], channel: WebhookChannel
+) -> None:
+    state, url = receiver
+    # Same host and port as the allowed receiver, another path (e.g. a subscription made
+    # before the check existed): nothing is sent.
+    row = notification(url.replace("/callbacks/", "/admin"))
+    await channel.prepare([row])
+    outcome = await channel.send(row)
+    assert outcome.status == "permanent-failure"
+    assert outcome.reason == "callback URL refused: callbacks go over https"
+    https = notification(url.replace("http://", "https://").replace("/callbacks/", "/admin"))
+    outcome = await channel.send(https)
+    assert (outcome.status, outcome.reason) == (
+        "permanent-failure",
+        "callback URL refused: 127.0.0.1 is a loopback address",
+    )
+    assert state.requests == []
 
 
 async def test_a_deleted_subscription_is_a_permanent_failure_and_nothing_is_sent(
     receiver: tuple[Receiver, str], channel: WebhookChannel
 ) -> None:
     state, url = receiver
-    row = notification(url, subscription_id="gone")
+    row = notification(url + "a", subscription_id="gone")
     await channel.prepare([row])
     outcome = await channel.send(row)
     assert outcome.status == "permanent-failure"
@@ -131,13 +174,36 @@ async def test_a_deleted_subscription_is_a_permanent_failure_and_nothing_is_sent
 
 
 def test_callbacks_carry_no_personal_data() -> None:
+    residence = registry_pb2.Residence(
+        personal_id="001090012345",
+        full_name="Nguyễn Thị Lan",
+        birth_date="1990-04-12",
+    )
     dossier = dossier_pb2.Dossier(
         code="X-1",
         procedure_code="P",
-        applicant=dossier_pb2.Applicant(personal_id="001090012345", full_name="Nguyễn Thị Lan"),
+        receiving_agency_code="000.00.01.H22",
+        applicant=dossier_pb2.Applicant(
+            personal_id="001090012345",
+            full_name="Nguyễn Thị Lan",
+            email="lan@example.vn",
+            phone="+84912345678",
+        ),
+        residence=residence,
     )
+    dossier.form_data.update({"mother_full_name": "Nguyễn Thị Lan"})
     event = new_event(events_pb2.DossierSubmitted(dossier=dossier), source="/i", dossier_code="X-1")
-    body = webhook_payload(event)
-    assert "001090012345" not in body
-    assert "Nguyễn" not in body
-    assert json.loads(body)["data"]["dossier"]["procedure_code"] == "P"
+    body = callback_body(event, procedure_code=None, intake_url="https://gw.example/intake/")
+    for personal in ("001090012345", "Nguyễn", "1990-04-12", "lan@example", "912345678"):
+        assert personal not in body
+    data = json.loads(body)["data"]
+    assert set(data) == {
+        "event_id",
+        "dossier_code",
+        "status",
+        "link",
+        "procedure_code",
+        "agency_code",
+    }
+    assert (data["procedure_code"], data["status"]) == ("P", "received")
+    assert data["link"] == "https://gw.example/intake/v1/dossiers/X-1"

@@ -8,11 +8,13 @@ from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import parse_qsl
 
+import aiohttp
 import httpx
 import pytest
 from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse, Response
 
+from sandbox.agency_tokens import AgencyTokens, TokenRefused
 from sandbox.runner import AppServer, Sandbox, bind_socket
 from sandbox.settings import SandboxSettings
 from tests.unit.test_sandbox_agency import AGENCY, deliver, transfer
@@ -25,14 +27,21 @@ class Gateway:
     token_requests: list[dict[str, str]] = field(default_factory=list)
     valid: set[str] = field(default_factory=set)
     outcomes: asyncio.Queue[str] = field(default_factory=asyncio.Queue)
+    token_delay_s: float = 0.0
+    # (status, Retry-After) to answer token requests with instead of a token.
+    refuse_with: tuple[int, str] | None = None
 
     def app(self) -> FastAPI:
         app = FastAPI()
 
-        @app.post("/oauth2/token")
-        async def token(request: Request) -> dict[str, Any]:
+        @app.post("/oauth2/token", response_model=None)
+        async def token(request: Request) -> dict[str, Any] | Response:
             form = dict(parse_qsl((await request.body()).decode()))
             self.token_requests.append(form)
+            await asyncio.sleep(self.token_delay_s)
+            if self.refuse_with:
+                status, retry_after = self.refuse_with
+                return JSONResponse({"title": "busy"}, status, {"Retry-After": retry_after})
             issued = f"token-{len(self.token_requests)}"
             self.valid.add(issued)
             return {"access_token": issued, "token_type": "Bearer", "expires_in": 300}
@@ -46,6 +55,9 @@ class Gateway:
             return Response(status_code=200)
 
         return app
+
+
+CLIENTS = {AGENCY: {"client_id": "so-tnmt", "client_secret": "s3cret"}}
 
 
 @pytest.fixture
@@ -94,3 +106,28 @@ async def test_a_refused_token_is_replaced_once(
     fake.valid.clear()  # e.g. the gateway rotated its key
     await deliver(http, transfer("tr-d", base))
     assert await asyncio.wait_for(fake.outcomes.get(), 5) == "tr-d token-2"
+
+
+async def test_callbacks_waiting_for_a_token_share_one_fetch() -> None:
+    fake = Gateway(token_delay_s=0.3)
+    async with (
+        AppServer(fake.app(), bind_socket("127.0.0.1", 0)) as server,
+        aiohttp.ClientSession() as session,
+    ):
+        tokens = AgencyTokens(f"{server.url}/oauth2/token", CLIENTS, lambda: session)
+        headers = await asyncio.gather(*(tokens.authorization(AGENCY) for _ in range(50)))
+        assert len(fake.token_requests) == 1
+        assert headers == [{"Authorization": "Bearer token-1"}] * 50
+
+
+async def test_a_refusal_with_retry_after_is_respected_by_every_waiter() -> None:
+    fake = Gateway(refuse_with=(503, "30"))
+    async with (
+        AppServer(fake.app(), bind_socket("127.0.0.1", 0)) as server,
+        aiohttp.ClientSession() as session,
+    ):
+        tokens = AgencyTokens(f"{server.url}/oauth2/token", CLIENTS, lambda: session)
+        for _ in range(3):
+            with pytest.raises(TokenRefused):
+                await tokens.authorization(AGENCY)
+        assert len(fake.token_requests) == 1

@@ -48,3 +48,25 @@ async def test_a_sqlite_file_pool_takes_the_service_size_and_outwaits_the_write_
     for connection in held:
         await connection.close()
     await engine.dispose()
+
+
+@pytest.mark.parametrize("existing", [False, True])
+async def test_sqlite_files_are_readable_by_their_owner_only(
+    tmp_path: Path, existing: bool
+) -> None:
+    database = tmp_path / "var" / "identity.db"
+    if existing:  # made before the rule, world-readable
+        database.parent.mkdir()
+        database.touch(mode=0o644)
+    engine = create_engine(f"sqlite+aiosqlite:///{database}")
+    await create_tables(engine, metadata)
+    async with engine.begin() as conn:
+        await conn.execute(moments.insert().values(id=1, at=datetime.now(UTC)))
+        modes = _modes(tmp_path / "var")
+    await engine.dispose()
+    assert "identity.db-wal" in modes
+    assert set(modes.values()) == {oct(0o600)}, modes
+
+
+def _modes(directory: Path) -> dict[str, str]:
+    return {f.name: oct(f.stat().st_mode & 0o777) for f in directory.glob("identity.db*")}

@@ -1,0 +1,57 @@
+"""Stand-in agency system taking the gateway's webhook callbacks.
+
+Each receiver is a name under /webhooks/ (`POST /webhooks/{name}`); it keeps what it was sent
+for inspection (`GET /webhooks/{name}`) and answers as told (`PUT /webhooks/{name}/behaviour`):
+a status, a Location, a body. A receiver that answers a redirect with a chatty body is how the
+tests show that notify neither follows redirects nor keeps what a receiver wrote. The local
+stack lets notify call this path, and only this path, of the sandbox (OUTBOUND_ALLOW).
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from datetime import UTC, datetime
+from typing import Any
+
+from fastapi import APIRouter, Request, Response
+from pydantic import BaseModel, Field
+
+
+class BehaviourIn(BaseModel):
+    status: int = Field(default=204, ge=200, le=599)
+    location: str | None = None
+    body: str = ""
+
+
+class WebhookStore:
+    def __init__(self) -> None:
+        self.received: defaultdict[str, list[dict[str, Any]]] = defaultdict(list)
+        self.behaviour: dict[str, BehaviourIn] = {}
+
+
+def webhooks_router(store: WebhookStore) -> APIRouter:
+    router = APIRouter(prefix="/webhooks", tags=["webhooks"])
+
+    @router.post("/{name}")
+    async def receive(name: str, request: Request) -> Response:
+        store.received[name].append(
+            {
+                "body": (await request.body()).decode(errors="replace"),
+                "headers": dict(request.headers),
+                "received_at": datetime.now(UTC).isoformat(timespec="milliseconds"),
+            }
+        )
+        behaviour = store.behaviour.get(name, BehaviourIn())
+        headers = {"Location": behaviour.location} if behaviour.location else None
+        return Response(behaviour.body, status_code=behaviour.status, headers=headers)
+
+    @router.get("/{name}")
+    async def received(name: str) -> list[dict[str, Any]]:
+        return list(store.received.get(name, []))
+
+    @router.put("/{name}/behaviour")
+    async def set_behaviour(name: str, body: BehaviourIn) -> dict[str, Any]:
+        store.behaviour[name] = body
+        return body.model_dump()
+
+    return router

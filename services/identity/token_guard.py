@@ -1,0 +1,289 @@
+"""What a client secret check may cost identity: one mechanism against guessing and storms.
+
+A secret check is an scrypt hash (tens of milliseconds of a core, by design). Unguarded, a
+flood of wrong secrets, or every agency's token expiring at once, queued one hash per
+request without bound: valid clients waited behind the flood, clients that had given up
+were still hashed for, and memory grew with the queue. Here, in the order a check meets
+them:
+
+1. A verified-secret cache: a client's secret that matched is remembered for a while,
+   keyed by a keyed fast hash (HMAC-SHA256 with a per-process random key) of the client id
+   and the secret, and tied to the stored hash it matched, so a changed secret no longer
+   hits. A recently verified client costs no hash, whatever else is going on.
+2. Single flight: checks of the same client id and secret already being hashed wait for
+   that one hash instead of queueing their own (a burst of one client costs one hash).
+3. Throttles before any hashing (429): per client id and per source address, failed
+   checks are paced by a token bucket (core.ratelimit: burst, then a steady rate), and
+   hashes in flight are capped, so one address cannot fill the pool.
+4. A bounded pool: a fixed number of hashing threads and a bounded queue with a wait
+   deadline; beyond either, 503 at once (the client retries after Retry-After), and a
+   request whose client has gone is dropped before its hash.
+5. Unknown client ids are hashed too, against a dummy hash, through the same path: a
+   wrong secret costs the same whether the id exists or not, so ids cannot be enumerated.
+
+Readiness says 503 while requests are being shed, so a balancer sends traffic elsewhere.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import hmac
+import math
+import secrets
+import time
+from collections import OrderedDict
+from collections.abc import AsyncIterator, Awaitable, Callable
+from concurrent.futures import ThreadPoolExecutor
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
+from typing import Generic, TypeVar
+
+from prometheus_client import Counter, Gauge
+
+from core.ratelimit import RateLimiter
+from services.identity.clients import hash_secret, secret_matches
+
+CHECKS = Counter(
+    "identity_token_secret_checks_total",
+    "Client secret checks at the token endpoint, by how they ended",
+    ["outcome"],
+)
+for _outcome in ("cached", "hashed", "joined", "throttled", "shed", "gone"):
+    CHECKS.labels(_outcome)  # every series exported from the start, at 0
+WAITING = Gauge("identity_token_hash_waiting", "Secret checks waiting for a hashing thread")
+
+K = TypeVar("K")
+V = TypeVar("V")
+
+
+class BoundedTTLMap(Generic[K, V]):
+    """A dict with a size bound (oldest out first) and an age bound per entry.
+
+    Small enough to keep here rather than add a dependency (cachetools.TTLCache would do).
+    """
+
+    def __init__(self, max_entries: int, ttl_s: float, clock: Callable[[], float]) -> None:
+        self._entries: OrderedDict[K, tuple[float, V]] = OrderedDict()
+        self._max = max_entries
+        self._ttl = ttl_s
+        self._clock = clock
+
+    def get(self, key: K) -> V | None:
+        entry = self._entries.get(key)
+        if entry is None:
+            return None
+        if entry[0] <= self._clock():
+            del self._entries[key]
+            return None
+        return entry[1]
+
+    def put(self, key: K, value: V) -> None:
+        self._entries.pop(key, None)
+        self._entries[key] = (self._clock() + self._ttl, value)
+        while len(self._entries) > self._max:
+            self._entries.popitem(last=False)
+
+    def __len__(self) -> int:
+        return len(self._entries)
+
+
+@dataclass(frozen=True)
+class GuardLimits:
+    hash_workers: int = 2
+    queue_size: int = 64
+    queue_wait_s: float = 2.0
+    verified_ttl_s: float = 600.0
+    verified_max: int = 10_000
+    # Failed checks: a burst, then so many a minute, per client id and per address.
+    client_failures_burst: int = 20
+    client_failures_per_min: float = 10.0
+    address_failures_burst: int = 10
+    address_failures_per_min: float = 10.0
+    # Hashes in flight (queued or running) per client id and per address.
+    client_in_flight: int = 2
+    address_in_flight: int = 8
+    # Not ready for this long after a request was shed.
+    saturation_window_s: float = 5.0
+    tracked_keys: int = 10_000
+
+
+class CheckRefused(Exception):
+    """Answered before any hashing: status 429 (this client or address) or 503 (all)."""
+
+    def __init__(self, status: int, retry_after_s: float, reason: str) -> None:
+        super().__init__(reason)
+        self.status = status
+        self.retry_after = max(1, math.ceil(retry_after_s))
+        self.reason = reason
+
+
+class ClientGone(Exception):
+    """The client hung up while its check waited: nobody would read the answer."""
+
+
+Disconnected = Callable[[], Awaitable[bool]]
+
+
+async def _never_gone() -> bool:
+    return False
+
+
+class SecretGuard:
+    def __init__(
+        self,
+        limits: GuardLimits | None = None,
+        *,
+        matches: Callable[[str, str], bool] = secret_matches,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self.limits = limits = limits or GuardLimits()
+        self._matches = matches
+        self._clock = clock
+        self._key = secrets.token_bytes(32)
+        # A hash of a random secret nobody knows: unknown ids are checked against it.
+        self._dummy = hash_secret(secrets.token_urlsafe(32))
+        self._pool = ThreadPoolExecutor(limits.hash_workers, thread_name_prefix="secret-hash")
+        self._slots = asyncio.Semaphore(limits.hash_workers)
+        self._waiting = 0
+        self._verified: BoundedTTLMap[bytes, str] = BoundedTTLMap(
+            limits.verified_max, limits.verified_ttl_s, clock
+        )
+        # Entries of idle keys expire once their bucket would be full again anyway.
+        idle_s = 60.0 * max(
+            limits.client_failures_burst / limits.client_failures_per_min,
+            limits.address_failures_burst / limits.address_failures_per_min,
+        )
+        self._failures: BoundedTTLMap[str, RateLimiter] = BoundedTTLMap(
+            limits.tracked_keys, idle_s, clock
+        )
+        self._in_flight: dict[str, int] = {}
+        self._joined: dict[bytes, asyncio.Future[bool]] = {}
+        self._last_shed = -math.inf
+        self._hash_s = 0.05  # running mean of one hash, for Retry-After estimates
+
+    async def verify(
+        self,
+        client_id: str,
+        secret: str,
+        stored_hash: str | None,
+        address: str,
+        gone: Disconnected = _never_gone,
+    ) -> bool:
+        """True when `secret` is the client's; raises CheckRefused or ClientGone instead
+        of hashing when the check may not be paid for now."""
+        fingerprint = hmac.new(
+            self._key, f"{client_id}\0{secret}".encode(), hashlib.sha256
+        ).digest()
+        if stored_hash and self._verified.get(fingerprint) == stored_hash:
+            CHECKS.labels("cached").inc()
+            return True
+        if (running := self._joined.get(fingerprint)) is not None:
+            CHECKS.labels("joined").inc()
+            try:
+                return await asyncio.shield(running)
+            except (CheckRefused, ClientGone):
+                pass  # the first asker's own fate (shed, hung up): check on our own
+        keys = (f"client:{client_id}", f"address:{address}")
+        self._refuse_if_throttled(keys)
+        future: asyncio.Future[bool] = asyncio.get_running_loop().create_future()
+        self._joined[fingerprint] = future
+        for key in keys:
+            self._in_flight[key] = self._in_flight.get(key, 0) + 1
+        try:
+            ok = await self._hash(secret, stored_hash or self._dummy, gone)
+            ok = ok and bool(stored_hash)
+            if ok:
+                self._verified.put(fingerprint, stored_hash or "")
+            else:
+                for key in keys:
+                    await self._charge(key)
+            future.set_result(ok)
+            return ok
+        except BaseException as exc:
+            # Joiners get their own answer next time rather than this request's refusal.
+            future.set_exception(exc if isinstance(exc, Exception) else ClientGone())
+            future.exception()  # retrieved: no "never retrieved" warning when nobody joined
+            raise
+        finally:
+            del self._joined[fingerprint]
+            for key in keys:
+                self._in_flight[key] -= 1
+                if not self._in_flight[key]:
+                    del self._in_flight[key]
+
+    async def record_failure(self, client_id: str, address: str) -> None:
+        """A failed check that did not hash (a bad client assertion): paced the same."""
+        for key in (f"client:{client_id}", f"address:{address}"):
+            await self._charge(key)
+
+    def refuse_if_throttled(self, client_id: str, address: str) -> None:
+        self._refuse_if_throttled((f"client:{client_id}", f"address:{address}"))
+
+    def saturated(self) -> bool:
+        return self._clock() - self._last_shed < self.limits.saturation_window_s
+
+    def close(self) -> None:
+        self._pool.shutdown(wait=False, cancel_futures=True)
+
+    def _refuse_if_throttled(self, keys: tuple[str, str]) -> None:
+        caps = (self.limits.client_in_flight, self.limits.address_in_flight)
+        for key, cap in zip(keys, caps, strict=True):
+            limiter = self._failures.get(key)
+            delay = limiter.delay() if limiter else 0.0
+            if delay > 0:
+                CHECKS.labels("throttled").inc()
+                raise CheckRefused(429, delay, f"too many failed attempts ({key.split(':')[0]})")
+            if self._in_flight.get(key, 0) >= cap:
+                CHECKS.labels("throttled").inc()
+                raise CheckRefused(429, 1, f"too many attempts at once ({key.split(':')[0]})")
+
+    async def _charge(self, key: str) -> None:
+        """One failure against key's bucket; an exhausted bucket just stays exhausted."""
+        limiter = self._failures.get(key)
+        if limiter is None:
+            limits = self.limits
+            if key.startswith("client:"):
+                rate, burst = limits.client_failures_per_min, limits.client_failures_burst
+            else:
+                rate, burst = limits.address_failures_per_min, limits.address_failures_burst
+            limiter = RateLimiter(rate / 60.0, burst, clock=self._clock)
+        await limiter.acquire(max_wait=0)  # never sleeps: refused at once when exhausted
+        self._failures.put(key, limiter)  # kept while failures go on
+
+    async def _hash(self, secret: str, stored_hash: str, gone: Disconnected) -> bool:
+        async with self._slot(gone):
+            started = time.monotonic()
+            loop = asyncio.get_running_loop()
+            ok = await loop.run_in_executor(self._pool, self._matches, secret, stored_hash)
+            self._hash_s = 0.8 * self._hash_s + 0.2 * (time.monotonic() - started)
+        CHECKS.labels("hashed").inc()
+        return ok
+
+    @asynccontextmanager
+    async def _slot(self, gone: Disconnected) -> AsyncIterator[None]:
+        workers = self.limits.hash_workers
+        if self._waiting >= self.limits.queue_size:
+            raise self._shed((self._waiting + workers) * self._hash_s / workers, "queue full")
+        self._waiting += 1
+        WAITING.inc()
+        try:
+            async with asyncio.timeout(self.limits.queue_wait_s):
+                await self._slots.acquire()
+        except TimeoutError:
+            raise self._shed(self.limits.queue_wait_s, "queue wait deadline passed") from None
+        finally:
+            self._waiting -= 1
+            WAITING.dec()
+        try:
+            if await gone():
+                CHECKS.labels("gone").inc()
+                raise ClientGone()
+            yield
+        finally:
+            self._slots.release()
+
+    def _shed(self, retry_after_s: float, reason: str) -> CheckRefused:
+        self._last_shed = self._clock()
+        CHECKS.labels("shed").inc()
+        return CheckRefused(503, retry_after_s, f"token endpoint saturated: {reason}")
