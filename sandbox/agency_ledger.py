@@ -158,12 +158,18 @@ class AgencyLedger:
                 )
 
     def acknowledged(self, agency_code: str, transfer_id: str) -> None:
-        """The acknowledgement went with the answer itself (a gRPC receipt)."""
-        self._db.execute(
-            "UPDATE agency_transfer SET acknowledged_at = coalesce(acknowledged_at, ?) "
-            "WHERE agency_code = ? AND transfer_id = ?",
-            (now_iso(), agency_code, transfer_id),
-        )
+        """The acknowledgement went with the answer itself (a gRPC receipt): none is owed."""
+        with transaction(self._db) as db:
+            db.execute(
+                "UPDATE agency_transfer SET acknowledged_at = coalesce(acknowledged_at, ?) "
+                "WHERE agency_code = ? AND transfer_id = ?",
+                (now_iso(), agency_code, transfer_id),
+            )
+            db.execute(
+                "DELETE FROM agency_callback "
+                "WHERE agency_code = ? AND transfer_id = ? AND what = 'acknowledgement'",
+                (agency_code, transfer_id),
+            )
 
     def record(self, agency_code: str, transfer_id: str) -> TransferRecord | None:
         row = self._db.execute(

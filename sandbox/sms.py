@@ -115,7 +115,12 @@ class SmsStore:
         (total,) = self._db.execute("SELECT coalesce(sum(resends), 0) FROM sms_message").fetchone()
         return int(total)
 
-    def messages(self, to: str | None = None) -> list[dict[str, Any]]:
+    @property
+    def messages(self) -> list[dict[str, Any]]:
+        """Every accepted message, oldest first."""
+        return self.addressed_to(None)
+
+    def addressed_to(self, to: str | None) -> list[dict[str, Any]]:
         rows = self._db.execute(
             "SELECT * FROM sms_message WHERE ?1 IS NULL OR recipient = ?1 ORDER BY seq", (to,)
         ).fetchall()
@@ -206,9 +211,9 @@ def sms_router(store: SmsStore) -> APIRouter:
     @router.get("/messages")
     async def list_messages(to: str | None = None) -> list[dict[str, Any]]:
         if to is None:
-            return store.messages()
+            return store.messages
         # An unencoded "+" in a query string arrives as a space: accept both spellings.
-        return store.messages("+" + to.strip().lstrip("+"))
+        return store.addressed_to("+" + to.strip().lstrip("+"))
 
     @router.delete("/messages", status_code=204)
     async def reset() -> Response:

@@ -95,6 +95,18 @@ def test_owed_callbacks_survive_until_settled(tmp_path: Path) -> None:
     assert record.reported_at is None
 
 
+def test_an_acknowledgement_given_with_the_answer_is_no_longer_owed(tmp_path: Path) -> None:
+    ledger = AgencyLedger(open_state(tmp_path))
+    receive(ledger, "tr-1")
+
+    ledger.acknowledged(AGENCY, "tr-1")  # a gRPC receipt
+
+    assert [o.what for o in ledger.owed()] == ["outcome"]
+    record = ledger.record(AGENCY, "tr-1")
+    assert record is not None
+    assert record.acknowledged_at is not None
+
+
 def test_mail_is_kept_across_a_restart_and_repeats_are_counted(tmp_path: Path) -> None:
     db = open_state(tmp_path)
     MailStore(db).add("no-reply@dichvucong.example.vn", ["Lan@example.vn"], mail())
@@ -126,7 +138,7 @@ def test_sms_references_and_portal_keys_are_remembered_across_a_restart(
     assert sms_store.by_reference("n-1") == sms
     sms_store.resent("n-1")
     assert sms_store.resends == 1
-    assert [m["reference"] for m in sms_store.messages("+84912345678")] == ["n-1"]
+    assert [m["reference"] for m in sms_store.addressed_to("+84912345678")] == ["n-1"]
     again = portal.push("k-1", {"MaHoSo": "HS-1", "TrangThaiHoSo": 4})
     assert again.status_code == 200
     [held] = portal.dossiers("HS-1")
