@@ -243,24 +243,20 @@ class AgencyOffice:
             while owed := self._ledger.owed(*key):
                 callback = owed[0]
                 await asyncio.sleep(max(0.0, callback.due_at - time.time()))
-                sent = await self._call_back(
-                    who, callback.what, callback.url, callback.payload, callback.transfer_id
-                )
-                self._ledger.settle(callback, sent)
+                self._ledger.settle(callback, await self._call_back(who, callback))
         finally:
             # Here rather than in a done callback (which runs a loop turn later): a callback
             # owed from now on finds no task and starts one.
             self._working.pop(key, None)
 
-    async def _call_back(
-        self, who: str, what: str, url: str, payload: dict[str, Any], transfer_id: str
-    ) -> bool:
+    async def _call_back(self, who: str, callback: Owed) -> bool:
         """POST to the gateway until it answers 2xx (True) or 4xx, or time runs out."""
+        what, url, payload = callback.what, callback.url, callback.payload
         loop = asyncio.get_running_loop()
         deadline = loop.time() + self._settings.callback_timeout_s
         # The same key on every attempt lets the gateway drop a retry it already applied.
-        headers = {"Idempotency-Key": transfer_id}
-        agency_code = who.partition("/")[0]
+        headers = {"Idempotency-Key": callback.transfer_id}
+        agency_code = callback.agency_code
         wait = FIRST_RETRY_S
         attempt = 0
         while True:
@@ -315,6 +311,13 @@ class AgencyOffice:
 
     def transfers(self, agency_code: str) -> list[dict[str, Any]]:
         return [record.as_json() for record in self._ledger.transfers(agency_code)]
+
+    def owed(self) -> list[dict[str, Any]]:
+        """The callbacks still owed to the gateway, all agencies: empty once all is told."""
+        return [
+            {"agency_code": o.agency_code, "transfer_id": o.transfer_id, "what": o.what}
+            for o in self._ledger.owed()
+        ]
 
     def summary(self) -> dict[str, dict[str, int]]:
         taken = self._ledger.summary()
@@ -377,6 +380,10 @@ def agency_router(office: AgencyOffice) -> APIRouter:
     @router.put("/{agency_code}/behaviour")
     async def set_behaviour(agency_code: str, body: BehaviourIn) -> dict[str, Any]:
         return office.set_behaviour(agency_code, body)
+
+    @router.get("/owed")
+    async def owed() -> list[dict[str, Any]]:
+        return office.owed()
 
     @router.get("")
     async def summary() -> dict[str, dict[str, int]]:

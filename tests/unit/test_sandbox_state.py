@@ -179,6 +179,8 @@ async def test_the_office_resumes_the_outcome_it_owed_after_a_restart(tmp_path: 
             with sqlite3.connect(tmp_path / FILE_NAME) as other:
                 taken = other.execute("SELECT transfer_id FROM agency_transfer").fetchall()
             assert taken == [("tr-r",)]
+            owed = (await client.get("/agencies/owed")).json()
+            assert owed == [{"agency_code": AGENCY, "transfer_id": "tr-r", "what": "outcome"}]
         assert recv.calls.empty()  # stopped while working on the step: the report is owed
 
         async with (
@@ -196,4 +198,5 @@ async def test_the_office_resumes_the_outcome_it_owed_after_a_restart(tmp_path: 
                 await asyncio.sleep(0.05)
             assert (listed["deliveries"], listed["effects"]) == (2, 1)
             assert listed["reported_at"] is not None
+            assert (await client.get("/agencies/owed")).json() == []
     assert recv.calls.empty()  # reported once
