@@ -194,12 +194,12 @@ class AgencyOffice:
         )
         if not new:
             log.info("transfer %s is a duplicate (delivery %d)", who, record.deliveries)
-            url = body.acknowledgement_url
-            if behaviour.acknowledge and record.acknowledged_at is None and url:
-                # The gateway asks again because it never heard: acknowledge (again).
-                self._ledger.owe(
-                    Owed(agency_code, transfer_id, "acknowledgement", url, {}, time.time())
-                )
+            if behaviour.acknowledge and not self._ledger.owed(agency_code, transfer_id):
+                # Nobody has it in hand (taken while silent, or its callbacks given up): the
+                # office picks it up now, owing whatever it has not told the gateway yet.
+                told = {"acknowledgement": record.acknowledged_at, "outcome": record.reported_at}
+                to_do = self._to_do(agency_code, transfer_id, body, behaviour)
+                self._ledger.owe([c for c in to_do if told[c.what] is None])
                 self._work_through(agency_code, transfer_id)
             return Taken("duplicate")
         log.info(

@@ -124,9 +124,10 @@ class AgencyLedger:
                 db.executemany(_OWE, [_values(o) for o in owed])
         return record, new
 
-    def owe(self, owed: Owed) -> None:
-        """Add a callback to the to-do, unless the same one is already there."""
-        self._db.execute(_OWE, _values(owed))
+    def owe(self, owed: list[Owed]) -> None:
+        """Add callbacks to the to-do (all or none), except those already there."""
+        with transaction(self._db) as db:
+            db.executemany(_OWE, [_values(o) for o in owed])
 
     def owed(self, agency_code: str | None = None, transfer_id: str | None = None) -> list[Owed]:
         """The to-do, acknowledgements before outcomes, oldest transfers first."""
