@@ -41,7 +41,8 @@ CREATE TABLE IF NOT EXISTS agency_transfer (
     reported_at TEXT,
     PRIMARY KEY (agency_code, transfer_id)
 );
--- The agency's to-do: callbacks still owed to the gateway, resumed at start-up.
+-- The agency's to-do: callbacks still owed to the gateway, resumed at start-up. Clustered
+-- on its key (WITHOUT ROWID): one b-tree to write per commit instead of two.
 CREATE TABLE IF NOT EXISTS agency_callback (
     agency_code TEXT NOT NULL,
     transfer_id TEXT NOT NULL,
@@ -51,7 +52,7 @@ CREATE TABLE IF NOT EXISTS agency_callback (
     -- Unix time before which it is not sent (the agency "works" on the step meanwhile).
     due_at REAL NOT NULL,
     PRIMARY KEY (agency_code, transfer_id, what)
-);
+) WITHOUT ROWID;
 CREATE TABLE IF NOT EXISTS mail_message (
     id INTEGER PRIMARY KEY AUTOINCREMENT,
     message_id TEXT NOT NULL,
