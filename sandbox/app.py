@@ -85,7 +85,7 @@ def create_app(settings: SandboxSettings | None = None, base_url: str | None = N
     app.include_router(mail_router(store))
     app.include_router(sms_router(SmsStore(state)))
     app.include_router(portal_router(PortalStore(state)))
-    app.include_router(webhooks_router(WebhookStore()))
+    app.include_router(webhooks_router(WebhookStore(state)))
     app.state.agency_inbox_server = inbox_server
     app.state.oidc = create_oidc_app(f"{base_url}/oidc", oidc_clients(settings))
     app.mount("/oidc", app.state.oidc)

@@ -1,6 +1,7 @@
 """SIGKILL the sandbox while an agency still owes the gateway its outcome report: after the
 restart the agency reports it, as a real back-office resuming its to-do would, the transfer
-is still taken once, and the mailbox and the portal still hold what they had received."""
+is still taken once, and the mailbox, the portal and the desk's webhook receiver still hold
+what they had received."""
 
 from __future__ import annotations
 
@@ -13,6 +14,7 @@ from devstack.stack import Stack
 from tests.integration.test_dossier_journey import AGENCIES
 from tests.support.agencies import behave
 from tests.support.flows import (
+    DESK,
     agency_transfers,
     chain_dossier,
     eventually,
@@ -20,6 +22,7 @@ from tests.support.flows import (
     submit,
     wait_completed,
 )
+from tests.support.notify import callbacks_at, subscribe, unsubscribe, webhook_receiver
 
 FIRST = AGENCIES[0]
 # Long enough to kill and restart the sandbox while the first agency "works" on the step.
@@ -40,6 +43,9 @@ def portal_keys(stack: Stack, code: str) -> list[str]:
 
 def test_a_killed_sandbox_reports_the_outcome_it_owed_and_forgets_nothing(stack: Stack) -> None:
     email = "sandbox-kill@example.vn"
+    receiver = webhook_receiver(stack, "restart")
+    subscription = subscribe(stack, DESK, receiver, "vn.gov.dossier.submitted.v1")
+    assert subscription.status_code == 201, subscription.text
     behave(stack, FIRST, delay_s=WORK_S)
     try:
         code = submit(stack, chain_dossier(email))
@@ -50,10 +56,13 @@ def test_a_killed_sandbox_reports_the_outcome_it_owed_and_forgets_nothing(stack:
         # The receipt and the first transfer's message; and the portal's received status.
         mails = eventually(lambda: m if len(m := mails_to(stack, email)) >= 2 else None)
         pushed = eventually(lambda: portal_keys(stack, code))
+        called = eventually(lambda: [c for c in callbacks_at(receiver) if code in c["body"]])
         assert before["reported_at"] is None
     except BaseException:
         behave(stack, FIRST)  # no kill came: the next tests want a prompt agency again
         raise
+    finally:
+        unsubscribe(stack, DESK, subscription.json()["id"])
     # The restart forgets the behaviour (tests steer it), not what was taken and owed.
     stack.stop_service("sandbox", signal.SIGKILL)
     stack.start_service("sandbox")
@@ -72,3 +81,4 @@ def test_a_killed_sandbox_reports_the_outcome_it_owed_and_forgets_nothing(stack:
     kept = [(m["id"], m["message_id"]) for m in mails_to(stack, email)]
     assert kept[: len(mails)] == [(m["id"], m["message_id"]) for m in mails]
     assert set(pushed) <= set(portal_keys(stack, code))
+    assert [c for c in callbacks_at(receiver) if code in c["body"]][: len(called)] == called
