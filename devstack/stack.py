@@ -144,6 +144,8 @@ class Stack:
                 "SANDBOX_AGENCY_SECRET": self.agency_secret,
                 "SANDBOX_KAFKA_BOOTSTRAP_SERVERS": self.kafka_bootstrap,
                 "SANDBOX_AGENCY_INBOX_TOPICS": ",".join(AGENCY_INBOX_TOPICS),
+                # What the stand-ins took and still owe survives a kill, as in real systems.
+                "SANDBOX_STATE_DIR": str(self.var_dir / "sandbox"),
             },
         }[service]
         env |= self._eid_env(service)

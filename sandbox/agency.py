@@ -4,7 +4,8 @@ One app plays all agency codes. It behaves like a well-mannered real agency syst
 verifies the gateway's signature (Standard Webhooks, with the `standardwebhooks` library as
 any agency would), de-duplicates deliveries by transfer id, acknowledges receipt and reports
 the outcome back to the gateway's callback URLs, insisting until the gateway is reachable
-again. Transfers arrive over HTTPS here, over gRPC and Kafka in sandbox/agency_inbox.py.
+again. What it took and what it still owes survive a kill (sandbox/agency_ledger.py).
+Transfers arrive over HTTPS here, over gRPC and Kafka in sandbox/agency_inbox.py.
 Tests steer its failures through the behaviour endpoint instead of patching anything.
 """
 
@@ -12,9 +13,9 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Coroutine, Mapping
+import time
+from collections.abc import Mapping
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
 from typing import Annotated, Any
 
 import aiohttp
@@ -23,6 +24,7 @@ from fastapi.responses import JSONResponse
 from pydantic import BaseModel, Field, ValidationError
 from standardwebhooks.webhooks import Webhook, WebhookVerificationError
 
+from sandbox.agency_ledger import AgencyLedger, Owed, TransferRecord
 from sandbox.agency_tokens import AgencyTokens, TokenRefused
 from sandbox.settings import SandboxSettings
 
@@ -76,35 +78,6 @@ class SignatureRefused(Exception):
     """The transfer is unsigned, or signed with another key, or altered: answered 401."""
 
 
-@dataclass
-class TransferRecord:
-    transfer_id: str
-    dossier_code: str
-    step_index: int
-    first_received_at: str
-    deliveries: int = 1
-    reported_at: str | None = None
-    channel: str = "https"
-    # The signature was checked (the sandbox has the agencies' secret) and matched.
-    verified: bool = False
-    acknowledged_at: str | None = None
-    # An officer is working on it (acknowledging, then reporting): a duplicate adds nothing.
-    in_hand: bool = False
-
-    def as_json(self) -> dict[str, Any]:
-        return {
-            "transfer_id": self.transfer_id,
-            "dossier_code": self.dossier_code,
-            "step_index": self.step_index,
-            "first_received_at": self.first_received_at,
-            "deliveries": self.deliveries,
-            "reported_at": self.reported_at,
-            "channel": self.channel,
-            "verified": self.verified,
-            "acknowledged_at": self.acknowledged_at,
-        }
-
-
 @dataclass(frozen=True)
 class Taken:
     """How the office answered a delivery: failing on purpose, a duplicate, or accepted."""
@@ -115,23 +88,23 @@ class Taken:
 
 @dataclass
 class AgencyState:
-    transfers: dict[str, TransferRecord] = field(default_factory=dict)
+    """What a restart may forget: the failures tests asked for, and how many were served."""
+
     rejected: int = 0
     behaviour: BehaviourIn = field(default_factory=BehaviourIn)
 
 
-def _now() -> str:
-    return datetime.now(UTC).isoformat(timespec="milliseconds")
-
-
 class AgencyOffice:
-    """State of all demo agencies plus the callbacks they still owe the gateway."""
+    """All demo agencies: their ledger of transfers and owed callbacks (kept in the sandbox's
+    database), and the tasks working through those callbacks."""
 
-    def __init__(self, settings: SandboxSettings) -> None:
+    def __init__(self, settings: SandboxSettings, ledger: AgencyLedger) -> None:
         self._settings = settings
+        self._ledger = ledger
         self._agencies: dict[str, AgencyState] = {}
-        # The event loop keeps only weak references to tasks; this set keeps callbacks alive.
-        self._tasks: set[asyncio.Task[None]] = set()
+        # The transfers whose callbacks a task is working through, one task per transfer.
+        # (The event loop keeps only weak references to tasks; this keeps them alive.)
+        self._working: dict[tuple[str, str], asyncio.Task[None]] = {}
         self._client: aiohttp.ClientSession | None = None
         self._tokens = AgencyTokens(settings.agency_token_url, settings.agency_clients, self._http)
 
@@ -145,7 +118,17 @@ class AgencyOffice:
     def _agency(self, agency_code: str) -> AgencyState:
         return self._agencies.setdefault(agency_code, AgencyState())
 
+    def resume(self) -> int:
+        """Take up the callbacks owed before the last stop (or kill); how many transfers."""
+        keys = dict.fromkeys((o.agency_code, o.transfer_id) for o in self._ledger.owed())
+        for agency_code, transfer_id in keys:
+            self._work_through(agency_code, transfer_id)
+        if keys:
+            log.info("resuming the callbacks owed for %d transfers", len(keys))
+        return len(keys)
+
     async def close(self) -> None:
+        # The owed callbacks stay in the ledger: the next start resumes them.
         await self._cancel_callbacks()
         if self._client is not None:
             await self._client.close()
@@ -154,13 +137,14 @@ class AgencyOffice:
     async def reset(self) -> None:
         await self._cancel_callbacks()
         self._agencies.clear()
+        self._ledger.clear()
 
     async def _cancel_callbacks(self) -> None:
-        tasks = list(self._tasks)
+        tasks = list(self._working.values())
         for task in tasks:
             task.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
-        self._tasks.clear()
+        self._working.clear()
 
     def verify(self, body: bytes, headers: Mapping[str, str]) -> bool:
         """True when the signature matches; False when the sandbox has no secret to check."""
@@ -182,11 +166,15 @@ class AgencyOffice:
         return True
 
     def record_of(self, agency_code: str, transfer_id: str) -> TransferRecord | None:
-        return self._agency(agency_code).transfers.get(transfer_id)
+        return self._ledger.record(agency_code, transfer_id)
+
+    def acknowledged(self, agency_code: str, transfer_id: str) -> None:
+        self._ledger.acknowledged(agency_code, transfer_id)
 
     def take(
         self, agency_code: str, transfer_id: str, body: TransferIn, channel: str, verified: bool
     ) -> Taken:
+        """Record the delivery durably, then say how to answer it (never the other way)."""
         agency = self._agency(agency_code)
         behaviour = agency.behaviour
         who = f"{agency_code}/{transfer_id}"
@@ -195,28 +183,25 @@ class AgencyOffice:
             agency.rejected += 1
             log.info("transfer %s rejected with %d on request", who, behaviour.fail_status)
             return Taken("failing", behaviour.fail_status)
-        record = agency.transfers.get(transfer_id)
-        if record is not None:
-            record.deliveries += 1
-            log.info("transfer %s is a duplicate (delivery %d)", who, record.deliveries)
-            if behaviour.acknowledge and record.reported_at is None and not record.in_hand:
-                # Taken while the office was silent: it picks the dossier up now.
-                delay = self._delay(behaviour)
-                note = f"Đã giải quyết xong bước {body.step.name}".rstrip()
-                self._spawn(who, self._work(who, record, body, note, delay))
-            elif behaviour.acknowledge and record.acknowledged_at is None:
-                self._spawn(who, self._acknowledge(who, record, body.acknowledgement_url))
-            return Taken("duplicate")
-
-        record = TransferRecord(
-            transfer_id=transfer_id,
+        record, new = self._ledger.receive(
+            agency_code,
+            transfer_id,
             dossier_code=body.dossier.code,
             step_index=body.step.index,
-            first_received_at=_now(),
             channel=channel,
             verified=verified,
+            owed=self._to_do(agency_code, transfer_id, body, behaviour),
         )
-        agency.transfers[transfer_id] = record
+        if not new:
+            log.info("transfer %s is a duplicate (delivery %d)", who, record.deliveries)
+            if behaviour.acknowledge and not self._ledger.owed(agency_code, transfer_id):
+                # Nobody has it in hand (taken while silent, or its callbacks given up): the
+                # office picks it up now, owing whatever it has not told the gateway yet.
+                told = {"acknowledgement": record.acknowledged_at, "outcome": record.reported_at}
+                to_do = self._to_do(agency_code, transfer_id, body, behaviour)
+                self._ledger.owe([c for c in to_do if told[c.what] is None])
+                self._work_through(agency_code, transfer_id)
+            return Taken("duplicate")
         log.info(
             "transfer %s accepted over %s: dossier %s, step %d",
             who,
@@ -224,56 +209,54 @@ class AgencyOffice:
             body.dossier.code,
             body.step.index,
         )
-        if not behaviour.acknowledge:
-            return Taken("accepted")  # a silent agency: nobody picks the transfer up
-        note = f"Đã giải quyết xong bước {body.step.name}".rstrip()
-        self._spawn(who, self._work(who, record, body, note, self._delay(behaviour)))
+        self._work_through(agency_code, transfer_id)
         return Taken("accepted")
 
-    def _delay(self, behaviour: BehaviourIn) -> float:
-        return self._settings.agency_delay_s if behaviour.delay_s is None else behaviour.delay_s
+    def _to_do(
+        self, agency_code: str, transfer_id: str, body: TransferIn, behaviour: BehaviourIn
+    ) -> list[Owed]:
+        """The callbacks a new transfer calls for: none from a silent agency, else its
+        acknowledgement (over gRPC the receipt is one: no URL) and, after the work, the
+        outcome."""
+        if not behaviour.acknowledge:
+            return []
+        delay = self._settings.agency_delay_s if behaviour.delay_s is None else behaviour.delay_s
+        note = f"Đã giải quyết xong bước {body.step.name}".rstrip()
+        now = time.time()
+        report = {"outcome": "done", "note": note}
+        owed = [Owed(agency_code, transfer_id, "outcome", body.outcome_url, report, now + delay)]
+        if body.acknowledgement_url:
+            url = body.acknowledgement_url
+            owed.insert(0, Owed(agency_code, transfer_id, "acknowledgement", url, {}, now))
+        return owed
 
-    def _spawn(self, who: str, work: Coroutine[Any, Any, None]) -> None:
-        task = asyncio.create_task(work, name=f"callback {who}")
-        self._tasks.add(task)
-        task.add_done_callback(self._tasks.discard)
+    def _work_through(self, agency_code: str, transfer_id: str) -> None:
+        key = (agency_code, transfer_id)
+        if key not in self._working:
+            task = asyncio.create_task(self._settle(key), name=f"callbacks {'/'.join(key)}")
+            self._working[key] = task
 
-    async def _work(
-        self, who: str, record: TransferRecord, body: TransferIn, note: str, delay: float
-    ) -> None:
-        record.in_hand = True
+    async def _settle(self, key: tuple[str, str]) -> None:
+        """Send a transfer's owed callbacks in order, striking each off once answered."""
+        who = "/".join(key)
         try:
-            await self._acknowledge(who, record, body.acknowledgement_url)
-            await self._report(who, record, body.outcome_url, note, delay)
+            while owed := self._ledger.owed(*key):
+                callback = owed[0]
+                await asyncio.sleep(max(0.0, callback.due_at - time.time()))
+                self._ledger.settle(callback, await self._call_back(who, callback))
         finally:
-            record.in_hand = False
+            # Here rather than in a done callback (which runs a loop turn later): a callback
+            # owed from now on finds no task and starts one.
+            self._working.pop(key, None)
 
-    async def _acknowledge(self, who: str, record: TransferRecord, url: str) -> None:
-        # Over gRPC the receipt was the acknowledgement: there is no URL to call.
-        if (
-            url
-            and record.acknowledged_at is None
-            and await self._call_back(who, "acknowledgement", url, {}, record.transfer_id)
-        ):
-            record.acknowledged_at = _now()
-
-    async def _report(
-        self, who: str, record: TransferRecord, url: str, note: str, delay: float
-    ) -> None:
-        await asyncio.sleep(delay)
-        payload = {"outcome": "done", "note": note}
-        if await self._call_back(who, "outcome", url, payload, record.transfer_id):
-            record.reported_at = _now()
-
-    async def _call_back(
-        self, who: str, what: str, url: str, payload: dict[str, Any], transfer_id: str
-    ) -> bool:
+    async def _call_back(self, who: str, callback: Owed) -> bool:
         """POST to the gateway until it answers 2xx (True) or 4xx, or time runs out."""
+        what, url, payload = callback.what, callback.url, callback.payload
         loop = asyncio.get_running_loop()
         deadline = loop.time() + self._settings.callback_timeout_s
         # The same key on every attempt lets the gateway drop a retry it already applied.
-        headers = {"Idempotency-Key": transfer_id}
-        agency_code = who.partition("/")[0]
+        headers = {"Idempotency-Key": callback.transfer_id}
+        agency_code = callback.agency_code
         wait = FIRST_RETRY_S
         attempt = 0
         while True:
@@ -327,19 +310,25 @@ class AgencyOffice:
         return {"agency_code": agency_code, **behaviour.model_dump()}
 
     def transfers(self, agency_code: str) -> list[dict[str, Any]]:
-        agency = self._agencies.get(agency_code)
-        if agency is None:
-            return []
-        return [record.as_json() for record in agency.transfers.values()]
+        return [record.as_json() for record in self._ledger.transfers(agency_code)]
+
+    def owed(self) -> list[dict[str, Any]]:
+        """The callbacks still owed to the gateway, all agencies: empty once all is told."""
+        return [
+            {"agency_code": o.agency_code, "transfer_id": o.transfer_id, "what": o.what}
+            for o in self._ledger.owed()
+        ]
 
     def summary(self) -> dict[str, dict[str, int]]:
+        taken = self._ledger.summary()
+        codes = [*taken, *(code for code in self._agencies if code not in taken)]
         return {
             code: {
-                "transfers": len(agency.transfers),
-                "deliveries": sum(r.deliveries for r in agency.transfers.values()),
-                "rejected": agency.rejected,
+                "transfers": taken.get(code, (0, 0))[0],
+                "deliveries": taken.get(code, (0, 0))[1],
+                "rejected": self._agencies[code].rejected if code in self._agencies else 0,
             }
-            for code, agency in self._agencies.items()
+            for code in codes
         }
 
 
@@ -391,6 +380,10 @@ def agency_router(office: AgencyOffice) -> APIRouter:
     @router.put("/{agency_code}/behaviour")
     async def set_behaviour(agency_code: str, body: BehaviourIn) -> dict[str, Any]:
         return office.set_behaviour(agency_code, body)
+
+    @router.get("/owed")
+    async def owed() -> list[dict[str, Any]]:
+        return office.owed()
 
     @router.get("")
     async def summary() -> dict[str, dict[str, int]]:

@@ -13,7 +13,6 @@ import asyncio
 import base64
 import contextlib
 import logging
-from datetime import UTC, datetime
 from typing import Any
 
 import grpc
@@ -97,10 +96,10 @@ class AgencyInboxServer:
                 else grpc.StatusCode.FAILED_PRECONDITION
             )
             await context.abort(code, f"agency {agency_code} is failing on purpose")
+        # The receipt is the acknowledgement.
+        self._office.acknowledged(agency_code, transfer.transfer_id)
         record = self._office.record_of(agency_code, transfer.transfer_id)
         assert record is not None
-        # The receipt is the acknowledgement.
-        record.acknowledged_at = record.acknowledged_at or datetime.now(UTC).isoformat()
         received = Timestamp()
         received.FromJsonString(record.first_received_at.replace("+00:00", "Z"))
         return agency_pb2.TransferReceipt(

@@ -13,6 +13,7 @@ from fastapi import FastAPI
 
 from sandbox.agency import AgencyOffice, agency_router
 from sandbox.agency_inbox import AgencyInboxServer, KafkaInbox
+from sandbox.agency_ledger import AgencyLedger
 from sandbox.mail import MailServer, MailStore, mail_router
 from sandbox.oidc import create_oidc_app
 from sandbox.oidc_models import Client
@@ -20,6 +21,7 @@ from sandbox.portal import PortalStore, portal_router
 from sandbox.registry import serve_registry
 from sandbox.settings import SandboxSettings
 from sandbox.sms import SmsStore, sms_router
+from sandbox.state import open_state
 from sandbox.webhooks import WebhookStore, webhooks_router
 
 
@@ -39,8 +41,10 @@ def create_app(settings: SandboxSettings | None = None, base_url: str | None = N
     """`base_url` is where the app is reachable, which the e-ID provider's issuer names."""
     settings = settings or SandboxSettings()
     base_url = base_url or f"http://{settings.host}:{settings.http_port}"
-    office = AgencyOffice(settings)
-    store = MailStore()
+    # One database for every stand-in: what they took and still owe outlives the process.
+    state = open_state(settings.state_dir or None)
+    office = AgencyOffice(settings, AgencyLedger(state))
+    store = MailStore(state)
     mail_server = MailServer(store, settings.host, settings.smtp_port)
     inbox_server = AgencyInboxServer(office)
     topics = [t.strip() for t in settings.agency_inbox_topics.split(",") if t.strip()]
@@ -56,6 +60,7 @@ def create_app(settings: SandboxSettings | None = None, base_url: str | None = N
             await inbox_server.start(settings.host, settings.agency_grpc_port)
         if settings.kafka_bootstrap_servers and topics:
             kafka_inbox.start()
+        office.resume()
         try:
             yield
         finally:
@@ -65,6 +70,7 @@ def create_app(settings: SandboxSettings | None = None, base_url: str | None = N
             # Callbacks first: they may still be talking to a gateway that is going away too.
             await office.close()
             await mail_server.stop()
+            state.close()
 
     app = FastAPI(
         title="Sandbox of national systems",
@@ -78,9 +84,9 @@ def create_app(settings: SandboxSettings | None = None, base_url: str | None = N
     app.state.mail_server = mail_server
     app.include_router(agency_router(office))
     app.include_router(mail_router(store))
-    app.include_router(sms_router(SmsStore()))
-    app.include_router(portal_router(PortalStore()))
-    app.include_router(webhooks_router(WebhookStore()))
+    app.include_router(sms_router(SmsStore(state)))
+    app.include_router(portal_router(PortalStore(state)))
+    app.include_router(webhooks_router(WebhookStore(state)))
     app.state.agency_inbox_server = inbox_server
     app.state.oidc = create_oidc_app(f"{base_url}/oidc", oidc_clients(settings))
     app.mount("/oidc", app.state.oidc)

@@ -1,14 +1,17 @@
 """Stand-in mail relay: accepts everything over plain SMTP and keeps it for inspection.
 
 The product sends through its ordinary SMTP client; tests and people then read what
-citizens would have received through GET /mail/messages.
+citizens would have received through GET /mail/messages (kept across restarts when
+SANDBOX_STATE_DIR is set), and GET /mail/stats counts messages received twice.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import logging
+import sqlite3
 from datetime import UTC, datetime
 from email import policy
 from email.message import EmailMessage
@@ -18,6 +21,8 @@ from typing import Any
 from aiosmtpd.smtp import SMTP, Envelope, Session
 from fastapi import APIRouter, Response
 from pydantic import BaseModel, Field
+
+from sandbox.state import open_state, transaction
 
 log = logging.getLogger("sandbox.mail")
 
@@ -40,15 +45,16 @@ def _plain_body(message: EmailMessage) -> str:
 
 
 class MailStore:
-    """Every message received, oldest first."""
+    """Every message received, oldest first, in the sandbox's database (sandbox/state.py)."""
 
-    def __init__(self) -> None:
-        self._messages: list[dict[str, Any]] = []
-        self._next_id = 1
+    def __init__(self, db: sqlite3.Connection | None = None) -> None:
+        self._db = db or open_state()
         # Set through PUT /mail/behaviour: how late DATA is acknowledged.
         self.answer_delay_s = 0.0
 
     def add(self, mail_from: str, rcpt_tos: list[str], data: bytes) -> dict[str, Any]:
+        """Keep a message, before the 250 that tells the client it was taken. Nothing is
+        de-duplicated (SMTP cannot be): a message sent twice is here twice, same Message-ID."""
         parsed = BytesParser(policy=policy.default).parsebytes(data)
         assert isinstance(parsed, EmailMessage)  # guaranteed by policy.default
         headers: dict[str, str] = {}
@@ -56,18 +62,24 @@ class MailStore:
             decoded = str(value)
             # Repeated headers (Received, …) are kept, joined in their original order.
             headers[name] = f"{headers[name]}, {decoded}" if name in headers else decoded
-        message = {
-            "id": self._next_id,
-            "message_id": str(parsed.get("Message-ID", "")),
-            "from": mail_from,
-            "to": list(rcpt_tos),
-            "subject": str(parsed.get("Subject", "")),
-            "text": _plain_body(parsed),
-            "headers": headers,
-            "received_at": datetime.now(UTC).isoformat(timespec="milliseconds"),
-        }
-        self._next_id += 1
-        self._messages.append(message)
+        row = self._db.execute(
+            """
+            INSERT INTO mail_message (message_id, mail_from, rcpt_tos, subject, text, headers,
+                received_at)
+            VALUES (?, ?, ?, ?, ?, ?, ?)
+            RETURNING *
+            """,
+            (
+                str(parsed.get("Message-ID", "")),
+                mail_from,
+                json.dumps(list(rcpt_tos), ensure_ascii=False),
+                str(parsed.get("Subject", "")),
+                _plain_body(parsed),
+                json.dumps(headers, ensure_ascii=False),
+                datetime.now(UTC).isoformat(timespec="milliseconds"),
+            ),
+        ).fetchone()
+        message = _message(row)
         log.info(
             "mail %d from %s to %s: %s",
             message["id"],
@@ -79,14 +91,46 @@ class MailStore:
 
     def messages(self, to: str | None = None) -> list[dict[str, Any]]:
         if to is None:
-            return list(self._messages)
-        wanted = to.strip().lower()
-        return [m for m in self._messages if wanted in (r.lower() for r in m["to"])]
+            rows = self._db.execute("SELECT * FROM mail_message ORDER BY id").fetchall()
+        else:
+            rows = self._db.execute(
+                """
+                SELECT * FROM mail_message m
+                WHERE EXISTS (SELECT 1 FROM json_each(m.rcpt_tos) WHERE lower(value) = ?)
+                ORDER BY id
+                """,
+                (to.strip().lower(),),
+            ).fetchall()
+        return [_message(row) for row in rows]
+
+    def stats(self) -> dict[str, int]:
+        """Messages kept, and how many of them repeat an earlier one's Message-ID (a client
+        that sent the same message again: SMTP cannot tell, the count can)."""
+        row = self._db.execute(
+            "SELECT count(*), count(*) - count(DISTINCT nullif(message_id, '')) "
+            "- sum(message_id = '') FROM mail_message"
+        ).fetchone()
+        return {"messages": row[0], "repeated_message_ids": row[1] or 0}
 
     def clear(self) -> None:
-        self._messages.clear()
-        self._next_id = 1
+        with transaction(self._db) as db:
+            db.execute("DELETE FROM mail_message")
+            # Numbering starts again at 1, as in a fresh mailbox.
+            db.execute("DELETE FROM sqlite_sequence WHERE name = 'mail_message'")
         self.answer_delay_s = 0.0
+
+
+def _message(row: sqlite3.Row) -> dict[str, Any]:
+    return {
+        "id": row["id"],
+        "message_id": row["message_id"],
+        "from": row["mail_from"],
+        "to": json.loads(row["rcpt_tos"]),
+        "subject": row["subject"],
+        "text": row["text"],
+        "headers": json.loads(row["headers"]),
+        "received_at": row["received_at"],
+    }
 
 
 class MailBehaviourIn(BaseModel):
@@ -154,6 +198,10 @@ def mail_router(store: MailStore) -> APIRouter:
     @router.get("/messages")
     async def list_messages(to: str | None = None) -> list[dict[str, Any]]:
         return store.messages(to)
+
+    @router.get("/stats")
+    async def stats() -> dict[str, int]:
+        return store.stats()
 
     @router.delete("/messages", status_code=204)
     async def clear_messages() -> Response:

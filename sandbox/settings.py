@@ -21,6 +21,9 @@ class SandboxSettings(BaseSettings):
     # How long a callback keeps being retried while the gateway is unreachable.
     callback_timeout_s: float = Field(default=300.0, gt=0)
     log_level: str = "INFO"
+    # Where the stand-ins keep what they received and still owe, so that a killed sandbox
+    # restarts knowing it (sandbox/state.py); empty: kept in memory, lost with the process.
+    state_dir: str = ""
     # Agencies report outcomes with an OAuth2 client-credentials token from this endpoint;
     # agency_clients maps an agency code to {"client_id": ..., "client_secret": ...} (JSON).
     agency_token_url: str = ""

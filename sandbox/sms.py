@@ -11,14 +11,16 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import sqlite3
 import uuid
-from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, Header, Request, Response
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel, Field, ValidationError
+
+from sandbox.state import open_state
 
 log = logging.getLogger("sandbox.sms")
 
@@ -63,32 +65,66 @@ class BehaviourIn(BaseModel):
     answer_delay_s: float = Field(default=0.0, ge=0, le=30)
 
 
-@dataclass
 class SmsStore:
-    """Every accepted message, oldest first, and the failures asked for."""
+    """Every accepted message, oldest first, in the sandbox's database (sandbox/state.py),
+    and the failures asked for (in memory: a restart forgets what the tests steered)."""
 
-    messages: list[dict[str, Any]] = field(default_factory=list)
-    by_reference: dict[str, dict[str, Any]] = field(default_factory=dict)
-    behaviour: BehaviourIn = field(default_factory=BehaviourIn)
-    rejected: int = 0
-    # Requests that were resends of an accepted reference (answered, never billed twice).
-    resends: int = 0
+    def __init__(self, db: sqlite3.Connection | None = None) -> None:
+        self._db = db or open_state()
+        self.behaviour = BehaviourIn()
+        self.rejected = 0
 
     def accept(self, message: MessageIn) -> dict[str, Any]:
+        """Keep a message under its reference, before answering that it was accepted."""
         encoding, count = segments(message.text)
-        record = {
-            "id": str(uuid.uuid4()),
-            "to": message.to,
-            "text": message.text,
-            "reference": message.reference,
-            "encoding": encoding,
-            "segments": count,
-            "received_at": datetime.now(UTC).isoformat(timespec="milliseconds"),
-        }
-        self.messages.append(record)
-        self.by_reference[message.reference] = record
+        row = self._db.execute(
+            """
+            INSERT INTO sms_message (id, reference, recipient, text, encoding, segments,
+                received_at)
+            VALUES (?, ?, ?, ?, ?, ?, ?)
+            RETURNING *
+            """,
+            (
+                str(uuid.uuid4()),
+                message.reference,
+                message.to,
+                message.text,
+                encoding,
+                count,
+                datetime.now(UTC).isoformat(timespec="milliseconds"),
+            ),
+        ).fetchone()
+        record = _record(row)
         log.info("sms %s to %s (%d segments): %s", record["id"], message.to, count, message.text)
         return record
+
+    def by_reference(self, reference: str) -> dict[str, Any] | None:
+        row = self._db.execute(
+            "SELECT * FROM sms_message WHERE reference = ?", (reference,)
+        ).fetchone()
+        return None if row is None else _record(row)
+
+    def resent(self, reference: str) -> None:
+        self._db.execute(
+            "UPDATE sms_message SET resends = resends + 1 WHERE reference = ?", (reference,)
+        )
+
+    @property
+    def resends(self) -> int:
+        """Requests that were resends of an accepted reference (answered, never billed twice)."""
+        (total,) = self._db.execute("SELECT coalesce(sum(resends), 0) FROM sms_message").fetchone()
+        return int(total)
+
+    @property
+    def messages(self) -> list[dict[str, Any]]:
+        """Every accepted message, oldest first."""
+        return self.addressed_to(None)
+
+    def addressed_to(self, to: str | None) -> list[dict[str, Any]]:
+        rows = self._db.execute(
+            "SELECT * FROM sms_message WHERE ?1 IS NULL OR recipient = ?1 ORDER BY seq", (to,)
+        ).fetchall()
+        return [_record(row) for row in rows]
 
     def failure(self) -> int | None:
         """The status to fail this request with, if the tests asked for one."""
@@ -101,11 +137,22 @@ class SmsStore:
         return None
 
     def reset(self) -> None:
-        self.messages.clear()
-        self.by_reference.clear()
+        self._db.execute("DELETE FROM sms_message")
         self.behaviour = BehaviourIn()
         self.rejected = 0
-        self.resends = 0
+
+
+def _record(row: sqlite3.Row) -> dict[str, Any]:
+    return {
+        "id": row["id"],
+        "to": row["recipient"],
+        "text": row["text"],
+        "reference": row["reference"],
+        "encoding": row["encoding"],
+        "segments": row["segments"],
+        "received_at": row["received_at"],
+        "resends": row["resends"],
+    }
 
 
 def _error(status: int, code: str, detail: Any) -> JSONResponse:
@@ -148,7 +195,7 @@ def sms_router(store: SmsStore) -> APIRouter:
             store.rejected += 1
             log.info("sms to %s rejected with %d on request", message.to, failure)
             return _error(failure, "failing-on-purpose", "the SMS sandbox was told to fail")
-        first = store.by_reference.get(message.reference)
+        first = store.by_reference(message.reference)
         if first is None:
             record = store.accept(message)
             if store.behaviour.answer_delay_s:
@@ -157,17 +204,16 @@ def sms_router(store: SmsStore) -> APIRouter:
         if (first["to"], first["text"]) != (message.to, message.text):
             # The same reference for another message is a client bug, not a resend.
             return _error(409, "reference-reused", f"reference {message.reference} was used")
-        store.resends += 1
+        store.resent(message.reference)
         log.info("sms reference %s is a resend of %s", message.reference, first["id"])
         return _answer(first, 200, duplicate=True)
 
     @router.get("/messages")
     async def list_messages(to: str | None = None) -> list[dict[str, Any]]:
         if to is None:
-            return list(store.messages)
+            return store.messages
         # An unencoded "+" in a query string arrives as a space: accept both spellings.
-        wanted = "+" + to.strip().lstrip("+")
-        return [m for m in store.messages if m["to"] == wanted]
+        return store.addressed_to("+" + to.strip().lstrip("+"))
 
     @router.delete("/messages", status_code=204)
     async def reset() -> Response:

@@ -9,12 +9,13 @@ stack lets notify call this path, and only this path, of the sandbox (OUTBOUND_A
 
 from __future__ import annotations
 
-from collections import defaultdict
-from datetime import UTC, datetime
+import sqlite3
 from typing import Any
 
 from fastapi import APIRouter, Request, Response
 from pydantic import BaseModel, Field
+
+from sandbox.webhook_ledger import WebhookLedger
 
 
 class BehaviourIn(BaseModel):
@@ -24,8 +25,9 @@ class BehaviourIn(BaseModel):
 
 
 class WebhookStore:
-    def __init__(self) -> None:
-        self.received: defaultdict[str, list[dict[str, Any]]] = defaultdict(list)
+    def __init__(self, db: sqlite3.Connection | None = None) -> None:
+        # Kept in the sandbox's database: a killed sandbox still lists what it was sent.
+        self.received = WebhookLedger(db)
         self.behaviour: dict[str, BehaviourIn] = {}
 
 
@@ -34,20 +36,14 @@ def webhooks_router(store: WebhookStore) -> APIRouter:
 
     @router.post("/{name}")
     async def receive(name: str, request: Request) -> Response:
-        store.received[name].append(
-            {
-                "body": (await request.body()).decode(errors="replace"),
-                "headers": dict(request.headers),
-                "received_at": datetime.now(UTC).isoformat(timespec="milliseconds"),
-            }
-        )
+        store.received.record(name, await request.body(), request.headers)
         behaviour = store.behaviour.get(name, BehaviourIn())
         headers = {"Location": behaviour.location} if behaviour.location else None
         return Response(behaviour.body, status_code=behaviour.status, headers=headers)
 
     @router.get("/{name}")
     async def received(name: str) -> list[dict[str, Any]]:
-        return list(store.received.get(name, []))
+        return store.received.received(name)
 
     @router.put("/{name}/behaviour")
     async def set_behaviour(name: str, body: BehaviourIn) -> dict[str, Any]:

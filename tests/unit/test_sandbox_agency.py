@@ -252,6 +252,29 @@ async def test_delay_override_and_reset_cancels_pending_callbacks(
     assert (await recv.next_call(within_s=1.0))["transfer_id"] == "tr-8"
 
 
+async def test_a_transfer_taken_silently_is_picked_up_when_it_comes_again(
+    client: httpx.AsyncClient, receiver: tuple[Receiver, str]
+) -> None:
+    recv, base = receiver
+    await client.put(f"/agencies/{AGENCY}/behaviour", json={"acknowledge": False})
+    await deliver(client, transfer("tr-s", base))
+    await asyncio.sleep(0.2)
+    assert recv.calls.empty()
+
+    await client.put(f"/agencies/{AGENCY}/behaviour", json={"acknowledge": True})
+    again = await deliver(client, transfer("tr-s", base))
+
+    assert again.json() == {"status": "duplicate"}
+    assert (await recv.next_call())["transfer_id"] == "tr-s"
+    # Reported: one more delivery is only counted.
+    await deliver(client, transfer("tr-s", base))
+    await asyncio.sleep(0.3)
+    assert recv.calls.empty()
+    [listed] = (await client.get(f"/agencies/{AGENCY}/transfers")).json()
+    assert (listed["deliveries"], listed["effects"]) == (3, 1)
+    assert listed["reported_at"] is not None
+
+
 async def test_liveness(client: httpx.AsyncClient) -> None:
     response = await client.get("/health/live")
 
