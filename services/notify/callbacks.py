@@ -75,22 +75,22 @@ def callback_body(event: Event, *, procedure_code: str | None, intake_url: str) 
         dossier = data.dossier
         procedure_code = dossier.procedure_code or procedure_code
         fields["agency_code"] = dossier.receiving_agency_code
-        fields |= _times(dossier, "received_at", "due_at")
+        fields |= timestamps(dossier, "received_at", "due_at")
     elif isinstance(data, events_pb2.DossierRouted):
         fields |= {"agency_code": data.agency_code, "step_index": data.step_index}
-        fields |= _times(data, "step_due_at")
+        fields |= timestamps(data, "step_due_at")
     elif isinstance(data, events_pb2.DossierCompleted):
         fields["late"] = data.late
-        fields |= _times(data, "completed_at")
+        fields |= timestamps(data, "completed_at")
     elif isinstance(data, events_pb2.SupplementRequested):
         fields |= {"agency_code": data.agency_code, "step_index": data.step_index}
-        fields |= _times(data, "requested_at")
+        fields |= timestamps(data, "requested_at")
     elif isinstance(data, events_pb2.DossierRefused):
         fields |= {"agency_code": data.agency_code, "step_index": data.step_index}
-        fields |= _times(data, "refused_at")
+        fields |= timestamps(data, "refused_at")
     elif isinstance(data, events_pb2.DossierOverdue):
         fields["agency_code"] = data.agency_code
-        fields |= _times(data, "due_at", "new_due_at")
+        fields |= timestamps(data, "due_at", "new_due_at")
     else:  # notify subscribes to the event types above only
         raise AssertionError(f"no callback for {event.type}")
     if not fields.get("agency_code"):
@@ -112,7 +112,8 @@ def callback_body(event: Event, *, procedure_code: str | None, intake_url: str) 
     return callback.model_dump_json(exclude_none=True)
 
 
-def _times(message: Message, *names: str) -> dict[str, datetime]:
+def timestamps(message: Message, *names: str) -> dict[str, datetime]:
+    """The message's timestamp fields that are set, by name, as aware datetimes."""
     found = {}
     for name in names:
         if message.HasField(name):

@@ -15,8 +15,6 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
-from google.protobuf.message import Message
-from google.protobuf.timestamp_pb2 import Timestamp
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
@@ -25,7 +23,7 @@ from core.events import Event
 from core.inbox import first_seen
 from core.storage import upsert
 from gateway.v1 import events_pb2
-from services.notify.callbacks import STATUS, callback_body
+from services.notify.callbacks import STATUS, callback_body, timestamps
 from services.notify.models import contacts, notifications, processed_events
 from services.notify.models import webhook_subscriptions as subscriptions
 from services.notify.recipients import choose_channels
@@ -191,14 +189,14 @@ class NotificationService:
         agency = contact["receiving_agency_code"] if contact else ""
         if isinstance(data, events_pb2.DossierSubmitted):
             template, agency = "received", data.dossier.receiving_agency_code
-            fields |= _times(data.dossier, "received_at", "due_at")
+            fields |= timestamps(data.dossier, "received_at", "due_at")
         elif isinstance(data, events_pb2.DossierRouted):
             template, agency = "routed", data.agency_code
             fields |= _texts(agency_name=data.agency_name, step_name=data.step_name)
-            fields |= _times(data, "step_due_at")
+            fields |= timestamps(data, "step_due_at")
         elif isinstance(data, events_pb2.DossierCompleted):
             template = "completed"
-            fields |= _times(data, "completed_at")
+            fields |= timestamps(data, "completed_at")
         elif isinstance(data, events_pb2.SupplementRequested):
             template, agency = "supplement", data.agency_code
             fields |= _texts(agency_name=data.agency_name, reason=data.reason)
@@ -209,7 +207,7 @@ class NotificationService:
             template, agency = "apology", data.agency_code
             known = self._catalogue.agencies.get(data.agency_code)
             fields |= _texts(agency_name=known.name if known else "", reason=data.reason)
-            fields |= _times(data, "due_at", "new_due_at")
+            fields |= timestamps(data, "due_at", "new_due_at")
         else:  # the consumer only hands over event_types
             raise AssertionError(f"no template for {event.type}")
         return Subject(template, fields, agency or "")
@@ -241,12 +239,3 @@ def _row(event: Event, channel: str, recipient: str | None, now: datetime) -> di
 
 def _texts(**values: str) -> dict[str, str]:
     return {name: value for name, value in values.items() if value}
-
-
-def _times(message: Message, *names: str) -> dict[str, datetime]:
-    found = {}
-    for name in names:
-        if message.HasField(name):
-            stamp: Timestamp = getattr(message, name)
-            found[name] = stamp.ToDatetime(tzinfo=UTC)
-    return found
