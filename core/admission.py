@@ -13,12 +13,13 @@ to look at a service that is drowning.
 from __future__ import annotations
 
 import asyncio
-import json
 import time
 from collections.abc import Awaitable, Callable, MutableMapping
 from typing import Any
 
 from prometheus_client import Counter, Gauge
+
+from core.problems import send_problem
 
 Scope = MutableMapping[str, Any]
 Message = MutableMapping[str, Any]
@@ -85,23 +86,11 @@ class AdmissionMiddleware:
 
 
 async def _service_full(scope: Scope, send: Send, retry_after_s: int) -> None:
-    body = json.dumps(
-        {
-            "type": "/problems/service-overloaded",
-            "title": "Service overloaded; try again later",
-            "status": 503,
-            "instance": scope.get("path", ""),
-        }
-    ).encode()
-    await send(
-        {
-            "type": "http.response.start",
-            "status": 503,
-            "headers": [
-                (b"content-type", b"application/problem+json"),
-                (b"content-length", str(len(body)).encode()),
-                (b"retry-after", str(retry_after_s).encode()),
-            ],
-        }
+    await send_problem(
+        scope,
+        send,
+        503,
+        "service-overloaded",
+        "Service overloaded; try again later",
+        headers=[(b"retry-after", str(retry_after_s).encode())],
     )
-    await send({"type": "http.response.body", "body": body})

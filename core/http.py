@@ -1,6 +1,8 @@
 """The FastAPI application every HTTP service starts from.
 
-Problem details, liveness/readiness, Prometheus /metrics and one SERVER span per request.
+Problem details, liveness/readiness, Prometheus /metrics, one SERVER span per request, and the
+request limits of the settings (core.limits): an oversized body or over-deep JSON is refused
+before any route sees it.
 ASGI receive/send sub-spans are excluded: they cost ~17 µs each and say nothing an
 operator needs; health and metrics scrapes are not traced at all.
 """
@@ -17,6 +19,7 @@ from opentelemetry.instrumentation.fastapi import FastAPIInstrumentor
 from prometheus_client import make_asgi_app
 
 from core.admission import Admission, AdmissionMiddleware
+from core.limits import RequestLimits
 from core.problems import Problem, install_problem_handlers
 from core.runtime import Runtime
 from core.telemetry import redact_request_span
@@ -38,6 +41,10 @@ def create_app(
     settings = runtime.settings
     admission = Admission(settings.http_max_in_flight, settings.http_queue_budget_s)
     app.add_middleware(AdmissionMiddleware, admission=admission)
+    # Added last, so it runs first: an oversized or over-deep body is refused without taking
+    # a place, and a place is taken only once the body has arrived (a slow client cannot
+    # hold one while it trickles).
+    app.add_middleware(RequestLimits, limits=settings.http_limits)
 
     @app.get("/health/live", tags=["health"], include_in_schema=False)
     async def live() -> dict[str, str]:

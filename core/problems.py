@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
+import json
 import logging
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 from fastapi import FastAPI, Request
@@ -12,6 +13,7 @@ from fastapi.responses import JSONResponse
 from sqlalchemy.exc import InterfaceError, OperationalError
 from sqlalchemy.exc import TimeoutError as PoolTimeout
 from starlette.exceptions import HTTPException
+from starlette.types import Scope, Send
 
 log = logging.getLogger(__name__)
 PROBLEM_JSON = "application/problem+json"
@@ -52,6 +54,38 @@ def problem_response(
     body["instance"] = request.url.path
     body.update(extensions)
     return JSONResponse(body, status_code=status, media_type=PROBLEM_JSON)
+
+
+async def send_problem(
+    scope: Scope,
+    send: Send,
+    status: int,
+    slug: str,
+    title: str,
+    detail: str = "",
+    *,
+    headers: Sequence[tuple[bytes, bytes]] = (),
+    **extensions: Any,
+) -> None:
+    """The same document as problem_response, sent by ASGI middleware before any route."""
+    document: dict[str, Any] = {"type": f"/problems/{slug}", "title": title, "status": status}
+    if detail:
+        document["detail"] = detail
+    document["instance"] = scope.get("path", "")
+    document.update(extensions)
+    body = json.dumps(document, ensure_ascii=False, separators=(",", ":")).encode()
+    await send(
+        {
+            "type": "http.response.start",
+            "status": status,
+            "headers": [
+                (b"content-type", PROBLEM_JSON.encode()),
+                (b"content-length", str(len(body)).encode()),
+                *headers,
+            ],
+        }
+    )
+    await send({"type": "http.response.body", "body": body})
 
 
 async def _on_problem(request: Request, exc: Exception) -> JSONResponse:

@@ -8,7 +8,12 @@ from __future__ import annotations
 
 from datetime import date
 
+from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from core.limits import HttpLimits
+
+_HTTP = HttpLimits()
 
 
 class ServiceSettings(BaseSettings):
@@ -29,6 +34,15 @@ class ServiceSettings(BaseSettings):
     # may wait for a place before it is answered 503 with Retry-After.
     http_max_in_flight: int = 128
     http_queue_budget_s: float = 1.0
+    # What one HTTP request may be (core.limits.HttpLimits says why these defaults): a larger
+    # body is refused with 413, deeper JSON with 422, larger or more headers with 431, a head
+    # or body arriving too slowly with 408 — all before any handler runs.
+    http_max_body_bytes: int = Field(default=_HTTP.max_body_bytes, gt=0)
+    http_max_json_depth: int = Field(default=_HTTP.max_json_depth, gt=0)
+    http_max_header_bytes: int = Field(default=_HTTP.max_header_bytes, gt=0)
+    http_max_headers: int = Field(default=_HTTP.max_headers, gt=0)
+    http_header_timeout_s: float = Field(default=_HTTP.header_timeout_s, gt=0)
+    http_body_timeout_s: float = Field(default=_HTTP.body_timeout_s, gt=0)
 
     outbox_batch_size: int = 500
     # The relay is woken on every commit; polling only catches rows of crashed peers.
@@ -59,3 +73,14 @@ class ServiceSettings(BaseSettings):
     @property
     def dead_letter_topic(self) -> str:
         return self.dossier_events_topic + self.dead_letter_suffix
+
+    @property
+    def http_limits(self) -> HttpLimits:
+        return HttpLimits(
+            max_body_bytes=self.http_max_body_bytes,
+            max_json_depth=self.http_max_json_depth,
+            max_header_bytes=self.http_max_header_bytes,
+            max_headers=self.http_max_headers,
+            header_timeout_s=self.http_header_timeout_s,
+            body_timeout_s=self.http_body_timeout_s,
+        )

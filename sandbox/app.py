@@ -76,6 +76,7 @@ def create_app(settings: SandboxSettings | None = None, base_url: str | None = N
         title="Sandbox of national systems",
         description="Stand-ins of agency back-offices and the mail relay, for development only.",
         lifespan=lifespan,
+        max_body_size=settings.http_max_body_bytes,
     )
     app.state.settings = settings
     app.state.agency_office = office

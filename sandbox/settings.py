@@ -12,6 +12,9 @@ class SandboxSettings(BaseSettings):
     host: str = "127.0.0.1"
     # Port 0 asks the OS for a free port, which lets tests run several sandboxes side by side.
     http_port: int = Field(default=8090, ge=0, le=65535)
+    # Larger request bodies get 413 (FastAPI's own limit: the sandbox never imports core),
+    # with room for a transfer that carries a whole dossier to a demo agency.
+    http_max_body_bytes: int = Field(default=1024 * 1024, gt=0)
     smtp_port: int = Field(default=2525, ge=0, le=65535)
     # How long the demo agency "works" on a step before reporting it done.
     agency_delay_s: float = Field(default=0.5, ge=0)

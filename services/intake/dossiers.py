@@ -8,6 +8,7 @@ import json
 from datetime import UTC, datetime
 from typing import Any
 
+from fastapi.exceptions import RequestValidationError
 from google.protobuf.json_format import MessageToDict
 from google.protobuf.struct_pb2 import Struct
 from google.protobuf.timestamp_pb2 import Timestamp
@@ -20,6 +21,7 @@ from core.audit import Caller, forbidden
 from core.calendar import WorkingCalendar
 from core.catalogue import Catalogue, Procedure
 from core.events import new_event
+from core.limits import JsonShape, JsonShapeError, check_json_shape
 from core.outbox import Outbox
 from core.problems import Problem
 from gateway.v1 import dossier_pb2, events_pb2
@@ -62,12 +64,14 @@ class DossierRegistry:
         outbox: Outbox,
         catalogue: Catalogue,
         calendar: WorkingCalendar,
+        form_shape: JsonShape,
         identity: IdentityClient | None = None,
     ) -> None:
         self._sessions = sessions
         self._outbox = outbox
         self._catalogue = catalogue
         self._calendar = calendar
+        self._form_shape = form_shape
         self.identity = identity
 
     async def submit(
@@ -126,6 +130,14 @@ class DossierRegistry:
         return dict(row._mapping) if row else None
 
     def _validate(self, request: DossierIn) -> Procedure:
+        try:
+            # Before anything else reads the form: protobuf, the fingerprint, the database.
+            check_json_shape(request.form_data, self._form_shape)
+        except JsonShapeError as exc:
+            location = ("body", "form_data", *exc.path)
+            raise RequestValidationError(
+                [{"loc": location, "msg": f"form_data: {exc}", "type": exc.kind}]
+            ) from None
         procedure = self._catalogue.procedure(request.procedure_code)
         if procedure is None:
             raise Problem(

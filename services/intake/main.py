@@ -49,6 +49,7 @@ def build_app(settings: IntakeSettings | None = None) -> FastAPI:
         outbox,
         catalogue,
         WorkingCalendar(settings.calendar_extra_days_off, settings.calendar_extra_working_days),
+        settings.form_data_shape,
     )
 
     async def connect() -> None:

@@ -1,5 +1,8 @@
 from __future__ import annotations
 
+from pydantic import Field
+
+from core.limits import JsonShape
 from core.settings import ServiceSettings
 
 
@@ -11,3 +14,21 @@ class IntakeSettings(ServiceSettings):
     # Identity resolves e-ID citizen sessions and hands over consented registry data.
     identity_grpc_target: str = "127.0.0.1:50052"
     identity_timeout_s: float = 3.0
+    # A dossier's form_data travels in its events (protobuf Struct, whose parsers stop at 100
+    # levels of nesting) and to every agency of its journey: bounded before anything reads it.
+    form_data_max_depth: int = Field(default=8, gt=0, le=32)
+    # Keys of every object plus items of every array, at every depth.
+    form_data_max_entries: int = Field(default=256, gt=0)
+    # Characters of any key or string value.
+    form_data_max_string: int = Field(default=4000, gt=0)
+    # The whole form as UTF-8 JSON.
+    form_data_max_bytes: int = Field(default=64 * 1024, gt=0)
+
+    @property
+    def form_data_shape(self) -> JsonShape:
+        return JsonShape(
+            max_depth=self.form_data_max_depth,
+            max_entries=self.form_data_max_entries,
+            max_string=self.form_data_max_string,
+            max_bytes=self.form_data_max_bytes,
+        )

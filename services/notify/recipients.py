@@ -7,7 +7,7 @@ from dataclasses import dataclass
 
 from email_validator import EmailNotValidError, validate_email
 
-from services.notify.phones import InvalidPhone, normalise_vn_mobile
+from core.phones import InvalidPhone, normalise_vn_mobile
 
 NO_CONTACT = "no email address or phone number for the applicant"
 

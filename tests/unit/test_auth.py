@@ -7,6 +7,7 @@ import hashlib
 import hmac
 import json
 import time
+from collections.abc import Callable
 from typing import Any
 
 import pytest
@@ -107,17 +108,22 @@ async def test_hs256_signed_with_the_public_key_is_refused(
 @pytest.mark.parametrize(
     ("claims", "why"),
     [
-        ({"exp": int(time.time()) - 120}, "expired"),
-        ({"aud": "someone-else"}, "wrong audience"),
-        ({"iss": "https://evil.example"}, "wrong issuer"),
-        ({"nbf": int(time.time()) + 600}, "not valid yet"),
+        # Times relative to when the test runs (not when it was collected: a long session
+        # would otherwise reach the "future" nbf before this test).
+        (lambda now: {"exp": now - 120}, "expired"),
+        (lambda now: {"aud": "someone-else"}, "wrong audience"),
+        (lambda now: {"iss": "https://evil.example"}, "wrong issuer"),
+        (lambda now: {"nbf": now + 600}, "not valid yet"),
     ],
 )
 async def test_claims_are_checked(
-    issuer: TestIssuer, static: TokenVerifier, claims: dict[str, Any], why: str
+    issuer: TestIssuer,
+    static: TokenVerifier,
+    claims: Callable[[int], dict[str, Any]],
+    why: str,
 ) -> None:
     with pytest.raises(InvalidToken):
-        await static.verify(issuer.token(AGENCY, "transfers:report", **claims))
+        await static.verify(issuer.token(AGENCY, "transfers:report", **claims(int(time.time()))))
 
 
 async def test_small_clock_skew_is_tolerated(issuer: TestIssuer, static: TokenVerifier) -> None:

@@ -301,3 +301,156 @@ def test_health_and_openapi_need_no_token(client: TestClient) -> None:
     assert client.get("/health/live", headers={"Authorization": ""}).status_code == 200
     spec = client.get("/openapi.json", headers={"Authorization": ""}).json()
     assert "HTTPBearer" in spec["components"]["securitySchemes"]
+
+
+def nested(depth: int) -> dict[str, Any]:
+    """form_data with `depth` levels of objects, the form itself counted."""
+    value: dict[str, Any] = {"leaf": "x"}
+    for _ in range(depth - 1):
+        value = {"next": value}
+    return value
+
+
+def with_form(**extra: Any) -> dict[str, Any]:
+    return dossier(form_data=dossier()["form_data"] | extra)
+
+
+@pytest.mark.parametrize(
+    ("form_data", "location", "kind"),
+    [
+        # Past 8 levels, under the 32 of every JSON body.
+        (nested(9), ["body", "form_data", *["next"] * 8], "json_too_deep"),
+        (
+            dossier()["form_data"] | {"rows": list(range(300))},
+            ["body", "form_data", "rows"],
+            "json_too_many_entries",
+        ),
+        (
+            dossier()["form_data"] | {"note": "x" * 4001},
+            ["body", "form_data", "note"],
+            "string_too_long",
+        ),
+        (
+            dossier()["form_data"] | {f"f{i}": "ư" * 3000 for i in range(12)},
+            ["body", "form_data"],
+            "json_too_large",
+        ),
+        (dossier()["form_data"] | {"n": 10**400}, ["body", "form_data", "n"], "number_too_large"),
+    ],
+)
+def test_form_data_past_its_bounds_is_a_422_naming_the_place(
+    client: TestClient, database: Path, form_data: Any, location: list[Any], kind: str
+) -> None:
+    body = assert_problem(client.post("/v1/dossiers", json=dossier(form_data=form_data)), 422)
+    assert body["type"] == "/problems/validation-error"
+    [error] = body["errors"]
+    assert (error["location"], error["type"]) == (location, kind)
+    assert outbox_rows(database) == 0
+
+
+def test_form_data_nested_as_deep_as_protobuf_allows_is_a_422_not_a_500(
+    client: TestClient, database: Path
+) -> None:
+    for depth in (33, 50, 101, 500):
+        response = client.post("/v1/dossiers", json=dossier(form_data=nested(depth)))
+        body = assert_problem(response, 422)
+        assert body["type"] == "/problems/json-too-deep"
+    not_finite = b'{"procedure_code": "LT.KS-TT-BHYT", "applicant": {"personal_id": '
+    not_finite += b'"001090012345", "full_name": "A"}, "form_data": {"x": NaN}}'
+    response = client.post(
+        "/v1/dossiers", content=not_finite, headers={"content-type": "application/json"}
+    )
+    assert assert_problem(response, 422)["errors"][0]["type"] == "number_not_finite"
+    # A lone surrogate is valid JSON, and no UTF-8 store or protobuf string takes it.
+    surrogate = not_finite.replace(b"NaN", b'"\\ud800"')
+    response = client.post(
+        "/v1/dossiers", content=surrogate, headers={"content-type": "application/json"}
+    )
+    assert assert_problem(response, 422)["errors"][0]["type"] == "string_not_unicode"
+    as_key = surrogate.replace(b'"x": "\\ud800"', b'"\\ud800": 1')
+    response = client.post(
+        "/v1/dossiers", content=as_key, headers={"content-type": "application/json"}
+    )
+    [error] = assert_problem(response, 422)["errors"]
+    assert error["location"] == ["body", "form_data", "\\ud800"]
+    assert outbox_rows(database) == 0
+
+
+def test_form_data_within_its_bounds_is_taken(client: TestClient) -> None:
+    form = with_form(extra=nested(7), rows=list(range(100)), note="ư" * 4000, n=2**53)
+    assert client.post("/v1/dossiers", json=form).status_code == 201
+
+
+def test_a_body_past_the_limit_is_a_413_before_anything_reads_it(client: TestClient) -> None:
+    big = with_form(note="x" * (256 * 1024))
+    body = assert_problem(client.post("/v1/dossiers", json=big), 413)
+    assert body["type"] == "/problems/content-too-large"
+    assert body["max_bytes"] == 256 * 1024
+    # Refused before the token is even looked at.
+    anonymous = client.post("/v1/dossiers", json=big, headers={"Authorization": ""})
+    assert_problem(anonymous, 413)
+
+
+@pytest.mark.parametrize(
+    "personal_id",
+    [
+        "999090012345",  # no such province
+        "001290012345",  # born 2090
+        "001490012345",  # born 2190
+        "٠٠١٠٩٠٠١٢٣٤٥",  # Arabic-Indic digits
+        "００１０９００１２３４５",  # full-width digits
+        "00109001234",
+        "0010900123456",
+        " 001090012345",
+    ],
+)
+def test_personal_ids_identity_would_refuse_are_refused(
+    client: TestClient, database: Path, personal_id: str
+) -> None:
+    applicant = {"personal_id": personal_id, "full_name": "A"}
+    body = assert_problem(client.post("/v1/dossiers", json=dossier(applicant=applicant)), 422)
+    [error] = body["errors"]
+    assert error["location"] == ["body", "applicant", "personal_id"]
+    assert personal_id not in error["message"]  # never echoed: it may reach a log
+    assert outbox_rows(database) == 0
+
+
+@pytest.mark.parametrize(
+    ("phone", "reason"),
+    [
+        ("０９１２３４５６７８", "digits other than 0-9"),
+        ("٠٩١٢٣٤٥٦٧٨", "digits other than 0-9"),
+        ("024 3825 3525", "landline"),
+        ("113", "short code"),
+        ("+33 6 12 34 56 78", "not a Vietnamese number"),
+        ("0123 456 7890", "old 11-digit mobile"),
+        ("call me", "not a phone number"),
+        ("0" * 40, "at most 32 characters"),
+    ],
+)
+def test_phones_notify_could_not_text_are_refused(
+    client: TestClient, database: Path, phone: str, reason: str
+) -> None:
+    applicant = {"personal_id": "001090012345", "full_name": "A", "phone": phone}
+    body = assert_problem(client.post("/v1/dossiers", json=dossier(applicant=applicant)), 422)
+    [error] = body["errors"]
+    assert error["location"] == ["body", "applicant", "phone"]
+    assert reason in error["message"]
+    assert outbox_rows(database) == 0
+
+
+def test_a_mobile_written_the_usual_ways_is_taken_as_written(
+    client: TestClient, database: Path
+) -> None:
+    for phone in ("0912 345 678", "+84 91-234-5678", "(091) 234 5678"):
+        applicant = {"personal_id": "001090012345", "full_name": "A", "phone": phone}
+        assert client.post("/v1/dossiers", json=dossier(applicant=applicant)).status_code == 201
+    with create_engine(f"sqlite:///{database}").connect() as conn:
+        phones = (
+            conn.execute(text("SELECT applicant FROM intake_dossier ORDER BY code")).scalars().all()
+        )
+    assert [json.loads(a)["phone"] for a in phones] == [
+        "0912 345 678",
+        "+84 91-234-5678",
+        "(091) 234 5678",
+    ]

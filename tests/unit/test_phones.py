@@ -6,7 +6,7 @@ import re
 
 import pytest
 
-from services.notify.phones import InvalidPhone, normalise_vn_mobile
+from core.phones import InvalidPhone, normalise_vn_mobile
 
 
 @pytest.mark.parametrize(
@@ -23,8 +23,6 @@ from services.notify.phones import InvalidPhone, normalise_vn_mobile
         # A trunk zero kept after the country code is a common slip, and harmless.
         ("+84 0912 345 678", "+84912345678"),
         ("  0912345678\n", "+84912345678"),
-        # Full-width digits, as some Vietnamese input methods produce.
-        ("＋８４９１２３４５６７８", "+84912345678"),
         # Post-2018 ranges of the other networks.
         ("0868 123 456", "+84868123456"),
         ("070 123 4567", "+84701234567"),
@@ -55,6 +53,12 @@ def test_accepts_common_forms_of_a_mobile_number(raw: str, e164: str) -> None:
         ("+33 6 12 34 56 78", "not a Vietnamese number (+33, FR)"),
         ("0033 6 12 34 56 78", "not a Vietnamese number (+33, FR)"),
         ("+1 650 253 0000", "not a Vietnamese number (+1, US)"),
+        # Full-width (as some input methods produce) and Arabic-Indic digits: refused, not
+        # silently read as 0-9 (libphonenumber would).
+        ("＋８４９１２３４５６７８", "has digits other than 0-9"),
+        ("０９１２３４５６７８", "has digits other than 0-9"),
+        ("٠٩١٢٣٤٥٦٧٨", "has digits other than 0-9"),
+        ("0912 ３４５ 678", "has digits other than 0-9"),
     ],
 )
 def test_refuses_what_an_sms_cannot_reach_and_says_why(raw: str, reason: str) -> None:

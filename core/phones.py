@@ -3,8 +3,9 @@
 The numbering plan (prefixes, lengths, which ranges are mobile) comes from Google's
 libphonenumber metadata through `phonenumbers`: Vietnam renumbered its mobiles in 2018 and
 keeps opening ranges, and a maintained library follows that where a hand-written regex rots.
-The reasons end up in a notification's status, so they are written for the agency officer
-who reads them, not for a developer.
+The reasons end up in a notification's status and in intake's answer to a submission, so
+they are written for the agency officer who reads them, not for a developer. Intake checks an
+applicant's phone with these rules when the dossier is filed; notify when it sends.
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ from phonenumbers import PhoneNumberType, ValidationResult, shortnumberinfo
 
 REGION = "VN"
 COUNTRY_CODE = 84
+ASCII_DIGITS = frozenset("0123456789")
 
 _NOT_MOBILE = {
     PhoneNumberType.FIXED_LINE: "a landline",
@@ -44,11 +46,16 @@ def normalise_vn_mobile(raw: str) -> str:
     Accepts national (0912 345 678, (091) 234 5678), international (+84 91-234-5678,
     0084…) and bare country-code (84912345678) forms. Raises InvalidPhone for anything an
     SMS cannot reach: unparseable text, extensions, foreign numbers, landlines, short
-    codes and numbers outside the plan (the pre-2018 11-digit mobiles included).
+    codes, numbers outside the plan (the pre-2018 11-digit mobiles included) and digits other
+    than ASCII 0-9.
     """
     text = raw.strip()
     if not text:
         raise InvalidPhone("no phone number given")
+    # libphonenumber reads full-width, Arabic-Indic and other digits as 0-9; a number that
+    # reaches an agency written so is refused instead of being silently rewritten.
+    if any(c.isdigit() and c not in ASCII_DIGITS for c in text):
+        raise InvalidPhone(f"{raw!r} has digits other than 0-9; write it with the digits 0-9")
     try:
         number = phonenumbers.parse(text, REGION)
     except phonenumbers.NumberParseException as exc:
