@@ -279,7 +279,14 @@ def oauth_router(server: AgencyTokens, guard: SecretGuard) -> APIRouter:
         # OAuth posts are urlencoded (RFC 6749 §4.1.3): no multipart parser needed.
         form: dict[str, str] = {}
         if request.headers.get("content-type", "").startswith("application/x-www-form-urlencoded"):
-            form = dict(parse_qsl((await request.body()).decode(), keep_blank_values=True))
+            try:
+                text = (await request.body()).decode()
+            except UnicodeDecodeError:
+                return JSONResponse(
+                    {"error": "invalid_request", "error_description": "the form is not UTF-8"},
+                    status_code=400,
+                )
+            form = dict(parse_qsl(text, keep_blank_values=True))
         oauth_request = _Request(request, form, server.token_endpoint)
         who = presented(request, form)
         address = request.client.host if request.client else ""

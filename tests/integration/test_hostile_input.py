@@ -89,6 +89,17 @@ def test_an_8_mib_token_request_is_413_declared_or_chunked(stack: Stack) -> None
     assert stack.credentials.token(stack.url("identity"), "motcua-h22", "dossiers:read")
 
 
+def test_a_token_request_that_is_not_utf8_is_a_clear_400(stack: Stack) -> None:
+    answer = httpx.post(
+        stack.url("identity") + "/oauth2/token",
+        content=b"grant_type=client_credentials&client_id=\xff\xfe",
+        headers={"Content-Type": "application/x-www-form-urlencoded"},
+        timeout=10,
+    )
+    assert answer.status_code == 400, answer.text
+    assert answer.json()["error"] == "invalid_request"
+
+
 def test_the_sandbox_bounds_bodies_too(stack: Stack) -> None:
     response = httpx.post(
         stack.url("sandbox") + "/sms/messages", content=b"x" * (2 * MiB), timeout=30
