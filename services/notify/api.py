@@ -2,16 +2,19 @@
 
 from __future__ import annotations
 
-from datetime import datetime
+import uuid
+from datetime import UTC, datetime
 from typing import Annotated
 
 from fastapi import APIRouter, Depends, Query, Request
 from pydantic import BaseModel
-from sqlalchemy import select
+from sqlalchemy import func, select
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
+from core.auth import DEAD_LETTERS_MANAGE, require_scope
 from core.problems import PROBLEM_RESPONSES, Problem
 from services.notify.models import notifications, status_history
+from services.notify.status import StatusLog
 
 router = APIRouter(prefix="/v1", tags=["notifications"])
 
@@ -92,3 +95,66 @@ async def get_notification(notification_id: str, sessions: Sessions) -> Notifica
         raise Problem(404, "notification-not-found", "No such notification", notification_id)
     changes = [StatusChangeOut.model_validate(dict(h._mapping)) for h in history]
     return NotificationDetailOut.model_validate(dict(row._mapping) | {"history": changes})
+
+
+# A message given up is an operator's dead letter: sent again as a new message (a new id,
+# so a provider that de-duplicates by reference takes it), with a retry window of its own,
+# while the failed one keeps its status and history.
+RESENDABLE = ("permanent-failure", "technical-failure")
+
+
+@router.post(
+    "/notifications/{notification_id}/resend",
+    response_model=NotificationOut,
+    status_code=201,
+    responses=PROBLEM_RESPONSES,
+    operation_id="resendNotification",
+    summary="Send a failed notification again, as a new message",
+    dependencies=[Depends(require_scope(DEAD_LETTERS_MANAGE))],
+)
+async def resend_notification(
+    notification_id: str, request: Request, sessions: Sessions
+) -> NotificationOut:
+    runtime = request.app.state.runtime
+    status_log = StatusLog(runtime.outbox)
+    now = datetime.now(UTC)
+    async with sessions.begin() as session:
+        row = (
+            await session.execute(
+                select(notifications).where(notifications.c.id == notification_id)
+            )
+        ).first()
+        if row is None:
+            raise Problem(404, "notification-not-found", "No such notification", notification_id)
+        if row.status not in RESENDABLE:
+            raise Problem(
+                409,
+                "notification-not-failed",
+                "Only a notification given up can be sent again",
+                f"notification {notification_id} is {row.status}",
+            )
+        resends = await session.scalar(
+            select(func.count())
+            .select_from(notifications)
+            .where(notifications.c.event_id.like(f"{row.event_id}/resend-%"))
+        )
+        fresh = dict(row._mapping) | {
+            "id": str(uuid.uuid4()),
+            # Unique with channel and subscription: each resend is an event of its own.
+            "event_id": f"{row.event_id}/resend-{(resends or 0) + 1}",
+            "status": "created",
+            "attempts": 0,
+            "reason": f"resend of {notification_id}",
+            "provider_id": None,
+            "next_attempt_at": now,
+            "created_at": now,
+            "updated_at": now,
+            "sent_at": None,
+            "in_flight_at": None,
+        }
+        await session.execute(notifications.insert().values(fresh))
+        await status_log.record(session, [fresh], now)
+    runtime.outbox.wakeup.set()
+    for sender_wakeup in request.app.state.sender_wakeups:
+        sender_wakeup.set()
+    return NotificationOut.model_validate(fresh)

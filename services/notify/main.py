@@ -89,6 +89,7 @@ def build_app(settings: NotifySettings | None = None) -> FastAPI:
     app.state.token_verifier = verification.verifier
     app.state.webhook_outbound = outbound
     app.state.webhook_max_subscriptions = settings.webhook_max_subscriptions
+    app.state.sender_wakeups = list(service.waiting.values())
     ready = Depends(database_ready)
     app.include_router(router, dependencies=[Depends(require_scope(NOTIFICATIONS_READ)), ready])
     app.include_router(webhooks_router, dependencies=[ready])
