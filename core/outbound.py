@@ -36,6 +36,7 @@ from yarl import URL
 
 IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
 
+_IETF = ipaddress.IPv4Network("192.0.0.0/24")
 _METADATA = frozenset(
     {ipaddress.ip_address("169.254.169.254"), ipaddress.ip_address("fd00:ec2::254")}
 )
@@ -81,6 +82,11 @@ def address_refusal(address: IPAddress) -> str | None:
         (address.is_link_local, "link-local"),
         (address.is_multicast, "multicast"),
         (isinstance(address, ipaddress.IPv4Address) and address in _SHARED, "shared (CGNAT)"),
+        # Named here, not left to `is_private`: older Pythons' tables miss them (site-local
+        # IPv6 is deprecated but still routed where configured; 192.0.0.0/24 is IETF
+        # protocol assignments, fixed in Python's table only by CVE-2024-4032's patch).
+        (isinstance(address, ipaddress.IPv6Address) and address.is_site_local, "site-local"),
+        (isinstance(address, ipaddress.IPv4Address) and address in _IETF, "IETF protocol"),
         (address.is_private, "private"),
         (address.is_reserved, "reserved"),
         (not address.is_global, "not globally routable"),

@@ -184,7 +184,7 @@ class SecretGuard:
                 return await asyncio.shield(running)
             except (CheckRefused, ClientGone):
                 pass  # the first asker's own fate (shed, hung up): check on our own
-        keys = (f"client:{client_id}", f"address:{address}")
+        keys = (_client_key(client_id, address), f"address:{address}")
         self._refuse_if_throttled(keys)
         future: asyncio.Future[bool] = asyncio.get_running_loop().create_future()
         self._joined[fingerprint] = future
@@ -214,11 +214,11 @@ class SecretGuard:
 
     async def record_failure(self, client_id: str, address: str) -> None:
         """A failed check that did not hash (a bad client assertion): paced the same."""
-        for key in (f"client:{client_id}", f"address:{address}"):
+        for key in (_client_key(client_id, address), f"address:{address}"):
             await self._charge(key)
 
     def refuse_if_throttled(self, client_id: str, address: str) -> None:
-        self._refuse_if_throttled((f"client:{client_id}", f"address:{address}"))
+        self._refuse_if_throttled((_client_key(client_id, address), f"address:{address}"))
 
     def saturated(self) -> bool:
         return self._clock() - self._last_shed < self.limits.saturation_window_s
@@ -287,3 +287,9 @@ class SecretGuard:
         self._last_shed = self._clock()
         CHECKS.labels("shed").inc()
         return CheckRefused(503, retry_after_s, f"token endpoint saturated: {reason}")
+
+
+def _client_key(client_id: str, address: str) -> str:
+    """A client's failures count where they come from: anyone who knows a client id (no
+    secret) could otherwise lock the agency itself out by failing on purpose elsewhere."""
+    return f"client:{client_id}@{address}"

@@ -9,6 +9,7 @@ from typing import Annotated
 from fastapi import APIRouter, Depends, Query, Request
 from pydantic import BaseModel
 from sqlalchemy import func, select
+from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from core.auth import DEAD_LETTERS_MANAGE, require_scope
@@ -133,11 +134,23 @@ async def resend_notification(
                 "Only a notification given up can be sent again",
                 f"notification {notification_id} is {row.status}",
             )
+        earlier = notifications.c.event_id.like(f"{row.event_id}/resend-%")
         resends = await session.scalar(
+            select(func.count()).select_from(notifications).where(earlier)
+        )
+        pending = await session.scalar(
             select(func.count())
             .select_from(notifications)
-            .where(notifications.c.event_id.like(f"{row.event_id}/resend-%"))
+            .where(earlier, notifications.c.status.not_in(RESENDABLE))
         )
+        if pending:
+            # A double click, or a retry after a timeout, must not tell the citizen twice.
+            raise Problem(
+                409,
+                "notification-already-resent",
+                "This notification was sent again already",
+                f"a resend of {notification_id} is under way or delivered",
+            )
         fresh = dict(row._mapping) | {
             "id": str(uuid.uuid4()),
             # Unique with channel and subscription: each resend is an event of its own.
@@ -152,7 +165,15 @@ async def resend_notification(
             "sent_at": None,
             "in_flight_at": None,
         }
-        await session.execute(notifications.insert().values(fresh))
+        try:
+            await session.execute(notifications.insert().values(fresh))
+        except IntegrityError:  # a concurrent resend took the same number
+            raise Problem(
+                409,
+                "notification-already-resent",
+                "This notification was sent again already",
+                f"a resend of {notification_id} is under way",
+            ) from None
         await status_log.record(session, [fresh], now)
     runtime.outbox.wakeup.set()
     for sender_wakeup in request.app.state.sender_wakeups:

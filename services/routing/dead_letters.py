@@ -93,9 +93,11 @@ async def replay(transfer_id: str, journeys: Journeys) -> DeadLetterOut:
                 "Only a dead-lettered transfer can be replayed",
                 f"transfer {transfer_id} is {row.status}",
             )
-        await session.execute(
+        # Conditional, like every transition: a report that landed since the read above
+        # (SQLite ignores FOR UPDATE) wins, and the replay is refused.
+        replayed = await session.execute(
             transfers.update()
-            .where(transfers.c.transfer_id == transfer_id)
+            .where(transfers.c.transfer_id == transfer_id, transfers.c.status == "dead_lettered")
             .values(
                 status="pending",
                 attempts=0,
@@ -103,6 +105,13 @@ async def replay(transfer_id: str, journeys: Journeys) -> DeadLetterOut:
                 next_attempt_at=datetime.now(UTC),
             )
         )
+        if replayed.rowcount != 1:  # type: ignore[attr-defined]  # CursorResult of an UPDATE
+            raise Problem(
+                409,
+                "transfer-not-dead-lettered",
+                "Only a dead-lettered transfer can be replayed",
+                f"transfer {transfer_id} changed meanwhile",
+            )
     journeys.transfers_waiting.set()
     return _out({**row._mapping, "replays": row.replays + 1})
 

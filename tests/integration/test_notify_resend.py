@@ -45,6 +45,9 @@ def test_a_refused_sms_is_sent_again_by_an_operator(sms_refusing: Stack) -> None
     assert refused.status_code == 403
     resent = httpx.post(url, headers=as_operator(stack), timeout=10)
     assert resent.status_code == 201, resent.text
+    # A second click does not tell the citizen twice.
+    twice = httpx.post(url, headers=as_operator(stack), timeout=10)
+    assert twice.status_code == 409, twice.text
     fresh = resent.json()
     assert fresh["id"] != failed["id"]
     assert fresh["reason"] == f"resend of {failed['id']}"

@@ -24,7 +24,7 @@ from devstack._process import free_ports
 from devstack.stack import REPO, Stack
 from tests.support.flows import DESK, agency_token, chain_dossier, eventually, wait_completed
 
-FLOOD = 80
+FLOOD = 120
 
 
 @pytest.fixture
@@ -33,7 +33,7 @@ def small_intake(stack: Stack) -> Iterator[tuple[str, psutil.Process]]:
     env = stack.service_env("intake") | {
         "HTTP_PORT": str(port),
         "HTTP_MAX_IN_FLIGHT": "4",
-        "HTTP_QUEUE_BUDGET_S": "0.3",
+        "HTTP_QUEUE_BUDGET_S": "0.05",
     }
     log = (stack.var_dir / "log" / "intake-small.log").open("ab")
     process = subprocess.Popen(
@@ -96,11 +96,11 @@ def test_a_flood_is_shed_at_once_and_nothing_is_lost(
     statuses = {a.status_code for _, _, a in answers}
     assert statuses <= {201, 503}, statuses
     shed = [(i, took, a) for i, took, a in answers if a.status_code == 503]
-    assert shed, "a flood of 80 on 4 places sheds some"
+    assert shed, "a flood of 120 on 4 places sheds some"
     for _, took, answer in shed:
         assert answer.headers["retry-after"] == "1"
         assert answer.headers["content-type"] == "application/problem+json"
-        # Told at once (the queue budget is 0.3 s), far inside a client's timeout.
+        # Told at once (the queue budget is 0.05 s), far inside a client's timeout.
         assert took < 5, took
     assert unready > 0, "readiness says 503 while the service sheds"
     assert process.memory_info().rss - memory_before < 150 * 1024 * 1024
@@ -123,6 +123,7 @@ def test_a_flood_is_shed_at_once_and_nothing_is_lost(
         assert again.status_code == 201, again.text
         codes[i] = again.json()["code"]
     assert len(set(codes.values())) == FLOOD
-    assert httpx.get(url + "/health/ready", timeout=5).status_code == 200
+    # Ready again once it has shed nothing for a while.
+    eventually(lambda: httpx.get(url + "/health/ready", timeout=5).status_code == 200 or None, 30)
     for code in codes.values():
         assert wait_completed(stack, code, timeout=180)["status"] == "completed"

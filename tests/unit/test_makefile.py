@@ -37,9 +37,18 @@ def checkout(tmp_path: Path) -> Path:
 
 def planned(checkout: Path, target: str) -> str:
     """What `make target` would run, without running it."""
-    env = {**os.environ, "GATEWAY_TEST_DATABASE_URL": "postgresql://unused"}
+    # As a person runs it: not as a sub-make of `make test` (CI), whose MAKELEVEL and flags
+    # would add "Entering directory" lines and change nothing else.
+    inherited = {"MAKELEVEL", "MAKEFLAGS", "MFLAGS", "MAKEOVERRIDES"}
+    env = {k: v for k, v in os.environ.items() if k not in inherited}
+    env["GATEWAY_TEST_DATABASE_URL"] = "postgresql://unused"
     done = subprocess.run(
-        ["make", "-n", target], cwd=checkout, env=env, capture_output=True, text=True, check=True
+        ["make", "--no-print-directory", "-n", target],
+        cwd=checkout,
+        env=env,
+        capture_output=True,
+        text=True,
+        check=True,
     )
     return done.stdout
 

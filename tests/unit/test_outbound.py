@@ -77,6 +77,8 @@ class StubResolver(AbstractResolver):
         "::ffff:169.254.169.254",
         "2002:7f00:1::",  # 6to4 of 127.0.0.1
         "64:ff9b::a00:1",  # NAT64 of 10.0.0.1
+        "fec0::1",  # site-local, deprecated but routed where configured
+        "192.0.0.9",  # IETF protocol assignments (CVE-2024-4032)
     ],
 )
 def test_non_public_addresses_are_refused(address: str) -> None:
