@@ -38,6 +38,7 @@ def serve_http(app: FastAPI, settings: ServiceSettings) -> None:
         loop="uvloop",
         http=guarded_protocol(settings.http_limits),
         timeout_graceful_shutdown=10,
+        backlog=settings.http_backlog,
     )
 
 

@@ -34,6 +34,9 @@ class ServiceSettings(BaseSettings):
     # may wait for a place before it is answered 503 with Retry-After.
     http_max_in_flight: int = 128
     http_queue_budget_s: float = 1.0
+    # Connections the kernel holds before they are accepted (capped by net.core.somaxconn):
+    # a burst beyond it is dropped and retried by the client's TCP a second later or more.
+    http_backlog: int = 4096
     # What one HTTP request may be (core.limits.HttpLimits says why these defaults): a larger
     # body is refused with 413, deeper JSON with 422, larger or more headers with 431, a head
     # or body arriving too slowly with 408 — all before any handler runs.

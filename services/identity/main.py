@@ -144,6 +144,7 @@ def agency_tokens(settings: IdentitySettings) -> AgencyTokens:
         clients=load_clients(Path(settings.agency_clients_file or CLIENTS_FILE)),
         keys=keys,
         ttl_s=settings.access_token_ttl_s,
+        reuse_s=settings.access_token_reuse_s,
     )
 
 

@@ -196,6 +196,7 @@ class AgencyTokens(AuthorizationServer):  # type: ignore[misc]
         clients: Mapping[str, AgencyClient],
         keys: SigningKeys,
         ttl_s: int,
+        reuse_s: float = 0.0,
         clock: Callable[[], float] = time.time,
     ) -> None:
         super().__init__(scopes_supported=list(SCOPES))
@@ -210,9 +211,36 @@ class AgencyTokens(AuthorizationServer):  # type: ignore[misc]
         self.register_client_auth_method(KEY_METHOD, _PrivateKeyJWT(self))
         self.register_client_auth_method("client_secret_basic", _guard_verified(_basic_secret))
         self.register_client_auth_method("client_secret_post", _guard_verified(_posted_secret))
-        self.register_token_generator(
-            "default", BearerTokenGenerator(self._access_token, expires_generator=ttl_s)
-        )
+        self._generator = BearerTokenGenerator(self._access_token, expires_generator=ttl_s)
+        self.register_token_generator("default", self._bearer)
+        # A token issued to the same client for the same scopes moments ago is handed out
+        # again (with the lifetime it has left) instead of signing a new one: every agency's
+        # token expiring at once after an outage made ~2,000 callbacks ask within seconds.
+        self.reuse_s = reuse_s
+        self._recent: dict[tuple[str, str], tuple[float, dict[str, Any]]] = {}
+
+    def _bearer(
+        self,
+        grant_type: str,
+        client: AgencyClient,
+        user: Any = None,
+        scope: str | None = None,
+        expires_in: int | None = None,
+        include_refresh_token: bool = False,
+    ) -> dict[str, Any]:
+        now = self._clock()
+        key = (client.client_id, scope or "")
+        issued_at, token = self._recent.get(key, (-self.reuse_s - 1, {}))
+        if now - issued_at > self.reuse_s:
+            token = self._generator(grant_type, client, user, scope, expires_in, False)
+            issued_at = now
+            if self.reuse_s > 0:
+                if len(self._recent) >= 10_000:  # clients × scope sets: small, but bounded
+                    self._recent.clear()
+                self._recent[key] = (now, token)
+        answer = dict(token)
+        answer["expires_in"] = max(1, int(token["expires_in"] - (now - issued_at)))
+        return answer
 
     def _access_token(self, client: AgencyClient, grant_type: str, user: Any, scope: str) -> str:
         now = int(self._clock())

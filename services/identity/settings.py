@@ -19,6 +19,9 @@ class IdentitySettings(ServiceSettings):
     # have expired; remove it from the settings after access_token_ttl_s.
     token_retired_key_file: str = ""
     access_token_ttl_s: int = 300
+    # A client asking again for the same scopes within this many seconds gets the token it
+    # was just given, with the lifetime it has left (a storm costs one signature a client).
+    access_token_reuse_s: float = 10.0
     # What checking client secrets may cost (services/identity/token_guard.py): hashing
     # threads, how many checks may wait for one and how long, how long a verified secret
     # is remembered, failed checks allowed per client id and per address (a burst, then

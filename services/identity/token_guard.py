@@ -178,12 +178,15 @@ class SecretGuard:
         if stored_hash and self._verified.get(fingerprint) == stored_hash:
             CHECKS.labels("cached").inc()
             return True
-        if (running := self._joined.get(fingerprint)) is not None:
+        # Join a check of the same secret in flight. If that one ends without an answer
+        # (shed, its client hung up), the first joiner to wake starts the next flight and
+        # the others join it: still one hash at a time per secret.
+        while (running := self._joined.get(fingerprint)) is not None:
             CHECKS.labels("joined").inc()
             try:
                 return await asyncio.shield(running)
             except (CheckRefused, ClientGone):
-                pass  # the first asker's own fate (shed, hung up): check on our own
+                continue
         keys = (_client_key(client_id, address), f"address:{address}")
         self._refuse_if_throttled(keys)
         future: asyncio.Future[bool] = asyncio.get_running_loop().create_future()
@@ -206,7 +209,8 @@ class SecretGuard:
             future.exception()  # retrieved: no "never retrieved" warning when nobody joined
             raise
         finally:
-            del self._joined[fingerprint]
+            if self._joined.get(fingerprint) is future:
+                del self._joined[fingerprint]
             for key in keys:
                 self._in_flight[key] -= 1
                 if not self._in_flight[key]:

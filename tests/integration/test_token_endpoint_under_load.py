@@ -14,13 +14,13 @@ import secrets
 import subprocess
 import sys
 import time
-from collections import Counter
 from collections.abc import Sequence
 
 import httpx
 import psutil
 
 from devstack.stack import REPO, Stack
+from tests.support.token_storm import storm
 
 FORM = {"grant_type": "client_credentials"}
 # The client whose secret the flood guesses (locked out for a minute or two: no other test
@@ -136,56 +136,42 @@ async def test_unknown_and_known_client_ids_cost_the_same_hash(stack: Stack) -> 
     assert known.json() == unknown.json()
 
 
-async def test_a_token_storm_is_answered_within_bounds_and_costs_few_hashes(
-    stack: Stack,
-) -> None:
+def test_a_token_storm_is_answered_within_bounds_and_costs_few_hashes(stack: Stack) -> None:
+    """Issue F's storm: 2,000 token requests of valid clients at once (every agency's token
+    expired together) plus 200 wrong secrets, from load generators in processes of their
+    own. Each valid request gets a token or is told when to come back; none waits out its
+    client; secrets are hashed once per client; and the endpoint is normal right after."""
     identity = psutil.Process(stack.processes["identity"].pid)
     memory_before = identity.memory_info().rss
     url = stack.url("identity") + "/oauth2/token"
     valid = [stack.credentials.clients[c] for c in AGENCY_CLIENTS]
     hashed_before = hashes_done(stack)
+    logins = [(c.client_id, c.secret) for c in valid]
 
-    async def storm() -> list[tuple[httpx.Response, float]]:
-        async with from_address("127.0.0.1", 500) as http:
+    figures = storm(url, logins, valid_count=2000, wrong_count=200)
 
-            async def one(n: int) -> tuple[httpx.Response, float]:
-                client = valid[n % len(valid)]
-                started = time.monotonic()
-                answer = await http.post(url, data=FORM, auth=(client.client_id, client.secret))
-                return answer, time.monotonic() - started
-
-            return list(await asyncio.gather(*(one(n) for n in range(500))))
-
-    answers, attack = await asyncio.wait_for(
-        asyncio.gather(storm(), wrong_secrets(stack, "127.0.0.4", 100)), 120
-    )
-    statuses = [a.status_code for a, _ in answers]
-    slowest = max(elapsed for _, elapsed in answers)
-    flood = Counter(a.status_code for a in attack)
-    print(f"storm: {Counter(statuses)}, slowest {slowest:.2f} s, flood {flood}")
-    for answer, elapsed in answers:
-        assert answer.status_code in (200, 429, 503), answer.text
-        if answer.status_code != 200:
-            assert int(answer.headers["retry-after"]) >= 1
-        assert elapsed < 30, f"a token request took {elapsed:.1f} s"
-    assert statuses.count(200) >= 400, statuses
-    for response in attack:
-        assert_refused_politely(response)
+    print(f"token storm: {figures}")
+    answered, attack = figures["valid"], figures["wrong"]
+    # A token, 429 (this client holds its share of a full endpoint) or 503 (no place in
+    # time): never a 5xx without Retry-After, never a connection left unanswered.
+    assert set(answered["statuses"]) <= {"200", "429", "503"}, answered
+    assert answered["retry_after_missing"] == 0
+    assert int(answered["statuses"].get("200", 0)) >= len(valid), answered
+    assert answered["max_s"] < 30, answered
+    assert set(attack["statuses"]) <= {"401", "429", "503"}, attack
+    assert attack["retry_after_missing"] == 0
     # Each valid client's secret is hashed at most once (cache, single flight); the
-    # attacker gets its failure burst (10) and its hashes in flight (8), then 429s. Without
-    # the guard this was one hash per request: 600.
+    # attacker gets its failure bursts (10 per address, 20 per client id) and its hashes
+    # in flight (8), then 429s. Without the guard this was one hash per request: 2,200.
     hashed = hashes_done(stack) - hashed_before
-    print(f"storm: {hashed:.0f} hashes")
-    assert hashed <= len(valid) + 10 + 8 + 5
+    print(f"token storm: {hashed:.0f} hashes")
+    assert hashed <= len(valid) + 20 + 8 + 5
     # And right after, the endpoint answers as usual.
     client = valid[0]
-    started = time.monotonic()
-    async with httpx.AsyncClient(timeout=10) as http:
-        after = await http.post(url, data=FORM, auth=(client.client_id, client.secret))
-    assert after.status_code == 200
-    assert time.monotonic() - started < 2.0
+    after = httpx.post(url, data=FORM, auth=(client.client_id, client.secret), timeout=10)
+    assert after.status_code == 200, after.text
     grown = identity.memory_info().rss - memory_before
-    print(f"storm: identity grew {grown / 2**20:.1f} MiB")
+    print(f"token storm: identity grew {grown / 2**20:.1f} MiB")
     assert grown < 150 * 2**20
 
 

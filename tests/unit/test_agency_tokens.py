@@ -245,3 +245,27 @@ def test_a_configured_signing_key_is_used_and_replicas_cannot_go_without(tmp_pat
     assert published == [current.as_dict()["n"], retired.as_dict()["n"]]
     with pytest.raises(RuntimeError, match="replicas"):
         load_signing_keys("", "", "", required=True, grace_s=600)
+
+
+def test_a_client_asking_again_at_once_gets_the_same_token_with_less_lifetime() -> None:
+    now = [1_000_000.0]
+    keys = SigningKeys(generate_key(), grace_s=600)
+    tokens = AgencyTokens(
+        issuer=ISSUER, audience=AUDIENCE, clients=CLIENTS, keys=keys, ttl_s=300, reuse_s=10,
+        clock=lambda: now[0],
+    )  # fmt: skip
+    hotich, motcua = CLIENTS["hotich"], CLIENTS["motcua"]
+    first = tokens._bearer("client_credentials", hotich, scope="transfers:report")
+    now[0] += 4
+    again = tokens._bearer("client_credentials", hotich, scope="transfers:report")
+    assert again["access_token"] == first["access_token"]
+    assert (first["expires_in"], again["expires_in"]) == (300, 296)
+    # Another client, or other scopes, never share it.
+    other = tokens._bearer("client_credentials", motcua, scope="dossiers:read")
+    fewer = tokens._bearer("client_credentials", motcua, scope="dossiers:submit")
+    assert len({first["access_token"], other["access_token"], fewer["access_token"]}) == 3
+    # Past the reuse window, a new token with its whole lifetime.
+    now[0] += 7
+    later = tokens._bearer("client_credentials", hotich, scope="transfers:report")
+    assert later["access_token"] != first["access_token"]
+    assert later["expires_in"] == 300

@@ -153,3 +153,38 @@ async def test_no_hash_for_a_client_that_has_gone() -> None:
     with pytest.raises(ClientGone):
         await checks.verify("hotich", "the-secret", STORED, "10.0.0.1", gone)
     assert hashes.calls == []
+
+
+async def test_joiners_of_a_check_that_ended_unanswered_share_the_next_one() -> None:
+    """The first asker hung up while many joined it (the storm after a sandbox restart):
+    one of the joiners hashes next, the others join that, and every joiner is answered."""
+    hashes = Hashes(hold=True)
+    checks = guard(hashes)
+    hung_up = asyncio.Event()
+
+    async def first_gone() -> bool:
+        await hung_up.wait()
+        return True
+
+    # Another client holds both hashing threads, so the first asker waits for a slot.
+    blockers = [
+        asyncio.create_task(checks.verify(f"other-{n}", "x", STORED, f"10.0.1.{n}"))
+        for n in range(2)
+    ]
+    await asyncio.sleep(0.05)
+    first = asyncio.create_task(
+        checks.verify("hotich", "the-secret", STORED, "10.0.0.1", first_gone)
+    )
+    await asyncio.sleep(0.05)
+    joiners = [
+        asyncio.create_task(checks.verify("hotich", "the-secret", STORED, "10.0.0.1"))
+        for _ in range(20)
+    ]
+    await asyncio.sleep(0.05)
+    hung_up.set()
+    hashes.release.set()
+    with pytest.raises(ClientGone):
+        await first
+    assert all(await asyncio.gather(*joiners))
+    await asyncio.gather(*blockers)
+    assert hashes.calls.count("the-secret") == 1
