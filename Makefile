@@ -11,7 +11,7 @@ VENV := .venv/.installed
 KAFKA_JARS := .cache/kafka/libs/.resolved
 OIDC_TEST_JARS := .cache/oidc-test/libs/.resolved
 
-.PHONY: help install proto run test test-unit test-integration lint typecheck bench chaos \
+.PHONY: help install proto run test test-unit test-integration lint typecheck bench chaos overload \
 	kafka-jars oidc-test-jars postgres-server clean
 
 help:
@@ -64,6 +64,12 @@ lint: $(VENV) ## ruff and mypy
 chaos: $(VENV) $(KAFKA_JARS) postgres-server ## Long chaos run: 2,400 dossiers while every component is SIGKILLed in turn (SQLite, then PostgreSQL)
 	$(PY) -m devstack.chaos --dossiers 2400 --rate 8 --database sqlite --settle 900
 	$(PY) -m devstack.chaos --dossiers 2400 --rate 8 --database postgres --settle 900
+
+# What the stack completes end to end on the benchmark machine (make bench: ~20 dossiers/s).
+CAPACITY ?= 20
+overload: $(VENV) $(KAFKA_JARS) ## Overload run: dossiers offered at 2x, then 4x CAPACITY for a minute each, nobody killed
+	$(PY) -m devstack.chaos --no-kills --dossiers $$((120 * $(CAPACITY))) --rate $$((2 * $(CAPACITY))) --settle 900
+	$(PY) -m devstack.chaos --no-kills --dossiers $$((240 * $(CAPACITY))) --rate $$((4 * $(CAPACITY))) --settle 900
 
 bench: $(VENV) $(KAFKA_JARS) postgres-server ## Throughput and latency of the full stack against a bare pipeline
 	$(PY) -m devstack.bench

@@ -18,17 +18,20 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import os
 import random
 import signal
 import sys
 import tempfile
 import time
+from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import httpx
+import psutil
 
 from devstack.chaos_census import Census, WebhookReceiver, take_census
 from devstack.kafka import KafkaBroker
@@ -67,6 +70,8 @@ class Plan:
     # How long, after the last offer, accepted dossiers have to complete.
     settle_s: float = 240.0
     seed: int = 6
+    # False: an overload run (the same clients and census, nobody killed).
+    kills: bool = True
 
 
 def dossier_body(run: str, i: int) -> dict[str, Any]:
@@ -118,6 +123,10 @@ class Offer:
     refused: dict[int, str] = field(default_factory=dict)
     unanswered: list[int] = field(default_factory=list)
     retries: int = 0
+    # Every answer that was not an acceptance, by status ("0": no answer), and the 429s
+    # and 503s that did not say when to come back.
+    pushed_back: Counter[str] = field(default_factory=Counter)
+    retry_after_missing: int = 0
 
 
 class DeskTokens:
@@ -181,7 +190,10 @@ async def offer(stack: Stack, run: str, plan: Plan, patience_s: float = 180) -> 
                     result.refused[i] = f"{answer.status_code} {answer.text[:200]}"
                     return
                 result.retries += 1
+                result.pushed_back[str(answer.status_code if answer is not None else 0)] += 1
                 after = answer.headers.get("Retry-After") if answer is not None else None
+                if answer is not None and answer.status_code in (429, 503) and not after:
+                    result.retry_after_missing += 1
                 wait = float(after) if after and after.isdigit() else delay
                 await asyncio.sleep(min(wait, 10) * random.uniform(0.5, 1.0))
                 delay = min(delay * 2, 8)
@@ -220,6 +232,19 @@ class Victims:
             await asyncio.to_thread(self.kill, victim)
             await asyncio.sleep(plan.down_s)
             await asyncio.to_thread(self.restart, victim)
+
+
+PEAK: dict[str, int] = {}
+
+
+async def peak_memory(stack: Stack) -> None:
+    """Each service's largest resident memory while dossiers are offered (bounded memory
+    is part of surviving overload)."""
+    while True:
+        for name, process in list(stack.processes.items()):
+            with contextlib.suppress(psutil.Error):
+                PEAK[name] = max(PEAK.get(name, 0), psutil.Process(process.pid).memory_info().rss)
+        await asyncio.sleep(1.0)
 
 
 async def settle(stack: Stack, offered: Offer, within_s: float) -> dict[str, str]:
@@ -292,10 +317,14 @@ async def run_chaos(plan: Plan, var_dir: Path) -> Census:
         try:
             await subscribe_webhooks(stack, receiver.url)
             victims = Victims(stack, broker)
-            offered, _ = await asyncio.gather(offer(stack, run, plan), victims.in_turn(plan))
+            killing = victims.in_turn(plan) if plan.kills else asyncio.sleep(0)
+            memory = asyncio.create_task(peak_memory(stack))
+            offered, _ = await asyncio.gather(offer(stack, run, plan), killing)
+            memory.cancel()
             statuses = await settle(stack, offered, plan.settle_s)
             census = await take_census(stack, broker, offered, statuses, receiver, database_url)
             census.kills = victims.log
+            census.peak_rss_mib = {k: round(v / 2**20) for k, v in PEAK.items()}
             return census
         finally:
             await asyncio.to_thread(stack.stop)
@@ -311,8 +340,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--database", choices=["sqlite", "postgres"], default=Plan.database)
     parser.add_argument("--settle", type=float, default=Plan.settle_s)
     parser.add_argument("--var-dir", type=Path, default=None, help="kept; default: a temp dir")
+    parser.add_argument(
+        "--no-kills", action="store_true", help="an overload run: offer at --rate, kill nobody"
+    )
     args = parser.parse_args(argv)
-    plan = Plan(args.dossiers, args.rate, args.database, settle_s=args.settle)
+    plan = Plan(
+        args.dossiers, args.rate, args.database, settle_s=args.settle, kills=not args.no_kills
+    )
     os.chdir(REPO)
     with tempfile.TemporaryDirectory(prefix="chaos-") as scratch:
         census = asyncio.run(run_chaos(plan, args.var_dir or Path(scratch)))

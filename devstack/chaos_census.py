@@ -23,6 +23,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection, create_async_engine
 
 from core.outbox import outbox_table
 from devstack._process import free_ports
+from services.notify.models import notifications
 from services.routing.models import transfers
 
 if TYPE_CHECKING:
@@ -43,6 +44,8 @@ class Census:
     refused: dict[int, str] = field(default_factory=dict)
     unanswered: int = 0
     client_retries: int = 0
+    pushed_back: dict[str, int] = field(default_factory=dict)
+    retry_after_missing: int = 0
     completed: int = 0
     stuck: list[str] = field(default_factory=list)
     completed_twice: list[str] = field(default_factory=list)
@@ -51,11 +54,17 @@ class Census:
     duplicate_emails: int = 0
     duplicate_sms: int = 0
     duplicate_webhooks: int = 0
+    # Notifications a completed dossier should have caused and nobody received: each
+    # applicant's "received" and "completed" email and SMS, the desk's webhooks. Those notify
+    # marked failed (an operator sees them and can resend) are counted apart.
+    missing_notifications: list[str] = field(default_factory=list)
+    failed_notifications: int = 0
     # What was counted, so a clean census is seen not to be an empty one.
     taken: dict[str, int] = field(default_factory=dict)
     left_in_outboxes: int = 0
     dead_letters: dict[str, int] = field(default_factory=dict)
     kills: list[str] = field(default_factory=list)
+    peak_rss_mib: dict[str, int] = field(default_factory=dict)
 
     @property
     def ok(self) -> bool:
@@ -69,20 +78,27 @@ class Census:
             and not self.duplicate_deliveries
             and self.duplicate_emails == self.duplicate_sms == self.duplicate_webhooks == 0
             and self.left_in_outboxes == 0
+            and not self.missing_notifications
+            and self.retry_after_missing == 0
         )
 
     def lines(self) -> list[str]:
         out = [f"  {k}" for k in self.kills]
         out += [
             f"offered {self.offered}, accepted {self.accepted}, refused {len(self.refused)}, "
-            f"unanswered {self.unanswered} (client retries {self.client_retries})",
+            f"unanswered {self.unanswered} (client retries {self.client_retries}: "
+            f"{self.pushed_back}, Retry-After missing {self.retry_after_missing})",
             f"completed {self.completed}, stuck {len(self.stuck)}, completed twice "
             f"{len(self.completed_twice)}, steps completed twice {self.steps_completed_twice}",
             f"duplicate deliveries with effect {len(self.duplicate_deliveries)}, duplicate "
             f"emails {self.duplicate_emails}, SMS {self.duplicate_sms}, webhooks "
             f"{self.duplicate_webhooks}",
+            f"missing notifications {len(self.missing_notifications)} "
+            f"{self.missing_notifications[:5]}, marked failed by notify "
+            f"{self.failed_notifications}",
             f"counted: {self.taken}",
             f"left in outboxes {self.left_in_outboxes}, dead letters {self.dead_letters}",
+            f"peak resident memory (MiB) {self.peak_rss_mib}",
             f"stuck: {self.stuck[:10]}" if self.stuck else "stuck: none",
             f"refused: {list(self.refused.values())[:3]}" if self.refused else "refused: none",
             "CHAOS PASSED" if self.ok else "CHAOS FAILED",
@@ -180,6 +196,8 @@ async def take_census(
         refused=offered.refused,
         unanswered=len(offered.unanswered),
         client_retries=offered.retries,
+        pushed_back=dict(offered.pushed_back),
+        retry_after_missing=offered.retry_after_missing,
     )
     census.completed = sum(1 for s in statuses.values() if s == "completed")
     census.stuck = sorted(c for c, s in statuses.items() if s != "completed")
@@ -213,7 +231,63 @@ async def take_census(
     census.duplicate_webhooks = receiver.duplicates()
     census.taken["webhooks"] = len(receiver.received)
     census.left_in_outboxes, census.dead_letters = await _leftovers(stack, database_url)
+    done = [code for code, status in statuses.items() if status == "completed"]
+    failed = await _failed_notifications(stack, database_url)
+    census.failed_notifications = len(failed)
+    hooks = [body for _, body in receiver.received]
+    census.missing_notifications = [
+        f"{code} {channel} {what}"
+        for code, channel, what in _missing(done, mails, sms, hooks)
+        if (code, channel) not in failed
+    ]
     return census
+
+
+# What each completed dossier must have caused, found by its receipt code in the text.
+EXPECTED = {
+    "email": ("đã được tiếp nhận", "đã được giải quyết xong"),
+    "sms": ("đã được tiếp nhận", "đã có kết quả"),
+    "webhook": ("vn.gov.dossier.submitted.v1", "vn.gov.dossier.completed.v1"),
+}
+
+
+def _missing(
+    codes: list[str], mails: list[dict[str, str]], sms: list[dict[str, str]], hooks: list[bytes]
+) -> list[tuple[str, str, str]]:
+    """(code, channel, what) for every expected message nobody received."""
+    wanted = set(codes)
+    said: dict[tuple[str, str], list[str]] = {}
+    texts = {
+        "email": [f"{m.get('subject', '')} {m.get('text', '')}" for m in mails],
+        "sms": [str(m.get("text", "")) for m in sms],
+        "webhook": [h.decode(errors="replace") for h in hooks],
+    }
+    for channel, found in texts.items():
+        for text_ in found:
+            for code in wanted.intersection(text_.replace('"', " ").split()):
+                said.setdefault((code, channel), []).append(text_)
+    return [
+        (code, channel, what)
+        for code in codes
+        for channel, phrases in EXPECTED.items()
+        for what in phrases
+        if not any(what in t for t in said.get((code, channel), []))
+    ]
+
+
+async def _failed_notifications(stack: Stack, database_url: str | None) -> set[tuple[str, str]]:
+    """(code, channel) of every notification notify has not delivered: given up on, or
+    still being retried; an operator sees these and can resend them."""
+    url = database_url or f"sqlite+aiosqlite:///{stack.var_dir / 'notify.db'}"
+    engine = create_async_engine(url)
+    query = select(notifications.c.dossier_code, notifications.c.channel).where(
+        notifications.c.status != "delivered"
+    )
+    try:
+        async with engine.connect() as conn:
+            return {(code, channel) for code, channel in await conn.execute(query)}
+    finally:
+        await engine.dispose()
 
 
 async def _leftovers(stack: Stack, database_url: str | None) -> tuple[int, dict[str, int]]:
