@@ -97,9 +97,17 @@ def build_app(settings: RoutingSettings | None = None) -> FastAPI:
         producer=runtime.producer,
     )
     delivery = DeliveryWorker(
-        settings, runtime.engine, runtime.sessions, outbox, catalogue, journeys, runtime.producer
+        settings,
+        runtime.engine,
+        runtime.sessions,
+        outbox,
+        catalogue,
+        journeys,
+        runtime.producer,
+        clock=clock,
+        hold=runtime.held,
     )
-    portal = PortalSync(settings, runtime.engine, runtime.sessions)
+    portal = PortalSync(settings, runtime.engine, runtime.sessions, clock=clock, hold=runtime.held)
     portal_consumer = EventConsumer(
         settings,
         group_id="portal-sync",
