@@ -63,23 +63,13 @@ class Outbox:
         """Stage an event in the caller's transaction; the relay is woken after commit.
 
         The event continues the active trace, or `trace` (a W3C carrier) when given."""
-        key, value, headers = to_kafka(event)
-        await session.execute(
-            self.table.insert().values(
-                topic=topic or self.default_topic,
-                key=key,
-                value=value,
-                headers={k: v.decode() for k, v in headers.items()},
-                trace=current_carrier() if trace is None else trace,
-                created_at=self.clock.now(),
-            )
-        )
-        if not session.info.get("outbox_listener"):
-            session.info["outbox_listener"] = True
-            sa_event.listen(session.sync_session, "after_commit", self._after_commit, once=True)
+        await self.put_many(session, [(event, trace)], topic)
 
     async def put_many(
-        self, session: AsyncSession, events: Sequence[tuple[Event, dict[str, str] | None]]
+        self,
+        session: AsyncSession,
+        events: Sequence[tuple[Event, dict[str, str] | None]],
+        topic: str | None = None,
     ) -> None:
         """Stage many events (each with its trace carrier, or None for the active trace) in
         one multi-row insert: what a batch handler uses instead of one put per event."""
@@ -91,7 +81,7 @@ class Outbox:
             key, value, headers = to_kafka(event)
             rows.append(
                 {
-                    "topic": self.default_topic,
+                    "topic": topic or self.default_topic,
                     "key": key,
                     "value": value,
                     "headers": {k: v.decode() for k, v in headers.items()},

@@ -36,7 +36,7 @@ from tenacity import RetryCallState, Retrying, wait_exponential
 
 from core.clock import SYSTEM_CLOCK, Clock
 from core.retry import TRANSIENT_ERRORS
-from core.storage import supports_skip_locked
+from core.storage import rowcount, supports_skip_locked
 
 log = logging.getLogger(__name__)
 R = TypeVar("R")
@@ -159,8 +159,7 @@ class Lease:
     stamped: Sequence[str] = ()
 
     def key_of(self, row: Any) -> Any:
-        name = self.key.name
-        return row[name] if isinstance(row, Mapping) else getattr(row, name)
+        return _field(row, self.key.name)
 
     @property
     def key(self) -> Column[Any]:
@@ -234,6 +233,7 @@ class LeasedQueue(WorkQueue, Generic[R]):
         wakeup: asyncio.Event,
         poll_interval_s: float,
         hold: Hold | None = None,
+        retry: RetryPolicy | None = None,
         take: Take | None = None,
         prepare: Prepare[R] | None = None,
         clock: Clock = SYSTEM_CLOCK,
@@ -248,6 +248,7 @@ class LeasedQueue(WorkQueue, Generic[R]):
         self._take = take
         self._prepare = prepare
         self.clock = clock
+        self.retry = retry
 
     async def _claim_and_work(self) -> int:
         claimed = await self.claim()
@@ -283,6 +284,44 @@ class LeasedQueue(WorkQueue, Generic[R]):
             if self._prepare is not None:
                 return await self._prepare(session, rows, now)
         return rows
+
+    async def fail(
+        self,
+        session: AsyncSession,
+        row: Any,
+        error: str,
+        *,
+        retryable: bool,
+        now: datetime,
+        what: str,
+    ) -> bool:
+        """Record a failed attempt of a claimed row that is still `pending`: due again after
+        the retry policy's backoff, or parked as `dead_lettered` with its reason when the
+        failure is permanent or the last attempt is spent. True when this call parked it."""
+        assert self.retry is not None, "a queue that records failures has a retry policy"
+        table, c = self.lease.table, self.lease.table.c
+        attempt = _field(row, "attempts") + 1  # a claimed row is as it was before the claim
+        failure = self.retry.after_failure(now, attempt, retryable=retryable)
+        parked = "; dead-lettered" if failure.park else ""
+        log.warning("%s failed (attempt %d): %s%s", what, attempt, error, parked)
+        values: dict[str, Any] = {
+            "status": "dead_lettered" if failure.park else "pending",
+            "next_attempt_at": failure.next_attempt_at,
+            "last_error": error,
+        }
+        if "dead_lettered_at" in c:
+            values["dead_lettered_at"] = now if failure.park else None
+        key = self.lease.key
+        result = await session.execute(
+            table.update()
+            .where(key == self.lease.key_of(row), c.status == "pending")
+            .values(values)
+        )
+        return failure.park and rowcount(result) > 0
+
+
+def _field(row: Any, name: str) -> Any:
+    return row[name] if isinstance(row, Mapping) else getattr(row, name)
 
 
 async def wait_for_work(wakeup: asyncio.Event, poll_interval_s: float) -> None:

@@ -12,7 +12,7 @@ subscriptions (WEBHOOK_MAX_SUBSCRIPTIONS): each is a stream of requests the gate
 from __future__ import annotations
 
 import uuid
-from datetime import UTC, datetime
+from datetime import datetime
 from typing import Annotated
 
 from fastapi import APIRouter, Depends, Request, Response
@@ -22,6 +22,7 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from core.audit import forbidden, record_refusal
 from core.auth import WEBHOOKS_MANAGE, AgencyPrincipal, require_scope
+from core.clock import SYSTEM_CLOCK
 from core.events import EVENT_TYPES
 from core.outbound import DestinationRefused, OutboundClient
 from core.problems import PROBLEM_RESPONSES, Problem
@@ -105,7 +106,7 @@ async def create_subscription(
         "url": str(body.url),
         "event_types": body.event_types,
         "secret": new_secret(),
-        "created_at": datetime.now(UTC),
+        "created_at": SYSTEM_CLOCK.now(),
     }
     async with sessions.begin() as session:
         if await _held_by(session, body.agency_code) >= limit:

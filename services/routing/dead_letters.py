@@ -8,7 +8,7 @@ replays it, which delivers it again with the same transfer id (the agency de-dup
 from __future__ import annotations
 
 from collections.abc import Mapping
-from datetime import UTC, datetime
+from datetime import datetime
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, Query, Request
@@ -102,7 +102,7 @@ async def replay(transfer_id: str, journeys: Journeys) -> DeadLetterOut:
                 status="pending",
                 attempts=0,
                 replays=transfers.c.replays + 1,
-                next_attempt_at=datetime.now(UTC),
+                next_attempt_at=journeys.clock.now(),
             )
         )
         if replayed.rowcount != 1:  # type: ignore[attr-defined]  # CursorResult of an UPDATE
@@ -142,7 +142,7 @@ async def redeliver(transfer_id: str, journeys: Journeys) -> DeadLetterOut:
                 transfers.c.escalated.is_(True),
                 transfers.c.acknowledged_at.is_(None),
             )
-            .values(next_attempt_at=datetime.now(UTC))
+            .values(next_attempt_at=journeys.clock.now())
             .returning(*transfers.c)
         )
         row = result.first()

@@ -82,11 +82,6 @@ class DeliveryWorker(LeasedQueue[tuple[Any, bytes]]):
         self._outbox = outbox
         self._catalogue = catalogue
         self._producer = producer
-        self._policy = RetryPolicy(
-            base_s=settings.delivery_backoff_base_s,
-            max_s=settings.delivery_backoff_max_s,
-            max_attempts=settings.delivery_max_attempts,
-        )
         self._channels: dict[str, Channel] = {}
         lease = Lease(
             transfers,
@@ -104,6 +99,11 @@ class DeliveryWorker(LeasedQueue[tuple[Any, bytes]]):
             wakeup=journey_service.transfers_waiting,
             poll_interval_s=settings.delivery_poll_interval_s,
             hold=hold,
+            retry=RetryPolicy(
+                base_s=settings.delivery_backoff_base_s,
+                max_s=settings.delivery_backoff_max_s,
+                max_attempts=settings.delivery_max_attempts,
+            ),
             prepare=_with_dossiers,
             clock=clock,
         )
@@ -118,7 +118,7 @@ class DeliveryWorker(LeasedQueue[tuple[Any, bytes]]):
             self._channels = {
                 "https": HttpsChannel(client),
                 "grpc": grpc_channel,
-                "kafka": KafkaChannel(self._producer),
+                "kafka": KafkaChannel(self._producer, self.clock),
             }
             try:
                 await super().run()
@@ -285,26 +285,9 @@ class DeliveryWorker(LeasedQueue[tuple[Any, bytes]]):
 
     async def _failed(self, session: AsyncSession, attempt: Attempt, now: datetime) -> None:
         row, sent = attempt.row, attempt.sent
-        failure = self._policy.after_failure(now, attempt.number, retryable=sent.retryable)
-        log.warning(
-            "delivery of %s to %s failed (attempt %d): %s%s",
-            row.transfer_id,
-            row.agency_code,
-            attempt.number,
-            sent.error,
-            "; dead-lettered" if failure.park else "",
-        )
-        result = await session.execute(
-            transfers.update()
-            .where(transfers.c.transfer_id == row.transfer_id, transfers.c.status == "pending")
-            .values(
-                status="dead_lettered" if failure.park else "pending",
-                next_attempt_at=failure.next_attempt_at,
-                last_error=sent.error,
-                dead_lettered_at=now if failure.park else None,
-            )
-        )
-        if failure.park and rowcount(result):
+        what = f"delivery of {row.transfer_id} to {row.agency_code}"
+        error = sent.error or ""
+        if await self.fail(session, row, error, retryable=sent.retryable, now=now, what=what):
             # On the dossier's own topic, in this transaction: ordered after its other events
             # and seen by any consumer (operators' dashboards, notify), never lost.
             dead = events_pb2.TransferDeadLettered(
@@ -313,7 +296,7 @@ class DeliveryWorker(LeasedQueue[tuple[Any, bytes]]):
                 agency_code=row.agency_code,
                 transfer_id=row.transfer_id,
                 attempts=attempt.number,
-                reason=sent.error or "",
+                reason=error,
                 dead_lettered_at=timestamp(now),
             )
             event = new_event(dead, source=SOURCE, dossier_code=row.dossier_code)

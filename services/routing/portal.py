@@ -96,11 +96,6 @@ class PortalSync(LeasedQueue[Any]):
         hold: Hold | None = None,
     ) -> None:
         self._settings = settings
-        self._policy = RetryPolicy(
-            base_s=settings.portal_sync_backoff_base_s,
-            max_s=settings.portal_sync_backoff_max_s,
-            max_attempts=settings.portal_sync_max_attempts,
-        )
         self._client: aiohttp.ClientSession | None = None
         lease = Lease(
             portal_pushes,
@@ -118,6 +113,11 @@ class PortalSync(LeasedQueue[Any]):
             wakeup=asyncio.Event(),
             poll_interval_s=settings.portal_sync_poll_interval_s,
             hold=hold,
+            retry=RetryPolicy(
+                base_s=settings.portal_sync_backoff_base_s,
+                max_s=settings.portal_sync_backoff_max_s,
+                max_attempts=settings.portal_sync_max_attempts,
+            ),
             clock=clock,
         )
 
@@ -188,29 +188,15 @@ class PortalSync(LeasedQueue[Any]):
         async with self.sessions.begin() as session:
             for row, (error, retryable) in results:
                 PUSHES.labels("sent" if error is None else "failed").inc()
-                values: dict[str, Any]
-                if error is None:
-                    values = {"status": "sent", "sent_at": now, "last_error": None}
-                else:
-                    # Claimed rows carry their attempts as they were before the claim.
-                    failure = self._policy.after_failure(now, row.attempts + 1, retryable=retryable)
-                    log.warning(
-                        "portal push of %s failed (attempt %d): %s%s",
-                        row.dossier_code,
-                        row.attempts + 1,
-                        error,
-                        "; dead-lettered" if failure.park else "",
-                    )
-                    values = {
-                        "status": "dead_lettered" if failure.park else "pending",
-                        "last_error": error,
-                        "next_attempt_at": failure.next_attempt_at,
-                    }
+                if error is not None:
+                    what = f"portal push of {row.dossier_code}"
+                    await self.fail(session, row, error, retryable=retryable, now=now, what=what)
+                    continue
                 await session.execute(
                     portal_pushes.update()
                     .where(
                         portal_pushes.c.push_key == row.push_key,
                         portal_pushes.c.status == "pending",
                     )
-                    .values(values)
+                    .values(status="sent", sent_at=now, last_error=None)
                 )
