@@ -27,6 +27,7 @@ from core.events import EVENT_TYPES
 from core.outbound import DestinationRefused, OutboundClient
 from core.problems import PROBLEM_RESPONSES, Problem
 from core.signing import new_secret
+from core.storage import rowcount
 from services.notify.api import Sessions
 from services.notify.models import webhook_subscriptions as subscriptions
 from services.notify.notifications import NotificationService
@@ -157,7 +158,7 @@ async def delete_subscription(subscription_id: str, agency: Agency, sessions: Se
                 subscriptions.c.agency_code == agency.agency_code,
             )
         )
-    if not result.rowcount:  # type: ignore[attr-defined]
+    if not rowcount(result):
         await _audit_if_foreign(sessions, subscription_id, agency)
         raise Problem(404, "subscription-not-found", "No such subscription", subscription_id)
     return Response(status_code=204)

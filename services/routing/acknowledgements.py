@@ -23,6 +23,7 @@ from core.audit import forbidden
 from core.auth import DEAD_LETTERS_MANAGE, TRANSFERS_REPORT, AgencyPrincipal, require_scope
 from core.clock import SYSTEM_CLOCK
 from core.problems import PROBLEM_RESPONSES, Problem
+from core.storage import rowcount
 from core.telemetry import context_from_carrier
 from services.routing.models import transfers
 
@@ -99,7 +100,7 @@ async def acknowledge(
             .where(transfers.c.transfer_id == transfer_id, transfers.c.acknowledged_at.is_(None))
             .values(acknowledged_at=now)
         )
-        if moved.rowcount != 1:  # type: ignore[attr-defined]  # an UPDATE's CursorResult
+        if rowcount(moved) != 1:
             first = await session.scalar(
                 select(transfers.c.acknowledged_at).where(transfers.c.transfer_id == transfer_id)
             )

@@ -17,6 +17,7 @@ from sqlalchemy import select
 
 from core.auth import DEAD_LETTERS_MANAGE, require_scope
 from core.problems import AUTH_PROBLEM_RESPONSES, PROBLEM_RESPONSES, Problem
+from core.storage import rowcount
 from services.routing.journeys import JourneyService
 from services.routing.models import transfers
 
@@ -105,7 +106,7 @@ async def replay(transfer_id: str, journeys: Journeys) -> DeadLetterOut:
                 next_attempt_at=journeys.clock.now(),
             )
         )
-        if replayed.rowcount != 1:  # type: ignore[attr-defined]  # CursorResult of an UPDATE
+        if rowcount(replayed) != 1:
             raise Problem(
                 409,
                 "transfer-not-dead-lettered",

@@ -162,7 +162,7 @@ async def run_until(queue: WorkQueue, done: Callable[[], Awaitable[bool]]) -> No
     task = asyncio.create_task(queue.run())
     try:
         async with asyncio.timeout(20):
-            while not await done():
+            while not await done():  # noqa: ASYNC110 - the condition is the queue's own state
                 await asyncio.sleep(0.01)
     finally:
         task.cancel()
