@@ -14,11 +14,11 @@ from __future__ import annotations
 import json
 import logging
 import sys
-from datetime import UTC, datetime
 from typing import Any, Protocol
 
 from opentelemetry import trace
 
+from core.clock import SYSTEM_CLOCK
 from core.problems import Problem
 
 AUDIT_LOGGER = "gateway.audit"
@@ -49,7 +49,7 @@ def _ensure_handler() -> None:
 def record_refusal(caller: Caller, *, action: str, target: str, reason: str) -> dict[str, Any]:
     """Write one refusal to the audit trail; returns the record written."""
     record: dict[str, Any] = {
-        "time": datetime.now(UTC).isoformat(),
+        "time": SYSTEM_CLOCK.now().isoformat(),
         "event": "authorization.refused",
         "client": caller.client_id,
         "agency": caller.agency_code,

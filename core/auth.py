@@ -19,7 +19,7 @@ import logging
 import time
 from collections.abc import Awaitable, Callable, Collection, Mapping
 from dataclasses import dataclass
-from typing import Annotated, Any
+from typing import Annotated, Any, cast
 
 import aiohttp
 from fastapi import Depends, Request
@@ -155,7 +155,7 @@ class TokenVerifier:
                 log.warning("cannot fetch identity's JWKS: %r", exc)
 
     def _install(self, jwks: dict[str, Any]) -> None:
-        keys = KeySet.import_key_set(jwks)  # type: ignore[arg-type]
+        keys = key_set(jwks)
         self._keys = keys
         self._kids = frozenset(str(key.kid) for key in keys.keys if key.kid)
 
@@ -278,3 +278,9 @@ def check_scopes(scopes: Collection[str]) -> None:
     unknown = set(scopes) - set(SCOPES)
     if unknown:
         raise ValueError(f"unknown scopes {sorted(unknown)}")
+
+
+def key_set(jwks: Mapping[str, Any]) -> KeySet:
+    """A JWKS document as a KeySet. joserfc types the document as a TypedDict it does not
+    export; the document is a peer's JSON, which import_key_set checks itself."""
+    return KeySet.import_key_set(cast(Any, jwks))

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import contextvars
 from collections.abc import Awaitable, Callable, Mapping
-from typing import Any, TypeAlias
+from typing import Any, TypeAlias, cast
 
 import grpc
 
@@ -84,12 +84,16 @@ def _refusing(handler: Handler, refusal: Refusal) -> Handler:
 def _with_principal(handler: Handler, principal: AgencyPrincipal) -> Handler:
     if handler.unary_unary is None:
         return handler  # streaming methods are authorised too, they just cannot read it
-    behaviour = handler.unary_unary
+    # grpc's stubs type handlers for the threaded server; under grpc.aio the behaviour is a
+    # coroutine function taking the aio context.
+    behaviour = cast(
+        Callable[[Any, grpc.aio.ServicerContext[Any, Any]], Awaitable[Any]], handler.unary_unary
+    )
 
     async def call(request: Any, context: grpc.aio.ServicerContext[Any, Any]) -> Any:
         reset = _principal.set(principal)
         try:
-            return await behaviour(request, context)  # type: ignore[arg-type]
+            return await behaviour(request, context)
         finally:
             _principal.reset(reset)
 

@@ -10,11 +10,11 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 from datetime import date, datetime, time, timedelta
-from zoneinfo import ZoneInfo
 
 import holidays
 
-VIETNAM = ZoneInfo("Asia/Ho_Chi_Minh")
+from core.clock import VIETNAM as VIETNAM
+
 # Appointments (ngày hẹn trả kết quả) fall at the end of office hours of the last day.
 OFFICE_CLOSE = time(17, 0)
 # Working time (a paused clock, a delay) is counted within office hours of working days.

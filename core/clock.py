@@ -10,6 +10,10 @@ import asyncio
 import contextlib
 from datetime import UTC, datetime, timedelta
 from typing import Protocol
+from zoneinfo import ZoneInfo
+
+# Vietnam's time, for what its offices count in: days, office hours, daily caps, dates shown.
+VIETNAM = ZoneInfo("Asia/Ho_Chi_Minh")
 
 
 class Clock(Protocol):
@@ -72,3 +76,6 @@ class TestClock:
             await wakeup.wait()
         finally:
             self._sleepers.discard(wakeup)
+
+
+SYSTEM_CLOCK = SystemClock()

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import uuid
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import datetime
 from typing import Any
 
 from cloudevents.core.bindings import kafka as ce_kafka
@@ -17,6 +17,7 @@ from cloudevents.core.formats.json import JSONFormat
 from cloudevents.core.v1.event import CloudEvent
 from google.protobuf.message import DecodeError, Message
 
+from core.clock import SYSTEM_CLOCK
 from gateway.v1 import events_pb2
 
 PROTOBUF = "application/protobuf"
@@ -60,7 +61,7 @@ class Event:
     subject: str
     data: Message
     id: str = field(default_factory=lambda: str(uuid.uuid4()))
-    time: datetime = field(default_factory=lambda: datetime.now(UTC))
+    time: datetime = field(default_factory=SYSTEM_CLOCK.now)
     # W3C context of the span that is handling this event (set by the consumer): what the
     # handler writes continues the trace from here.
     trace: dict[str, str] = field(default_factory=dict)
@@ -118,5 +119,5 @@ def from_kafka(key: bytes | None, value: bytes | None, headers: dict[str, bytes]
         subject=cloud_event.get_subject() or "",
         data=data,
         id=cloud_event.get_id(),
-        time=cloud_event.get_time() or datetime.now(UTC),
+        time=cloud_event.get_time() or SYSTEM_CLOCK.now(),
     )

@@ -7,11 +7,11 @@ in the same commit as the handler's effects makes every effect happen exactly on
 from __future__ import annotations
 
 from collections.abc import Sequence
-from datetime import UTC, datetime
 
 from sqlalchemy import Column, MetaData, String, Table
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from core.clock import SYSTEM_CLOCK
 from core.events import Event
 from core.storage import UtcDateTime, upsert
 
@@ -29,7 +29,7 @@ async def first_seen(session: AsyncSession, table: Table, events: Sequence[Event
     """The events of the batch never processed before, in their order; one round trip."""
     if not events:
         return []
-    now = datetime.now(UTC)
+    now = SYSTEM_CLOCK.now()
     statement = (
         upsert(session.get_bind().dialect.name, table)
         .values([{"event_id": e.id, "processed_at": now} for e in events])

@@ -11,20 +11,18 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Sequence
-from datetime import UTC, datetime
 from typing import Any, Protocol
 
 from sqlalchemy import JSON, Column, LargeBinary, MetaData, String, Table, delete, select
 from sqlalchemy import event as sa_event
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
+from core.clock import SYSTEM_CLOCK, Clock
 from core.events import Event, to_kafka
 from core.kafka import OutboundRecord
-from core.retry import TRANSIENT_ERRORS
 from core.storage import BigId, UtcDateTime, supports_skip_locked
 from core.telemetry import current_carrier
-from core.wakeup import wait_for_work
-from core.workqueue import describe, retryable_kafka
+from core.workqueue import Hold, WorkQueue, describe, retryable_kafka
 
 log = logging.getLogger(__name__)
 
@@ -49,10 +47,11 @@ def outbox_table(metadata: MetaData, owner: str) -> Table:
 
 
 class Outbox:
-    def __init__(self, table: Table, default_topic: str) -> None:
+    def __init__(self, table: Table, default_topic: str, clock: Clock = SYSTEM_CLOCK) -> None:
         self.table = table
         self.default_topic = default_topic
         self.wakeup = asyncio.Event()
+        self.clock = clock
 
     async def put(
         self,
@@ -64,35 +63,25 @@ class Outbox:
         """Stage an event in the caller's transaction; the relay is woken after commit.
 
         The event continues the active trace, or `trace` (a W3C carrier) when given."""
-        key, value, headers = to_kafka(event)
-        await session.execute(
-            self.table.insert().values(
-                topic=topic or self.default_topic,
-                key=key,
-                value=value,
-                headers={k: v.decode() for k, v in headers.items()},
-                trace=current_carrier() if trace is None else trace,
-                created_at=datetime.now(UTC),
-            )
-        )
-        if not session.info.get("outbox_listener"):
-            session.info["outbox_listener"] = True
-            sa_event.listen(session.sync_session, "after_commit", self._after_commit, once=True)
+        await self.put_many(session, [(event, trace)], topic)
 
     async def put_many(
-        self, session: AsyncSession, events: Sequence[tuple[Event, dict[str, str] | None]]
+        self,
+        session: AsyncSession,
+        events: Sequence[tuple[Event, dict[str, str] | None]],
+        topic: str | None = None,
     ) -> None:
         """Stage many events (each with its trace carrier, or None for the active trace) in
         one multi-row insert: what a batch handler uses instead of one put per event."""
         if not events:
             return
-        now = datetime.now(UTC)
+        now = self.clock.now()
         rows = []
         for event, trace in events:
             key, value, headers = to_kafka(event)
             rows.append(
                 {
-                    "topic": self.default_topic,
+                    "topic": topic or self.default_topic,
                     "key": key,
                     "value": value,
                     "headers": {k: v.decode() for k, v in headers.items()},
@@ -127,6 +116,9 @@ class Publisher(Protocol):
 
 
 class OutboxRelay:
+    """The outbox's work queue. Unlike the leased queues it keeps its rows locked while
+    Kafka takes them: a send is quick, and the order of a dossier's events is kept."""
+
     def __init__(
         self,
         engine: AsyncEngine,
@@ -136,26 +128,22 @@ class OutboxRelay:
         *,
         batch_size: int,
         poll_interval_s: float,
+        hold: Hold | None = None,
     ) -> None:
         self._engine = engine
         self._sessions = sessions
         self._outbox = outbox
         self._producer = producer
         self._batch_size = batch_size
-        self._poll_interval_s = poll_interval_s
-
-    async def run(self) -> None:
-        while True:
-            self._outbox.wakeup.clear()
-            try:
-                published = await self.publish_batch()
-            except TRANSIENT_ERRORS as exc:
-                log.warning("outbox relay waiting for Kafka/database: %r", exc)
-                await asyncio.sleep(1.0)
-                continue
-            if published >= self._batch_size:
-                continue  # more rows are probably waiting
-            await wait_for_work(self._outbox.wakeup, self._poll_interval_s)
+        self.queue = WorkQueue(
+            "outbox-relay",
+            self.publish_batch,
+            wakeup=outbox.wakeup,
+            poll_interval_s=poll_interval_s,
+            full=batch_size,
+            hold=hold,
+        )
+        self.run = self.queue.run
 
     async def publish_batch(self) -> int:
         """Publish up to one batch; returns how many rows it settled (sent or set aside).
@@ -188,7 +176,7 @@ class OutboxRelay:
             ]
             if sent:
                 await session.execute(delete(table).where(table.c.id.in_(sent)))
-            now = datetime.now(UTC)
+            now = self._outbox.clock.now()
             for row, failure in zip(rows, failures, strict=True):
                 if failure is None or retryable_kafka(failure):
                     continue

@@ -14,9 +14,9 @@ import hashlib
 import hmac
 import re
 from dataclasses import dataclass
-from datetime import datetime
 from typing import Literal
-from zoneinfo import ZoneInfo
+
+from core.clock import SYSTEM_CLOCK, VIETNAM
 
 Gender = Literal["male", "female"]
 
@@ -91,7 +91,6 @@ PROVINCES: dict[str, str] = {
 # [0-9] rather than \d: \d also matches Arabic-Indic and other Unicode digits.
 _TWELVE_DIGITS = re.compile(r"[0-9]{12}")
 # The year of birth is checked against the calendar where the numbers are issued.
-_VIETNAM = ZoneInfo("Asia/Ho_Chi_Minh")
 # A short key would let anyone holding pseudonyms brute-force it together with the
 # (small, structured) space of numbers.
 MIN_PSEUDONYM_KEY_BYTES = 16
@@ -153,7 +152,7 @@ def validate_personal_id(value: str, *, current_year: int | None = None) -> Pers
     # 0/1 → 1900s, 2/3 → 2000s, … 8/9 → 2300s; even digits are men, odd digits women.
     birth_year = 1900 + (century_gender // 2) * 100 + int(value[4:6])
     if current_year is None:
-        current_year = datetime.now(_VIETNAM).year
+        current_year = SYSTEM_CLOCK.now().astimezone(VIETNAM).year
     if birth_year > current_year:
         raise InvalidPersonalId(
             f"digits 4-6 give the year of birth {birth_year}, which is in the future"

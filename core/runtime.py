@@ -18,6 +18,7 @@ from core.retry import until_available
 from core.settings import ServiceSettings
 from core.storage import create_engine, ping, session_factory
 from core.telemetry import configure_tracing, shutdown_tracing
+from core.workqueue import Hold
 
 log = logging.getLogger(__name__)
 Worker = Callable[[], Awaitable[None]]
@@ -49,6 +50,9 @@ class Runtime:
         self._tasks: list[asyncio.Task[None]] = []
         self._readiness_checks: list[tuple[str, Callable[[], Awaitable[None]]]] = []
         self.schema_ready = asyncio.Event()
+        # Conditions under which every work queue of the process stops claiming (say, a
+        # maintenance mode); the queues ask `held` before each claim.
+        self.holds: list[Hold] = []
         if outbox is not None:
             relay = OutboxRelay(
                 self.engine,
@@ -57,8 +61,16 @@ class Runtime:
                 self.producer,
                 batch_size=settings.outbox_batch_size,
                 poll_interval_s=settings.outbox_poll_interval_s,
+                hold=self.held,
             )
             self.add_worker("outbox-relay", relay.run)
+
+    async def held(self) -> bool:
+        """True while any hold answers True: the work queues claim nothing meanwhile."""
+        for hold in self.holds:
+            if await hold():
+                return True
+        return False
 
     def on_start(self, hook: Hook) -> None:
         """Run after the workers are started, in the order registered."""

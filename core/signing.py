@@ -15,6 +15,8 @@ from datetime import UTC, datetime
 
 from standardwebhooks.webhooks import Webhook, WebhookVerificationError
 
+from core.clock import SYSTEM_CLOCK
+
 SECRET_PREFIX = "whsec_"  # noqa: S105 (the scheme's marker, not a secret)
 
 
@@ -30,7 +32,7 @@ def new_secret() -> str:
 def signature_headers(
     secret: str, message_id: str, body: bytes, at: datetime | None = None
 ) -> dict[str, str]:
-    at = (at or datetime.now(UTC)).astimezone(UTC)
+    at = (at or SYSTEM_CLOCK.now()).astimezone(UTC)
     signature = Webhook(secret).sign(message_id, at, body.decode())
     return {
         "webhook-id": message_id,

@@ -9,11 +9,11 @@ from __future__ import annotations
 import os
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 from sqlalchemy import BigInteger, DateTime, Dialect, Integer, MetaData, TypeDecorator, event, text
 from sqlalchemy.dialects import postgresql, sqlite
-from sqlalchemy.engine import make_url
+from sqlalchemy.engine import CursorResult, Result, make_url
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 from sqlalchemy.ext.asyncio import create_async_engine as _create_async_engine
 from sqlalchemy.sql.schema import Table
@@ -118,3 +118,9 @@ def upsert(engine_or_dialect: AsyncEngine | str, table: Table) -> postgresql.Ins
 def supports_skip_locked(engine: AsyncEngine) -> bool:
     # SQLite has a single writer, so there is nothing to skip; PostgreSQL rows are locked.
     return engine.dialect.name == "postgresql"
+
+
+def rowcount(result: Result[Any]) -> int:
+    """Rows an UPDATE or DELETE matched. `session.execute` is typed to return a Result; for
+    those statements it is a CursorResult, which alone has the count."""
+    return cast(CursorResult[Any], result).rowcount

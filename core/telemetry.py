@@ -29,7 +29,7 @@ from __future__ import annotations
 
 import logging
 import os
-from typing import Any
+from typing import Any, cast
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
 from opentelemetry import trace
@@ -107,8 +107,8 @@ def configure_tracing(default_service_name: str) -> TracerProvider | None:
             # As opentelemetry-distro does: the SDK reads the variable, we only default it.
             os.environ.setdefault(f"OTEL_{signal}_EXPORTER", "otlp")
     # The SDK's configurator has no type hints; its keyword is documented in the SDK.
-    configurator = _OTelSDKConfigurator()  # type: ignore[no-untyped-call]
-    configurator.configure(resource_attributes=_service_name(default_service_name))  # type: ignore[no-untyped-call]
+    configurator: Any = cast(Any, _OTelSDKConfigurator)()
+    configurator.configure(resource_attributes=_service_name(default_service_name))
     if _exporters_named("LOGS"):
         LoggingInstrumentor().instrument()
     provider = trace.get_tracer_provider()

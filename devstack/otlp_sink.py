@@ -10,7 +10,7 @@ from collections.abc import Callable, Mapping
 from concurrent import futures
 from dataclasses import dataclass
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from typing import Any, Literal
+from typing import Any, Literal, cast
 
 import grpc
 from google.protobuf.message import DecodeError, Message
@@ -62,11 +62,13 @@ class SpanCollector:
         self._headers: list[dict[str, str]] = []
         self._server = grpc.server(futures.ThreadPoolExecutor(max_workers=4))
         servicers = _GrpcServicers(self)
-        trace_service_pb2_grpc.add_TraceServiceServicer_to_server(servicers.traces, self._server)  # type: ignore[no-untyped-call]
-        metrics_service_pb2_grpc.add_MetricsServiceServicer_to_server(  # type: ignore[no-untyped-call]
-            servicers.metrics, self._server
-        )
-        logs_service_pb2_grpc.add_LogsServiceServicer_to_server(servicers.logs, self._server)  # type: ignore[no-untyped-call]
+        # The OTLP stubs have no type hints: each add_*_to_server takes a servicer and a server.
+        for add, servicer in [
+            (trace_service_pb2_grpc.add_TraceServiceServicer_to_server, servicers.traces),
+            (metrics_service_pb2_grpc.add_MetricsServiceServicer_to_server, servicers.metrics),
+            (logs_service_pb2_grpc.add_LogsServiceServicer_to_server, servicers.logs),
+        ]:
+            cast(Callable[[object, grpc.Server], None], add)(servicer, self._server)
         self.port = self._server.add_insecure_port("127.0.0.1:0")
         self._http = ThreadingHTTPServer(("127.0.0.1", 0), _http_handler(self))
         self._http.daemon_threads = True

@@ -17,6 +17,7 @@ from typing import Any
 from sqlalchemy import select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from core.clock import SYSTEM_CLOCK
 from services.identity.models import access_log, access_log_head
 
 GENESIS = "0" * 64
@@ -60,7 +61,7 @@ async def append(session: AsyncSession, reads: Iterable[Read]) -> None:
         seq, prev = 0, GENESIS
     else:
         seq, prev = head.seq, head.hash
-    now = datetime.now(UTC)
+    now = SYSTEM_CLOCK.now()
     rows = []
     for item in items:
         seq += 1

@@ -10,11 +10,12 @@ from __future__ import annotations
 import hashlib
 import secrets
 from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 
 from sqlalchemy import delete
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
+from core.clock import SYSTEM_CLOCK, Clock
 from core.personal_id import PersonalId, pseudonymise, validate_personal_id
 from services.identity.eid import LoginRequest, VerifiedCitizen
 from services.identity.models import citizen_sessions, logins
@@ -41,11 +42,13 @@ class Citizens:
         pseudonym_key: bytes,
         login_ttl_s: int,
         session_ttl_s: int,
+        clock: Clock = SYSTEM_CLOCK,
     ) -> None:
         self._sessions = sessions
         self._key = pseudonym_key
         self._login_ttl = timedelta(seconds=login_ttl_s)
         self._session_ttl = timedelta(seconds=session_ttl_s)
+        self._clock = clock
 
     def ref(self, personal_id: PersonalId) -> str:
         """The citizen's pseudonym: how the access log and consents name them."""
@@ -53,7 +56,7 @@ class Citizens:
 
     async def begin_login(self) -> LoginRequest:
         login = LoginRequest.new()
-        now = datetime.now(UTC)
+        now = self._clock.now()
         async with self._sessions.begin() as session:
             # Abandoned logins go as new ones come: no sweeper needed.
             await session.execute(delete(logins).where(logins.c.expires_at < now))
@@ -75,13 +78,13 @@ class Citizens:
                     delete(logins).where(logins.c.state == state).returning(*logins.c)
                 )
             ).first()
-        if row is None or row.expires_at < datetime.now(UTC):
+        if row is None or row.expires_at < self._clock.now():
             return None
         return LoginRequest(row.state, row.nonce, row.code_verifier)
 
     async def open_session(self, citizen: VerifiedCitizen) -> tuple[str, CitizenSession]:
         session_id = secrets.token_urlsafe(32)
-        now = datetime.now(UTC)
+        now = self._clock.now()
         opened = CitizenSession(
             citizen.personal_id,
             citizen.name,
@@ -127,7 +130,7 @@ class Citizens:
                     )
                 )
             ).first()
-        if row is None or row.expires_at < datetime.now(UTC):
+        if row is None or row.expires_at < self._clock.now():
             return None
         return CitizenSession(
             validate_personal_id(row.personal_id),

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import uuid
 from dataclasses import dataclass
-from datetime import UTC, datetime
 from typing import Any
 
 import grpc
@@ -18,6 +17,7 @@ from sqlalchemy import select, update
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from core.catalogue import Catalogue
+from core.clock import SYSTEM_CLOCK, Clock
 from gateway.v1 import registry_pb2
 from services.identity import access_log
 from services.identity.citizens import Citizens, CitizenSession
@@ -51,12 +51,14 @@ class Consents:
         registry: RegistryClient,
         citizens: Citizens,
         seal: ResidenceSeal,
+        clock: Clock = SYSTEM_CLOCK,
     ) -> None:
         self._sessions = sessions
         self._catalogue = catalogue
         self._registry = registry
         self._citizens = citizens
         self._seal = seal
+        self._clock = clock
 
     async def preview(
         self, citizen: CitizenSession, procedure_code: str, purpose: str
@@ -97,7 +99,7 @@ class Consents:
             "purpose": purpose,
             "requesting_agency": agency,
             "state": "previewed",
-            "created_at": datetime.now(UTC),
+            "created_at": self._clock.now(),
             "granted_at": None,
             "dossier_code": None,
         }
@@ -112,7 +114,7 @@ class Consents:
         async with self._sessions.begin() as session:
             record = await self._own(session, citizen, consent_id)
             if record["state"] == "previewed":
-                record |= {"state": "granted", "granted_at": datetime.now(UTC)}
+                record |= {"state": "granted", "granted_at": self._clock.now()}
                 await session.execute(
                     update(consents)
                     .where(consents.c.id == consent_id)

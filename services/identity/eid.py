@@ -28,6 +28,7 @@ from joserfc import jwk, jwt
 from joserfc.errors import ClaimError, JoseError
 from joserfc.jwk import KeySet
 
+from core.auth import key_set
 from core.personal_id import InvalidPersonalId, PersonalId, validate_personal_id
 
 # Signatures a public key can verify. HS* is never accepted: with a public "secret" anyone
@@ -253,7 +254,7 @@ class RelyingParty:
                 self._refetches.append(now)
             jwks_uri = (await self.metadata())["jwks_uri"]
             try:
-                self._keys = KeySet.import_key_set(await self._get_json(jwks_uri))  # type: ignore[arg-type]
+                self._keys = key_set(await self._get_json(jwks_uri))
             except (JoseError, ValueError, KeyError, TypeError):
                 raise EidError("the provider's JWKS cannot be read") from None
             self._keys_fetched_at = now

@@ -20,6 +20,7 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from core.audit import Caller, forbidden
 from core.calendar import WorkingCalendar
 from core.catalogue import Catalogue, Procedure
+from core.clock import SYSTEM_CLOCK, Clock
 from core.events import new_event
 from core.limits import JsonShape, JsonShapeError, check_json_shape
 from core.outbox import Outbox
@@ -66,11 +67,13 @@ class DossierRegistry:
         calendar: WorkingCalendar,
         form_shape: JsonShape,
         identity: IdentityClient | None = None,
+        clock: Clock = SYSTEM_CLOCK,
     ) -> None:
         self._sessions = sessions
         self._outbox = outbox
         self._catalogue = catalogue
         self._calendar = calendar
+        self._clock = clock
         self._form_shape = form_shape
         self.identity = identity
 
@@ -168,7 +171,7 @@ class DossierRegistry:
         request_hash: str,
         eid: EidApplicant | None = None,
     ) -> dict[str, Any]:
-        received_at = datetime.now(UTC)
+        received_at = self._clock.now()
         due_at = self._calendar.add_working_days(received_at, procedure.total_days)
         agency = request.receiving_agency_code or procedure.receiving_agency
         span = trace.get_current_span()

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import uuid
-from datetime import UTC, datetime
+from datetime import datetime
 from typing import Annotated
 
 from fastapi import APIRouter, Depends, Query, Request
@@ -13,6 +13,7 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from core.auth import DEAD_LETTERS_MANAGE, require_scope
+from core.clock import SYSTEM_CLOCK
 from core.problems import PROBLEM_RESPONSES, Problem
 from services.notify.models import notifications, status_history
 from services.notify.status import StatusLog
@@ -118,7 +119,7 @@ async def resend_notification(
 ) -> NotificationOut:
     runtime = request.app.state.runtime
     status_log = StatusLog(runtime.outbox)
-    now = datetime.now(UTC)
+    now = SYSTEM_CLOCK.now()
     async with sessions.begin() as session:
         row = (
             await session.execute(

@@ -74,6 +74,7 @@ def build_app(settings: NotifySettings | None = None) -> FastAPI:
             runtime.sessions,
             service.waiting[channel.name],
             status_log,
+            hold=runtime.held,
         )
         runtime.add_worker(f"{channel.name}-sender", sender.run)
     verification = token_verifier(settings)

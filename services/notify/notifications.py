@@ -19,6 +19,7 @@ from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from core.catalogue import Catalogue
+from core.clock import SYSTEM_CLOCK, Clock
 from core.events import Event
 from core.inbox import first_seen
 from core.storage import upsert
@@ -51,10 +52,12 @@ class NotificationService:
         *,
         sms_enabled: bool,
         intake_url: str = "http://127.0.0.1:8080",
+        clock: Clock = SYSTEM_CLOCK,
     ) -> None:
         self._sessions = sessions
         self._catalogue = catalogue
         self._status_log = status_log
+        self._clock = clock
         self._sms_enabled = sms_enabled
         self._intake_url = intake_url
         # One wake-up per channel sender: a shared event cleared by one could hide it from another.
@@ -74,7 +77,7 @@ class NotificationService:
 
     async def handle(self, events: Sequence[Event]) -> None:
         """Every notification of a whole batch, with its first status, in one transaction."""
-        now = datetime.now(UTC)
+        now = self._clock.now()
         async with self._sessions.begin() as session:
             fresh = await first_seen(session, processed_events, events)
             if not fresh:

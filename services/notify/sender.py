@@ -28,19 +28,17 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 from typing import Any
 
 from opentelemetry import trace
 from opentelemetry.trace import SpanKind
-from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
+from core.clock import SYSTEM_CLOCK, Clock
 from core.ratelimit import RateLimiter
-from core.storage import supports_skip_locked
 from core.telemetry import context_from_carrier
-from core.wakeup import wait_for_work
-from core.workqueue import describe
+from core.workqueue import Hold, Lease, LeasedQueue, describe
 from services.notify.channels import Channel
 from services.notify.models import notifications
 from services.notify.settings import NotifySettings
@@ -61,7 +59,7 @@ def limiter_for(channel: str, settings: NotifySettings) -> RateLimiter:
     )
 
 
-class ChannelSender:
+class ChannelSender(LeasedQueue[dict[str, Any]]):
     def __init__(
         self,
         channel: Channel,
@@ -70,86 +68,59 @@ class ChannelSender:
         sessions: async_sessionmaker[AsyncSession],
         wakeup: asyncio.Event,
         status_log: StatusLog,
+        *,
+        clock: Clock = SYSTEM_CLOCK,
+        hold: Hold | None = None,
     ) -> None:
         self._channel = channel
         self._settings = settings
-        self._engine = engine
-        self._sessions = sessions
-        self._wakeup = wakeup
         self._status_log = status_log
         self._limiter = limiter_for(channel.name, settings)
         rate: float = getattr(settings, f"{channel.name}_rate_per_s")
         burst: int = getattr(settings, f"{channel.name}_burst")
         within_lease = burst + int(rate * settings.send_lease_s / 2)
-        self._claim_size = max(1, min(settings.send_batch_size, within_lease))
         self._policy = RetryPolicy(
             settings.retry_for_s, settings.retry_backoff_base_s, settings.retry_backoff_max_s
         )
+        lease = Lease(
+            notifications,
+            CLAIMABLE,
+            settings.send_lease_s,
+            max(1, min(settings.send_batch_size, within_lease)),
+            claimed_status="sending",
+            where=notifications.c.channel == channel.name,
+            stamped=("updated_at",),
+        )
+        super().__init__(
+            f"{channel.name}-sender",
+            engine,
+            sessions,
+            lease,
+            self._send_all,
+            wakeup=wakeup,
+            poll_interval_s=settings.send_poll_interval_s,
+            hold=hold,
+            take=self._take,
+            prepare=self._claimed,
+            clock=clock,
+        )
+        self._claim = self.claim
 
     async def run(self) -> None:
         await self._channel.start()
         try:
-            while True:
-                self._wakeup.clear()
-                claimed = await self._claim()
-                if claimed:
-                    await self._send_all(claimed)
-                    continue
-                await wait_for_work(self._wakeup, self._settings.send_poll_interval_s)
+            await super().run()
         finally:
             await self._channel.close()
 
-    async def _claim(self) -> list[dict[str, Any]]:
-        now = datetime.now(UTC)
-        table = notifications
-        query = (
-            select(table)
-            .where(
-                table.c.channel == self._channel.name,
-                table.c.status.in_(CLAIMABLE),
-                table.c.next_attempt_at <= now,
-            )
-            .order_by(table.c.next_attempt_at)
-            .limit(self._claim_size)
-        )
-        if supports_skip_locked(self._engine):
-            query = query.with_for_update(skip_locked=True)
-        async with self._sessions.begin() as session:
-            found = [dict(r._mapping) for r in (await session.execute(query)).all()]
-            if not found:
-                return []
-            if not self._channel.idempotent:
-                found = await self._drop_uncertain(session, found, now)
-            lease_end = now + timedelta(seconds=self._settings.send_lease_s)
-            await session.execute(
-                table.update()
-                .where(table.c.id.in_([r["id"] for r in found]))
-                .values(
-                    status="sending",
-                    attempts=table.c.attempts + 1,
-                    next_attempt_at=lease_end,
-                    updated_at=now,
-                )
-            )
-            claimed = [
-                r
-                | {
-                    "status": "sending",
-                    "attempts": r["attempts"] + 1,
-                    "next_attempt_at": lease_end,
-                    # A row found in `sending` had its lease run out: the last attempt's
-                    # outcome was never recorded (a crash mid-send).
-                    "reason": "previous attempt interrupted" if r["status"] == "sending" else None,
-                }
-                for r in found
-            ]
-            await self._status_log.record(session, claimed, now)
-        return claimed
-
-    async def _drop_uncertain(
-        self, session: AsyncSession, found: list[dict[str, Any]], now: datetime
+    async def _take(
+        self, session: AsyncSession, rows: list[Any], now: datetime
     ) -> list[dict[str, Any]]:
-        """Messages a crash interrupted while the provider was taking them: not resent."""
+        """The found rows but those a crash interrupted while the provider was taking them
+        (see above): not resent."""
+        found = [dict(r._mapping) for r in rows]
+        if self._channel.idempotent:
+            return found
         uncertain = [r for r in found if r["status"] == "sending" and r["in_flight_at"]]
         values = {
             "status": "technical-failure",
@@ -159,6 +130,25 @@ class ChannelSender:
         }
         await self._status_log.change(session, [(row, values) for row in uncertain], now)
         return [r for r in found if r not in uncertain]
+
+    async def _claimed(
+        self, session: AsyncSession, found: list[dict[str, Any]], now: datetime
+    ) -> list[dict[str, Any]]:
+        lease_end = now + timedelta(seconds=self._settings.send_lease_s)
+        claimed = [
+            r
+            | {
+                "status": "sending",
+                "attempts": r["attempts"] + 1,
+                "next_attempt_at": lease_end,
+                # A row found in `sending` had its lease run out: the last attempt's
+                # outcome was never recorded (a crash mid-send).
+                "reason": "previous attempt interrupted" if r["status"] == "sending" else None,
+            }
+            for r in found
+        ]
+        await self._status_log.record(session, claimed, now)
+        return claimed
 
     async def _send_all(self, rows: list[dict[str, Any]]) -> None:
         await self._channel.prepare(rows)
@@ -194,7 +184,7 @@ class ChannelSender:
         done: list[tuple[dict[str, Any], Outcome]],
         in_flight: dict[str, Any] | None = None,
     ) -> None:
-        now = datetime.now(UTC)
+        now = self.clock.now()
         changes = []
         for row, outcome in done:
             values = after_attempt(
@@ -218,7 +208,7 @@ class ChannelSender:
             changes.append((row, values))
         if not changes and in_flight is None:
             return
-        async with self._sessions.begin() as session:
+        async with self.sessions.begin() as session:
             await self._status_log.change(session, changes, now)
             if in_flight is not None:
                 await session.execute(
@@ -253,8 +243,8 @@ class ChannelSender:
         attempt not counted."""
         if not rows:
             return
-        due = datetime.now(UTC) + timedelta(seconds=self._limiter.delay())
-        async with self._sessions.begin() as session:
+        due = self.clock.now() + timedelta(seconds=self._limiter.delay())
+        async with self.sessions.begin() as session:
             await session.execute(
                 notifications.update()
                 .where(notifications.c.id.in_([r["id"] for r in rows]))

@@ -12,7 +12,7 @@ subscriptions (WEBHOOK_MAX_SUBSCRIPTIONS): each is a stream of requests the gate
 from __future__ import annotations
 
 import uuid
-from datetime import UTC, datetime
+from datetime import datetime
 from typing import Annotated
 
 from fastapi import APIRouter, Depends, Request, Response
@@ -22,10 +22,12 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from core.audit import forbidden, record_refusal
 from core.auth import WEBHOOKS_MANAGE, AgencyPrincipal, require_scope
+from core.clock import SYSTEM_CLOCK
 from core.events import EVENT_TYPES
 from core.outbound import DestinationRefused, OutboundClient
 from core.problems import PROBLEM_RESPONSES, Problem
 from core.signing import new_secret
+from core.storage import rowcount
 from services.notify.api import Sessions
 from services.notify.models import webhook_subscriptions as subscriptions
 from services.notify.notifications import NotificationService
@@ -105,7 +107,7 @@ async def create_subscription(
         "url": str(body.url),
         "event_types": body.event_types,
         "secret": new_secret(),
-        "created_at": datetime.now(UTC),
+        "created_at": SYSTEM_CLOCK.now(),
     }
     async with sessions.begin() as session:
         if await _held_by(session, body.agency_code) >= limit:
@@ -156,7 +158,7 @@ async def delete_subscription(subscription_id: str, agency: Agency, sessions: Se
                 subscriptions.c.agency_code == agency.agency_code,
             )
         )
-    if not result.rowcount:  # type: ignore[attr-defined]
+    if not rowcount(result):
         await _audit_if_foreign(sessions, subscription_id, agency)
         raise Problem(404, "subscription-not-found", "No such subscription", subscription_id)
     return Response(status_code=204)

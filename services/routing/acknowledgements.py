@@ -9,7 +9,7 @@ letters: an operator's to-do (phone the agency), not something another service a
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
+from datetime import datetime
 from typing import Annotated
 
 from fastapi import APIRouter, Depends, Query, Request
@@ -21,7 +21,9 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from core.audit import forbidden
 from core.auth import DEAD_LETTERS_MANAGE, TRANSFERS_REPORT, AgencyPrincipal, require_scope
+from core.clock import SYSTEM_CLOCK
 from core.problems import PROBLEM_RESPONSES, Problem
+from core.storage import rowcount
 from core.telemetry import context_from_carrier
 from services.routing.models import transfers
 
@@ -70,7 +72,7 @@ async def acknowledge(
 
     Accepted before the gateway has recorded the delivery too: a fast agency may answer
     before its 2xx is written down."""
-    now = datetime.now(UTC)
+    now = SYSTEM_CLOCK.now()
     async with sessions.begin() as session:
         row = (
             await session.execute(
@@ -98,7 +100,7 @@ async def acknowledge(
             .where(transfers.c.transfer_id == transfer_id, transfers.c.acknowledged_at.is_(None))
             .values(acknowledged_at=now)
         )
-        if moved.rowcount != 1:  # type: ignore[attr-defined]  # an UPDATE's CursorResult
+        if rowcount(moved) != 1:
             first = await session.scalar(
                 select(transfers.c.acknowledged_at).where(transfers.c.transfer_id == transfer_id)
             )

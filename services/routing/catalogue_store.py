@@ -14,7 +14,6 @@ import logging
 import os
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -33,6 +32,7 @@ from core.catalogue import (
     catalogue_digest,
     parse_catalogue,
 )
+from core.clock import SYSTEM_CLOCK, Clock
 from core.problems import PROBLEM_RESPONSES, Problem
 from core.storage import upsert
 from services.routing.models import (
@@ -80,12 +80,14 @@ class CatalogueStore:
         directory: Path,
         variables: Mapping[str, str],
         refresh_interval_s: float,
+        clock: Clock = SYSTEM_CLOCK,
     ) -> None:
         self._engine = engine
         self._sessions = sessions
         self._directory = directory
         self._env = {**os.environ, **variables}
         self._refresh_interval_s = refresh_interval_s
+        self._clock = clock
         self.catalogue = LiveCatalogue()
         self.version = 0
         # Workers that need the catalogue (consumer, delivery) wait for the first load.
@@ -108,7 +110,7 @@ class CatalogueStore:
     async def load_files(self) -> Loaded:
         parsed = parse_catalogue(self._directory)
         sha256 = catalogue_digest(self._directory)
-        now = datetime.now(UTC)
+        now = self._clock.now()
         async with self._sessions.begin() as session:
             # One row, locked: two replicas starting together load one after the other.
             await session.execute(

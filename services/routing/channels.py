@@ -16,7 +16,7 @@ from __future__ import annotations
 import base64
 import json
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import UTC
 from typing import Any, Protocol
 
 import aiohttp
@@ -24,6 +24,7 @@ import grpc
 from google.protobuf.json_format import MessageToDict
 
 from core.catalogue import Agency
+from core.clock import SYSTEM_CLOCK, Clock
 from core.grpc import traced_channel
 from core.kafka import EventProducer, OutboundRecord
 from core.signing import signature_headers
@@ -140,8 +141,9 @@ class GrpcChannel:
 
 
 class KafkaChannel:
-    def __init__(self, producer: EventProducer) -> None:
+    def __init__(self, producer: EventProducer, clock: Clock = SYSTEM_CLOCK) -> None:
         self._producer = producer
+        self._clock = clock
 
     async def send(self, agency: Agency, transfer: agency_pb2.Transfer) -> Sent:
         value = transfer.SerializeToString()
@@ -152,7 +154,7 @@ class KafkaChannel:
             "ce_source": SOURCE,
             "ce_type": TRANSFER_TYPE,
             "ce_subject": transfer.dossier.code,
-            "ce_time": datetime.now(UTC).isoformat(),
+            "ce_time": self._clock.now().isoformat(),
             "content-type": "application/protobuf",
         } | signed(agency, delivery_id(transfer), value, binary=True)
         record = OutboundRecord(

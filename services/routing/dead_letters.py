@@ -8,7 +8,7 @@ replays it, which delivers it again with the same transfer id (the agency de-dup
 from __future__ import annotations
 
 from collections.abc import Mapping
-from datetime import UTC, datetime
+from datetime import datetime
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, Query, Request
@@ -17,6 +17,7 @@ from sqlalchemy import select
 
 from core.auth import DEAD_LETTERS_MANAGE, require_scope
 from core.problems import AUTH_PROBLEM_RESPONSES, PROBLEM_RESPONSES, Problem
+from core.storage import rowcount
 from services.routing.journeys import JourneyService
 from services.routing.models import transfers
 
@@ -102,10 +103,10 @@ async def replay(transfer_id: str, journeys: Journeys) -> DeadLetterOut:
                 status="pending",
                 attempts=0,
                 replays=transfers.c.replays + 1,
-                next_attempt_at=datetime.now(UTC),
+                next_attempt_at=journeys.clock.now(),
             )
         )
-        if replayed.rowcount != 1:  # type: ignore[attr-defined]  # CursorResult of an UPDATE
+        if rowcount(replayed) != 1:
             raise Problem(
                 409,
                 "transfer-not-dead-lettered",
@@ -142,7 +143,7 @@ async def redeliver(transfer_id: str, journeys: Journeys) -> DeadLetterOut:
                 transfers.c.escalated.is_(True),
                 transfers.c.acknowledged_at.is_(None),
             )
-            .values(next_attempt_at=datetime.now(UTC))
+            .values(next_attempt_at=journeys.clock.now())
             .returning(*transfers.c)
         )
         row = result.first()

@@ -25,7 +25,7 @@ from core.clock import Clock
 from core.events import new_event
 from core.outbox import Outbox
 from core.retry import TRANSIENT_ERRORS
-from core.storage import supports_skip_locked
+from core.storage import rowcount, supports_skip_locked
 from gateway.v1 import events_pb2
 from services.routing.lifecycle import SOURCE, State
 from services.routing.models import apologies, journeys, transfers
@@ -191,7 +191,7 @@ class DeadlineScheduler:
             )
             .values(overdue_at=dossier.overdue_at or now, appointment_at=new_due_at)
         )
-        if flagged.rowcount != 1:  # type: ignore[attr-defined]  # an UPDATE's CursorResult
+        if rowcount(flagged) != 1:
             return
         await session.execute(
             apologies.insert().values(

@@ -16,7 +16,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from dataclasses import dataclass, field
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 from typing import Any
 
 import aiohttp
@@ -27,13 +27,13 @@ from sqlalchemy import and_, or_, select
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
 from core.catalogue import Catalogue
+from core.clock import SYSTEM_CLOCK, Clock
 from core.events import new_event
 from core.kafka import EventProducer
-from core.leases import claim_due
 from core.outbox import Outbox
+from core.storage import rowcount
 from core.telemetry import context_from_carrier, current_carrier
-from core.wakeup import wait_for_work
-from core.workqueue import RetryPolicy, describe
+from core.workqueue import Hold, Lease, LeasedQueue, RetryPolicy, describe
 from gateway.v1 import agency_pb2, dossier_pb2, events_pb2
 from services.routing.channels import (
     Channel,
@@ -64,7 +64,7 @@ CLAIMABLE = or_(
 )
 
 
-class DeliveryWorker:
+class DeliveryWorker(LeasedQueue[tuple[Any, bytes]]):
     def __init__(
         self,
         settings: RoutingSettings,
@@ -74,18 +74,38 @@ class DeliveryWorker:
         catalogue: Catalogue,
         journey_service: JourneyService,
         producer: EventProducer,
+        *,
+        clock: Clock = SYSTEM_CLOCK,
+        hold: Hold | None = None,
     ) -> None:
         self._settings = settings
-        self._engine = engine
-        self._sessions = sessions
         self._outbox = outbox
         self._catalogue = catalogue
         self._producer = producer
-        self._wakeup = journey_service.transfers_waiting
-        self._policy = RetryPolicy(
-            base_s=settings.delivery_backoff_base_s,
-            max_s=settings.delivery_backoff_max_s,
-            max_attempts=settings.delivery_max_attempts,
+        self._channels: dict[str, Channel] = {}
+        lease = Lease(
+            transfers,
+            ["pending", "delivered"],
+            settings.delivery_lease_s,
+            settings.delivery_batch_size,
+            where=CLAIMABLE,
+        )
+        super().__init__(
+            "delivery",
+            engine,
+            sessions,
+            lease,
+            self._work,
+            wakeup=journey_service.transfers_waiting,
+            poll_interval_s=settings.delivery_poll_interval_s,
+            hold=hold,
+            retry=RetryPolicy(
+                base_s=settings.delivery_backoff_base_s,
+                max_s=settings.delivery_backoff_max_s,
+                max_attempts=settings.delivery_max_attempts,
+            ),
+            prepare=_with_dossiers,
+            clock=clock,
         )
 
     async def run(self) -> None:
@@ -95,51 +115,20 @@ class DeliveryWorker:
             timeout=timeout, trace_configs=[create_trace_config()]
         ) as client:
             grpc_channel = GrpcChannel(self._settings.delivery_timeout_s)
-            channels: dict[str, Channel] = {
+            self._channels = {
                 "https": HttpsChannel(client),
                 "grpc": grpc_channel,
-                "kafka": KafkaChannel(self._producer),
+                "kafka": KafkaChannel(self._producer, self.clock),
             }
             try:
-                await self._loop(channels)
+                await super().run()
             finally:
                 await grpc_channel.close()
 
-    async def _loop(self, channels: dict[str, Channel]) -> None:
-        while True:
-            self._wakeup.clear()
-            claimed = await self._claim()
-            if claimed:
-                attempts = await asyncio.gather(
-                    *(self._deliver(channels, *item) for item in claimed)
-                )
-                await self._record(list(attempts))
-                continue
-            await wait_for_work(self._wakeup, self._settings.delivery_poll_interval_s)
-
-    async def _claim(self) -> list[tuple[Any, bytes]]:
-        rows = await claim_due(
-            self._engine,
-            self._sessions,
-            transfers,
-            key=transfers.c.transfer_id,
-            status=transfers.c.status,
-            claimable=["pending", "delivered"],
-            due=transfers.c.next_attempt_at,
-            attempts=transfers.c.attempts,
-            lease_s=self._settings.delivery_lease_s,
-            limit=self._settings.delivery_batch_size,
-            where=CLAIMABLE,
-        )
-        if not rows:
-            return []
-        async with self._sessions() as session:
-            codes = {r.dossier_code for r in rows}
-            found = await session.execute(
-                select(journeys.c.code, journeys.c.dossier).where(journeys.c.code.in_(codes))
-            )
-            dossiers = {code: blob for code, blob in found}
-        return [(row, dossiers[row.dossier_code]) for row in rows]
+    async def _work(self, claimed: list[tuple[Any, bytes]]) -> None:
+        channels = self._channels
+        attempts = await asyncio.gather(*(self._deliver(channels, *item) for item in claimed))
+        await self._record(list(attempts))
 
     def _escalating(self, row: Any) -> bool:
         return bool(
@@ -200,8 +189,8 @@ class DeliveryWorker:
 
     async def _record(self, attempts: list[Attempt]) -> None:
         """Every attempt of a batch in one transaction: one commit, not one per transfer."""
-        now = datetime.now(UTC)
-        async with self._sessions.begin() as session:
+        now = self.clock.now()
+        async with self.sessions.begin() as session:
             for attempt in attempts:
                 ATTEMPTS.labels(attempt.channel, attempt.outcome).inc()
                 if attempt.escalate:
@@ -230,7 +219,7 @@ class DeliveryWorker:
             .where(transfers.c.transfer_id == row.transfer_id, transfers.c.status == "pending")
             .values(values)
         )
-        if result.rowcount:  # type: ignore[attr-defined]
+        if rowcount(result):
             delivered = events_pb2.DossierDelivered(
                 dossier_code=row.dossier_code,
                 step_index=row.step_index,
@@ -296,27 +285,9 @@ class DeliveryWorker:
 
     async def _failed(self, session: AsyncSession, attempt: Attempt, now: datetime) -> None:
         row, sent = attempt.row, attempt.sent
-        give_up = self._policy.gives_up(attempt.number, retryable=sent.retryable)
-        log.warning(
-            "delivery of %s to %s failed (attempt %d): %s%s",
-            row.transfer_id,
-            row.agency_code,
-            attempt.number,
-            sent.error,
-            "; dead-lettered" if give_up else "",
-        )
-        next_attempt = self._policy.next_attempt_at(now, attempt.number)
-        result = await session.execute(
-            transfers.update()
-            .where(transfers.c.transfer_id == row.transfer_id, transfers.c.status == "pending")
-            .values(
-                status="dead_lettered" if give_up else "pending",
-                next_attempt_at=next_attempt,
-                last_error=sent.error,
-                dead_lettered_at=now if give_up else None,
-            )
-        )
-        if give_up and result.rowcount:  # type: ignore[attr-defined]
+        what = f"delivery of {row.transfer_id} to {row.agency_code}"
+        error = sent.error or ""
+        if await self.fail(session, row, error, retryable=sent.retryable, now=now, what=what):
             # On the dossier's own topic, in this transaction: ordered after its other events
             # and seen by any consumer (operators' dashboards, notify), never lost.
             dead = events_pb2.TransferDeadLettered(
@@ -325,11 +296,24 @@ class DeliveryWorker:
                 agency_code=row.agency_code,
                 transfer_id=row.transfer_id,
                 attempts=attempt.number,
-                reason=sent.error or "",
+                reason=error,
                 dead_lettered_at=timestamp(now),
             )
             event = new_event(dead, source=SOURCE, dossier_code=row.dossier_code)
             await self._outbox.put(session, event, trace=attempt.trace)
+
+
+async def _with_dossiers(
+    session: AsyncSession, rows: list[Any], _now: datetime
+) -> list[tuple[Any, bytes]]:
+    """Each claimed transfer with its dossier, read in the claim's transaction."""
+    found = await session.execute(
+        select(journeys.c.code, journeys.c.dossier).where(
+            journeys.c.code.in_({r.dossier_code for r in rows})
+        )
+    )
+    dossiers = {code: blob for code, blob in found}
+    return [(row, dossiers[row.dossier_code]) for row in rows]
 
 
 @dataclass

@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 from datetime import datetime
+from typing import Any
 
 import grpc
-from sqlalchemy import select
+from sqlalchemy import Row, select
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from core.catalogue import Catalogue
@@ -50,8 +51,8 @@ class RoutingServicer(routing_pb2_grpc.RoutingServiceServicer):
             steps=[self._step(s) for s in steps],
         )
 
-    def _step(self, row: object) -> routing_pb2.JourneyStep:
-        values = row._mapping  # type: ignore[attr-defined]
+    def _step(self, row: Row[Any]) -> routing_pb2.JourneyStep:
+        values = row._mapping
         step = routing_pb2.JourneyStep(
             index=values["step_index"],
             stage=values["stage"],

@@ -21,6 +21,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from core.events import Event, new_event
 from core.outbox import Outbox
 from core.problems import Problem
+from core.storage import rowcount
 from gateway.v1 import dossier_pb2, events_pb2
 from services.routing.models import journeys, status_changes, transfers
 
@@ -124,7 +125,7 @@ async def claim(session: AsyncSession, code: str, current: State, to: State) -> 
         .where(journeys.c.code == code, journeys.c.status == current.value)
         .values(status=to.value)
     )
-    if moved.rowcount != 1:  # type: ignore[attr-defined]  # an UPDATE's CursorResult
+    if rowcount(moved) != 1:
         now_in = await session.scalar(select(journeys.c.status).where(journeys.c.code == code))
         raise InvalidTransition(code, State(now_in or current.value), to)
 
@@ -139,7 +140,7 @@ async def claim_transfer(session: AsyncSession, transfer: Any, to: str) -> None:
         )
         .values(status=to)
     )
-    if moved.rowcount != 1:  # type: ignore[attr-defined]  # an UPDATE's CursorResult
+    if rowcount(moved) != 1:
         raise TransitionLost(f"transfer {transfer.transfer_id} is no longer {transfer.status}")
 
 

@@ -10,7 +10,7 @@ from fastapi import Depends, FastAPI
 from core.auth import JOURNEYS_READ, REPORTS_READ, require_scope, token_verifier
 from core.auth_grpc import AuthInterceptor
 from core.calendar import WorkingCalendar
-from core.clock import SystemClock
+from core.clock import SYSTEM_CLOCK
 from core.consumer import EventConsumer
 from core.dead_letters import dead_events_router
 from core.grpc import GrpcServer
@@ -49,6 +49,7 @@ def build_app(settings: RoutingSettings | None = None) -> FastAPI:
         migrations=MIGRATIONS,
         outbox=outbox,
     )
+    clock = SYSTEM_CLOCK
     store = CatalogueStore(
         runtime.engine,
         runtime.sessions,
@@ -58,13 +59,13 @@ def build_app(settings: RoutingSettings | None = None) -> FastAPI:
             "DEMO_AGENCY_GRPC_TARGET": settings.demo_agency_grpc_target,
         },
         settings.catalogue_refresh_s,
+        clock,
     )
     store.check_files()
     catalogue = store.catalogue
     calendar = WorkingCalendar(
         settings.calendar_extra_days_off, settings.calendar_extra_working_days
     )
-    clock = SystemClock()
     journeys = JourneyService(
         runtime.sessions,
         outbox,
@@ -97,9 +98,17 @@ def build_app(settings: RoutingSettings | None = None) -> FastAPI:
         producer=runtime.producer,
     )
     delivery = DeliveryWorker(
-        settings, runtime.engine, runtime.sessions, outbox, catalogue, journeys, runtime.producer
+        settings,
+        runtime.engine,
+        runtime.sessions,
+        outbox,
+        catalogue,
+        journeys,
+        runtime.producer,
+        clock=clock,
+        hold=runtime.held,
     )
-    portal = PortalSync(settings, runtime.engine, runtime.sessions)
+    portal = PortalSync(settings, runtime.engine, runtime.sessions, clock=clock, hold=runtime.held)
     portal_consumer = EventConsumer(
         settings,
         group_id="portal-sync",

@@ -16,9 +16,8 @@ import asyncio
 import logging
 import uuid
 from collections.abc import Sequence
-from datetime import UTC, datetime
+from datetime import UTC
 from typing import Any
-from zoneinfo import ZoneInfo
 
 import aiohttp
 from google.protobuf.timestamp_pb2 import Timestamp
@@ -26,11 +25,17 @@ from prometheus_client import Counter
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
+from core.clock import SYSTEM_CLOCK, VIETNAM, Clock
 from core.events import Event
-from core.leases import claim_due
 from core.storage import upsert
-from core.wakeup import wait_for_work
-from core.workqueue import RetryPolicy, describe, retryable_http
+from core.workqueue import (
+    Hold,
+    Lease,
+    LeasedQueue,
+    RetryPolicy,
+    describe,
+    retryable_http,
+)
 from gateway.v1 import events_pb2
 from services.routing.models import portal_pushes
 from services.routing.settings import RoutingSettings
@@ -49,7 +54,6 @@ IN_ORDER = ~(
     )
     .exists()
 )
-VIETNAM = ZoneInfo("Asia/Ho_Chi_Minh")
 PUSH_NAMESPACE = uuid.UUID("0b6f3a51-8c2e-4f7d-a1d9-52e4c7b8f013")
 
 
@@ -81,29 +85,45 @@ def portal_fields(change: events_pb2.DossierStatusChanged) -> dict[str, Any]:
     }
 
 
-class PortalSync:
+class PortalSync(LeasedQueue[Any]):
     def __init__(
         self,
         settings: RoutingSettings,
         engine: AsyncEngine,
         sessions: async_sessionmaker[AsyncSession],
+        *,
+        clock: Clock = SYSTEM_CLOCK,
+        hold: Hold | None = None,
     ) -> None:
         self._settings = settings
-        self._engine = engine
-        self.sessions = sessions
-        self._wakeup = asyncio.Event()
-        self._policy = RetryPolicy(
-            base_s=settings.portal_sync_backoff_base_s,
-            max_s=settings.portal_sync_backoff_max_s,
-            max_attempts=settings.portal_sync_max_attempts,
+        self._client: aiohttp.ClientSession | None = None
+        lease = Lease(
+            portal_pushes,
+            ["pending"],
+            settings.portal_sync_lease_s,
+            settings.portal_sync_batch_size,
+            where=IN_ORDER,
         )
-
-    def wake(self) -> None:
-        self._wakeup.set()
+        super().__init__(
+            "portal-sync",
+            engine,
+            sessions,
+            lease,
+            self._work,
+            wakeup=asyncio.Event(),
+            poll_interval_s=settings.portal_sync_poll_interval_s,
+            hold=hold,
+            retry=RetryPolicy(
+                base_s=settings.portal_sync_backoff_base_s,
+                max_s=settings.portal_sync_backoff_max_s,
+                max_attempts=settings.portal_sync_max_attempts,
+            ),
+            clock=clock,
+        )
 
     async def take_in(self, events: Sequence[Event]) -> None:
         """Handler of DossierStatusChanged: one row per change, a redelivery adds nothing."""
-        now = datetime.now(UTC)
+        now = self.clock.now()
         rows = []
         for event in events:
             assert isinstance(event.data, events_pb2.DossierStatusChanged)
@@ -126,7 +146,7 @@ class PortalSync:
                 ),
                 rows,
             )
-        self._wakeup.set()
+        self.wake()
 
     async def run(self) -> None:
         settings = self._settings
@@ -134,27 +154,14 @@ class PortalSync:
             log.warning("PORTAL_SYNC_URL is not set: status changes are kept, not pushed")
             return
         timeout = aiohttp.ClientTimeout(total=settings.portal_sync_timeout_s)
-        async with aiohttp.ClientSession(timeout=timeout) as client:
-            while True:
-                self._wakeup.clear()
-                rows = await claim_due(
-                    self._engine,
-                    self.sessions,
-                    portal_pushes,
-                    key=portal_pushes.c.push_key,
-                    status=portal_pushes.c.status,
-                    claimable=["pending"],
-                    due=portal_pushes.c.next_attempt_at,
-                    attempts=portal_pushes.c.attempts,
-                    lease_s=settings.portal_sync_lease_s,
-                    limit=settings.portal_sync_batch_size,
-                    where=IN_ORDER,
-                )
-                if rows:
-                    results = await asyncio.gather(*(self._push(client, row) for row in rows))
-                    await self._record(list(zip(rows, results, strict=True)))
-                    continue
-                await wait_for_work(self._wakeup, settings.portal_sync_poll_interval_s)
+        async with aiohttp.ClientSession(timeout=timeout) as self._client:
+            await super().run()
+
+    async def _work(self, rows: list[Any]) -> None:
+        assert self._client is not None  # run() opened it
+        client = self._client
+        results = await asyncio.gather(*(self._push(client, row) for row in rows))
+        await self._record(list(zip(rows, results, strict=True)))
 
     async def _push(self, client: aiohttp.ClientSession, row: Any) -> tuple[str | None, bool]:
         """(error, retryable) of one push; (None, _) when the portal took it."""
@@ -177,33 +184,19 @@ class PortalSync:
         return f"HTTP {response.status}", retryable_http(response.status)
 
     async def _record(self, results: list[tuple[Any, tuple[str | None, bool]]]) -> None:
-        now = datetime.now(UTC)
+        now = self.clock.now()
         async with self.sessions.begin() as session:
             for row, (error, retryable) in results:
-                number = row.attempts + 1
                 PUSHES.labels("sent" if error is None else "failed").inc()
-                values: dict[str, Any]
-                if error is None:
-                    values = {"status": "sent", "sent_at": now, "last_error": None}
-                else:
-                    give_up = self._policy.gives_up(number, retryable=retryable)
-                    log.warning(
-                        "portal push of %s failed (attempt %d): %s%s",
-                        row.dossier_code,
-                        number,
-                        error,
-                        "; dead-lettered" if give_up else "",
-                    )
-                    values = {
-                        "status": "dead_lettered" if give_up else "pending",
-                        "last_error": error,
-                        "next_attempt_at": self._policy.next_attempt_at(now, number),
-                    }
+                if error is not None:
+                    what = f"portal push of {row.dossier_code}"
+                    await self.fail(session, row, error, retryable=retryable, now=now, what=what)
+                    continue
                 await session.execute(
                     portal_pushes.update()
                     .where(
                         portal_pushes.c.push_key == row.push_key,
                         portal_pushes.c.status == "pending",
                     )
-                    .values(values)
+                    .values(status="sent", sent_at=now, last_error=None)
                 )

@@ -8,7 +8,7 @@ already reached the portal: the portal must never see an older status after a ne
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
+from datetime import datetime
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, Query, Request
@@ -106,7 +106,7 @@ async def replay_dead_push(push_key: str, portal: Portal) -> DeadPushOut:
         await session.execute(
             portal_pushes.update()
             .where(portal_pushes.c.push_key == push_key, portal_pushes.c.status == "dead_lettered")
-            .values(status="pending", attempts=0, next_attempt_at=datetime.now(UTC))
+            .values(status="pending", attempts=0, next_attempt_at=portal.clock.now())
         )
     portal.wake()
     return _out(row)
