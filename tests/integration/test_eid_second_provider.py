@@ -1,7 +1,10 @@
 """The e-ID adapter against an independent OpenID Connect provider: NAV's mock-oauth2-server
 (Kotlin, Nimbus OAuth SDK), run from its Maven Central jars (`make oidc-test-jars`). The
-same relying party that logs citizens in at the sandbox logs them in here, configured only
-by issuer, client id and secret: it is not tied to our own provider."""
+same relying party that logs citizens in at the sandbox logs them in here, configured by
+issuer, client id and secret: it is not tied to our own provider. Its issuers play provider
+variants (a pairwise `sub` with the personal ID in a nested claim, eIDAS `acr`, an unmapped
+`acr`, client authentication checked against the decoded id or secret), and a restart with
+another key under the same kid (the issuer id) plays a rotation that keeps the kid."""
 
 from __future__ import annotations
 
