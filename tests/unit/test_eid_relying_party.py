@@ -126,6 +126,22 @@ async def test_only_scopes_the_provider_supports_are_requested(
     await party.close()
 
 
+async def test_acr_values_are_asked_for_as_configured() -> None:
+    discovery = {
+        "issuer": ISSUER, "authorization_endpoint": ISSUER + "/authorize",
+        "token_endpoint": ISSUER + "/token", "jwks_uri": ISSUER + "/jwks",
+    }  # fmt: skip
+    transport = httpx.MockTransport(lambda _: httpx.Response(200, json=discovery))
+    substantial = "http://eidas.europa.eu/LoA/substantial http://eidas.europa.eu/LoA/high"
+    client = EidClient(ISSUER, "gateway", CALLBACK, acr_values={2: substantial})
+    party = RelyingParty(client, httpx.AsyncClient(transport=transport))
+    url = await party.authorization_url(LoginRequest.new(), party.acr_values_for(2))
+    assert parse_qs(urlsplit(url).query)["acr_values"] == [substantial]
+    with pytest.raises(KeyError):
+        party.acr_values_for(1)
+    await party.close()
+
+
 async def test_a_code_and_its_nonce_work_once(provider: AppServer) -> None:
     client = EidClient(provider.url, "gateway", CALLBACK, client_secret="s3cret")
     party = RelyingParty(client)
