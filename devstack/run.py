@@ -18,6 +18,8 @@ def banner(stack: Stack, broker: KafkaBroker) -> str:
     database = stack.database_url or f"SQLite files in {stack.var_dir}/"
     desk = stack.credentials.clients["motcua-h22"]
     inboxes = ", ".join(AGENCY_INBOX_TOPICS)
+    # The sandbox's, unless EID_ISSUER in the environment names another provider.
+    provider = stack.service_env("identity")["EID_ISSUER"]
     return f"""
 Dossier gateway is running.
   intake     {stack.url("intake")}   OpenAPI: {stack.url("intake")}/docs
@@ -31,7 +33,7 @@ Dossier gateway is running.
              national portal {stack.url("sandbox")}/portal/dossiers
              agency inboxes gRPC {HOST}:{p.sandbox_agency_grpc}, Kafka {inboxes}
              e-ID {stack.url("sandbox")}/oidc   registry gRPC {HOST}:{p.sandbox_registry_grpc}
-  e-ID login {stack.url("identity")}/v1/citizen/login (in a browser)
+  e-ID login {stack.url("identity")}/v1/citizen/login (in a browser), provider {provider}
   logs       {stack.var_dir}/log/
   tokens     {stack.url("identity")}/oauth2/token
              demo agency credentials in {stack.credentials.file}

@@ -148,22 +148,29 @@ class Stack:
                 "SANDBOX_STATE_DIR": str(self.var_dir / "sandbox"),
             },
         }[service]
-        env |= self._eid_env(service)
+        env |= self._eid_env(service, {**os.environ, **self.env})
         env |= self.env_by_service.get(service, {})
         return env
 
-    def _eid_env(self, service: str) -> dict[str, str]:
+    def _eid_env(self, service: str, given: Mapping[str, str]) -> dict[str, str]:
         """Citizens' e-ID and the population registry: identity is the sandbox provider's
-        relying party, intake asks identity."""
+        relying party, intake asks identity. An EID_* variable already `given` (e.g.
+        `EID_ISSUER=... make run`) wins; with another issuer, the sandbox's client id and
+        key do not apply, so none of the sandbox client's settings are added."""
         p, credentials = self.ports, self._eid_dir()
         redirect_uri = self.url("identity") + "/v1/citizen/callback"
+        sandbox_client = {
+            "EID_ISSUER": self.url("sandbox") + "/oidc",
+            "EID_CLIENT_ID": EID_CLIENT_ID,
+            "EID_CLIENT_KEY_FILE": str(credentials / "client.jwk.json"),
+        }
+        eid = {"EID_REDIRECT_URI": redirect_uri}
+        if "EID_ISSUER" not in given:
+            eid |= sandbox_client
         return {
             "intake": {"IDENTITY_GRPC_TARGET": f"{HOST}:{p.identity_grpc}"},
             "identity": {
-                "EID_ISSUER": self.url("sandbox") + "/oidc",
-                "EID_CLIENT_ID": EID_CLIENT_ID,
-                "EID_CLIENT_KEY_FILE": str(credentials / "client.jwk.json"),
-                "EID_REDIRECT_URI": redirect_uri,
+                **{name: value for name, value in eid.items() if name not in given},
                 "REGISTRY_GRPC_TARGET": f"{HOST}:{p.sandbox_registry_grpc}",
                 "PSEUDONYM_KEY": (credentials / "pseudonym.key").read_text().strip(),
             },

@@ -85,12 +85,22 @@ Citizen = Annotated[CitizenSession, Depends(citizen)]
 
 @router.get("/citizen/login", summary="Log in with e-ID (redirects to the provider)")
 async def login(request: Request, acr: str = "") -> Response:
-    """`acr=2` asks the provider for assurance level 2 (identity verified in person)."""
+    """`acr=2` asks the provider for assurance level 2 (identity verified in person), as the
+    provider spells it (EID_ACR_VALUES); without `acr` the provider chooses."""
     citizens: Citizens = _state(request, "citizens")
     party: RelyingParty = _state(request, "relying_party")
+    acr_values = ""
+    if acr:
+        try:
+            acr_values = party.acr_values_for(int(acr))
+        except (ValueError, KeyError):
+            raise Problem(
+                422, "assurance-level-unknown", "No such e-ID assurance level",
+                f"acr must be one of {sorted(party.client.acr_values)}",
+            ) from None  # fmt: skip
     pending = await citizens.begin_login()
     try:
-        url = await party.authorization_url(pending, acr_values=acr if acr in ("1", "2") else "")
+        url = await party.authorization_url(pending, acr_values=acr_values)
     except EidError as exc:
         raise Problem(
             502, "eid-unavailable", "The e-ID provider does not answer", str(exc)
@@ -114,8 +124,10 @@ async def callback(
 ) -> Response:
     citizens: Citizens = _state(request, "citizens")
     party: RelyingParty = _state(request, "relying_party")
-    pending = await citizens.take_login(state) if state else None
-    if pending is None or login_cookie != state:
+    # Checked before the login is taken: a callback from another browser (no cookie, or
+    # another login's) must not use up the login the citizen's own browser will complete.
+    pending = await citizens.take_login(state) if state and login_cookie == state else None
+    if pending is None:
         raise Problem(
             400, "login-unknown", "Unknown, expired or replayed login",
             "Start again at /v1/citizen/login",

@@ -75,6 +75,14 @@ class Consents:
                 "This procedure does not need residence data",
                 f"Procedure {procedure.code} is filed without residence: nothing is read",
             )  # fmt: skip
+        if citizen.assurance_level < procedure.min_assurance:
+            # Data minimisation: nothing is read for a login that could not file anyway.
+            raise ConsentRefused(
+                403, grpc.StatusCode.PERMISSION_DENIED, "assurance-too-low",
+                "This procedure needs a higher e-ID assurance level",
+                f"Procedure {procedure.code} needs level {procedure.min_assurance}; "
+                f"this login is level {citizen.assurance_level}: nothing was read",
+            )  # fmt: skip
         stated = f"{procedure.code}: {purpose}"
         agency = procedure.receiving_agency
         try:

@@ -1,11 +1,13 @@
 """The e-ID adapter: an OpenID Connect relying party for any standards-compliant provider.
 
-Configured only by the issuer URL, a client id and the client's credentials (a secret for
-client_secret_basic, or a private JWK for private_key_jwt, RFC 7523); everything else comes
-from discovery. The authorization code flow always carries PKCE S256, `state` and `nonce`.
-ID tokens are verified here, never trusted: signature against the provider's JWKS (cached,
-refetched for an unknown `kid` so rotations go through), an allow-list of asymmetric
-algorithms, `iss`, `aud`, `exp`/`iat` with a small skew and the `nonce` of this login.
+Configured by the issuer URL, a client id and the client's credentials (a secret for
+client_secret_basic or client_secret_post, or a private JWK for private_key_jwt, RFC 7523),
+plus what differs between providers (eid_policy.py: the personal-ID claim, the acr mapping);
+endpoints and keys come from discovery. The authorization code flow always carries PKCE
+S256, `state` and `nonce`. ID tokens are verified here, never trusted: signature against the
+provider's JWKS (cached, refetched for an unknown `kid` and, rate-limited, when a known
+`kid` fails to verify, so rotations go through), an allow-list of asymmetric algorithms,
+`iss`, `aud`, `exp`/`iat` with a small skew and the `nonce` of this login.
 """
 
 from __future__ import annotations
@@ -14,8 +16,8 @@ import base64
 import json
 import time
 from collections import deque
-from collections.abc import Callable
-from dataclasses import dataclass
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import urlencode
 
@@ -29,17 +31,26 @@ from joserfc.errors import ClaimError, JoseError
 from joserfc.jwk import KeySet
 
 from core.auth import key_set
-from core.personal_id import InvalidPersonalId, PersonalId, validate_personal_id
+from core.personal_id import PersonalId
+from services.identity.eid_policy import (
+    DEFAULT_ACR_LEVELS,
+    DEFAULT_ACR_VALUES,
+    TOKEN_AUTH_METHODS,
+    EidError,
+    assurance_level,
+    check_acr_levels,
+    check_acr_values,
+    encode_client_secret_basic,
+    personal_id_from,
+)
+
+__all__ = ["EidClient", "EidError", "LoginRequest", "RelyingParty", "VerifiedCitizen"]
 
 # Signatures a public key can verify. HS* is never accepted: with a public "secret" anyone
 # could sign, and `none` is no signature at all.
 ASYMMETRIC_ALGORITHMS = frozenset(
     {"RS256", "RS384", "RS512", "PS256", "PS384", "PS512", "ES256", "ES384", "ES512", "EdDSA"}
 )
-
-
-class EidError(Exception):
-    """The login cannot be trusted; the message says why and never echoes token content."""
 
 
 @dataclass(frozen=True)
@@ -61,11 +72,36 @@ class EidClient:
     # Unknown kids refetch the JWKS at most this many times a minute: a rotation is seen
     # at once, a flood of tokens with bogus kids costs the provider a few requests.
     jwks_refetches_per_minute: int = 10
+    # A known kid whose signature fails refetches at most once in this many seconds: a
+    # provider that rotates under the same kid is followed at once, forgeries cost little.
+    jwks_refetch_interval_s: float = 10.0
+    # The claim with the personal ID; a dotted path reaches into nested claims.
+    personal_id_claim: str = "sub"
+    acr_levels: Mapping[str, int] = field(default_factory=lambda: dict(DEFAULT_ACR_LEVELS))
+    acr_values: Mapping[int, str] = field(default_factory=lambda: dict(DEFAULT_ACR_VALUES))
+    # Empty: private_key_jwt with a private key, else client_secret_basic.
+    token_auth_method: str = ""
 
     def __post_init__(self) -> None:
         refused = set(self.algorithms) - ASYMMETRIC_ALGORITHMS
         if refused or not self.algorithms:
             raise ValueError(f"ID-token algorithms must be asymmetric; refused {sorted(refused)}")
+        if self.token_auth_method and self.token_auth_method not in TOKEN_AUTH_METHODS:
+            raise ValueError(
+                f"token endpoint auth method must be one of {sorted(TOKEN_AUTH_METHODS)}"
+            )
+        if self.auth_method == "private_key_jwt" and not self.private_key:
+            raise ValueError("private_key_jwt needs the client's private JWK (EID_CLIENT_KEY_FILE)")
+        if not self.personal_id_claim.strip():
+            raise ValueError("the personal-ID claim must be named")
+        check_acr_levels(self.acr_levels)
+        check_acr_values(self.acr_values)
+
+    @property
+    def auth_method(self) -> str:
+        if self.token_auth_method:
+            return self.token_auth_method
+        return "private_key_jwt" if self.private_key else "client_secret_basic"
 
 
 @dataclass(frozen=True)
@@ -108,6 +144,7 @@ class RelyingParty:
         self._keys: KeySet | None = None
         self._keys_fetched_at = float("-inf")
         self._refetches: deque[float] = deque()
+        self._refetched_after_failure_at = float("-inf")
 
     async def close(self) -> None:
         await self._http.aclose()
@@ -142,6 +179,11 @@ class RelyingParty:
         separator = "&" if "?" in endpoint else "?"
         return f"{endpoint}{separator}{urlencode(params)}"
 
+    def acr_values_for(self, level: int) -> str:
+        """What to send as acr_values to ask for this assurance level; KeyError if none is
+        configured for it."""
+        return self.client.acr_values[level]
+
     async def requested_scope(self) -> str:
         """The configured scopes, plus the optional ones this provider supports: asking for
         a scope it does not know may fail the whole login (RFC 6749 §4.1.2.1)."""
@@ -165,30 +207,33 @@ class RelyingParty:
             # OIDC Core §5.3.2: userinfo about someone else must not be used.
             if info.get("sub") != claims["sub"]:
                 raise EidError("userinfo is about another subject than the ID token")
-        try:
-            # The personal ID is the verified token's subject and nothing else.
-            personal_id = validate_personal_id(str(claims["sub"]))
-        except InvalidPersonalId as exc:
-            raise EidError(f"the token's subject is not a personal ID: {exc}") from None
+        # From the verified token, else from userinfo about the same subject; with the
+        # default claim (`sub`) that is the token's subject and nothing else.
+        personal_id = personal_id_from(self.client.personal_id_claim, claims, info)
         name = str(claims.get("name") or info.get("name") or "")
         return VerifiedCitizen(
             personal_id,
             name,
-            assurance_level(claims.get("acr")),
+            assurance_level(claims.get("acr"), self.client.acr_levels),
             _claim(info, claims, "email", 320),
             _claim(info, claims, "phone_number", 32),
         )
 
     async def exchange(self, code: str, code_verifier: str) -> dict[str, Any]:
         endpoint = (await self.metadata())["token_endpoint"]
-        key = jwk.import_key(self.client.private_key) if self.client.private_key else None
+        method = self.client.auth_method
+        key = None
+        if method == "private_key_jwt" and self.client.private_key:
+            key = jwk.import_key(self.client.private_key)
         oauth = AsyncOAuth2Client(
             client_id=self.client.client_id,
             client_secret=key or self.client.client_secret,
-            token_endpoint_auth_method="private_key_jwt" if key else "client_secret_basic",
+            token_endpoint_auth_method=method,
             timeout=10,
             trust_env=False,
         )
+        if method == "client_secret_basic":
+            oauth.register_client_auth_method((method, encode_client_secret_basic))
         if key is not None:
             alg = key.get("alg") or "RS256"
             # kid lets the provider pick our current key from the JWKS it holds for us.
@@ -216,11 +261,18 @@ class RelyingParty:
         alg, kid = _header(id_token)
         if alg not in self.client.algorithms:
             raise EidError(f"ID-token algorithm {alg!r} is not allowed")
-        keys = await self._keys_for(kid)
+        keys, fetched = await self._keys_for(kid)
         try:
             token = jwt.decode(id_token, keys, algorithms=list(self.client.algorithms))
         except JoseError as exc:
-            raise EidError(f"bad ID-token signature: {exc.error}") from None
+            # The provider may have replaced the key behind a kid we know: look once more.
+            if fetched or not self._may_refetch_after_failure():
+                raise EidError(f"bad ID-token signature: {exc.error}") from None
+            keys = await self._fetch_keys(kid)
+            try:
+                token = jwt.decode(id_token, keys, algorithms=list(self.client.algorithms))
+            except JoseError as again:
+                raise EidError(f"bad ID-token signature: {again.error}") from None
         registry = jwt.JWTClaimsRegistry(
             now=lambda: int(self._clock()),
             leeway=self.client.leeway_s,
@@ -242,7 +294,15 @@ class RelyingParty:
             raise EidError("ID token for several audiences without azp naming this client")
         return dict(token.claims)
 
-    async def _keys_for(self, kid: str | None) -> KeySet:
+    def _may_refetch_after_failure(self) -> bool:
+        now = self._clock()
+        if now - self._refetched_after_failure_at < self.client.jwks_refetch_interval_s:
+            return False
+        self._refetched_after_failure_at = now
+        return True
+
+    async def _keys_for(self, kid: str | None) -> tuple[KeySet, bool]:
+        """The key set for `kid`, and whether it was fetched just now."""
         now = self._clock()
         stale = now - self._keys_fetched_at > self.client.jwks_max_age_s
         unknown = self._keys is None or (kid is not None and not _has_kid(self._keys, kid))
@@ -252,13 +312,19 @@ class RelyingParty:
         if stale or (unknown and refetch_allowed):
             if not stale:
                 self._refetches.append(now)
-            jwks_uri = (await self.metadata())["jwks_uri"]
-            try:
-                self._keys = key_set(await self._get_json(jwks_uri))
-            except (JoseError, ValueError, KeyError, TypeError):
-                raise EidError("the provider's JWKS cannot be read") from None
-            self._keys_fetched_at = now
+            return await self._fetch_keys(kid), True
         assert self._keys is not None
+        if kid is not None and not _has_kid(self._keys, kid):
+            raise EidError("the ID token is signed with a key the provider does not publish")
+        return self._keys, False
+
+    async def _fetch_keys(self, kid: str | None) -> KeySet:
+        jwks_uri = (await self.metadata())["jwks_uri"]
+        try:
+            self._keys = key_set(await self._get_json(jwks_uri))
+        except (JoseError, ValueError, KeyError, TypeError):
+            raise EidError("the provider's JWKS cannot be read") from None
+        self._keys_fetched_at = self._clock()
         if kid is not None and not _has_kid(self._keys, kid):
             raise EidError("the ID token is signed with a key the provider does not publish")
         return self._keys
@@ -275,12 +341,6 @@ class RelyingParty:
         if not isinstance(body, dict):
             raise EidError(f"{url} did not answer a JSON object")
         return body
-
-
-def assurance_level(acr: object) -> int:
-    """`acr` "2" (or a URI ending in /2 or :2, as some providers spell it) is level 2."""
-    value = str(acr) if isinstance(acr, str | int) else ""
-    return 2 if value == "2" or value.endswith(("/2", ":2")) else 1
 
 
 def _claim(info: dict[str, Any], claims: dict[str, Any], name: str, limit: int) -> str | None:

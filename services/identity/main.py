@@ -43,6 +43,13 @@ GRPC_SCOPES: Mapping[str, str] = {
 
 def eid_client(settings: IdentitySettings) -> EidClient:
     key_file = settings.eid_client_key_file
+    try:
+        return _eid_client(settings, key_file)
+    except ValueError as exc:
+        raise SystemExit(f"e-ID settings (EID_*): {exc}") from None
+
+
+def _eid_client(settings: IdentitySettings, key_file: str) -> EidClient:
     return EidClient(
         issuer=settings.eid_issuer,
         client_id=settings.eid_client_id,
@@ -53,6 +60,12 @@ def eid_client(settings: IdentitySettings) -> EidClient:
         optional_scope=settings.eid_optional_scope,
         algorithms=tuple(a.strip() for a in settings.eid_algorithms.split(",") if a.strip()),
         leeway_s=settings.eid_leeway_s,
+        jwks_max_age_s=settings.eid_jwks_max_age_s,
+        jwks_refetch_interval_s=settings.eid_jwks_refetch_interval_s,
+        personal_id_claim=settings.eid_personal_id_claim,
+        acr_levels=settings.eid_acr_levels,
+        acr_values=settings.eid_acr_values,
+        token_auth_method=settings.eid_token_auth_method or "",
     )
 
 

@@ -1,8 +1,11 @@
 from __future__ import annotations
 
-from pydantic import SecretStr
+from typing import Literal
+
+from pydantic import Field, SecretStr
 
 from core.settings import ServiceSettings
+from services.identity.eid_policy import DEFAULT_ACR_LEVELS, DEFAULT_ACR_VALUES
 
 
 class IdentitySettings(ServiceSettings):
@@ -47,6 +50,21 @@ class IdentitySettings(ServiceSettings):
     # client_secret_basic with EID_CLIENT_SECRET, or private_key_jwt with a private JWK file.
     eid_client_secret: SecretStr = SecretStr("")
     eid_client_key_file: str = ""
+    # Unset: private_key_jwt with EID_CLIENT_KEY_FILE, else client_secret_basic.
+    eid_token_auth_method: (
+        Literal["client_secret_basic", "client_secret_post", "private_key_jwt"] | None
+    ) = None
+    # The ID-token (else userinfo) claim holding the personal ID; `a.b` reaches a nested one.
+    eid_personal_id_claim: str = "sub"
+    # JSON: the provider's `acr` values and the assurance level (1 or 2) each stands for;
+    # an acr not listed refuses the login. Replaces the default map (VNeID and eIDAS).
+    eid_acr_levels: dict[str, int] = Field(default_factory=lambda: dict(DEFAULT_ACR_LEVELS))
+    # JSON: what `/v1/citizen/login?acr=<level>` sends as acr_values, per level.
+    eid_acr_values: dict[int, str] = Field(default_factory=lambda: dict(DEFAULT_ACR_VALUES))
+    # The provider's keys are fetched again after this; a known kid that fails to verify
+    # fetches them again at most once in eid_jwks_refetch_interval_s.
+    eid_jwks_max_age_s: float = 300.0
+    eid_jwks_refetch_interval_s: float = 10.0
     eid_redirect_uri: str = "http://127.0.0.1:8083/v1/citizen/callback"
     eid_scope: str = "openid profile"
     # Also asked for when the provider supports them: the profile's contact details.

@@ -25,6 +25,9 @@ from services.identity.eid import EidClient, EidError, LoginRequest, RelyingPart
 CALLBACK = "http://127.0.0.1:9/v1/citizen/callback"  # never followed: the test reads it
 CITIZEN = "001090012345"
 CLIENT_KEY = RSAKey.generate_key(2048, {"use": "sig", "alg": "RS256"}, auto_kid=True)
+# RFC 6749 §2.3.1 form-encodes both before base64; sent raw, "%41" would arrive as "A" and
+# the colon in the id would split it early.
+ODD_CLIENT, ODD_SECRET = "urn:gov.vn:gateway", "p+q%41:r/="
 
 
 @pytest.fixture(scope="module")
@@ -34,6 +37,7 @@ async def provider() -> AsyncIterator[AppServer]:
     clients = [
         Client("gateway", [CALLBACK], client_secret="s3cret"),
         Client("gateway-jwt", [CALLBACK], jwks={"keys": [CLIENT_KEY.as_dict(private=False)]}),
+        Client(ODD_CLIENT, [CALLBACK], client_secret=ODD_SECRET),
     ]
     issuer = f"http://{host}:{port}"
     app = create_oidc_app(issuer, clients, OidcSettings(auto_login=True))
@@ -122,6 +126,22 @@ async def test_only_scopes_the_provider_supports_are_requested(
     await party.close()
 
 
+async def test_acr_values_are_asked_for_as_configured() -> None:
+    discovery = {
+        "issuer": ISSUER, "authorization_endpoint": ISSUER + "/authorize",
+        "token_endpoint": ISSUER + "/token", "jwks_uri": ISSUER + "/jwks",
+    }  # fmt: skip
+    transport = httpx.MockTransport(lambda _: httpx.Response(200, json=discovery))
+    substantial = "http://eidas.europa.eu/LoA/substantial http://eidas.europa.eu/LoA/high"
+    client = EidClient(ISSUER, "gateway", CALLBACK, acr_values={2: substantial})
+    party = RelyingParty(client, httpx.AsyncClient(transport=transport))
+    url = await party.authorization_url(LoginRequest.new(), party.acr_values_for(2))
+    assert parse_qs(urlsplit(url).query)["acr_values"] == [substantial]
+    with pytest.raises(KeyError):
+        party.acr_values_for(1)
+    await party.close()
+
+
 async def test_a_code_and_its_nonce_work_once(provider: AppServer) -> None:
     client = EidClient(provider.url, "gateway", CALLBACK, client_secret="s3cret")
     party = RelyingParty(client)
@@ -130,6 +150,14 @@ async def test_a_code_and_its_nonce_work_once(provider: AppServer) -> None:
     assert (await party.login(code, login)).assurance_level == 1
     with pytest.raises(EidError, match="refused the code"):
         await party.login(code, login)
+    await party.close()
+
+
+async def test_a_secret_with_reserved_characters_works(provider: AppServer) -> None:
+    party = RelyingParty(EidClient(provider.url, ODD_CLIENT, CALLBACK, ODD_SECRET))
+    login = LoginRequest.new()
+    citizen = await party.login(await code_for(party, login, CITIZEN, "1"), login)
+    assert citizen.personal_id.value == CITIZEN
     await party.close()
 
 
@@ -163,9 +191,10 @@ class MintingProvider:
         self.jwks_fetches += 1
         return httpx.Response(200, json={"keys": [k.as_dict(private=False) for k in self.keys]})
 
-    def party(self) -> RelyingParty:
+    def party(self, **settings: Any) -> RelyingParty:
         http = httpx.AsyncClient(transport=httpx.MockTransport(self.handle))
-        return RelyingParty(EidClient(ISSUER, "gateway", CALLBACK), http, clock=lambda: self.now)
+        client = EidClient(ISSUER, "gateway", CALLBACK, **settings)
+        return RelyingParty(client, http, clock=lambda: self.now)
 
     def token(self, key: Any = None, header: dict[str, Any] | None = None, **claims: Any) -> str:
         key = key or self.keys[0]
@@ -270,3 +299,25 @@ async def test_bogus_kids_cannot_make_us_hammer_the_provider(minting: MintingPro
         with pytest.raises(EidError, match="does not publish"):
             await party.verify_id_token(minting.token(stranger), NONCE)
     assert minting.jwks_fetches == 1 + 10
+
+
+async def test_a_new_key_under_a_known_kid_is_fetched_at_once(minting: MintingProvider) -> None:
+    party = minting.party(jwks_refetch_interval_s=30)
+    old = minting.keys[0]
+    await party.verify_id_token(minting.token(), NONCE)
+    # The provider replaces its key and keeps the kid: the cached key fails, so the key set
+    # is fetched again (long before it ages out) and the new signature verifies.
+    minting.keys = [RSAKey.generate_key(2048, {"alg": "RS256", "kid": old.kid})]
+    minting.now += 1
+    await party.verify_id_token(minting.token(), NONCE)
+    assert minting.jwks_fetches == 2
+    # Forgeries under that kid fetch at most once per interval.
+    forged = {"alg": "RS256", "kid": old.kid}
+    for _ in range(5):
+        with pytest.raises(EidError, match="signature"):
+            await party.verify_id_token(minting.token(RSAKey.generate_key(2048), forged), NONCE)
+    assert minting.jwks_fetches == 2
+    minting.now += 31
+    with pytest.raises(EidError, match="signature"):
+        await party.verify_id_token(minting.token(RSAKey.generate_key(2048), forged), NONCE)
+    assert minting.jwks_fetches == 3

@@ -1,0 +1,54 @@
+"""The e-ID login's guards on the real stack: a stray callback does not use up the login,
+an unknown level is refused, and a login too weak for a procedure reads nothing."""
+
+from __future__ import annotations
+
+import httpx
+
+from devstack.stack import Stack
+from tests.support.eid import at_provider, browser, log_in, start_login
+
+CITIZEN = "079185000002"
+PROCEDURE = "HT.XNTTHN"  # needs residence and assurance level 2
+
+
+def test_a_callback_without_the_login_cookie_leaves_the_login_to_its_browser(
+    stack: Stack,
+) -> None:
+    client = browser()
+    callback = at_provider(client, start_login(client, stack), CITIZEN)
+    # Another browser (no eid_login cookie) presents the same callback first.
+    with httpx.Client(trust_env=False, timeout=15) as stranger:
+        refused = stranger.get(callback)
+    assert refused.status_code == 400, refused.text
+    assert refused.headers["content-type"].startswith("application/problem+json")
+    # The citizen's own browser still completes it.
+    done = client.get(callback)
+    assert done.status_code == 200, done.text
+    assert done.json()["assurance_level"] == 2
+
+
+def test_an_unknown_assurance_level_is_refused(stack: Stack) -> None:
+    response = httpx.get(
+        stack.url("identity") + "/v1/citizen/login", params={"acr": "3"}, timeout=15
+    )
+    assert response.status_code == 422, response.text
+    assert response.json()["type"].endswith("assurance-level-unknown")
+
+
+def test_a_preview_at_too_low_a_level_reads_nothing(stack: Stack) -> None:
+    _, login = log_in(stack, CITIZEN, acr="1")
+    assert login["assurance_level"] == 1
+    headers = {"X-Citizen-Session": login["session"]}
+    access_log = stack.url("identity") + "/v1/citizen/access-log"
+    before = httpx.get(access_log, headers=headers, timeout=15).json()["reads"]
+    refused = httpx.post(
+        stack.url("identity") + "/v1/consents",
+        json={"procedure_code": PROCEDURE, "purpose": "Xác nhận tình trạng hôn nhân"},
+        headers=headers,
+        timeout=15,
+    )
+    assert refused.status_code == 403, refused.text
+    assert refused.json()["type"].endswith("assurance-too-low")
+    # Data minimisation: the registry was not asked, so the access log has no new read.
+    assert httpx.get(access_log, headers=headers, timeout=15).json()["reads"] == before
