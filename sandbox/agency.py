@@ -34,6 +34,16 @@ FIRST_RETRY_S = 0.2
 MAX_RETRY_S = 5.0
 # Bounds one callback attempt so a hung gateway cannot stall the retry schedule.
 ATTEMPT_TIMEOUT_S = 5.0
+# Answers that say "not now" rather than "no": a client asks again (after Retry-After).
+NOT_NOW = frozenset({408, 425, 429})
+
+
+def retry_after_s(value: str | None) -> float:
+    """Seconds of a Retry-After header (the gateway sends delta-seconds), capped."""
+    try:
+        return min(max(float(value or 0), 0.0), MAX_RETRY_S * 6)
+    except ValueError:
+        return 0.0
 
 
 class DossierIn(BaseModel):
@@ -271,6 +281,7 @@ class AgencyOffice:
                     timeout=aiohttp.ClientTimeout(total=timeout),
                 ) as response:
                     status, text = response.status, (await response.text())[:200]
+                    retry_after = retry_after_s(response.headers.get("Retry-After"))
             except aiohttp.InvalidURL as exc:
                 log.error("transfer %s: cannot call back %s: %s", who, url, exc)
                 return False
@@ -283,11 +294,13 @@ class AgencyOffice:
                 if status == 401 and attempt == 1:
                     # Our cached token may predate a key rotation: one more try with a new one.
                     self._tokens.forget(agency_code)
-                elif status < 500:
+                elif status < 500 and status not in NOT_NOW:
                     # A 4xx will not change by asking again; the gateway refused this call.
                     log.warning("transfer %s: %s refused with %d %s", who, what, status, text)
                     return False
                 problem = f"HTTP {status}"
+                # The gateway sheds load with 429/503: wait as long as it asks, then retry.
+                wait = max(wait, retry_after)
             if loop.time() + wait > deadline:
                 log.error(
                     "transfer %s: %s gave up after %d attempts: %s", who, what, attempt, problem

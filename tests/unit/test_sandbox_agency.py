@@ -25,16 +25,30 @@ class Receiver:
         self.app.post("/outcomes/{transfer_id}")(self._outcome)
         self.reset()
 
-    def reset(self, fail_first: int = 0, status: int = 204) -> None:
+    def reset(
+        self,
+        fail_first: int = 0,
+        status: int = 204,
+        fail_status: int = 503,
+        fail_headers: dict[str, str] | None = None,
+    ) -> None:
         self.calls: asyncio.Queue[dict[str, Any]] = asyncio.Queue()
         self.attempts = 0
+        self.attempted_at: list[float] = []
         self._fail_first = fail_first
         self._status = status
+        self._fail_status = fail_status
+        self._fail_headers = fail_headers
 
     async def _outcome(self, transfer_id: str, request: Request) -> Response:
         self.attempts += 1
+        self.attempted_at.append(asyncio.get_running_loop().time())
         if self.attempts <= self._fail_first:
-            return JSONResponse(status_code=503, content={"detail": "starting up"})
+            return JSONResponse(
+                status_code=self._fail_status,
+                content={"detail": "not now"},
+                headers=self._fail_headers,
+            )
         body = await request.json()
         key = request.headers.get("idempotency-key")
         await self.calls.put({"transfer_id": transfer_id, "body": body, "key": key})
@@ -216,6 +230,21 @@ async def test_callback_answered_with_5xx_is_retried(
 
     assert call["transfer_id"] == "tr-9"
     assert recv.attempts == 3
+
+
+async def test_callback_shed_with_429_is_retried_after_the_time_asked(
+    client: httpx.AsyncClient, receiver: tuple[Receiver, str]
+) -> None:
+    # The gateway's fair share answers an agency flooding it with 429: a client asks again.
+    recv, base = receiver
+    recv.reset(fail_first=1, fail_status=429, fail_headers={"Retry-After": "1"})
+
+    await deliver(client, transfer("tr-429", base))
+    call = await recv.next_call(within_s=5.0)
+
+    assert call["transfer_id"] == "tr-429"
+    assert recv.attempts == 2
+    assert recv.attempted_at[1] - recv.attempted_at[0] >= 0.9
 
 
 async def test_callback_refused_with_4xx_is_not_retried(
