@@ -16,6 +16,7 @@ from cloudevents.core.bindings import kafka as ce_kafka
 from cloudevents.core.formats.json import JSONFormat
 from cloudevents.core.v1.event import CloudEvent
 from google.protobuf.message import DecodeError, Message
+from google.protobuf.timestamp_pb2 import Timestamp
 
 from core.clock import SYSTEM_CLOCK
 from gateway.v1 import events_pb2
@@ -121,3 +122,10 @@ def from_kafka(key: bytes | None, value: bytes | None, headers: dict[str, bytes]
         id=cloud_event.get_id(),
         time=cloud_event.get_time() or SYSTEM_CLOCK.now(),
     )
+
+
+def timestamp(value: datetime) -> Timestamp:
+    """A protobuf Timestamp of an aware datetime, as events carry times."""
+    stamp = Timestamp()
+    stamp.FromDatetime(value)
+    return stamp

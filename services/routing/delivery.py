@@ -28,7 +28,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
 from core.catalogue import Catalogue
 from core.clock import SYSTEM_CLOCK, Clock
-from core.events import new_event
+from core.events import new_event, timestamp
 from core.kafka import EventProducer
 from core.outbox import Outbox
 from core.storage import rowcount
@@ -43,7 +43,7 @@ from services.routing.channels import (
     NotConfigured,
     Sent,
 )
-from services.routing.journeys import SOURCE, JourneyService, delivery_key, timestamp
+from services.routing.journeys import SOURCE, JourneyService, delivery_key
 from services.routing.models import journeys, transfers
 from services.routing.settings import RoutingSettings
 

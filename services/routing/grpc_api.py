@@ -10,9 +10,9 @@ from sqlalchemy import Row, select
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from core.catalogue import Catalogue
+from core.events import timestamp
 from core.telemetry import trace_id_of
 from gateway.v1 import routing_pb2, routing_pb2_grpc
-from services.routing.journeys import timestamp
 from services.routing.lifecycle import State
 from services.routing.models import journeys, transfers
 

@@ -14,7 +14,6 @@ from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
 from typing import Any
 
-from google.protobuf.timestamp_pb2 import Timestamp
 from opentelemetry import trace
 from opentelemetry.trace import Link
 from sqlalchemy import func, select
@@ -24,7 +23,7 @@ from core.audit import Caller
 from core.calendar import WorkingCalendar
 from core.catalogue import Catalogue, Procedure, Step
 from core.clock import Clock, SystemClock
-from core.events import Event, PoisonEvent, new_event
+from core.events import Event, PoisonEvent, new_event, timestamp
 from core.inbox import first_seen
 from core.outbox import Outbox, insert_rows
 from core.problems import Problem
@@ -55,7 +54,7 @@ from services.routing.outcomes import (
 TRANSFER_NAMESPACE = uuid.UUID("6f1c2b8e-5d4a-4c1e-9a51-0d7f3e2b9c10")
 tracer = trace.get_tracer("gateway.routing")
 
-__all__ = ["SOURCE", "JourneyService", "delivery_key", "timestamp", "transfer_id_for"]
+__all__ = ["SOURCE", "JourneyService", "delivery_key", "transfer_id_for"]
 
 
 def transfer_id_for(dossier_code: str, step_index: int) -> str:
@@ -66,12 +65,6 @@ def delivery_key(transfer_id: str, round_: int) -> str:
     """Idempotency key of a delivery: the transfer id, plus the supplement round after the
     first, so an agency that de-duplicates takes the supplemented dossier as new."""
     return transfer_id if round_ == 0 else f"{transfer_id}/{round_}"
-
-
-def timestamp(value: datetime) -> Timestamp:
-    stamp = Timestamp()
-    stamp.FromDatetime(value)
-    return stamp
 
 
 class JourneyService:

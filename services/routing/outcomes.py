@@ -10,15 +10,19 @@ delivery's idempotency key, so the agency does not drop it as a duplicate.
 
 from __future__ import annotations
 
+import asyncio
 from datetime import datetime
-from typing import TYPE_CHECKING, Any
+from typing import Any, Protocol
 
 from sqlalchemy import select
-from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from core.audit import Caller, forbidden
-from core.catalogue import Agency
+from core.calendar import WorkingCalendar
+from core.catalogue import Agency, Catalogue
+from core.clock import Clock
 from core.events import new_event
+from core.outbox import Outbox
 from core.problems import Problem
 from gateway.v1 import events_pb2
 from services.routing.deadlines import CLOSED_TRANSFERS, rearm
@@ -33,12 +37,22 @@ from services.routing.lifecycle import (
 )
 from services.routing.models import journeys, transfers
 
-if TYPE_CHECKING:
-    from services.routing.journeys import JourneyService
+
+class RoutingParts(Protocol):
+    """What the outcome paths need of routing (JourneyService has it): a structural type,
+    so this module does not import journeys.py, which imports it."""
+
+    sessions: async_sessionmaker[AsyncSession]
+    outbox: Outbox
+    catalogue: Catalogue
+    calendar: WorkingCalendar
+    clock: Clock
+    transfers_waiting: asyncio.Event
+    deadlines_changed: asyncio.Event
 
 
 async def request_supplement(
-    service: JourneyService,
+    service: RoutingParts,
     session: AsyncSession,
     journey: Any,
     transfer: Any,
@@ -78,7 +92,7 @@ async def request_supplement(
 
 
 async def refuse_step(
-    service: JourneyService,
+    service: RoutingParts,
     session: AsyncSession,
     journey: Any,
     transfer: Any,
@@ -125,7 +139,7 @@ StepEvent = events_pb2.SupplementRequested | events_pb2.DossierRefused
 
 
 async def _announce_step_event(
-    service: JourneyService,
+    service: RoutingParts,
     session: AsyncSession,
     journey: Any,
     transfer: Any,
@@ -153,7 +167,7 @@ async def _announce_step_event(
 
 
 async def supplement(
-    service: JourneyService,
+    service: RoutingParts,
     code: str,
     documents: list[dict[str, str]],
     note: str,
@@ -208,7 +222,7 @@ async def supplement(
 
 
 async def _resume_steps(
-    service: JourneyService,
+    service: RoutingParts,
     session: AsyncSession,
     code: str,
     stopped: Any,
@@ -249,7 +263,7 @@ def delivery_wait(step: Any, round_end: datetime) -> float:
     return max(0.0, (until - begun).total_seconds())
 
 
-async def return_result(service: JourneyService, code: str, desk: Caller) -> dict[str, Any]:
+async def return_result(service: RoutingParts, code: str, desk: Caller) -> dict[str, Any]:
     """The one-stop desk that received the dossier handed the result over (status 10)."""
     async with service.sessions.begin() as session:
         journey = await _at_desk(session, code, desk, "record-result-returned")
