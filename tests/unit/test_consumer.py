@@ -1,0 +1,200 @@
+"""core/consumer.py without a broker: what a batch of records becomes (handled, skipped,
+dead-lettered), the replay one event at a time after a failed batch, waiting out an outage,
+and offsets committed only after the handler's work."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any, ClassVar
+
+import pytest
+
+import core.consumer as consumer_module
+from core.consumer import EventConsumer
+from core.events import Event, PoisonEvent, new_event, to_kafka
+from core.kafka import EventProducer, OutboundRecord
+from core.settings import ServiceSettings
+from gateway.v1 import dossier_pb2, events_pb2
+
+SUBMITTED = "vn.gov.dossier.submitted.v1"
+TOPIC = "dossier-events"
+
+
+@dataclass
+class Record:
+    """The fields of an aiokafka ConsumerRecord the consumer reads."""
+
+    key: bytes | None
+    value: bytes | None
+    headers: list[tuple[str, bytes]]
+    offset: int
+    topic: str = TOPIC
+    partition: int = 0
+
+
+class Producer(EventProducer):
+    """The real producer, never started: keeps what would go to the dead-letter topic."""
+
+    def __init__(self) -> None:
+        super().__init__(ServiceSettings())
+        self.sent: list[OutboundRecord] = []
+
+    async def send_batch(self, records: Sequence[OutboundRecord]) -> None:
+        self.sent.extend(records)
+
+
+@dataclass
+class Handler:
+    poison: set[str] = field(default_factory=set)
+    # Calls that raise before one goes through: a batch-wide failure, then a replay.
+    fail_batches: int = 0
+    outages: int = 0
+    calls: list[list[str]] = field(default_factory=list)
+
+    async def __call__(self, events: Sequence[Event]) -> None:
+        codes = [e.subject for e in events]
+        self.calls.append(codes)
+        if self.outages:
+            self.outages -= 1
+            raise ConnectionRefusedError(111, "database away")
+        if len(events) > 1 and self.fail_batches:
+            self.fail_batches -= 1
+            raise RuntimeError("one of these is bad")
+        bad = [c for c in codes if c in self.poison]
+        if bad:
+            raise PoisonEvent(f"{bad[0]} names no procedure")
+
+
+def record(code: str, offset: int, *, data: Any = None) -> Record:
+    message = data or events_pb2.DossierSubmitted(dossier=dossier_pb2.Dossier(code=code))
+    key, value, headers = to_kafka(new_event(message, source="/intake", dossier_code=code))
+    return Record(key, value, list(headers.items()), offset)
+
+
+def consumer_with(handler: Handler, producer: Producer) -> EventConsumer:
+    return EventConsumer(
+        ServiceSettings(),
+        group_id="routing",
+        event_types={SUBMITTED},
+        handle=handler,
+        producer=producer,
+    )
+
+
+async def test_a_batch_reaches_the_handler_in_one_call() -> None:
+    handler, producer = Handler(), Producer()
+
+    await consumer_with(handler, producer)._process([record("A", 1), record("B", 2)])
+
+    assert handler.calls == [["A", "B"]]
+    assert producer.sent == []
+
+
+async def test_other_services_events_are_skipped_and_unknown_ones_dead_lettered() -> None:
+    handler, producer = Handler(), Producer()
+    routed = record("R", 1, data=events_pb2.DossierRouted(dossier_code="R"))
+    stranger = record("X", 2)
+    stranger.headers = [
+        (k, b"vn.gov.unknown.v1" if k == "ce_type" else v) for k, v in stranger.headers
+    ]
+    garbage = Record(b"G", b"\xff", [], 3)
+
+    await consumer_with(handler, producer)._process([routed, stranger, record("A", 4), garbage])
+
+    assert handler.calls == [["A"]]
+    assert [r.headers["dlq_source_offset"] for r in producer.sent] == [b"2", b"3"]
+    assert producer.sent[0].topic == TOPIC + ServiceSettings().dead_letter_suffix
+    assert b"unknown event type" in producer.sent[0].headers["dlq_reason"]
+    assert producer.sent[1].value == b"\xff"  # the record as it came, for a replay
+
+
+async def test_a_failed_batch_is_replayed_one_by_one_and_only_the_poison_parked() -> None:
+    handler, producer = Handler(poison={"B"}, fail_batches=1), Producer()
+
+    await consumer_with(handler, producer)._process(
+        [record("A", 1), record("B", 2), record("C", 3)]
+    )
+
+    assert handler.calls == [["A", "B", "C"], ["A"], ["B"], ["C"]]
+    assert [r.headers["dlq_source_offset"] for r in producer.sent] == [b"2"]
+    assert producer.sent[0].headers["dlq_consumer_group"] == b"routing"
+
+
+async def test_a_handler_that_keeps_failing_is_parked_after_its_attempts(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr(consumer_module, "HANDLER_ATTEMPTS", 2)
+    calls = 0
+
+    async def broken(events: Sequence[Event]) -> None:
+        nonlocal calls
+        calls += 1
+        raise KeyError("a bug, not an outage")
+
+    producer = Producer()
+    consumer = consumer_with(Handler(), producer)
+    consumer._handle = broken
+    await consumer._process([record("A", 7)])
+
+    assert calls == 3  # the batch, then two attempts alone
+    assert b"handler failed 2 times" in producer.sent[0].headers["dlq_reason"]
+
+
+async def test_an_outage_is_waited_out_and_parks_nothing() -> None:
+    handler, producer = Handler(outages=2), Producer()
+
+    await consumer_with(handler, producer)._process([record("A", 1), record("B", 2)])
+
+    assert handler.calls == [["A", "B"]] * 3
+    assert producer.sent == []
+
+
+class Kafka:
+    """Stands in for AIOKafkaConsumer: one batch, then the loop is stopped at its next poll."""
+
+    journal: ClassVar[list[str]] = []
+
+    def __init__(self, *topics: str, **config: Any) -> None:
+        self.config = config
+        self.polls = 0
+
+    async def start(self) -> None:
+        self.journal.append("start")
+
+    async def getmany(self, **_: Any) -> dict[str, list[Record]]:
+        self.polls += 1
+        if self.polls > 1:
+            raise asyncio.CancelledError
+        return {"p0": [record("A", 1), record("B", 2)]}
+
+    async def commit(self) -> None:
+        self.journal.append("commit")
+
+    async def stop(self) -> None:
+        self.journal.append("stop")
+
+
+async def test_offsets_are_committed_after_the_handler_and_never_automatically(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    Kafka.journal = []
+    made: list[Kafka] = []
+
+    def kafka(*topics: str, **config: Any) -> Kafka:
+        made.append(Kafka(*topics, **config))
+        return made[-1]
+
+    monkeypatch.setattr(consumer_module, "AIOKafkaConsumer", kafka)
+
+    async def handle(events: Sequence[Event]) -> None:
+        Kafka.journal.append("handled " + ",".join(e.subject for e in events))
+
+    consumer = consumer_with(Handler(), Producer())
+    consumer._handle = handle
+    with pytest.raises(asyncio.CancelledError):
+        await consumer.run()
+
+    assert Kafka.journal == ["start", "handled A,B", "commit", "stop"]
+    assert made[0].config["enable_auto_commit"] is False
