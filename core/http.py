@@ -73,14 +73,21 @@ def create_app(
 
 
 async def database_ready(request: Request) -> None:
-    """Route dependency: answer 503 instead of failing while the schema is being created."""
+    """Route dependency: answer 503 instead of failing while the schema is being created or
+    a gate of the service is closed (routing's catalogue not loaded yet)."""
     runtime: Runtime = request.app.state.runtime
-    if runtime.schema_ready.is_set():
+    if runtime.serving:
         return
     try:
-        await asyncio.wait_for(runtime.schema_ready.wait(), runtime.settings.schema_wait_s)
+        await asyncio.wait_for(runtime.until_serving(), runtime.settings.schema_wait_s)
     except TimeoutError:
-        raise Problem(503, "service-unavailable", "Service temporarily unavailable") from None
+        raise Problem(
+            503,
+            "service-unavailable",
+            "Service temporarily unavailable",
+            "starting up",
+            headers={"Retry-After": "2"},
+        ) from None
 
 
 def runtime_lifespan(runtime: Runtime) -> Lifespan:

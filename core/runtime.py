@@ -50,6 +50,8 @@ class Runtime:
         self._tasks: list[asyncio.Task[None]] = []
         self._readiness_checks: list[tuple[str, Callable[[], Awaitable[None]]]] = []
         self.schema_ready = asyncio.Event()
+        # What the routes need besides the schema (routing: its catalogue loaded).
+        self._gates: list[asyncio.Event] = [self.schema_ready]
         # Conditions under which every work queue of the process stops claiming (say, a
         # maintenance mode); the queues ask `held` before each claim.
         self.holds: list[Hold] = []
@@ -88,6 +90,25 @@ class Runtime:
         """A service's own condition for readiness besides the database and Kafka: the
         probe raises (its message is shown) while the service cannot serve."""
         self._readiness_checks.append((name, probe))
+
+    def add_gate(self, name: str, opened: asyncio.Event) -> None:
+        """Something the routes need first (routing's catalogue, loaded from the database):
+        until it is set they answer 503 with Retry-After, and readiness names it."""
+        self._gates.append(opened)
+
+        async def probe() -> None:
+            if not opened.is_set():
+                raise ConnectionError(f"{name} not loaded yet")
+
+        self.add_readiness_check(name, probe)
+
+    @property
+    def serving(self) -> bool:
+        return all(gate.is_set() for gate in self._gates)
+
+    async def until_serving(self) -> None:
+        for gate in self._gates:
+            await gate.wait()
 
     def add_worker(self, name: str, worker: Worker) -> None:
         """Register a long-running coroutine; it is restarted if it ever fails."""

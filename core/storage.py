@@ -47,6 +47,9 @@ SQLITE_BUSY_S = 30
 BigId = BigInteger().with_variant(Integer(), "sqlite")
 
 
+PG_POOL_WAIT_S = 5.0
+
+
 def create_engine(database_url: str, pool_size: int = 10) -> AsyncEngine:
     url = make_url(database_url)
     if url.get_backend_name() == "sqlite":
@@ -69,8 +72,17 @@ def create_engine(database_url: str, pool_size: int = 10) -> AsyncEngine:
         return engine
     # A fixed pool: a burst waits for a connection instead of forking new PostgreSQL
     # backends that are closed again right after. No pre-ping round trip per checkout: a
-    # broken connection fails its transaction, which the callers retry.
-    return _create_async_engine(url, pool_size=pool_size, max_overflow=0, pool_recycle=1800)
+    # broken connection fails its transaction, which the callers retry. A waiter gives up
+    # after PG_POOL_WAIT_S (an HTTP request then gets 503 with Retry-After, a worker tries
+    # again later) rather than SQLAlchemy's 30 s, by which time the client has given up and
+    # asks again: a chaos run's backlog of agency callbacks held routing saturated for minutes.
+    return _create_async_engine(
+        url,
+        pool_size=pool_size,
+        max_overflow=0,
+        pool_recycle=1800,
+        pool_timeout=PG_POOL_WAIT_S,
+    )
 
 
 def _private_file(path: Path) -> None:

@@ -222,7 +222,13 @@ class Victims:
             self.broker.start()
         else:
             self.stack.start_service(victim)
-            self.stack.wait_ready(victim, timeout=120)
+            try:
+                self.stack.wait_ready(victim, timeout=120)
+            except TimeoutError:
+                # Running but saying 503: a backlog it sheds (readiness is honest about
+                # saturation). The run goes on; the census judges what came of it.
+                self.log.append(f"{time.strftime('%H:%M:%S')} {victim} up, not ready in 120 s")
+                return
         self.log.append(f"{time.strftime('%H:%M:%S')} {victim} back")
 
     async def in_turn(self, plan: Plan) -> None:

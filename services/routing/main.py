@@ -117,6 +117,8 @@ def build_app(settings: RoutingSettings | None = None) -> FastAPI:
         producer=runtime.producer,
     )
     runtime.add_worker("catalogue", store.run)
+    # Outcome reports and reads need the catalogue: until it is loaded they get 503.
+    runtime.add_gate("catalogue", store.ready)
     # Nothing is routed, delivered or timed before the catalogue is loaded from the database.
     runtime.add_worker("dossier-consumer", after(store, consumer.run))
     runtime.add_worker("delivery", after(store, delivery.run))
