@@ -1,6 +1,7 @@
 """The FastAPI application every HTTP service starts from.
 
-Problem details, liveness/readiness, Prometheus /metrics, one SERVER span per request, and the
+Problem details, liveness/readiness, maintenance mode, Prometheus /metrics (with each
+route's requests and latency), one SERVER span per request, and the
 request limits of the settings (core.limits): an oversized body or over-deep JSON is refused
 before any route sees it.
 ASGI receive/send sub-spans are excluded: they cost ~17 µs each and say nothing an
@@ -20,6 +21,7 @@ from opentelemetry.instrumentation.fastapi import FastAPIInstrumentor
 from prometheus_client import make_asgi_app
 
 from core.admission import Admission, AdmissionMiddleware
+from core.http_metrics import RequestMetrics
 from core.limits import RequestLimits
 from core.maintenance import maintenance_router
 from core.problems import Problem, install_problem_handlers
@@ -47,6 +49,8 @@ def create_app(
     # a place, and a place is taken only once the body has arrived (a slow client cannot
     # hold one while it trickles).
     app.add_middleware(RequestLimits, limits=settings.http_limits)
+    # Outermost: refusals by the limits and admission are counted and timed too.
+    app.add_middleware(RequestMetrics)
 
     @app.get("/health/live", tags=["health"], include_in_schema=False)
     async def live() -> dict[str, str]:

@@ -53,7 +53,8 @@ async def test_off_until_switched_and_kept_in_the_database(engine: AsyncEngine) 
     assert not await maintenance.held()
 
     state = await maintenance.switch(True, "PostgreSQL upgrade", "gateway-operator")
-    assert state.on and state.reason == "PostgreSQL upgrade"
+    assert state.on
+    assert state.reason == "PostgreSQL upgrade"
     assert state.changed_at is not None
 
     # A restarted process (a new component over the same table) finds it on.
