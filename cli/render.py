@@ -60,7 +60,14 @@ def dead_letters(console: Console, letters: Sequence[DeadLetter]) -> None:
     if not letters:
         console.print("no dead letters")
         return
-    table = Table("id", "kind", "service", "dossier", "since", "reason")
+    table = Table()
+    # The id is what `replay` takes, the code what a desk asks about: never broken.
+    table.add_column("id", no_wrap=True)
+    for column in ("kind", "service"):
+        table.add_column(column)
+    table.add_column("dossier", no_wrap=True)
+    for column in ("since", "reason"):
+        table.add_column(column)
     for letter in letters:
         table.add_row(
             letter.id,
