@@ -29,7 +29,7 @@ from tests.support.flows import (
     wait_completed,
 )
 
-ATTEMPTS = 60
+ATTEMPTS = 80
 
 
 def switch(stack: Stack, service: str, on: bool, reason: str = "") -> dict[str, Any]:
@@ -108,6 +108,7 @@ def taken(stack: Stack, codes: set[str]) -> list[dict[str, Any]]:
 
 def test_maintenance_holds_work_and_loses_nothing(out_of_maintenance: Stack) -> None:
     stack = out_of_maintenance
+    as_operator(stack)  # the operator's token at hand before the stream starts
     stream = Stream(stack)
     submitter = threading.Thread(target=stream.run, name="desk")
     submitter.start()
@@ -118,9 +119,10 @@ def test_maintenance_holds_work_and_loses_nothing(out_of_maintenance: Stack) -> 
         assert routing_state["on"] is True
         assert routing_state["changed_by"] == "gateway-operator"
 
-        eventually(lambda: len(stream.accepted) >= 16, timeout=60)
+        held_before = len(stream.accepted)
+        eventually(lambda: len(stream.accepted) >= held_before + 8, timeout=60)
         switch(stack, "intake", True, "database upgrade")
-        eventually(lambda: len(stream.refused) >= 8, timeout=60)
+        eventually(lambda: len(stream.refused) >= 5, timeout=60)
 
         # Reads go on in maintenance, and readiness says why nothing moves.
         code = stream.accepted[0][1]
@@ -143,11 +145,11 @@ def test_maintenance_holds_work_and_loses_nothing(out_of_maintenance: Stack) -> 
         assert refusal.headers["content-type"] == "application/problem+json"
         assert refusal.json()["type"] == "/problems/maintenance"
         assert int(refusal.headers["retry-after"]) > 0
-    assert 30 <= len(stream.accepted) + len(stream.refused) <= ATTEMPTS
+    assert len(stream.accepted) >= 24, (len(stream.accepted), len(stream.refused))
 
     # Routing took the later dossiers in but delivered none of their steps.
     held = set(stream.codes_after(routing_on_at))
-    assert len(held) >= 16
+    assert len(held) >= 16, (len(held), len(stream.accepted), len(stream.refused))
     assert metric(stack, "gateway_maintenance") == 1.0
     eventually(lambda: (metric(stack, 'gateway_queue_depth{queue="delivery"}') or 0) > 0, 30)
     time.sleep(3)  # time enough to deliver, were anything delivering
