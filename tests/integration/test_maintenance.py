@@ -1,8 +1,9 @@
-"""Maintenance mode against the real stack: routing and then intake are put into maintenance
+"""Maintenance mode against the real stack. Routing and then intake are put into maintenance
 while a desk keeps submitting dossiers. Intake answers 503 with Retry-After to submissions
 and goes on answering reads; routing takes the dossiers in but delivers nothing; once both
 leave maintenance every accepted dossier completes, each step delivered to its agency
-exactly once (the sandbox agencies' ledger counts deliveries that took effect)."""
+exactly once (the sandbox agencies' ledger counts deliveries that took effect). Notify in
+maintenance sends nothing, then every message once."""
 
 from __future__ import annotations
 
@@ -18,6 +19,7 @@ import pytest
 
 from devstack.stack import Stack
 from tests.integration.test_dossier_journey import AGENCIES
+from tests.support.agencies import birth_registration
 from tests.support.flows import (
     DESK,
     agency_transfers,
@@ -26,6 +28,8 @@ from tests.support.flows import (
     chain_dossier,
     dossier_view,
     eventually,
+    mails_to,
+    submit,
     wait_completed,
 )
 
@@ -166,3 +170,27 @@ def test_maintenance_holds_work_and_loses_nothing(out_of_maintenance: Stack) -> 
     assert len(steps) == len(codes) * len(AGENCIES)
     assert set(steps.values()) == {1}
     assert {t["effects"] for t in records} == {1}
+
+
+@pytest.fixture
+def notify_back(stack: Stack) -> Iterator[Stack]:
+    yield stack
+    switch(stack, "notify", False)
+
+
+def test_notify_in_maintenance_sends_nothing_then_everything_once(notify_back: Stack) -> None:
+    stack = notify_back
+    email = "maintenance-notify@example.vn"
+    switch(stack, "notify", True, "SMTP relay move")
+    code = submit(stack, birth_registration(email))
+    # The dossier goes its way meanwhile; notify records what it owes but sends nothing.
+    wait_completed(stack, code)
+    time.sleep(3)  # time enough to send, were anything sending
+    assert mails_to(stack, email) == []
+
+    switch(stack, "notify", False)
+    eventually(lambda: len(mails_to(stack, email)) >= 2, timeout=60)
+    time.sleep(3)  # any second copy would have come by now
+    sent = mails_to(stack, email)
+    copies = Counter((m["subject"], m["text"]) for m in sent)
+    assert set(copies.values()) == {1}, copies
