@@ -1,4 +1,5 @@
-"""The audit trail of authorisation refusals: who was refused what, on which object, and why.
+"""The audit trail of authorisation refusals (who was refused what, on which object, and why)
+and of operators' switches (maintenance mode: who turned it on, where, and why).
 
 Every 403 a service answers (a missing scope, a dossier or transfer of another agency) goes
 through `forbidden()` here, so the trail is complete and has one shape. Each refusal is one
@@ -57,12 +58,34 @@ def record_refusal(caller: Caller, *, action: str, target: str, reason: str) -> 
         "object": target,
         "reason": reason,
     }
-    context = trace.get_current_span().get_span_context()
-    if context.is_valid:
-        record["trace_id"] = format(context.trace_id, "032x")
+    _trace(record)
     _ensure_handler()
     audit_log.warning(json.dumps(record, ensure_ascii=False, sort_keys=True))
     return record
+
+
+def record_action(
+    caller: Caller, *, event: str, action: str, target: str, **details: Any
+) -> dict[str, Any]:
+    """Write one operator's change (say, maintenance turned on) to the audit trail."""
+    record: dict[str, Any] = {
+        "time": SYSTEM_CLOCK.now().isoformat(),
+        "event": event,
+        "client": caller.client_id,
+        "agency": caller.agency_code,
+        "action": action,
+        "object": target,
+    } | details
+    _trace(record)
+    _ensure_handler()
+    audit_log.warning(json.dumps(record, ensure_ascii=False, sort_keys=True))
+    return record
+
+
+def _trace(record: dict[str, Any]) -> None:
+    context = trace.get_current_span().get_span_context()
+    if context.is_valid:
+        record["trace_id"] = format(context.trace_id, "032x")
 
 
 def forbidden(

@@ -44,6 +44,7 @@ NOTIFICATIONS_READ = "notifications:read"
 WEBHOOKS_MANAGE = "webhooks:manage"
 JOURNEYS_READ = "journeys:read"
 CITIZEN_DATA_READ = "citizen-data:read"
+MAINTENANCE_MANAGE = "maintenance:manage"
 SCOPES: Mapping[str, str] = {
     DOSSIERS_SUBMIT: "intake: submit dossiers (POST /v1/dossiers)",
     DOSSIERS_READ: "intake: read dossiers the agency receives or handles a step of",
@@ -55,6 +56,7 @@ SCOPES: Mapping[str, str] = {
     WEBHOOKS_MANAGE: "notify: the agency's own webhook subscriptions",
     JOURNEYS_READ: "routing gRPC: RoutingService.GetJourney",
     CITIZEN_DATA_READ: "identity gRPC: consented reads of citizen data",
+    MAINTENANCE_MANAGE: "every service: turn its maintenance mode on or off (operators)",
 }
 # Asymmetric only: `none` and HS* (which a public key could be abused to "sign") never pass.
 ALGORITHMS = ("ES256", "RS256")
@@ -238,15 +240,7 @@ def require_scope(scope: str) -> Callable[..., Awaitable[AgencyPrincipal]]:
         raise ValueError(f"unknown scope {scope!r}")
 
     async def principal(request: Request, credentials: Credentials) -> AgencyPrincipal:
-        verifier: TokenVerifier = request.app.state.token_verifier
-        if credentials is None:
-            raise _unauthorized("An access token is required", "")
-        try:
-            found = await verifier.verify(credentials.credentials)
-        except InvalidToken as exc:
-            raise _unauthorized("The access token is not valid", str(exc)) from None
-        except KeysUnavailable:
-            raise Problem(503, "service-unavailable", "Service temporarily unavailable") from None
+        found = await _verified(request, credentials)
         if scope not in found.scopes:
             raise forbidden(
                 found,
@@ -261,6 +255,28 @@ def require_scope(scope: str) -> Callable[..., Awaitable[AgencyPrincipal]]:
         return found
 
     return principal
+
+
+def require_token() -> Callable[..., Awaitable[AgencyPrincipal]]:
+    """FastAPI dependency: the calling client, if its token is valid, whatever its scopes
+    (what every client may read, such as a service's maintenance state)."""
+
+    async def principal(request: Request, credentials: Credentials) -> AgencyPrincipal:
+        return await _verified(request, credentials)
+
+    return principal
+
+
+async def _verified(request: Request, credentials: Credentials) -> AgencyPrincipal:
+    verifier: TokenVerifier = request.app.state.token_verifier
+    if credentials is None:
+        raise _unauthorized("An access token is required", "")
+    try:
+        return await verifier.verify(credentials.credentials)
+    except InvalidToken as exc:
+        raise _unauthorized("The access token is not valid", str(exc)) from None
+    except KeysUnavailable:
+        raise Problem(503, "service-unavailable", "Service temporarily unavailable") from None
 
 
 def _route_of(request: Request) -> str:

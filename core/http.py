@@ -1,6 +1,7 @@
 """The FastAPI application every HTTP service starts from.
 
-Problem details, liveness/readiness, Prometheus /metrics, one SERVER span per request, and the
+Problem details, liveness/readiness, maintenance mode, Prometheus /metrics (with each
+route's requests and latency), one SERVER span per request, and the
 request limits of the settings (core.limits): an oversized body or over-deep JSON is refused
 before any route sees it.
 ASGI receive/send sub-spans are excluded: they cost ~17 µs each and say nothing an
@@ -12,14 +13,17 @@ from __future__ import annotations
 import asyncio
 from collections.abc import AsyncIterator, Callable
 from contextlib import AbstractAsyncContextManager
+from typing import Any
 
-from fastapi import FastAPI, Request
+from fastapi import Depends, FastAPI, Request
 from fastapi.responses import JSONResponse
 from opentelemetry.instrumentation.fastapi import FastAPIInstrumentor
 from prometheus_client import make_asgi_app
 
 from core.admission import Admission, AdmissionMiddleware
+from core.http_metrics import RequestMetrics
 from core.limits import RequestLimits
+from core.maintenance import maintenance_router
 from core.problems import Problem, install_problem_handlers
 from core.runtime import Runtime
 from core.telemetry import redact_request_span
@@ -45,6 +49,8 @@ def create_app(
     # a place, and a place is taken only once the body has arrived (a slow client cannot
     # hold one while it trickles).
     app.add_middleware(RequestLimits, limits=settings.http_limits)
+    # Outermost: refusals by the limits and admission are counted and timed too.
+    app.add_middleware(RequestMetrics)
 
     @app.get("/health/live", tags=["health"], include_in_schema=False)
     async def live() -> dict[str, str]:
@@ -55,10 +61,20 @@ def create_app(
         checks = await runtime.readiness()
         checks["admission"] = "saturated: shedding requests" if admission.saturated else "ok"
         ok = all(v == "ok" for v in checks.values())
-        return JSONResponse(
-            {"status": "ok" if ok else "unavailable", "checks": checks},
-            status_code=200 if ok else 503,
-        )
+        # Still 200 in maintenance: load balancers keep sending reads, which are answered.
+        maintenance = await runtime.maintenance.state()
+        body: dict[str, Any] = {"status": "ok" if ok else "unavailable"}
+        if maintenance.on:
+            body["status"] = "maintenance" if ok else "unavailable"
+            body["maintenance"] = {
+                "reason": maintenance.reason,
+                "since": maintenance.changed_at and maintenance.changed_at.isoformat(),
+                "by": maintenance.changed_by,
+            }
+        body["checks"] = checks
+        return JSONResponse(body, status_code=200 if ok else 503)
+
+    app.include_router(maintenance_router(), dependencies=[Depends(database_ready)])
 
     app.mount("/metrics", make_asgi_app())
     FastAPIInstrumentor.instrument_app(

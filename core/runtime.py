@@ -12,8 +12,10 @@ from sqlalchemy import MetaData
 
 from core.grpc import GrpcServer
 from core.kafka import EventProducer
+from core.maintenance import Maintenance, table_name
 from core.migrations import upgrade
 from core.outbox import Outbox, OutboxRelay
+from core.queue_metrics import QueueCount, QueueMetrics
 from core.retry import until_available
 from core.settings import ServiceSettings
 from core.storage import create_engine, ping, session_factory
@@ -50,11 +52,18 @@ class Runtime:
         self._tasks: list[asyncio.Task[None]] = []
         self._readiness_checks: list[tuple[str, Callable[[], Awaitable[None]]]] = []
         self.schema_ready = asyncio.Event()
+        # The switch every service has (core/maintenance.py): its table is in the service's
+        # metadata (maintenance_table in its models).
+        self.maintenance = Maintenance(
+            self.sessions, metadata.tables[table_name(name)], cache_s=settings.maintenance_cache_s
+        )
+        # Conditions under which every work queue of the process stops claiming (maintenance
+        # mode first); the queues ask `held` before each claim.
+        self.holds: list[Hold] = [self.maintenance.held]
+        self.queue_metrics = QueueMetrics(self.sessions, settings.queue_metrics_interval_s)
         # What the routes need besides the schema (routing: its catalogue loaded).
         self._gates: list[asyncio.Event] = [self.schema_ready]
-        # Conditions under which every work queue of the process stops claiming (say, a
-        # maintenance mode); the queues ask `held` before each claim.
-        self.holds: list[Hold] = []
+        self.add_worker("queue-metrics", self.queue_metrics.run)
         if outbox is not None:
             relay = OutboxRelay(
                 self.engine,
@@ -66,6 +75,15 @@ class Runtime:
                 hold=self.held,
             )
             self.add_worker("outbox-relay", relay.run)
+            c = outbox.table.c
+            self.count_queue(
+                QueueCount(
+                    "outbox",
+                    outbox.table,
+                    c.dead_lettered_at.is_(None),
+                    c.dead_lettered_at.is_not(None),
+                )
+            )
 
     async def held(self) -> bool:
         """True while any hold answers True: the work queues claim nothing meanwhile."""
@@ -73,6 +91,10 @@ class Runtime:
             if await hold():
                 return True
         return False
+
+    def count_queue(self, count: QueueCount) -> None:
+        """Report a work queue's waiting and dead-lettered rows as gauges (core/queue_metrics)."""
+        self.queue_metrics.add(count)
 
     def on_start(self, hook: Hook) -> None:
         """Run after the workers are started, in the order registered."""

@@ -56,6 +56,12 @@ class ServiceSettings(BaseSettings):
     log_level: str = "INFO"
     # How long a request waits for the schema at start-up before answering 503.
     schema_wait_s: float = 5.0
+    # Maintenance mode (core/maintenance.py): how often a replica re-reads the switch from
+    # the database, and the Retry-After of writes refused meanwhile.
+    maintenance_cache_s: float = Field(default=2.0, ge=0)
+    maintenance_retry_after_s: int = Field(default=60, ge=1)
+    # How often the queue gauges (gateway_queue_depth...) are counted from the database.
+    queue_metrics_interval_s: float = Field(default=15.0, gt=0)
 
     # Agency access tokens: issued by identity (the issuer), verified offline by every service
     # against identity's JWKS (default <issuer>/.well-known/jwks.json).

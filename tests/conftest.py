@@ -87,6 +87,8 @@ def stack(
             "RETRY_BACKOFF_BASE_S": "0.2",
             "RETRY_BACKOFF_MAX_S": "1",
             "RETRY_FOR_S": "8",
+            # Queue gauges counted every second (tests/integration/test_maintenance.py).
+            "QUEUE_METRICS_INTERVAL_S": "1",
         },
         # Both OTLP transports in one trace: intake and notify export over HTTP
         # (http/protobuf), routing and identity over gRPC (tests/integration/

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from sqlalchemy import Column, Integer, MetaData, String, Table, Text
 
+from core.maintenance import maintenance_table
 from core.storage import BigId, UtcDateTime
 
 metadata = MetaData()
@@ -80,3 +81,4 @@ access_log_head = Table(
     Column("seq", BigId, nullable=False),
     Column("hash", String(64), nullable=False),
 )
+maintenance = maintenance_table(metadata, "identity")

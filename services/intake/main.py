@@ -11,6 +11,7 @@ from core.calendar import WorkingCalendar
 from core.catalogue import load_catalogue
 from core.dead_letters import dead_events_router
 from core.http import create_app, database_ready
+from core.maintenance import writes_allowed
 from core.outbox import Outbox
 from core.runtime import Runtime
 from core.tokens import ServiceTokens
@@ -72,6 +73,7 @@ def build_app(settings: IntakeSettings | None = None) -> FastAPI:
     runtime.on_start(connect)
     runtime.on_stop(verification.close)
     runtime.on_stop(disconnect)
-    app.include_router(router, dependencies=[Depends(database_ready)])
+    # In maintenance, dossiers are read as usual but none is taken in (503, Retry-After).
+    app.include_router(router, dependencies=[Depends(database_ready), Depends(writes_allowed)])
     app.include_router(dead_events_router(), dependencies=[Depends(database_ready)])
     return app

@@ -5,6 +5,7 @@ from __future__ import annotations
 from sqlalchemy import JSON, Column, Integer, MetaData, String, Table
 
 from core.inbox import inbox_table
+from core.maintenance import maintenance_table
 from core.outbox import outbox_table
 from core.storage import UtcDateTime
 
@@ -54,3 +55,4 @@ dossier_citizen_data = Table(
 
 outbox = outbox_table(metadata, "intake")
 processed_events = inbox_table(metadata, "intake")
+maintenance = maintenance_table(metadata, "intake")

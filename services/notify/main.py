@@ -6,6 +6,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from fastapi import Depends, FastAPI
+from sqlalchemy import and_
 
 from core.auth import NOTIFICATIONS_READ, require_scope, token_verifier
 from core.catalogue import load_catalogue
@@ -13,6 +14,7 @@ from core.consumer import EventConsumer
 from core.dead_letters import dead_events_router
 from core.http import create_app, database_ready
 from core.outbox import Outbox
+from core.queue_metrics import QueueCount
 from core.runtime import Runtime
 from services.notify import models
 from services.notify.api import router
@@ -24,7 +26,7 @@ from services.notify.channels import (
     webhook_client,
 )
 from services.notify.notifications import NotificationService
-from services.notify.sender import ChannelSender
+from services.notify.sender import CLAIMABLE, ChannelSender
 from services.notify.settings import NotifySettings
 from services.notify.status import StatusLog
 from services.notify.webhooks_api import router as webhooks_router
@@ -77,6 +79,14 @@ def build_app(settings: NotifySettings | None = None) -> FastAPI:
             hold=runtime.held,
         )
         runtime.add_worker(f"{channel.name}-sender", sender.run)
+        c = models.notifications.c
+        runtime.count_queue(
+            QueueCount(
+                sender.name,
+                models.notifications,
+                and_(c.channel == channel.name, c.status.in_(CLAIMABLE)),
+            )
+        )
     verification = token_verifier(settings)
 
     runtime.on_stop(verification.close)

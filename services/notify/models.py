@@ -16,6 +16,7 @@ from sqlalchemy import (
 )
 
 from core.inbox import inbox_table
+from core.maintenance import maintenance_table
 from core.outbox import outbox_table
 from core.storage import BigId, UtcDateTime
 
@@ -95,3 +96,4 @@ webhook_subscriptions = Table(
 
 processed_events = inbox_table(metadata, "notify")
 outbox = outbox_table(metadata, "notify")
+maintenance = maintenance_table(metadata, "notify")

@@ -6,6 +6,7 @@ from collections.abc import Awaitable, Callable
 from pathlib import Path
 
 from fastapi import Depends, FastAPI
+from sqlalchemy import and_
 
 from core.auth import JOURNEYS_READ, REPORTS_READ, require_scope, token_verifier
 from core.auth_grpc import AuthInterceptor
@@ -16,6 +17,7 @@ from core.dead_letters import dead_events_router
 from core.grpc import GrpcServer
 from core.http import create_app, database_ready
 from core.outbox import Outbox
+from core.queue_metrics import QueueCount, count_of
 from core.runtime import Runtime, Worker
 from gateway.v1 import routing_pb2, routing_pb2_grpc
 from services.routing import (
@@ -33,6 +35,7 @@ from services.routing.deadlines import DeadlineScheduler
 from services.routing.delivery import DeliveryWorker
 from services.routing.grpc_api import RoutingServicer
 from services.routing.journeys import JourneyService
+from services.routing.lifecycle import OPEN_STATES
 from services.routing.portal import PortalSync
 from services.routing.settings import RoutingSettings
 
@@ -116,6 +119,7 @@ def build_app(settings: RoutingSettings | None = None) -> FastAPI:
         handle=portal.take_in,
         producer=runtime.producer,
     )
+    count_queues(runtime)
     runtime.add_worker("catalogue", store.run)
     # Outcome reports and reads need the catalogue: until it is loaded they get 503.
     runtime.add_gate("catalogue", store.ready)
@@ -159,6 +163,23 @@ def build_app(settings: RoutingSettings | None = None) -> FastAPI:
     app.include_router(timeline.router, dependencies=reports)
     app.include_router(statistics.router, dependencies=reports)
     return app
+
+
+def count_queues(runtime: Runtime) -> None:
+    """The gauges of routing's queues and of its overdue dossiers (core/queue_metrics.py)."""
+    t, p, j = models.transfers.c, models.portal_pushes.c, models.journeys.c
+    runtime.count_queue(
+        QueueCount("delivery", models.transfers, t.status == "pending", t.status == "dead_lettered")
+    )
+    runtime.count_queue(
+        QueueCount(
+            "portal-sync", models.portal_pushes, p.status == "pending", p.status == "dead_lettered"
+        )
+    )
+    runtime.queue_metrics.overdue = count_of(
+        models.journeys,
+        and_(j.overdue_at.is_not(None), j.status.in_([s.value for s in OPEN_STATES])),
+    )
 
 
 def after(store: CatalogueStore, worker: Callable[[], Awaitable[None]]) -> Worker:

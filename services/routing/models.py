@@ -19,6 +19,7 @@ from sqlalchemy import (
 )
 
 from core.inbox import inbox_table
+from core.maintenance import maintenance_table
 from core.outbox import outbox_table
 from core.storage import BigId, UtcDateTime
 
@@ -202,3 +203,4 @@ apologies = Table(
 
 outbox = outbox_table(metadata, "routing")
 processed_events = inbox_table(metadata, "routing")
+maintenance = maintenance_table(metadata, "routing")

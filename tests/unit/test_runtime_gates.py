@@ -12,6 +12,7 @@ from fastapi import Depends
 from sqlalchemy import MetaData
 
 from core.http import create_app, database_ready
+from core.maintenance import maintenance_table
 from core.runtime import Runtime
 from core.settings import ServiceSettings
 
@@ -20,7 +21,9 @@ def runtime_at(tmp_path: Path) -> Runtime:
     settings = ServiceSettings(
         database_url=f"sqlite+aiosqlite:///{tmp_path / 'gates.db'}", schema_wait_s=0.2
     )
-    return Runtime(settings, name="gates", metadata=MetaData(), migrations=tmp_path)
+    metadata = MetaData()
+    maintenance_table(metadata, "gates")
+    return Runtime(settings, name="gates", metadata=metadata, migrations=tmp_path)
 
 
 async def test_routes_answer_503_until_every_gate_opens(tmp_path: Path) -> None:
