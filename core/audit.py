@@ -1,4 +1,5 @@
-"""The audit trail of authorisation refusals: who was refused what, on which object, and why.
+"""The audit trail of authorisation refusals: who was refused what, on which object, and why;
+and of operators' actions that change something (a replay from the console): who did what.
 
 Every 403 a service answers (a missing scope, a dossier or transfer of another agency) goes
 through `forbidden()` here, so the trail is complete and has one shape. Each refusal is one
@@ -56,6 +57,29 @@ def record_refusal(caller: Caller, *, action: str, target: str, reason: str) -> 
         "action": action,
         "object": target,
         "reason": reason,
+    }
+    context = trace.get_current_span().get_span_context()
+    if context.is_valid:
+        record["trace_id"] = format(context.trace_id, "032x")
+    _ensure_handler()
+    audit_log.warning(json.dumps(record, ensure_ascii=False, sort_keys=True))
+    return record
+
+
+def record_action(
+    *, operator: str, client: str, action: str, target: str, outcome: str
+) -> dict[str, Any]:
+    """Write one operator's action to the audit trail: the official (an identifier from
+    their login, never a name), the service client it acted through, what it did to which
+    object, and how the callee answered."""
+    record: dict[str, Any] = {
+        "time": SYSTEM_CLOCK.now().isoformat(),
+        "event": "operator.action",
+        "operator": operator,
+        "client": client,
+        "action": action,
+        "object": target,
+        "outcome": outcome,
     }
     context = trace.get_current_span().get_span_context()
     if context.is_valid:
