@@ -32,10 +32,13 @@ def signer() -> SessionSigner:
 def test_a_session_reads_back_with_roles_and_its_own_csrf_token(signer: SessionSigner) -> None:
     first = signer.session(signer.new_session("canbo.vanhanh", "Lê Văn Hành", ("operator",)))
     second = signer.session(signer.new_session("canbo.vanhanh", "Lê Văn Hành", ("operator",)))
-    assert first is not None and second is not None
-    assert first.subject == "canbo.vanhanh" and first.has_role("operator")
+    assert first is not None
+    assert second is not None
+    assert first.subject == "canbo.vanhanh"
+    assert first.has_role("operator")
     assert not first.has_role("admin")
-    assert len(first.csrf) >= 32 and first.csrf != second.csrf
+    assert len(first.csrf) >= 32
+    assert first.csrf != second.csrf
 
 
 def test_a_tampered_foreign_or_expired_session_is_no_session(signer: SessionSigner) -> None:
@@ -43,7 +46,8 @@ def test_a_tampered_foreign_or_expired_session_is_no_session(signer: SessionSign
     header, body, signature = cookie.split(".")
     assert signer.session(f"{header}.{body}x.{signature}") is None
     assert SessionSigner("z" * 40, 3600).session(cookie) is None
-    assert signer.session("") is None and signer.session(None) is None
+    assert signer.session("") is None
+    assert signer.session(None) is None
     # The operator role added by someone who knows the format but not the key.
     now = int(time.time())
     claims = {"sub": "canbo.tiepnhan", "roles": ["operator"], "csrf": "x", "exp": now + 60}
