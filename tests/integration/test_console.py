@@ -17,6 +17,7 @@ from playwright.sync_api import Browser, Page, expect, sync_playwright
 
 from core.clock import SYSTEM_CLOCK
 from devstack.stack import REPO, Stack
+from tests.conftest import TRACE_UI_URL
 from tests.support.agencies import BIRTH_AGENCY, behave, birth_registration
 from tests.support.flows import (
     as_operator,
@@ -92,20 +93,22 @@ def test_an_operator_follows_a_dossier_through_its_three_steps(
             expect(shown.locator(f".{cell}")).to_have_text(VN_TIME)
         expect(shown.locator(".held")).to_contain_text("/ hạn")
     shot(page, "dossier")
+    # The README's picture: the top of this page, as an operator first sees it.
+    page.screenshot(path=str(SCREENS / "console.png"))
 
     trace_id = journey["trace_id"]
     assert len(trace_id) == 32
-    if journey["trace_url"]:
-        link = page.locator("#trace-link")
-        expect(link).to_have_attribute("href", journey["trace_url"])
-        assert trace_id in journey["trace_url"]
-        # Follow it only where a trace UI is configured to answer (TRACE_UI_URL).
-        if os.environ.get("TRACE_UI_URL"):
-            link.click()
-            page.wait_for_load_state()
-            assert trace_id in page.url
-    else:
-        expect(page.locator("#trace-id")).to_have_text(trace_id)
+    # The test stack names a trace UI (TRACE_UI_URL, tests/conftest.py), so routing links it.
+    assert journey["trace_url"] == TRACE_UI_URL.replace("{trace_id}", trace_id)
+    link = page.locator("#trace-link")
+    expect(link).to_have_text(trace_id)
+    expect(link).to_have_attribute("href", journey["trace_url"])
+    # Followed only where a trace UI of one's own answers (TRACE_UI_URL in the environment);
+    # the test stack's default names one that is not running.
+    if os.environ.get("TRACE_UI_URL"):
+        link.click()
+        page.wait_for_load_state()
+        assert trace_id in page.url
     page.context.close()
 
 
@@ -155,7 +158,8 @@ def test_the_sla_board_shows_the_statistics_api_figures(browser: Browser, stack:
         before = routing_json(stack, "/v1/statistics", month=month)["rows"]
         page.goto(f"{stack.url('console')}/sla?month={month}")
         shown = [
-            [cell.strip() for cell in row.locator("td").all_inner_texts()]
+            [cell.strip() for cell in row.locator("td").all_inner_texts()[:-1]]
+            + [row.locator("td.hold").get_attribute("data-seconds") or ""]
             for row in page.locator("#sla tbody tr").all()
         ]
         after = routing_json(stack, "/v1/statistics", month=month)["rows"]
@@ -163,7 +167,11 @@ def test_the_sla_board_shows_the_statistics_api_figures(browser: Browser, stack:
         # the API said the same before and after the page.
         if before != after:
             return None
-        expected = [[str(r[c]) for c in COLUMNS] for r in after]
+        expected = [
+            [str(r[c]) for c in COLUMNS]
+            + ["" if r["average_hold_s"] is None else str(r["average_hold_s"])]
+            for r in after
+        ]
         assert shown == expected
         return shown
 
