@@ -281,9 +281,9 @@ def _official(provider: Provider, method: str, request: _Request) -> Official | 
     """The officials' login: the account chosen on the page (or named by login_hint)."""
     data = request.payload.data
     username = data.get("username") if method == "POST" else None
-    if username is None and provider.settings.auto_login:
+    if not username and provider.settings.auto_login:
         username = data.get("login_hint")
-    if username is None:
+    if not username:
         return _officials_login_page(request)
     official = OFFICIALS.get(username)
     if official is None:

@@ -1,8 +1,9 @@
 """Monthly statistics per agency and procedure, as JSON or CSV (the province's report is due
 by the 17th): per receiving desk over the dossiers, or per handling agency over the steps.
 
-One GROUP BY query over one table (and one for hold times); every figure is as of the end of the month (or now, for
-the month under way); for steps read "routed" for received and "step" for dossier:
+One GROUP BY query over one table (and one for hold times); every figure is as of the end
+of the month (or now, for the month under way); for steps read "routed" for received and
+"step" for dossier:
 - received: received during the month;
 - completed on time / late: decided during the month, by / after the (supplement-adjusted)
   statutory due time;
