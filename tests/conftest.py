@@ -94,6 +94,8 @@ def stack(
             # Journeys link their trace there (the operators' console shows the link); a
             # trace UI of one's own, if running, is followed by tests/integration/test_console.py.
             "TRACE_UI_URL": TRACE_UI_URL,
+            # The console lists a transfer as stuck after 1 s pending, not 15 minutes.
+            "CONSOLE_STUCK_AFTER_S": "1",
         },
         # Both OTLP transports in one trace: intake and notify export over HTTP
         # (http/protobuf), routing and identity over gRPC (tests/integration/

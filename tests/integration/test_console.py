@@ -148,6 +148,38 @@ def test_a_dead_letter_is_replayed_from_the_console_and_delivered(
     page.reload()
     expect(page.locator(f"tr[data-transfer='{letter['transfer_id']}']")).to_have_count(0)
     page.context.close()
+    # The replay is in the audit trail: who, through which client, what, and the answer.
+    assert any(
+        '"event": "operator.action"' in line
+        and f'"object": "{letter["transfer_id"]}"' in line
+        and '"operator": "official:canbo.vanhanh"' in line
+        and '"outcome": "200"' in line
+        for line in stack.log_tail("console", 200).splitlines()
+    )
+
+
+def test_a_transfer_pending_past_the_threshold_is_listed_as_stuck(
+    browser: Browser, stack: Stack
+) -> None:
+    # Three deliveries answered late (after DELIVERY_TIMEOUT_S) keep the transfer pending
+    # for seconds, past the test stack's CONSOLE_STUCK_AFTER_S; the fourth is taken.
+    behave(stack, hang_next=3, hang_s=4)
+    try:
+        code = submit(stack, birth_registration("console-stuck@example.vn"))
+        page = logged_in(browser, stack, "canbo.vanhanh")
+
+        def listed() -> bool:
+            page.goto(stack.url("console") + "/transfers")
+            return page.locator(f"#stuck tr[data-dossier='{code}']").count() == 1
+
+        eventually(listed, timeout=30, every=0.5)
+        shot(page, "stuck")
+    finally:
+        behave(stack, hang_next=0)
+    wait_completed(stack, code)
+    page.goto(stack.url("console") + "/transfers")
+    expect(page.locator(f"#stuck tr[data-dossier='{code}']")).to_have_count(0)
+    page.context.close()
 
 
 def test_the_sla_board_shows_the_statistics_api_figures(browser: Browser, stack: Stack) -> None:

@@ -2,14 +2,18 @@
 
 from __future__ import annotations
 
+import json
+import logging
 import time
 from collections.abc import Iterator
+from typing import Any
 
 import pytest
 from fastapi.testclient import TestClient
 from joserfc import jwt
 from joserfc.jwk import OctKey
 
+from core.audit import AUDIT_LOGGER
 from services.console.main import build_app
 from services.console.session import (
     CSRF_FIELD,
@@ -162,3 +166,63 @@ def test_a_post_without_the_sessions_csrf_token_is_refused(console: TestClient) 
     logout = console.post("/logout", data={CSRF_FIELD: csrf})
     assert logout.status_code == 303
     assert SESSION_COOKIE in logout.headers["set-cookie"]
+
+
+class _Routing:
+    """Routing's replay as the console sees it: the answer, and who was asked what."""
+
+    def __init__(self, status: int) -> None:
+        self.status = status
+        self.posted: list[tuple[str, str]] = []
+
+    async def post(self, service: str, path: str) -> tuple[int, dict[str, str]]:
+        self.posted.append((service, path))
+        return self.status, {"detail": "transfer t-1 is delivered"}
+
+    async def close(self) -> None:
+        pass
+
+
+class _Trail(logging.Handler):
+    def __init__(self) -> None:
+        super().__init__()
+        self.records: list[dict[str, Any]] = []
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.records.append(json.loads(record.getMessage()))
+
+
+@pytest.fixture
+def trail() -> Iterator[_Trail]:
+    handler = _Trail()
+    logger = logging.getLogger(AUDIT_LOGGER)
+    logger.addHandler(handler)
+    yield handler
+    logger.removeHandler(handler)
+
+
+@pytest.mark.parametrize(("status", "shown"), [(200, 303), (409, 409)])
+def test_a_confirmed_replay_is_asked_of_routing_and_audited(
+    console: TestClient, trail: _Trail, status: int, shown: int
+) -> None:
+    routing = _Routing(status)
+    app: Any = console.app
+    app.state.upstream = routing
+    csrf = _log_in(console, ("operator",))
+    answer = console.post("/dead-letters/t-1/replay", data={CSRF_FIELD: csrf, "confirm": "yes"})
+    assert answer.status_code == shown
+    assert routing.posted == [("routing", "/v1/dead-letters/t-1/replay")]
+    actions = [r for r in trail.records if r["event"] == "operator.action"]
+    assert len(actions) == 1
+    assert actions[0]["operator"] == "official:someone"
+    assert actions[0]["action"] == "replay-dead-letter"
+    assert actions[0]["object"] == "t-1"
+    assert actions[0]["outcome"] == str(status)
+
+
+def test_refusals_of_the_console_are_audited(console: TestClient, trail: _Trail) -> None:
+    _log_in(console, ("reception",))
+    assert console.get("/sla").status_code == 403
+    (refusal,) = [r for r in trail.records if r["event"] == "authorization.refused"]
+    assert refusal["client"] == "official:someone"
+    assert refusal["reason"] == "missing-role: operator"
