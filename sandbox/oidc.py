@@ -235,11 +235,16 @@ class Provider(AuthorizationServer):  # type: ignore[misc]
         }
 
 
-def _login_page(request: _Request) -> HTMLResponse:
-    hidden = "".join(
+def _hidden_fields(request: _Request) -> str:
+    """The authorization request's parameters, posted back with the person chosen."""
+    return "".join(
         f'<input type="hidden" name="{html.escape(k)}" value="{html.escape(v)}">'
         for k, v in request.args.items()
     )
+
+
+def _login_page(request: _Request) -> HTMLResponse:
+    hidden = _hidden_fields(request)
     wanted = request.args.get("acr_values", "").split()
     options = "".join(
         f'<label><input type="radio" name="acr" value="{level}"'
@@ -261,10 +266,7 @@ def _login_page(request: _Request) -> HTMLResponse:
 
 
 def _officials_login_page(request: _Request) -> HTMLResponse:
-    hidden = "".join(
-        f'<input type="hidden" name="{html.escape(k)}" value="{html.escape(v)}">'
-        for k, v in request.args.items()
-    )
+    hidden = _hidden_fields(request)
     rows = "".join(
         f'<li><button name="username" value="{html.escape(o.username)}">'
         f"{html.escape(o.name)} ({html.escape(o.username)})</button></li>"
