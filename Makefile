@@ -44,7 +44,7 @@ postgres-server: ## PostgreSQL's server binaries for the tests, from the distrib
 proto: $(VENV) ## Regenerate gen/ from proto/ (stubs are committed; tests fail when stale)
 	$(PY) -m devstack.protogen gen
 
-run: $(VENV) $(KAFKA_JARS) ## Start Kafka, the four services and the sandbox stand-ins (Ctrl-C stops all)
+run: $(VENV) $(KAFKA_JARS) ## Start Kafka, the four services, the operators' console and the sandbox stand-ins (Ctrl-C stops all)
 	$(PY) -m devstack.run
 
 test: $(VENV) $(KAFKA_JARS) $(OIDC_TEST_JARS) postgres-server ## Unit and integration tests against real Kafka and PostgreSQL

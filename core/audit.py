@@ -1,5 +1,6 @@
-"""The audit trail of authorisation refusals (who was refused what, on which object, and why)
-and of operators' switches (maintenance mode: who turned it on, where, and why).
+"""The audit trail of authorisation refusals: who was refused what, on which object, and why;
+and of operators' actions that change something (a replay from the console, a maintenance
+switch): who did what.
 
 Every 403 a service answers (a missing scope, a dossier or transfer of another agency) goes
 through `forbidden()` here, so the trail is complete and has one shape. Each refusal is one
@@ -65,14 +66,15 @@ def record_refusal(caller: Caller, *, action: str, target: str, reason: str) -> 
 
 
 def record_action(
-    caller: Caller, *, event: str, action: str, target: str, **details: Any
+    *, client: str, action: str, target: str, event: str = "operator.action", **details: Any
 ) -> dict[str, Any]:
-    """Write one operator's change (say, maintenance turned on) to the audit trail."""
+    """Write one operator's change to the audit trail: the service client it went through,
+    what it did to which object, and details such as the official (an identifier from their
+    login, never a name), a maintenance reason, or how the callee answered."""
     record: dict[str, Any] = {
         "time": SYSTEM_CLOCK.now().isoformat(),
         "event": event,
-        "client": caller.client_id,
-        "agency": caller.agency_code,
+        "client": client,
         "action": action,
         "object": target,
     } | details

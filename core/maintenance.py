@@ -230,7 +230,8 @@ def maintenance_router() -> APIRouter:
     ) -> MaintenanceOut:
         state = await of(request).switch(body.on, body.reason, operator.client_id)
         record_action(
-            operator,
+            client=operator.client_id,
+            agency=operator.agency_code,
             event="maintenance.switched",
             action=f"{request.method} {request.url.path}",
             target=request.app.state.runtime.name,

@@ -26,6 +26,7 @@ Dossier gateway is running.
   routing    {stack.url("routing")}   gRPC {HOST}:{p.routing_grpc}
   notify     {stack.url("notify")}
   identity   {stack.url("identity")}   gRPC {HOST}:{p.identity_grpc}
+  console    {stack.url("console")}   operators' web console (log in as canbo.vanhanh)
   Kafka      {broker.bootstrap_servers}   topics {TOPIC}, {TOPIC}.dlq
   database   {database}
   sandbox    agencies {stack.url("sandbox")}/agencies   SMTP {HOST}:{p.sandbox_smtp}

@@ -1,4 +1,5 @@
-"""The local stack: Kafka, the four services and the sandbox stand-ins as real processes.
+"""The local stack: Kafka, the services, the operators' console and the sandbox stand-ins as
+real processes.
 
 `make run` uses it with the default ports; the integration tests use it with free ports,
 PostgreSQL and an OTLP receiver, and kill or restart single services through it.
@@ -30,7 +31,9 @@ REPO = Path(__file__).resolve().parent.parent
 HOST = "127.0.0.1"
 # The gateway's client at the e-ID provider (the sandbox's, locally).
 EID_CLIENT_ID = "dossier-gateway"
-SERVICES = ("sandbox", "identity", "routing", "notify", "intake")
+# The operators' console and its client at the officials' provider (the sandbox's, locally).
+CONSOLE_OIDC_CLIENT_ID = "operator-console"
+SERVICES = ("sandbox", "identity", "routing", "notify", "intake", "console")
 # Inbox topics of the demo agencies on the Kafka channel (catalogue/agencies.yaml).
 AGENCY_INBOX_TOPICS = ("agency.000.00.15.H22.inbox",)
 
@@ -48,10 +51,11 @@ class Ports:
     # The population registry stand-in (gRPC) and agencies that take transfers over gRPC.
     sandbox_registry_grpc: int = 50053
     sandbox_agency_grpc: int = 50054
+    console: int = 8084
 
     @classmethod
     def free(cls) -> Ports:
-        return cls(*free_ports(10))
+        return cls(*free_ports(11))
 
 
 @dataclass
@@ -85,6 +89,7 @@ class Stack:
             "notify": self.ports.notify,
             "identity": self.ports.identity,
             "sandbox": self.ports.sandbox,
+            "console": self.ports.console,
         }[service]
         return f"http://{HOST}:{port}"
 
@@ -146,7 +151,9 @@ class Stack:
                 "SANDBOX_AGENCY_INBOX_TOPICS": ",".join(AGENCY_INBOX_TOPICS),
                 # What the stand-ins took and still owe survives a kill, as in real systems.
                 "SANDBOX_STATE_DIR": str(self.var_dir / "sandbox"),
+                **self._console_sandbox_env(),
             },
+            "console": self._console_env(),
         }[service]
         env |= self._eid_env(service, {**os.environ, **self.env})
         env |= self.env_by_service.get(service, {})
@@ -182,6 +189,43 @@ class Stack:
                 "SANDBOX_OIDC_AUTO_LOGIN": "true",
             },
         }.get(service, {})
+
+    def _console_env(self) -> dict[str, str]:
+        """The console: officials log in at the sandbox's provider (its client secret and
+        the session key made on first use, never committed), and it reads the services
+        with its own client credentials (gateway-console)."""
+        secrets_dir = self._console_dir()
+        return {
+            "HTTP_PORT": str(self.ports.console),
+            "CONSOLE_PUBLIC_URL": self.url("console"),
+            "CONSOLE_OIDC_ISSUER": self.url("sandbox") + "/oidc",
+            "CONSOLE_OIDC_CLIENT_ID": CONSOLE_OIDC_CLIENT_ID,
+            "CONSOLE_OIDC_CLIENT_SECRET": (secrets_dir / "oidc-client.secret").read_text(),
+            "CONSOLE_SESSION_KEY": (secrets_dir / "session.key").read_text(),
+            "CONSOLE_INTAKE_URL": self.url("intake"),
+            "CONSOLE_ROUTING_URL": self.url("routing"),
+            "CONSOLE_NOTIFY_URL": self.url("notify"),
+            "CONSOLE_IDENTITY_URL": self.url("identity"),
+            **self.credentials.client_env("gateway-console"),
+        }
+
+    def _console_sandbox_env(self) -> dict[str, str]:
+        return {
+            "SANDBOX_OIDC_CONSOLE_CLIENT_ID": CONSOLE_OIDC_CLIENT_ID,
+            "SANDBOX_OIDC_CONSOLE_CLIENT_SECRET": (
+                self._console_dir() / "oidc-client.secret"
+            ).read_text(),
+            "SANDBOX_OIDC_CONSOLE_REDIRECT_URIS": self.url("console") + "/auth/callback",
+        }
+
+    def _console_dir(self) -> Path:
+        folder = self.var_dir / "console"
+        if not (folder / "session.key").exists():
+            folder.mkdir(parents=True, exist_ok=True)
+            for name in ("oidc-client.secret", "session.key"):
+                (folder / name).touch(mode=0o600)
+                (folder / name).write_text(secrets.token_urlsafe(48))
+        return folder
 
     def _eid_dir(self) -> Path:
         """Credentials of this stack, made on first use and never committed: the e-ID

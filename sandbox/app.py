@@ -26,15 +26,32 @@ from sandbox.webhooks import WebhookStore, webhooks_router
 
 
 def oidc_clients(settings: SandboxSettings) -> list[Client]:
-    """The relying party configured through SANDBOX_OIDC_CLIENT_*, if any."""
-    if not settings.oidc_client_id:
-        return []
-    jwks = None
-    if settings.oidc_client_jwks_file:
-        jwks = json.loads(Path(settings.oidc_client_jwks_file).read_text(encoding="utf-8"))
-    redirect_uris = [u.strip() for u in settings.oidc_redirect_uris.split(",") if u.strip()]
-    secret = settings.oidc_client_secret or None
-    return [Client(settings.oidc_client_id, redirect_uris, client_secret=secret, jwks=jwks)]
+    """The relying parties configured through SANDBOX_OIDC_CLIENT_* (citizens' e-ID login)
+    and SANDBOX_OIDC_CONSOLE_* (officials' console login), if any."""
+    clients = []
+    if settings.oidc_client_id:
+        jwks = None
+        if settings.oidc_client_jwks_file:
+            jwks = json.loads(Path(settings.oidc_client_jwks_file).read_text(encoding="utf-8"))
+        redirect_uris = _split(settings.oidc_redirect_uris)
+        secret = settings.oidc_client_secret or None
+        clients.append(
+            Client(settings.oidc_client_id, redirect_uris, client_secret=secret, jwks=jwks)
+        )
+    if settings.oidc_console_client_id:
+        clients.append(
+            Client(
+                settings.oidc_console_client_id,
+                _split(settings.oidc_console_redirect_uris),
+                client_secret=settings.oidc_console_client_secret,
+                people="officials",
+            )
+        )
+    return clients
+
+
+def _split(values: str) -> list[str]:
+    return [v.strip() for v in values.split(",") if v.strip()]
 
 
 def create_app(settings: SandboxSettings | None = None, base_url: str | None = None) -> FastAPI:

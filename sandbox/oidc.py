@@ -5,6 +5,8 @@ client authenticates at /token with client_secret_basic or private_key_jwt. ID t
 RS256, signed with the current key; /jwks also serves the previous key for a grace period
 so tokens signed just before a rotation still verify. Citizens are the population-registry
 stand-in's, so e-ID and registry agree on names. `sub` is the personal ID, as with VNeID.
+A client registered for officials (the operators' console) logs in the province's officials
+instead: `sub` is their user name and the `roles` claim carries their roles.
 """
 
 from __future__ import annotations
@@ -31,10 +33,12 @@ from joserfc.jwk import KeySet, RSAKey
 from sandbox.oidc_models import (
     ACR_LEVELS,
     DEMO_CITIZENS,
+    OFFICIALS,
     SCOPES,
     AuthorizationCode,
     Citizen,
     Client,
+    Official,
     OidcSettings,
     SigningKeys,
 )
@@ -88,7 +92,7 @@ class _OpenIDCode(OpenIDCode):  # type: ignore[misc]
             "exp": now + ttl,
         }
 
-    def generate_user_info(self, user: Citizen, scope: str) -> UserInfo:
+    def generate_user_info(self, user: Citizen | Official, scope: str) -> UserInfo:
         return UserInfo(user.claims(scope))
 
 
@@ -125,7 +129,7 @@ class _CodeGrant(AuthorizationCodeGrant):  # type: ignore[misc]
     def delete_authorization_code(self, code: AuthorizationCode) -> None:
         self.server.codes.pop(code.code, None)
 
-    def authenticate_user(self, code: AuthorizationCode) -> Citizen:
+    def authenticate_user(self, code: AuthorizationCode) -> Citizen | Official:
         return code.citizen
 
 
@@ -180,7 +184,7 @@ class Provider(AuthorizationServer):  # type: ignore[misc]
         self.codes: dict[str, AuthorizationCode] = {}
         self.nonces: set[tuple[str, str]] = set()
         # access token -> (citizen, expiry, granted scope)
-        self.tokens: dict[str, tuple[Citizen, float, str]] = {}
+        self.tokens: dict[str, tuple[Citizen | Official, float, str]] = {}
         self.register_grant(_CodeGrant, [_S256Required(), _OpenIDCode(self)])
         self.register_client_auth_method("private_key_jwt", _PrivateKeyJWT(self))
         generator = BearerTokenGenerator(self._new_token, expires_generator=settings.token_ttl_s)
@@ -231,11 +235,16 @@ class Provider(AuthorizationServer):  # type: ignore[misc]
         }
 
 
-def _login_page(request: _Request) -> HTMLResponse:
-    hidden = "".join(
+def _hidden_fields(request: _Request) -> str:
+    """The authorization request's parameters, posted back with the person chosen."""
+    return "".join(
         f'<input type="hidden" name="{html.escape(k)}" value="{html.escape(v)}">'
         for k, v in request.args.items()
     )
+
+
+def _login_page(request: _Request) -> HTMLResponse:
+    hidden = _hidden_fields(request)
     wanted = request.args.get("acr_values", "").split()
     options = "".join(
         f'<label><input type="radio" name="acr" value="{level}"'
@@ -254,6 +263,34 @@ def _login_page(request: _Request) -> HTMLResponse:
         f"<ul>{rows}</ul></form></html>"
     )
     return HTMLResponse(page)
+
+
+def _officials_login_page(request: _Request) -> HTMLResponse:
+    hidden = _hidden_fields(request)
+    rows = "".join(
+        f'<li><button name="username" value="{html.escape(o.username)}">'
+        f"{html.escape(o.name)} ({html.escape(o.username)})</button></li>"
+        for o in OFFICIALS.values()
+    )
+    page = (
+        '<!doctype html><html lang="vi"><meta charset="utf-8"><title>Cán bộ (sandbox)</title>'
+        f'<h1>Đăng nhập cán bộ</h1><form method="post">{hidden}<ul>{rows}</ul></form></html>'
+    )
+    return HTMLResponse(page)
+
+
+def _official(provider: Provider, method: str, request: _Request) -> Official | Response:
+    """The officials' login: the account chosen on the page (or named by login_hint)."""
+    data = request.payload.data
+    username = data.get("username") if method == "POST" else None
+    if not username and provider.settings.auto_login:
+        username = data.get("login_hint")
+    if not username:
+        return _officials_login_page(request)
+    official = OFFICIALS.get(username)
+    if official is None:
+        return HTMLResponse("Tài khoản cán bộ không tồn tại.", 400)
+    return official
 
 
 def create_oidc_app(
@@ -292,6 +329,14 @@ def create_oidc_app(
         except OAuth2Error as error:
             return cast(Response, provider.handle_error_response(oauth_request, error))
         data = oauth_request.payload.data
+        client = provider.query_client(data.get("client_id", ""))
+        if client is not None and client.people == "officials":
+            official = _official(provider, request.method, oauth_request)
+            if isinstance(official, Response):
+                return official
+            return cast(
+                Response, provider.create_authorization_response(oauth_request, official, grant)
+            )
         personal_id = data.get("personal_id") if request.method == "POST" else None
         if personal_id is None and provider.settings.auto_login:
             personal_id = data.get("login_hint")

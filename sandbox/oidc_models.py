@@ -7,7 +7,7 @@ import hashlib
 import hmac
 import time
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Literal
 
 from joserfc.jwk import RSAKey
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -17,6 +17,39 @@ SCOPES = ["openid", "profile", "email", "phone"]
 ACR_LEVELS = ["1", "2"]
 # Offered on the login page; any registered number works through login_hint.
 DEMO_CITIZENS = ["001090012345", "079185000001", "031200123456", "048305654321"]
+# The province's officials, for clients that log officials in (the operators' console): the
+# roles claim of their ID token says what they may do. An operator watches the gateway; a
+# reception officer of the one-stop desk is an official without that role.
+OFFICIAL_ROLES_CLAIM = "roles"
+
+
+@dataclass(frozen=True)
+class Official:
+    username: str
+    name: str
+    roles: tuple[str, ...]
+    # Officials' accounts are verified in person, like a level-2 e-ID.
+    acr: str = "2"
+
+    def claims(self, scope: str) -> dict[str, Any]:
+        claims: dict[str, Any] = {
+            "sub": self.username,
+            "name": self.name,
+            "preferred_username": self.username,
+            OFFICIAL_ROLES_CLAIM: list(self.roles),
+        }
+        if "email" in scope.split():
+            claims |= {"email": f"{self.username}@h22.sandbox.example", "email_verified": True}
+        return claims
+
+
+OFFICIALS = {
+    o.username: o
+    for o in (
+        Official("canbo.vanhanh", "Lê Văn Hành", ("operator",)),
+        Official("canbo.tiepnhan", "Phạm Thị Nhận", ("reception",)),
+    )
+}
 
 
 class OidcSettings(BaseSettings):
@@ -67,12 +100,14 @@ def contact_of(personal_id: str) -> tuple[str, str | None]:
 
 @dataclass
 class Client:
-    """A registered relying party; a secret for client_secret_basic, else its JWKS."""
+    """A registered relying party; a secret for client_secret_basic, else its JWKS. Who
+    logs in to it: citizens (the gateway's e-ID login) or officials (the console)."""
 
     client_id: str
     redirect_uris: list[str]
     client_secret: str | None = None
     jwks: dict[str, Any] | None = None
+    people: Literal["citizens", "officials"] = "citizens"
 
     def get_client_id(self) -> str:
         return self.client_id
@@ -110,7 +145,7 @@ class AuthorizationCode:
     nonce: str
     code_challenge: str
     code_challenge_method: str
-    citizen: Citizen
+    citizen: Citizen | Official
     expires_at: float
     auth_time: int = field(default_factory=lambda: int(time.time()))
 

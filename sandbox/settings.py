@@ -45,3 +45,8 @@ class SandboxSettings(BaseSettings):
     oidc_redirect_uris: str = ""
     oidc_client_secret: str = ""
     oidc_client_jwks_file: str = ""
+    # The operators' console, a client for officials (secret, client_secret_basic): its
+    # redirect URIs, comma-separated. Without a client id no console client is registered.
+    oidc_console_client_id: str = ""
+    oidc_console_client_secret: str = ""
+    oidc_console_redirect_uris: str = ""

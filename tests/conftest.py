@@ -16,6 +16,10 @@ from devstack.postgres import ensure_postgres
 from devstack.stack import AGENCY_INBOX_TOPICS, REPO, Ports, Stack
 from tests.support.kafka import TOPIC
 
+# Where journeys link their trace: a trace UI of one's own (e.g. Jaeger's), else a
+# placeholder in Jaeger's shape that nobody follows.
+TRACE_UI_URL = os.environ.get("TRACE_UI_URL", "http://127.0.0.1:16686/trace/{trace_id}")
+
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     for item in items:
@@ -89,6 +93,11 @@ def stack(
             "RETRY_FOR_S": "8",
             # Queue gauges counted every second (tests/integration/test_maintenance.py).
             "QUEUE_METRICS_INTERVAL_S": "1",
+            # Journeys link their trace there (the operators' console shows the link); a
+            # trace UI of one's own, if running, is followed by tests/integration/test_console.py.
+            "TRACE_UI_URL": TRACE_UI_URL,
+            # The console lists a transfer as stuck after 1 s pending, not 15 minutes.
+            "CONSOLE_STUCK_AFTER_S": "1",
         },
         # Both OTLP transports in one trace: intake and notify export over HTTP
         # (http/protobuf), routing and identity over gRPC (tests/integration/

@@ -1,5 +1,7 @@
 """Operators' view of transfers that could not be delivered, and their replay.
 
+Also the transfers still pending past a threshold (stuck), which routing keeps retrying.
+
 A transfer is dead-lettered when its agency refused it (4xx other than 429) or kept failing
 until the last attempt. Nothing is lost: the row stays with its reason until an operator
 replays it, which delivers it again with the same transfer id (the agency de-duplicates).
@@ -8,12 +10,12 @@ replays it, which delivers it again with the same transfer id (the agency de-dup
 from __future__ import annotations
 
 from collections.abc import Mapping
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, Query, Request
 from pydantic import BaseModel
-from sqlalchemy import select
+from sqlalchemy import func, select
 
 from core.auth import DEAD_LETTERS_MANAGE, require_scope
 from core.problems import AUTH_PROBLEM_RESPONSES, PROBLEM_RESPONSES, Problem
@@ -153,3 +155,49 @@ async def redeliver(transfer_id: str, journeys: Journeys) -> DeadLetterOut:
         )
     journeys.transfers_waiting.set()
     return _out(row._mapping)
+
+
+# Transfers routing keeps trying to deliver, for longer than an operator expects: the agency
+# may be down or answering slowly; nothing is lost, but someone should look (and call).
+stuck = APIRouter(
+    prefix="/v1/transfers",
+    tags=["operators"],
+    responses=AUTH_PROBLEM_RESPONSES,
+    dependencies=[Depends(require_scope(DEAD_LETTERS_MANAGE))],
+)
+
+
+class StuckTransferOut(DeadLetterOut):
+    routed_at: datetime
+    next_attempt_at: datetime
+
+
+@stuck.get(
+    "/stuck",
+    response_model=list[StuckTransferOut],
+    summary="Transfers still pending delivery longer than older_than_s",
+)
+async def list_stuck(
+    journeys: Journeys,
+    older_than_s: Annotated[float, Query(ge=0)] = 900,
+    limit: Annotated[int, Query(ge=1, le=1000)] = 100,
+) -> list[StuckTransferOut]:
+    # The current round's start: a supplement round is pending anew from then.
+    since = func.coalesce(transfers.c.round_started_at, transfers.c.routed_at)
+    cutoff = journeys.clock.now() - timedelta(seconds=older_than_s)
+    query = (
+        select(transfers)
+        .where(transfers.c.status == "pending", since < cutoff)
+        .order_by(since)
+        .limit(limit)
+    )
+    async with journeys.sessions() as session:
+        return [
+            StuckTransferOut(
+                reason=row.last_error,
+                routed_at=row.routed_at,
+                next_attempt_at=row.next_attempt_at,
+                **{k: row._mapping[k] for k in _FIELDS},
+            )
+            for row in await session.execute(query)
+        ]

@@ -149,6 +149,7 @@ def build_app(settings: RoutingSettings | None = None) -> FastAPI:
     )
     app.state.journeys = journeys
     app.state.portal = portal
+    app.state.trace_ui_url = settings.trace_ui_url
     app.state.token_verifier = verification.verifier
     app.state.catalogue_store = store
     ready = [Depends(database_ready)]
@@ -157,6 +158,7 @@ def build_app(settings: RoutingSettings | None = None) -> FastAPI:
     app.include_router(dead_events_router(), dependencies=ready)
     app.include_router(portal_dead_letters.router, dependencies=ready)
     app.include_router(dead_letters.escalations, dependencies=ready)
+    app.include_router(dead_letters.stuck, dependencies=ready)
     app.include_router(acknowledgements.router, dependencies=ready)
     app.include_router(catalogue_store.router, dependencies=ready)
     reports = [Depends(require_scope(REPORTS_READ)), *ready]

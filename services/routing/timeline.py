@@ -32,12 +32,27 @@ def _journeys(request: Request) -> JourneyService:
 Journeys = Annotated[JourneyService, Depends(_journeys)]
 
 
+def _trace_ui_url(request: Request) -> str | None:
+    # Apps built without it (tests that mount the router alone) link to no trace UI.
+    value: str | None = getattr(request.app.state, "trace_ui_url", None)
+    return value
+
+
+def trace_url(template: str | None, trace_id: str | None) -> str | None:
+    """The trace UI's page of a dossier's trace: TRACE_UI_URL with {trace_id} filled in."""
+    if not template or not trace_id:
+        return None
+    return template.replace("{trace_id}", trace_id)
+
+
 @router.get(
     "/dossiers/{code}/journey",
     responses=PROBLEM_RESPONSES,
     summary="Every step, transfer, status change and apology of a dossier",
 )
-async def journey_timeline(code: str, service: Journeys) -> dict[str, Any]:
+async def journey_timeline(
+    code: str, service: Journeys, trace_ui: Annotated[str | None, Depends(_trace_ui_url)]
+) -> dict[str, Any]:
     async with service.sessions() as session:
         dossier = (await session.execute(select(journeys).where(journeys.c.code == code))).first()
         if dossier is None:
@@ -64,6 +79,7 @@ async def journey_timeline(code: str, service: Journeys) -> dict[str, Any]:
     now = service.clock.now()
     state = State(dossier.status)
     citizen_s = dossier.paused_s + _since(dossier.paused_at, now)
+    trace_id = trace_id_of(dossier.trace)
     return {
         "dossier_code": code,
         "procedure_code": dossier.procedure_code,
@@ -76,7 +92,8 @@ async def journey_timeline(code: str, service: Journeys) -> dict[str, Any]:
         "clock_stopped_since": dossier.paused_at,
         "overdue_at": dossier.overdue_at,
         "finished_at": dossier.finished_at,
-        "trace_id": trace_id_of(dossier.trace),
+        "trace_id": trace_id,
+        "trace_url": trace_url(trace_ui, trace_id),
         "waiting_s": {"citizen": citizen_s},
         "steps": [_step(service, s, now) for s in steps],
         "history": [

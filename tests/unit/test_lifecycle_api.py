@@ -241,15 +241,16 @@ async def test_monthly_statistics_match_a_hand_counted_month(
     assert answer.json()["rows"] == [
         # Desk: d7 received and waiting for its supplement.
         {"agency_code": DESK, "procedure_code": "HT.KS", "received": 1, "completed_on_time": 0,
-         "completed_late": 0, "in_progress": 1, "overdue": 0},
-        # Justice: d2-d6 received; d1, d2 on time; d3 late; d5, d6 open, d5 overdue.
+         "completed_late": 0, "in_progress": 1, "overdue": 0, "average_hold_s": None},
+        # Justice: d2-d6 received; d1, d2 on time; d3 late; d5, d6 open, d5 overdue. Held
+        # until decided: d1 23 h, d2 30 h, d3 48 h.
         {"agency_code": JUSTICE, "procedure_code": "HT.KS", "received": 5, "completed_on_time": 2,
-         "completed_late": 1, "in_progress": 2, "overdue": 1},
+         "completed_late": 1, "in_progress": 2, "overdue": 1, "average_hold_s": 101 * 3600 // 3},
     ]  # fmt: skip
     november_rows = (await http.get("/v1/statistics", params={"month": "2026-11"})).json()["rows"]
     assert november_rows == [
         {"agency_code": JUSTICE, "procedure_code": "HT.KS", "received": 2, "completed_on_time": 1,
-         "completed_late": 0, "in_progress": 1, "overdue": 0},
+         "completed_late": 0, "in_progress": 1, "overdue": 0, "average_hold_s": 71 * 3600},
     ]  # fmt: skip
 
     # Per handling agency: every HT.KS step is the justice office's, d7's included. Routed in
@@ -258,14 +259,15 @@ async def test_monthly_statistics_match_a_hand_counted_month(
     by_step = await http.get("/v1/statistics", params={"month": "2026-12", "by": "step"})
     assert by_step.json()["rows"] == [
         {"agency_code": JUSTICE, "procedure_code": "HT.KS", "received": 6, "completed_on_time": 2,
-         "completed_late": 1, "in_progress": 3, "overdue": 1},
+         "completed_late": 1, "in_progress": 3, "overdue": 1, "average_hold_s": 101 * 3600 // 3},
     ]  # fmt: skip
 
     as_csv = await http.get("/v1/statistics", params={"month": "2026-12", "format": "csv"})
     assert as_csv.headers["content-type"] == "text/csv; charset=utf-8"
     rows = list(csv.reader(io.StringIO(as_csv.content.decode("utf-8"))))
     assert rows[0] == list(statistics.COLUMNS)
-    assert rows[2] == [JUSTICE, "HT.KS", "5", "2", "1", "2", "1"]
+    assert rows[2] == [JUSTICE, "HT.KS", "5", "2", "1", "2", "1", "121200"]
+    assert rows[1][-1] == ""  # nothing decided at the desk: no hold time to average
     bad = await http.get("/v1/statistics", params={"month": "2026-13"})
     assert bad.status_code == 422
 

@@ -33,6 +33,7 @@ async def server() -> AsyncIterator[AppServer]:
     clients = [
         Client("gateway", [CALLBACK], client_secret=SECRET),
         Client("gateway-jwt", [CALLBACK], jwks={"keys": [CLIENT_KEY.as_dict(private=False)]}),
+        Client("console", [CALLBACK], client_secret=SECRET, people="officials"),
     ]
     app = create_oidc_app(f"http://{host}:{port}", clients, OidcSettings(auto_login=True))
     async with AppServer(app, sock) as running:
@@ -284,3 +285,31 @@ def test_retired_key_leaves_the_jwks_after_the_grace_period() -> None:
     keys.rotate()
     assert [key["kid"] for key in keys.public_jwks()["keys"]] == [keys.current.kid]
     assert keys.current.kid != old_kid
+
+
+async def test_a_client_for_officials_logs_in_officials_with_their_roles(
+    http: httpx.AsyncClient, server: AppServer
+) -> None:
+    page = await http.get(
+        "/authorize", params=authorize_params("console", pkce()[1], login_hint="")
+    )
+    assert page.status_code == 200
+    assert 'value="canbo.vanhanh"' in page.text
+    assert CITIZEN not in page.text  # citizens do not log in to the officials' client
+
+    for username, roles in (("canbo.vanhanh", ["operator"]), ("canbo.tiepnhan", ["reception"])):
+        verifier, challenge = pkce()
+        code = await get_code(http, authorize_params("console", challenge, login_hint=username))
+        answer = await http.post(
+            "/token", data=token_form(code, verifier), auth=("console", SECRET)
+        )
+        assert answer.status_code == 200, answer.text
+        claims = await verified_claims(http, answer.json()["id_token"], server)
+        assert claims["sub"] == username
+        assert claims["roles"] == roles
+        assert claims["aud"] == ["console"]
+
+    unknown = await http.get(
+        "/authorize", params=authorize_params("console", pkce()[1], login_hint=CITIZEN)
+    )
+    assert unknown.status_code == 400
