@@ -32,7 +32,7 @@ import psutil
 from core.clock import SystemClock
 from devstack._process import free_ports
 from devstack.bench_load import Load, Target, run_phase
-from devstack.bench_measure import Phase, comparison, sample, verdict
+from devstack.bench_measure import Phase, report, sample, verdict
 from devstack.kafka import KafkaBroker
 from devstack.otlp_sink import SpanCollector
 from devstack.postgres import DURABLE_SETTINGS, PostgresServer
@@ -247,15 +247,7 @@ def main(argv: list[str] | None = None) -> int:
         except (RuntimeError, TimeoutError) as exc:
             print(f"\nBENCH FAILED: {exc}", file=sys.stderr)
             return 1
-    print()
-    for g, b in zip(gateway, bare, strict=True):
-        print("\n".join(comparison(g, b)), flush=True)
-    problems = verdict([*gateway, *bare])
-    if problems:
-        print("\nBENCH INCOMPLETE: some dossiers never came through", file=sys.stderr)
-        print("\n".join(f"  {problem}" for problem in problems), file=sys.stderr)
-        return 1
-    return 0
+    return report(gateway, bare)
 
 
 if __name__ == "__main__":

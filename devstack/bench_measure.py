@@ -8,8 +8,10 @@ arithmetic on what was sampled, so it is tested on its own (tests/unit/test_benc
 from __future__ import annotations
 
 import math
+import sys
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
+from typing import TextIO
 
 import psutil
 
@@ -178,3 +180,21 @@ def verdict(phases: Sequence[Phase]) -> list[str]:
         if phase.accepted == 0:
             problems.append(f"{where}: nothing was accepted")
     return problems
+
+
+def report(
+    gateway: Sequence[Phase],
+    bare: Sequence[Phase],
+    out: TextIO = sys.stdout,
+    err: TextIO = sys.stderr,
+) -> int:
+    """Print gateway/bare for each load and what went wrong; the exit code: 1 unless every
+    dossier of every phase came through, as a partial run must not pass for a result."""
+    for g, b in zip(gateway, bare, strict=True):
+        print("\n" + "\n".join(comparison(g, b)), file=out, flush=True)
+    problems = verdict([*gateway, *bare])
+    if not problems:
+        return 0
+    print("\nBENCH INCOMPLETE: some dossiers never came through", file=err)
+    print("\n".join(f"  {problem}" for problem in problems), file=err)
+    return 1
