@@ -21,8 +21,8 @@ import asyncio
 import json
 import sys
 import uuid
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
+from collections.abc import AsyncIterator, Callable
+from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from dataclasses import dataclass
 from email.message import EmailMessage
 from typing import Any
@@ -65,7 +65,7 @@ def _serve(app: FastAPI, port: int) -> None:
 
 def _producer_lifespan(
     bootstrap: str, producers: list[AIOKafkaProducer]
-) -> Any:  # the lifespan factory FastAPI takes
+) -> Callable[[FastAPI], AbstractAsyncContextManager[None]]:
     @asynccontextmanager
     async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
         producer = AIOKafkaProducer(bootstrap_servers=bootstrap, linger_ms=5)
