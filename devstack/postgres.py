@@ -1,8 +1,10 @@
 """A throw-away PostgreSQL server for local runs and tests, from the distribution's binaries.
 
-    python -m devstack.postgres [--port N] [--data-dir D]
+    python -m devstack.postgres [--port N] [--data-dir D] [--fast]
 
-If GATEWAY_TEST_DATABASE_URL is set, ensure_postgres() uses that database instead.
+It runs durable (DURABLE_SETTINGS, as a deployment would) unless told --fast; the tests'
+servers (ensure_postgres) run fast. If GATEWAY_TEST_DATABASE_URL is set, ensure_postgres()
+uses that database instead.
 """
 
 from __future__ import annotations
@@ -318,10 +320,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--port", type=int, default=None, help="TCP port (default: free)")
     parser.add_argument("--data-dir", type=Path, default=None, help="kept across runs if set")
     parser.add_argument(
-        "--durable", action="store_true", help="fsync and synchronous commit on (as deployed)"
+        "--fast", action="store_true", help="fsync and synchronous commit off, as for tests"
     )
     args = parser.parse_args(argv)
-    settings = DURABLE_SETTINGS if args.durable else FAST_SETTINGS
+    settings = FAST_SETTINGS if args.fast else DURABLE_SETTINGS
     server = PostgresServer(args.data_dir, args.port, settings=settings)
     try:
         server.start()
