@@ -150,11 +150,17 @@ class Phase:
 def comparison(gateway: Phase, bare: Phase) -> list[str]:
     """Gateway against bare on the same load: the ratio, and CPU per dossier hop by hop."""
     ratio = gateway.throughput / bare.throughput if bare.throughput > 0 else math.nan
+
+    def p50_p99(values: Sequence[float]) -> str:
+        return f"{percentile(values, 50):.0f}/{percentile(values, 99):.0f} ms"
+
     out = [
         f"gateway/bare, {gateway.load}: throughput {ratio:.3f}"
-        f" ({gateway.throughput:.1f} / {bare.throughput:.1f} dossiers/s);"
-        f" completion p99 {percentile(gateway.completed_ms, 99):.0f}"
-        f" / {percentile(bare.completed_ms, 99):.0f} ms",
+        f" ({gateway.throughput:.1f} / {bare.throughput:.1f} dossiers/s)",
+        f"  p50/p99 submit->delivered to agency  gateway {p50_p99(gateway.delivered_ms)},"
+        f" bare {p50_p99(bare.delivered_ms)}",
+        f"  p50/p99 submit->completion mail      gateway {p50_p99(gateway.completed_ms)},"
+        f" bare {p50_p99(bare.completed_ms)}",
         f"  {'CPU ms per dossier, by hop':44} {'gateway':>8} {'bare':>8}",
     ]
     g, b = per_hop(gateway.cpu_ms), per_hop(bare.cpu_ms)
