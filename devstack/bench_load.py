@@ -136,7 +136,16 @@ async def run_phase(
         traffic_after = await _traffic(client, target.sandbox_url)
     phase.cpu_ms = spent_ms_per_dossier(cpu_before, cpu_after, phase.accepted)
     phase.completed_ms = [(completed[c] - sent_at[c]) * 1000 for c in completed]
-    phase.delivered_ms = [(delivered[c] - sent_at[c]) * 1000 for c in delivered]
+    phase.delivered_ms = [(delivered[c][0] - sent_at[c]) * 1000 for c in delivered]
+    # Where the time goes, stage by stage, for the dossiers seen at both ends of a stage.
+    reported = {c: at[1] for c, at in delivered.items() if at[1] is not None}
+    phase.stages_ms = {
+        "submit->agency": phase.delivered_ms,
+        "agency->outcome answered": [(at - delivered[c][0]) * 1000 for c, at in reported.items()],
+        "outcome->completion mail": [
+            (completed[c] - at) * 1000 for c, at in reported.items() if c in completed
+        ],
+    }
     phase.end_to_end_seconds = max(completed.values(), default=began) - began
     phase.far_end = {
         what: (traffic_after[what] - traffic_before[what]) / max(phase.accepted, 1)
@@ -190,15 +199,20 @@ async def _completion_mails(
 
 async def _delivered(
     client: aiohttp.ClientSession, target: Target, codes: set[str]
-) -> dict[str, float]:
+) -> dict[str, tuple[float, float | None]]:
+    """When the agency took each dossier, and when the pipeline answered its outcome."""
     url = f"{target.sandbox_url}/agencies/{target.agency}/transfers"
     async with client.get(url) as response:
         transfers = await response.json()
     return {
-        t["dossier_code"]: datetime.fromisoformat(t["first_received_at"]).timestamp()
+        t["dossier_code"]: (_instant(t["first_received_at"]) or 0.0, _instant(t["reported_at"]))
         for t in transfers
         if t["dossier_code"] in codes
     }
+
+
+def _instant(iso: str | None) -> float | None:
+    return datetime.fromisoformat(iso).timestamp() if iso else None
 
 
 async def _traffic(client: aiohttp.ClientSession, sandbox_url: str) -> dict[str, int]:

@@ -103,6 +103,8 @@ class Phase:
     # Per accepted dossier: submit -> the agency took it, submit -> its completion mail.
     delivered_ms: list[float] = field(default_factory=list)
     completed_ms: list[float] = field(default_factory=list)
+    # Latency of each stage of a dossier's way, by stage, in the order travelled.
+    stages_ms: dict[str, list[float]] = field(default_factory=dict)
     # First submit -> last completion mail.
     end_to_end_seconds: float = 0.0
     cpu_ms: dict[str, float] = field(default_factory=dict)
@@ -135,6 +137,14 @@ class Phase:
             f"  submit->completion mail      p50 {percentile(c, 50):6.0f} ms"
             f"   p99 {percentile(c, 99):6.0f} ms",
         ]
+        if self.stages_ms:
+            out.append(
+                "  by stage p50/p99 "
+                + "; ".join(
+                    f"{stage} {percentile(ms, 50):.0f}/{percentile(ms, 99):.0f} ms"
+                    for stage, ms in self.stages_ms.items()
+                )
+            )
         if self.cpu_ms:
             total = sum(self.cpu_ms.values())
             shares = sorted(self.cpu_ms.items(), key=lambda kv: -kv[1])
