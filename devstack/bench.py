@@ -22,8 +22,9 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from contextlib import contextmanager
+from functools import partial
 from pathlib import Path
 
 import httpx
@@ -53,7 +54,7 @@ def run_loads(
     pids: dict[str, int],
     settle_s: float,
 ) -> list[Phase]:
-    sampler: Callable[[], dict[str, float]] = lambda: sample(pids)  # noqa: E731
+    sampler = partial(sample, pids)
     warm_up = Phase(name, "warm-up", WARM_UP.dossiers)
     asyncio.run(run_phase(target, WARM_UP, warm_up, sampler, settle_s))
     if problems := verdict([warm_up]):
