@@ -71,7 +71,7 @@ overload: $(VENV) $(KAFKA_JARS) ## Overload run: dossiers offered at 2x, then 4x
 	$(PY) -m devstack.chaos --no-kills --dossiers $$((120 * $(CAPACITY))) --rate $$((2 * $(CAPACITY))) --settle 900
 	$(PY) -m devstack.chaos --no-kills --dossiers $$((240 * $(CAPACITY))) --rate $$((4 * $(CAPACITY))) --settle 900
 
-bench: $(VENV) $(KAFKA_JARS) postgres-server ## Throughput and latency of the full stack against a bare pipeline
+bench: $(VENV) $(KAFKA_JARS) postgres-server ## Gateway against a bare pipeline of the same hops: throughput, latency, CPU per dossier (closed and open loop, durable PostgreSQL)
 	$(PY) -m devstack.bench
 
 clean:

@@ -1,240 +1,176 @@
-"""`make bench`: dossiers per second and submit->delivered latency of the whole gateway
-(durable: PostgreSQL, outbox, Kafka acks=all; traced: every span exported over OTLP),
-then of a bare pipeline with the same payload, measured in the same run on this machine.
+"""`make bench`: the whole gateway (durable: PostgreSQL with fsync and synchronous commit,
+outbox, Kafka acks=all; secured: OAuth2 tokens, signed transfers; traced over OTLP) against
+a bare pipeline taking the same hops without any of that (devstack/bench_bare.py), on the
+same machine in the same run, closed loop and then open loop.
 
     python -m devstack.bench [--dossiers 2000] [--concurrency 64] [--rate 100]
+                             [--open-seconds 10] [--commit-delay 0] [--settle 300]
 
-Closed loop (the default) finds the saturation throughput: every client submits again as
-soon as it is answered, so latency there is mostly queueing. With --rate, dossiers arrive
-open loop at a fixed rate, as citizens do, and latency is what one dossier sees below
-saturation.
+For each pipeline and load it prints dossiers/s end to end (submit -> the citizen's
+completion mail), p50/p99 of submit -> delivered to the agency and submit -> completion
+mail, and the CPU each process spent per dossier; then gateway/bare, hop by hop. A run in
+which some dossier never completes says so and exits 1.
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
-import statistics
+import os
+import platform
 import subprocess
 import sys
 import tempfile
 import time
-from dataclasses import dataclass
-from datetime import datetime
+from collections.abc import Iterator
+from contextlib import contextmanager
+from functools import partial
 from pathlib import Path
-from typing import Any
 
-import aiohttp
 import httpx
+import psutil
 
+from core.clock import SystemClock
+from devstack import bench_auth
 from devstack._process import free_ports
+from devstack.bench_load import Load, Target, run_phase
+from devstack.bench_measure import Phase, report, sample, verdict
 from devstack.kafka import KafkaBroker
 from devstack.otlp_sink import SpanCollector
-from devstack.postgres import PostgresServer
+from devstack.postgres import DURABLE_SETTINGS, PostgresServer
 from devstack.stack import REPO, Ports, Stack
 
 AGENCY = "000.21.31.H22"  # the one step of procedure HT.KS (birth registration)
-
-
-def payload(i: int) -> dict[str, Any]:
-    return {
-        "procedure_code": "HT.KS",
-        "applicant": {
-            "personal_id": f"0010900{i % 100000:05d}",
-            "full_name": "Nguyễn Thị Lan",
-            "email": f"bench{i}@example.vn",
-        },
-        "form_data": {
-            "child_full_name": "Trần Minh Khôi",
-            "child_birth_date": "2026-11-01",
-            "child_gender": "Nam",
-            "mother_full_name": "Nguyễn Thị Lan",
-        },
-    }
-
-
-@dataclass
-class Result:
-    name: str
-    submitted: int
-    submit_seconds: float
-    delivered: int
-    end_to_end_seconds: float
-    latencies_ms: list[float]
-
-    def lines(self) -> list[str]:
-        lat = sorted(self.latencies_ms)
-        p50 = statistics.median(lat) if lat else float("nan")
-        p99 = lat[min(len(lat) - 1, int(len(lat) * 0.99))] if lat else float("nan")
-        return [
-            f"{self.name}",
-            f"  submitted         {self.submitted} in {self.submit_seconds:.2f} s "
-            f"= {self.submitted / self.submit_seconds:.0f} dossiers/s accepted",
-            f"  delivered         {self.delivered} in {self.end_to_end_seconds:.2f} s "
-            f"= {self.delivered / max(self.end_to_end_seconds, 1e-9):.0f} dossiers/s end to end",
-            f"  submit->delivered p50 {p50:.0f} ms   p99 {p99:.0f} ms",
-        ]
-
-
-@dataclass(frozen=True)
-class Load:
-    dossiers: int
-    concurrency: int
-    # Dossiers per second arriving open loop; None submits closed loop as fast as answered.
-    rate: float | None = None
-
-
+BARE_AGENCY = "bench"  # an agency of the sandbox that asks for no signature nor token
+# How long the sandbox's agencies work on a transfer before reporting it done, both runs.
+AGENCY_DELAY_S = "0.05"
 WARM_UP = Load(dossiers=50, concurrency=8)
 
 
-async def drive(
-    intake_url: str, sandbox_url: str, agency: str, load: Load, name: str, token: str = ""
-) -> Result:
-    sent_at: dict[str, float] = {}
-    n, concurrency = load.dossiers, load.concurrency
-    queue: asyncio.Queue[int] = asyncio.Queue()
-    for i in range(n):
-        queue.put_nowait(i)
-    # aiohttp: the load generator shares the cores with the stack, so it must be cheap.
-    # Open loop must not queue in the client: a connection per dossier in flight (0 = no cap).
-    connector = aiohttp.TCPConnector(limit=concurrency if load.rate is None else 0)
-    timeout = aiohttp.ClientTimeout(total=30)
-    # One token for the whole run, as an agency system would reuse it until it expires.
-    headers = {"Authorization": f"Bearer {token}"} if token else {}
-    async with aiohttp.ClientSession(connector=connector, timeout=timeout) as client:
-
-        async def submit(i: int) -> None:
-            started = time.time()
-            url = f"{intake_url}/v1/dossiers"
-            async with client.post(url, json=payload(i), headers=headers) as response:
-                response.raise_for_status()
-                sent_at[(await response.json())["code"]] = started
-
-        async def worker() -> None:
-            while not queue.empty():
-                await submit(queue.get_nowait())
-
-        async def arrivals(rate: float) -> None:
-            # Each dossier at its own scheduled instant, whether or not earlier ones are done.
-            tasks = []
-            for i in range(n):
-                await asyncio.sleep(max(0.0, began + i / rate - time.time()))
-                tasks.append(asyncio.create_task(submit(i)))
-            await asyncio.gather(*tasks)
-
-        began = time.time()
-        if load.rate is None:
-            await asyncio.gather(*(worker() for _ in range(concurrency)))
-        else:
-            await arrivals(load.rate)
-        submit_seconds = time.time() - began
-        received = await _wait_delivered(
-            client, f"{sandbox_url}/agencies/{agency}/transfers", sent_at
-        )
-    last = max(received.values(), default=began)
-    latencies = [(received[c] - sent_at[c]) * 1000 for c in received]
-    return Result(name, n, submit_seconds, len(received), last - began, latencies)
+def run_loads(
+    name: str,
+    target: Target,
+    loads: list[Load],
+    pids: dict[str, int],
+    settle_s: float,
+) -> list[Phase]:
+    sampler = partial(sample, pids)
+    warm_up = Phase(name, "warm-up", WARM_UP.dossiers)
+    asyncio.run(run_phase(target, WARM_UP, warm_up, sampler, settle_s))
+    if problems := verdict([warm_up]):
+        raise RuntimeError(f"{name} failed its warm-up: {problems}")
+    mails = int(warm_up.far_end.get("emails", 1))
+    phases = []
+    for load in loads:
+        phase = Phase(name, load.describe(), load.dossiers)
+        asyncio.run(run_phase(target, load, phase, sampler, settle_s, mails))
+        print("\n".join(phase.lines()), flush=True)
+        phases.append(phase)
+    return phases
 
 
-async def _wait_delivered(
-    client: aiohttp.ClientSession, url: str, sent_at: dict[str, float]
-) -> dict[str, float]:
-    deadline = time.time() + 300
-    received: dict[str, float] = {}
-    while time.time() < deadline:
-        async with client.get(url) as response:
-            transfers = await response.json()
-        received = {
-            t["dossier_code"]: datetime.fromisoformat(t["first_received_at"]).timestamp()
-            for t in transfers
-            if t["dossier_code"] in sent_at
-        }
-        if len(received) == len(sent_at):
-            break
-        await asyncio.sleep(0.5)
-    return received
-
-
-def bench_stack(kafka: KafkaBroker, database_url: str, var_dir: Path, load: Load) -> Result:
+def bench_gateway(
+    kafka: KafkaBroker, pg: PostgresServer, var_dir: Path, loads: list[Load], settle_s: float
+) -> list[Phase]:
     sink = SpanCollector()
     sink.start()
     stack = Stack(
         kafka_bootstrap=kafka.bootstrap_servers,
-        var_dir=var_dir,
+        var_dir=var_dir / "gateway",
         ports=Ports.free(),
-        database_url=database_url,
+        database_url=pg.url(),
         env={
             **sink.exporter_env(),
             "LOG_LEVEL": "WARNING",
             "SANDBOX_LOG_LEVEL": "WARNING",
-            "SANDBOX_AGENCY_DELAY_S": "0.05",
+            "SANDBOX_AGENCY_DELAY_S": AGENCY_DELAY_S,
         },
     )
     try:
         stack.start()
         token = stack.credentials.token(stack.url("identity"), "motcua-h22", "dossiers:submit")
-        intake, sandbox = stack.url("intake"), stack.url("sandbox")
-        asyncio.run(drive(intake, sandbox, AGENCY, WARM_UP, "warm-up", token))
-        result = asyncio.run(
-            drive(intake, sandbox, AGENCY, load, "gateway (durable, traced)", token)
-        )
-        time.sleep(2)
-        result.name += f" — {len(sink.spans())} spans exported"
-        return result
+        target = Target(stack.url("intake"), stack.url("sandbox"), AGENCY, token)
+        pids = {name: process.pid for name, process in stack.processes.items()}
+        pids |= {"kafka": _pid(kafka.pid), "postgres": _pid(pg.pid)}
+        phases = run_loads("gateway", target, loads, pids, settle_s)
+        time.sleep(2)  # the last spans' export batch
+        dossiers = WARM_UP.dossiers + sum(p.accepted for p in phases)
+        spans = len(sink.spans()) / max(dossiers, 1)
+        print(f"gateway: {spans:.1f} spans exported per dossier (warm-up included)\n")
+        return phases
     finally:
         stack.stop()
         sink.stop()
 
 
-def bench_bare(kafka: KafkaBroker, var_dir: Path, load: Load) -> Result:
-    api_port, sandbox_port = free_ports(2)
+def bench_bare(
+    kafka: KafkaBroker, var_dir: Path, loads: list[Load], settle_s: float
+) -> list[Phase]:
+    # Free ports for every listener the sandbox opens (its gRPC ones too), and for ours.
+    ports = Ports.free()
+    api_port, router_port = free_ports(2)
     topic = f"bench.bare.{int(time.time())}"
     kafka.create_topics([topic])
-    sandbox_url = f"http://127.0.0.1:{sandbox_port}"
     stack = Stack(
         kafka_bootstrap=kafka.bootstrap_servers,
-        var_dir=var_dir,
-        ports=Ports(sandbox=sandbox_port, sandbox_smtp=free_ports(1)[0]),
-        env={"SANDBOX_LOG_LEVEL": "WARNING"},
-        # The bare forwarder does not sign: its agency must not ask for a signature.
+        var_dir=var_dir / "bare",
+        ports=ports,
+        env={"SANDBOX_LOG_LEVEL": "WARNING", "SANDBOX_AGENCY_DELAY_S": AGENCY_DELAY_S},
+        # The bare router does not sign: its agency must not ask for a signature.
         agency_secret="",
     )
-    processes: list[subprocess.Popen[bytes]] = []
+    agency_url = f"{stack.url('sandbox')}/agencies/{BARE_AGENCY}/transfers"
+    roles = {
+        "bare-api": ["api", str(api_port), kafka.bootstrap_servers, topic],
+        "bare-router": [
+            "router",
+            str(router_port),
+            kafka.bootstrap_servers,
+            topic,
+            agency_url,
+            f"{stack.url('sandbox')}/portal/dossiers",
+        ],
+        "bare-notify": ["notify", kafka.bootstrap_servers, topic, str(ports.sandbox_smtp)],
+    }
+    processes: dict[str, subprocess.Popen[bytes]] = {}
     try:
         stack.start_service("sandbox")
         stack.wait_ready("sandbox")
-        # The bare pipeline never reports outcomes: keep the sandbox from calling back.
-        httpx.put(
-            f"{sandbox_url}/agencies/bench/behaviour", json={"fail_next": 0, "delay_s": 86400}
-        )
-        for args in (
-            ["api", str(api_port), kafka.bootstrap_servers, topic],
-            [
-                "forwarder",
-                kafka.bootstrap_servers,
-                topic,
-                f"{sandbox_url}/agencies/bench/transfers",
-            ],
-        ):
-            processes.append(
-                subprocess.Popen([sys.executable, "-m", "devstack.bench_bare", *args], cwd=REPO)
-            )
-        _wait_http(f"http://127.0.0.1:{api_port}/docs")
-        url = f"http://127.0.0.1:{api_port}"
-        asyncio.run(drive(url, sandbox_url, "bench", WARM_UP, "warm-up"))
-        return asyncio.run(
-            drive(url, sandbox_url, "bench", load, "bare pipeline (no outbox, no tracing)")
-        )
+        for name, args in roles.items():
+            command = [sys.executable, "-m", "devstack.bench_bare", *args]
+            processes[name] = subprocess.Popen(command, cwd=REPO)
+        for port in (api_port, router_port):
+            _wait_http(f"http://127.0.0.1:{port}/docs", processes)
+        target = Target(f"http://127.0.0.1:{api_port}", stack.url("sandbox"), BARE_AGENCY)
+        pids = {name: process.pid for name, process in processes.items()}
+        pids |= {"sandbox": stack.processes["sandbox"].pid, "kafka": _pid(kafka.pid)}
+        return run_loads("bare", target, loads, pids, settle_s)
     finally:
-        for process in processes:
+        for process in processes.values():
             process.terminate()
-            process.wait(10)
+        for process in processes.values():
+            try:
+                process.wait(10)
+            except subprocess.TimeoutExpired:
+                process.kill()
+                process.wait()
         stack.stop()
 
 
-def _wait_http(url: str, timeout: float = 30) -> None:
-    deadline = time.time() + timeout
-    while time.time() < deadline:
+def _pid(pid: int | None) -> int:
+    if pid is None:
+        raise RuntimeError("a server of the bench is not running")
+    return pid
+
+
+def _wait_http(
+    url: str, processes: dict[str, subprocess.Popen[bytes]], timeout: float = 60
+) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        for name, process in processes.items():
+            if process.poll() is not None:
+                raise RuntimeError(f"{name} exited with {process.returncode}")
         try:
             if httpx.get(url, timeout=1).status_code == 200:
                 return
@@ -244,31 +180,78 @@ def _wait_http(url: str, timeout: float = 30) -> None:
     raise TimeoutError(url)
 
 
-def main() -> int:
-    parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("--dossiers", type=int, default=2000)
-    parser.add_argument("--concurrency", type=int, default=64)
-    parser.add_argument("--rate", type=float, help="open loop: dossiers arriving per second")
-    args = parser.parse_args()
-    load = Load(args.dossiers, args.concurrency, args.rate)
+def header(loads: list[Load], pg: PostgresServer) -> list[str]:
+    settings = pg.show()
+    version = settings.pop("server_version")
+    shown = " ".join(f"{name}={value}" for name, value in settings.items())
+    load1, load5, _ = os.getloadavg()
+    return [
+        f"make bench, {SystemClock().now():%Y-%m-%d %H:%M} UTC, {platform.node()}: "
+        f"{psutil.cpu_count()} CPUs, load average {load1:.1f} (1 min) {load5:.1f} (5 min), "
+        f"Python {platform.python_version()}",
+        "  the load generator, Kafka, PostgreSQL and every process of the stack share them",
+        f"PostgreSQL {version} (read back with SHOW; data on {_filesystem(pg.data_dir)}): {shown}",
+        "Kafka: one broker (KRaft); the gateway produces with acks=all and idempotence, "
+        "the bare pipeline with acks=1 and does not wait for them",
+        f"gateway: procedure HT.KS, one step at {AGENCY}; outbox, OAuth2 tokens, signed "
+        "transfers, every span exported over OTLP",
+        "bare: the same hops (devstack/bench_bare.py) without database, outbox, auth, "
+        "signatures or tracing",
+        f"an access token check costs {asyncio.run(bench_auth.measure(1000)):.0f} µs of CPU "
+        "here (devstack/bench_auth.py), on every authenticated request",
+        f"agencies report a step done {AGENCY_DELAY_S} s after taking it; warm-up "
+        f"{WARM_UP.dossiers} dossiers; loads: " + "; ".join(load.describe() for load in loads),
+    ]
+
+
+def _filesystem(path: Path) -> str:
+    """The file system type holding `path`: fsync on tmpfs would prove nothing."""
+    mounts = [p for p in psutil.disk_partitions(all=True) if str(path).startswith(p.mountpoint)]
+    return max(mounts, key=lambda p: len(p.mountpoint)).fstype if mounts else "unknown"
+
+
+@contextmanager
+def _servers(
+    commit_delay: int, commit_siblings: int
+) -> Iterator[tuple[KafkaBroker, PostgresServer]]:
+    settings = {
+        **DURABLE_SETTINGS,
+        "commit_delay": str(commit_delay),
+        "commit_siblings": str(commit_siblings),
+    }
+    with KafkaBroker() as kafka, PostgresServer(settings=settings) as pg:
+        yield kafka, pg
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m devstack.bench", description=__doc__)
+    parser.add_argument("--dossiers", type=int, default=2000, help="closed loop (0: skip)")
+    parser.add_argument("--concurrency", type=int, default=64, help="closed-loop clients")
+    parser.add_argument("--rate", type=float, default=100, help="open loop /s (0: skip)")
+    parser.add_argument("--open-seconds", type=float, default=10, help="open-loop duration")
+    parser.add_argument("--settle", type=float, default=300, help="s to wait for stragglers")
+    parser.add_argument("--commit-delay", type=int, default=0, help="µs, group commit")
+    parser.add_argument("--commit-siblings", type=int, default=5)
+    args = parser.parse_args(argv)
+    loads = []
+    if args.dossiers > 0:
+        loads.append(Load(args.dossiers, args.concurrency))
+    if args.rate > 0:
+        loads.append(Load(max(1, round(args.rate * args.open_seconds)), 0, args.rate))
+    if not loads:
+        parser.error("nothing to run: --dossiers 0 and --rate 0")
     with (
         tempfile.TemporaryDirectory(prefix="bench-") as tmp,
-        KafkaBroker() as kafka,
-        PostgresServer() as pg,
+        _servers(args.commit_delay, args.commit_siblings) as (kafka, pg),
     ):
-        var_dir = Path(tmp)
-        results = [
-            bench_stack(kafka, pg.url(), var_dir, load),
-            bench_bare(kafka, var_dir, load),
-        ]
-    arrival = f"arriving at {args.rate:.0f}/s" if args.rate else f"{args.concurrency} clients"
-    print(
-        f"\n{args.dossiers} dossiers, {arrival}, one machine "
-        "(load generator, Kafka, PostgreSQL and services share its cores)"
-    )
-    for result in results:
-        print("\n".join(result.lines()))
-    return 0
+        print("\n".join(header(loads, pg)) + "\n", flush=True)
+        try:
+            gateway = bench_gateway(kafka, pg, Path(tmp), loads, args.settle)
+            bare = bench_bare(kafka, Path(tmp), loads, args.settle)
+        except (RuntimeError, TimeoutError) as exc:
+            print(f"\nBENCH FAILED: {exc}", file=sys.stderr)
+            return 1
+    return report(gateway, bare)
 
 
 if __name__ == "__main__":

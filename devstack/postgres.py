@@ -1,8 +1,10 @@
 """A throw-away PostgreSQL server for local runs and tests, from the distribution's binaries.
 
-    python -m devstack.postgres [--port N] [--data-dir D]
+    python -m devstack.postgres [--port N] [--data-dir D] [--fast]
 
-If GATEWAY_TEST_DATABASE_URL is set, ensure_postgres() uses that database instead.
+It runs durable (DURABLE_SETTINGS, as a deployment would) unless told --fast; the tests'
+servers (ensure_postgres) run fast. If GATEWAY_TEST_DATABASE_URL is set, ensure_postgres()
+uses that database instead.
 """
 
 from __future__ import annotations
@@ -16,6 +18,7 @@ import signal
 import subprocess
 import sys
 import time
+from collections.abc import Mapping
 from pathlib import Path
 from types import TracebackType
 from typing import IO
@@ -35,15 +38,36 @@ TEST_DATABASE_URL_ENV = "GATEWAY_TEST_DATABASE_URL"
 # initdb and postgres refuse to run as root; CI and the dev machines do run as root.
 SERVICE_USER = "postgres"
 
-# Durability is traded for speed: this server only ever holds test and local-run data
-# that is rebuilt from scratch, so a crash losing the last commits costs nothing.
-SERVER_SETTINGS = {
-    "listen_addresses": "127.0.0.1",
-    "max_connections": "200",
+_COMMON = {"listen_addresses": "127.0.0.1", "max_connections": "200"}
+# For tests only: durability is traded for speed. Their data is rebuilt from scratch, so a
+# crash losing the last commits costs nothing.
+FAST_SETTINGS = {
+    **_COMMON,
     "fsync": "off",
     "synchronous_commit": "off",
     "full_page_writes": "off",
 }
+# What a deployment would run, for `make bench`: a commit is on disk before it is answered.
+# commit_delay/commit_siblings are the fair lever (group commit: one WAL flush for the
+# commits of several sessions); PostgreSQL's defaults here, `make bench` may pull it.
+DURABLE_SETTINGS = {
+    **_COMMON,
+    "fsync": "on",
+    "synchronous_commit": "on",
+    "full_page_writes": "on",
+    "commit_delay": "0",
+    "commit_siblings": "5",
+}
+# What the bench prints in its header, read back from the running server.
+REPORTED_SETTINGS = (
+    "server_version",
+    "fsync",
+    "synchronous_commit",
+    "full_page_writes",
+    "wal_sync_method",
+    "commit_delay",
+    "commit_siblings",
+)
 
 
 class PostgresError(RuntimeError):
@@ -75,7 +99,9 @@ class PostgresServer:
         data_dir: Path | None = None,
         port: int | None = None,
         bindir: Path | None = None,
+        settings: Mapping[str, str] = FAST_SETTINGS,
     ) -> None:
+        self.settings = dict(settings)
         self.port = port if port is not None else free_ports(1)[0]
         self._owns_data_dir = data_dir is None
         # A temp dir is only named here and made by start(), so an unstarted server
@@ -128,7 +154,7 @@ class PostgresServer:
         if not (self.pgdata / "PG_VERSION").exists():
             self._initdb(bindir, user)
         self._log = self.log_path.open("ab")
-        settings = {**SERVER_SETTINGS, "port": str(self.port)}
+        settings = {**self.settings, "port": str(self.port)}
         # The socket lives in the data dir: /var/run/postgresql may not exist or be
         # writable, and two servers on one machine must not collide there.
         settings["unix_socket_directories"] = str(self.data_dir)
@@ -172,12 +198,26 @@ class PostgresServer:
             "select format('create database %I', :'name') "
             "where not exists (select 1 from pg_database where datname = :'name') \\gexec\n"
         )
+        try:
+            self._psql(["-v", f"name={name}"], script)
+        except PostgresError as exc:
+            raise PostgresError(f"creating database {name!r} failed: {exc}") from None
+
+    def show(self, names: tuple[str, ...] = REPORTED_SETTINGS) -> dict[str, str]:
+        """The running server's own word on `names` (SHOW), not what we asked it for."""
+        script = "".join(f"SHOW {name};\n" for name in names)
+        result = self._psql(["-A", "-t"], script)
+        values = [line for line in result.splitlines() if line.strip()]
+        return dict(zip(names, values, strict=True))
+
+    def _psql(self, options: list[str], script: str) -> str:
         bindir = self._bindir or find_bindir()
-        command = [str(bindir / "psql"), "-X", "-q", "-v", "ON_ERROR_STOP=1", "-v", f"name={name}"]
+        command = [str(bindir / "psql"), "-X", "-q", "-v", "ON_ERROR_STOP=1", *options]
         command += ["-h", "127.0.0.1", "-p", str(self.port), "-U", SUPERUSER, "-d", "postgres"]
         result = subprocess.run(command, input=script, capture_output=True, text=True, check=False)
         if result.returncode != 0:
-            raise PostgresError(f"creating database {name!r} failed: {result.stderr.strip()}")
+            raise PostgresError(f"psql failed: {result.stderr.strip()}")
+        return result.stdout
 
     def _wait_ready(self, bindir: Path, timeout: float) -> None:
         deadline = time.monotonic() + timeout
@@ -279,8 +319,12 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m devstack.postgres", description=__doc__)
     parser.add_argument("--port", type=int, default=None, help="TCP port (default: free)")
     parser.add_argument("--data-dir", type=Path, default=None, help="kept across runs if set")
+    parser.add_argument(
+        "--fast", action="store_true", help="fsync and synchronous commit off, as for tests"
+    )
     args = parser.parse_args(argv)
-    server = PostgresServer(args.data_dir, args.port)
+    settings = FAST_SETTINGS if args.fast else DURABLE_SETTINGS
+    server = PostgresServer(args.data_dir, args.port, settings=settings)
     try:
         server.start()
     except PostgresError as exc:

@@ -10,7 +10,12 @@ import pytest
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 
 from devstack.kafka import KafkaBroker
-from devstack.postgres import TEST_DATABASE_URL_ENV, PostgresServer, ensure_postgres
+from devstack.postgres import (
+    DURABLE_SETTINGS,
+    TEST_DATABASE_URL_ENV,
+    PostgresServer,
+    ensure_postgres,
+)
 
 pytestmark = pytest.mark.integration
 
@@ -73,6 +78,17 @@ async def test_postgres_server_creates_database_and_answers() -> None:
 
     assert pid is not None
     assert _gone(pid, server.data_dir), "the postmaster or the temp data dir outlived stop()"
+
+
+def test_the_bench_server_is_durable_and_the_test_server_is_not() -> None:
+    durability = ("fsync", "synchronous_commit", "full_page_writes")
+    with PostgresServer(settings=DURABLE_SETTINGS) as durable:
+        said = durable.show(durability)
+    with PostgresServer() as fast:
+        fast_said = fast.show(durability)
+
+    assert said == dict.fromkeys(durability, "on")
+    assert fast_said == dict.fromkeys(durability, "off")
 
 
 def test_ensure_postgres_prefers_the_configured_database(monkeypatch: pytest.MonkeyPatch) -> None:
