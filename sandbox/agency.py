@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import random
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -31,7 +32,9 @@ from sandbox.settings import SandboxSettings
 log = logging.getLogger("sandbox.agency")
 
 FIRST_RETRY_S = 0.2
-MAX_RETRY_S = 5.0
+# Capped, and each wait drawn between half and all of it: thousands of callbacks owed after
+# an outage must not come back in step and flood the gateway again.
+MAX_RETRY_S = 30.0
 # Bounds one callback attempt so a hung gateway cannot stall the retry schedule.
 ATTEMPT_TIMEOUT_S = 5.0
 # Answers that say "not now" rather than "no": a client asks again (after Retry-After).
@@ -41,7 +44,7 @@ NOT_NOW = frozenset({408, 425, 429})
 def retry_after_s(value: str | None) -> float:
     """Seconds of a Retry-After header (the gateway sends delta-seconds), capped."""
     try:
-        return min(max(float(value or 0), 0.0), MAX_RETRY_S * 6)
+        return min(max(float(value or 0), 0.0), 2 * MAX_RETRY_S)
     except ValueError:
         return 0.0
 
@@ -270,7 +273,7 @@ class AgencyOffice:
         wait = FIRST_RETRY_S
         attempt = 0
         while True:
-            attempt += 1
+            attempt, retry_after = attempt + 1, 0.0
             timeout = max(0.1, min(ATTEMPT_TIMEOUT_S, deadline - loop.time()))
             try:
                 headers |= await self._tokens.authorization(agency_code)
@@ -299,8 +302,6 @@ class AgencyOffice:
                     log.warning("transfer %s: %s refused with %d %s", who, what, status, text)
                     return False
                 problem = f"HTTP {status}"
-                # The gateway sheds load with 429/503: wait as long as it asks, then retry.
-                wait = max(wait, retry_after)
             if loop.time() + wait > deadline:
                 log.error(
                     "transfer %s: %s gave up after %d attempts: %s", who, what, attempt, problem
@@ -314,7 +315,8 @@ class AgencyOffice:
                 problem,
                 wait,
             )
-            await asyncio.sleep(wait)
+            # A gateway shedding load (429/503) says how long to wait: never less than that.
+            await asyncio.sleep(max(wait * random.uniform(0.5, 1.0), retry_after))
             wait = min(wait * 2, MAX_RETRY_S)
 
     def set_behaviour(self, agency_code: str, behaviour: BehaviourIn) -> dict[str, Any]:

@@ -18,8 +18,10 @@ class SandboxSettings(BaseSettings):
     smtp_port: int = Field(default=2525, ge=0, le=65535)
     # How long the demo agency "works" on a step before reporting it done.
     agency_delay_s: float = Field(default=0.5, ge=0)
-    # How long a callback keeps being retried while the gateway is unreachable.
-    callback_timeout_s: float = Field(default=300.0, gt=0)
+    # How long a callback keeps being retried while the gateway is unreachable or shedding
+    # load: a day, as a back-office's outbox would (300 s lost outcomes in a chaos run on a
+    # saturated machine, and their dossiers stayed stuck).
+    callback_timeout_s: float = Field(default=86400.0, gt=0)
     log_level: str = "INFO"
     # Where the stand-ins keep what they received and still owe, so that a killed sandbox
     # restarts knowing it (sandbox/state.py); empty: kept in memory, lost with the process.

@@ -241,11 +241,15 @@ class DeliveryWorker(LeasedQueue[tuple[Any, bytes]]):
             row.redeliveries + 1,
             f": {sent.error}" if sent.error else "",
         )
-        wait_s = (
-            self._settings.delivery_escalated_redelivery_s
-            if row.escalated
-            else self._settings.delivery_ack_timeout_s
+        # Twice as long after each re-delivery: an agency that is only slow (a backlog of
+        # acknowledgements after an outage) is not sent every transfer again and again.
+        settings = self._settings
+        wait_s = min(
+            settings.delivery_ack_timeout_s * 2 ** (row.redeliveries + 1),
+            settings.delivery_escalated_redelivery_s,
         )
+        if row.escalated:
+            wait_s = settings.delivery_escalated_redelivery_s
         values: dict[str, Any] = {
             "redeliveries": transfers.c.redeliveries + 1,
             "last_error": sent.error,

@@ -42,7 +42,8 @@ class RoutingSettings(ServiceSettings):
     catalogue_refresh_s: float = 30.0
     # Fills ${DEMO_AGENCY_GRPC_TARGET}: the sandbox's AgencyInbox gRPC server.
     demo_agency_grpc_target: str = "127.0.0.1:50054"
-    # A delivered transfer is sent again when unacknowledged this long after delivery...
+    # A delivered transfer is sent again when unacknowledged this long after delivery, then
+    # after twice as long each time (capped at the escalated pace)...
     delivery_ack_timeout_s: float = 300.0
     # ...and escalated to operators after this many re-deliveries without acknowledgement.
     delivery_ack_max_redeliveries: int = 3
