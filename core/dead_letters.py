@@ -16,8 +16,9 @@ from pydantic import BaseModel
 from sqlalchemy import select
 
 from core.auth import DEAD_LETTERS_MANAGE, require_scope
+from core.openapi import problems
 from core.outbox import Outbox
-from core.problems import AUTH_PROBLEM_RESPONSES, PROBLEM_RESPONSES, Problem
+from core.problems import Problem
 from core.runtime import Runtime
 
 
@@ -62,7 +63,6 @@ def dead_events_router() -> APIRouter:
     router = APIRouter(
         prefix="/v1/dead-letters/events",
         tags=["operators"],
-        responses=AUTH_PROBLEM_RESPONSES,
         dependencies=[Depends(require_scope(DEAD_LETTERS_MANAGE))],
     )
 
@@ -89,7 +89,7 @@ def dead_events_router() -> APIRouter:
     @router.post(
         "/{event_row}/replay",
         response_model=DeadEventOut,
-        responses=PROBLEM_RESPONSES,
+        responses=problems(404),
         operation_id="replayDeadEvent",
         summary="Publish a dead-lettered event again",
     )

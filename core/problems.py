@@ -115,7 +115,10 @@ async def _on_validation(request: Request, exc: Exception) -> JSONResponse:
 
 async def _on_http(request: Request, exc: Exception) -> JSONResponse:
     assert isinstance(exc, HTTPException)
-    return problem_response(request, exc.status_code, "about:blank", str(exc.detail))
+    response = problem_response(request, exc.status_code, "about:blank", str(exc.detail))
+    # e.g. Allow on a 405 (RFC 9110 §15.5.6)
+    response.headers.update(exc.headers or {})
+    return response
 
 
 async def _on_unavailable(request: Request, exc: Exception) -> JSONResponse:
@@ -142,23 +145,3 @@ def install_problem_handlers(app: FastAPI) -> None:
     # Every pooled connection busy: overloaded, so the client is told to come back.
     app.add_exception_handler(PoolTimeout, _on_unavailable)
     app.add_exception_handler(Exception, _on_unexpected)
-
-
-PROBLEM_RESPONSES: dict[int | str, dict[str, Any]] = {
-    status: {"description": title, "content": {PROBLEM_JSON: {"schema": {"type": "object"}}}}
-    for status, title in (
-        (400, "Bad request"),
-        (404, "Not found"),
-        (409, "Conflict"),
-        (422, "Validation error"),
-    )
-}
-
-# For routes that require an access token (core.auth.require_scope).
-AUTH_PROBLEM_RESPONSES: dict[int | str, dict[str, Any]] = {
-    status: {"description": title, "content": {PROBLEM_JSON: {"schema": {"type": "object"}}}}
-    for status, title in (
-        (401, "Missing or invalid access token"),
-        (403, "The access token does not allow this call"),
-    )
-}

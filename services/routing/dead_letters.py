@@ -16,7 +16,8 @@ from pydantic import BaseModel
 from sqlalchemy import select
 
 from core.auth import DEAD_LETTERS_MANAGE, require_scope
-from core.problems import AUTH_PROBLEM_RESPONSES, PROBLEM_RESPONSES, Problem
+from core.openapi import problems
+from core.problems import Problem
 from core.storage import rowcount
 from services.routing.journeys import JourneyService
 from services.routing.models import transfers
@@ -25,7 +26,6 @@ from services.routing.models import transfers
 router = APIRouter(
     prefix="/v1/dead-letters",
     tags=["operators"],
-    responses=AUTH_PROBLEM_RESPONSES,
     dependencies=[Depends(require_scope(DEAD_LETTERS_MANAGE))],
 )
 
@@ -74,7 +74,8 @@ async def list_dead_letters(
 @router.post(
     "/{transfer_id}/replay",
     response_model=DeadLetterOut,
-    responses=PROBLEM_RESPONSES,
+    responses=problems(404, 409),
+    operation_id="replayDeadLetter",
     summary="Deliver a dead-lettered transfer again",
 )
 async def replay(transfer_id: str, journeys: Journeys) -> DeadLetterOut:
@@ -122,7 +123,6 @@ async def replay(transfer_id: str, journeys: Journeys) -> DeadLetterOut:
 escalations = APIRouter(
     prefix="/v1/escalations",
     tags=["operators"],
-    responses=AUTH_PROBLEM_RESPONSES,
     dependencies=[Depends(require_scope(DEAD_LETTERS_MANAGE))],
 )
 
@@ -130,7 +130,7 @@ escalations = APIRouter(
 @escalations.post(
     "/{transfer_id}/redeliver",
     response_model=DeadLetterOut,
-    responses=PROBLEM_RESPONSES,
+    responses=problems(404),
     operation_id="redeliverEscalatedTransfer",
     summary="Deliver an escalated transfer again now",
 )

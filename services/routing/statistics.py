@@ -20,10 +20,12 @@ from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, Depends, Query, Request
 from fastapi.responses import Response
+from pydantic import BaseModel
 from sqlalchemy import Select, and_, case, func, or_, select
 
 from core.calendar import VIETNAM
-from core.problems import PROBLEM_RESPONSES, Problem
+from core.openapi import also_csv, problems
+from core.problems import Problem
 from services.routing.journeys import JourneyService
 from services.routing.lifecycle import State
 from services.routing.models import journeys, transfers
@@ -39,6 +41,22 @@ COLUMNS = (
     "overdue",
 )
 DECIDED = (State.DECIDED.value, State.RESULT_RETURNED.value)
+
+
+class StatisticsRow(BaseModel):
+    agency_code: str
+    procedure_code: str
+    received: int
+    completed_on_time: int
+    completed_late: int
+    in_progress: int
+    overdue: int
+
+
+class StatisticsOut(BaseModel):
+    month: str
+    by: Literal["desk", "step"]
+    rows: list[StatisticsRow]
 
 
 def _journeys(request: Request) -> JourneyService:
@@ -127,7 +145,9 @@ def _figures(
 
 @router.get(
     "/statistics",
-    responses=PROBLEM_RESPONSES,
+    response_model=StatisticsOut,
+    responses={**problems(422), **also_csv()},
+    operation_id="getStatistics",
     summary="Monthly figures per agency and procedure (JSON or CSV)",
 )
 async def statistics(
