@@ -11,7 +11,7 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Depends, Query, Request
+from fastapi import APIRouter, Depends, Path, Query, Request
 from pydantic import BaseModel
 from sqlalchemy import select
 
@@ -20,6 +20,9 @@ from core.openapi import problems
 from core.outbox import Outbox
 from core.problems import Problem
 from core.runtime import Runtime
+
+# Row ids are BIGINT: a larger number is no row, and the database would refuse to compare it.
+ROW_ID_MAX = 2**63 - 1
 
 
 class DeadEventOut(BaseModel):
@@ -93,7 +96,9 @@ def dead_events_router() -> APIRouter:
         operation_id="replayDeadEvent",
         summary="Publish a dead-lettered event again",
     )
-    async def replay_dead_event(event_row: int, owned: Owned) -> DeadEventOut:
+    async def replay_dead_event(
+        event_row: Annotated[int, Path(ge=1, le=ROW_ID_MAX)], owned: Owned
+    ) -> DeadEventOut:
         runtime, outbox = owned
         table = outbox.table
         async with runtime.sessions.begin() as session:

@@ -7,8 +7,8 @@ What every route shares is added once, from what the service really does, by
 
 - one RFC 9457 `Problem` schema (core.problems) for every error, FastAPI's default 422
   (`HTTPValidationError`, which the service never sends) replaced by it;
-- 429 and 503 with Retry-After on every route behind admission (core.admission), 413 and
-  422 on every route that takes a body (core.limits);
+- 429 and 503 with Retry-After on every route behind admission (core.admission), 413 on
+  every route that takes a body (core.limits), and for a JSON body 400 (not JSON) and 422;
 - the OAuth2 client-credentials scheme with identity's token URL and the scope each route
   requires (core.auth.require_scope), with its 401 and 403;
 - short camelCase operationIds, one tag per operation, and `servers`.
@@ -64,7 +64,7 @@ PROBLEM_SCHEMA: dict[str, Any] = {
 }
 PROBLEM_REF = {"$ref": "#/components/schemas/Problem"}
 TITLES: Mapping[int, str] = {
-    400: "Bad request",
+    400: "Bad request: for a JSON body, one that cannot be read as JSON",
     401: "Missing or invalid credentials",
     403: "Not allowed for this caller",
     404: "Not found",
@@ -265,7 +265,7 @@ def _finish_operation(path: str, operation: Operation, scopes: list[str] | None)
             operation.pop("security")
     if "requestBody" in operation:
         # The body's size is checked whatever its type, its depth when it is JSON.
-        added += [413, 422] if _takes_json(operation) else [413]
+        added += [400, 413, 422] if _takes_json(operation) else [413]
     if not path.startswith(UNGATED):
         added += [429, 503]
     for status in added:

@@ -80,6 +80,8 @@ class ConsentOut(BaseModel):
 
 # How a citizen's requests authenticate (the session cookie is the browser's way).
 CITIZEN_SECURITY: dict[str, Any] = {"security": [{"citizenSession": []}]}
+# Logging out without a session ends nothing, and is no error.
+OPTIONAL_CITIZEN_SECURITY: dict[str, Any] = {"security": [{"citizenSession": []}, {}]}
 CITIZEN_SCHEME: dict[str, Any] = {
     "citizenSession": {
         "type": "apiKey",
@@ -256,7 +258,7 @@ async def me(session: Citizen) -> dict[str, Any]:
     response_class=Response,
     responses=problems(403),
     operation_id="citizenLogout",
-    openapi_extra=CITIZEN_SECURITY,
+    openapi_extra=OPTIONAL_CITIZEN_SECURITY,
     summary="End the citizen session",
 )
 async def logout(
