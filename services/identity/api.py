@@ -8,7 +8,7 @@ import logging
 from datetime import datetime
 from typing import Annotated, Any, Literal
 
-from fastapi import APIRouter, Cookie, Depends, Header, Request
+from fastapi import APIRouter, Cookie, Depends, Header, Query, Request
 from fastapi.responses import JSONResponse, RedirectResponse, Response
 from pydantic import BaseModel, Field
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
@@ -147,7 +147,10 @@ Citizen = Annotated[CitizenSession, Depends(citizen)]
     operation_id="citizenLogin",
     summary="Log in with e-ID (redirects to the provider)",
 )
-async def login(request: Request, acr: str = "") -> Response:
+async def login(
+    request: Request,
+    acr: Annotated[str, Query(pattern="^[0-9]*$", description="Assurance level: 1 or 2")] = "",
+) -> Response:
     """`acr=2` asks the provider for assurance level 2 (identity verified in person), as the
     provider spells it (EID_ACR_VALUES); without `acr` the provider chooses."""
     citizens: Citizens = _state(request, "citizens")

@@ -152,7 +152,9 @@ def _figures(
 )
 async def statistics(
     service: Annotated[JourneyService, Depends(_journeys)],
-    month: Annotated[str, Query(description="YYYY-MM, in Vietnam's time")],
+    month: Annotated[
+        str, Query(pattern=r"^[0-9]{4}-[0-9]{2}$", description="YYYY-MM, in Vietnam's time")
+    ],
     format: Annotated[Literal["json", "csv"], Query()] = "json",
     by: Annotated[
         Literal["desk", "step"],
