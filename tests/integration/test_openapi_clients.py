@@ -113,7 +113,8 @@ def test_the_readme_flow_through_a_generated_python_client(
     procedure = get_procedure.sync(
         client=intake.Client(base_url=stack.url("intake")), procedure_code=PROCEDURE
     )
-    assert procedure is not None and not isinstance(procedure, Problem), procedure
+    assert procedure is not None
+    assert not isinstance(procedure, Problem), procedure
     assert set(procedure.form_schema["required"]) == set(FORM)
 
     body = DossierIn(
@@ -130,7 +131,8 @@ def test_the_readme_flow_through_a_generated_python_client(
 
     replay = submit_dossier.sync_detailed(client=desk, body=body, idempotency_key=key)
     assert replay.status_code == 200, replay.content
-    assert isinstance(replay.parsed, DossierOut) and replay.parsed.code == code
+    assert isinstance(replay.parsed, DossierOut)
+    assert replay.parsed.code == code
     assert replay.headers["idempotent-replayed"] == "true"
 
     deadline = time.monotonic() + 90
@@ -166,7 +168,8 @@ def test_the_readme_flow_through_a_generated_python_client(
     for status, problem in problems.items():
         assert isinstance(problem, Problem), (status, problem)
         assert problem.status == status
-        assert problem.type_ and problem.title
+        assert problem.type_
+        assert problem.title
     missing = problems[422].additional_properties["missing_fields"]
     assert set(missing) == set(FORM) - {"child_full_name"}
 
