@@ -286,12 +286,15 @@ _UNCHECKED = {"type", "title", "description", "default", "examples"}
 
 
 def _validation_can_fail(operation: Operation) -> bool:
-    """Whether FastAPI's own validation can refuse a request: never for a path segment or
-    optional parameter taken as any string, which FastAPI documents with a 422 all the same."""
+    """Whether a request can be refused as invalid: a body, a path or query (the NUL
+    character, core.limits), or a header or cookie FastAPI checks; never for an optional
+    header or cookie taken as any string, which FastAPI documents with a 422 all the same."""
     if "requestBody" in operation:
         return True
     for parameter in operation.get("parameters", []):
-        if parameter.get("required") and parameter.get("in") != "path":
+        if parameter.get("in") in ("path", "query"):
+            return True
+        if parameter.get("required"):
             return True
         if not _any_string(parameter.get("schema", {})):
             return True
