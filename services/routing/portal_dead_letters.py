@@ -18,6 +18,7 @@ from sqlalchemy import select
 from core.auth import DEAD_LETTERS_MANAGE, require_scope
 from core.openapi import problems
 from core.problems import Problem
+from services.routing.lifecycle import NationalStatus
 from services.routing.models import portal_pushes
 from services.routing.portal import PortalSync
 
@@ -31,7 +32,7 @@ router = APIRouter(
 class DeadPushOut(BaseModel):
     push_key: str
     dossier_code: str
-    national_status: int
+    national_status: NationalStatus
     changed_at: datetime
     attempts: int
     reason: str | None

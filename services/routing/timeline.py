@@ -8,7 +8,7 @@ agency (the rest, up to its report or now).
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, Query, Request
 from pydantic import BaseModel, Field
@@ -19,7 +19,7 @@ from core.problems import Problem
 from core.telemetry import trace_id_of
 from services.routing.deadlines import CLOSED_TRANSFERS
 from services.routing.journeys import JourneyService
-from services.routing.lifecycle import NATIONAL, OPEN_STATES, State
+from services.routing.lifecycle import NATIONAL, OPEN_STATES, NationalStatus, State
 from services.routing.models import TransferStatus, apologies, journeys, status_changes, transfers
 from services.routing.outcomes import delivery_wait
 
@@ -32,8 +32,6 @@ def _journeys(request: Request) -> JourneyService:
 
 
 Journeys = Annotated[JourneyService, Depends(_journeys)]
-# The national portal's status codes 1-10 (proto gateway.v1.DossierStatus).
-NationalStatus = Literal[1, 2, 3, 4, 5, 6, 7, 8, 9, 10]
 
 
 class StepWaitOut(BaseModel):
