@@ -10,9 +10,10 @@ PROTO_FILES := $(wildcard proto/gateway/v1/*.proto)
 VENV := .venv/.installed
 KAFKA_JARS := .cache/kafka/libs/.resolved
 OIDC_TEST_JARS := .cache/oidc-test/libs/.resolved
+OPENAPI_GENERATOR_JARS := .cache/openapi-generator/libs/.resolved
 
 .PHONY: help install proto run test test-unit test-integration lint typecheck bench chaos overload \
-	kafka-jars oidc-test-jars postgres-server clean
+	kafka-jars oidc-test-jars openapi-generator-jars postgres-server clean
 
 help:
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | sed 's/:.*## /\t/'
@@ -30,10 +31,12 @@ kafka-jars: $(KAFKA_JARS) ## Resolve Apache Kafka's jars from Maven Central into
 
 oidc-test-jars: $(OIDC_TEST_JARS) ## Resolve NAV's mock-oauth2-server (a second OIDC provider for tests) into .cache/oidc-test/libs
 
+openapi-generator-jars: $(OPENAPI_GENERATOR_JARS) ## Resolve OpenAPI Generator (Java clients of the served OpenAPI, for tests) into .cache/openapi-generator/libs
+
 # A changed pom starts from an empty directory: jars of an old version left beside the new
 # ones would both be on the broker's classpath.
 .cache/%/libs/.resolved: deploy/%/pom.xml
-	@command -v mvn >/dev/null || { echo "Maven and Java 17 are needed (e.g. apt-get install maven openjdk-17-jre-headless)"; exit 1; }
+	@command -v mvn >/dev/null || { echo "Maven and Java 17 are needed (e.g. apt-get install maven openjdk-17-jdk-headless)"; exit 1; }
 	rm -rf $(@D)
 	mvn -q -B -f $< package
 	touch $@
@@ -47,13 +50,13 @@ proto: $(VENV) ## Regenerate gen/ from proto/ (stubs are committed; tests fail w
 run: $(VENV) $(KAFKA_JARS) ## Start Kafka, the four services, the operators' console and the sandbox stand-ins (Ctrl-C stops all)
 	$(PY) -m devstack.run
 
-test: $(VENV) $(KAFKA_JARS) $(OIDC_TEST_JARS) postgres-server ## Unit and integration tests against real Kafka and PostgreSQL
+test: $(VENV) $(KAFKA_JARS) $(OIDC_TEST_JARS) $(OPENAPI_GENERATOR_JARS) postgres-server ## Unit and integration tests against real Kafka and PostgreSQL
 	$(PY) -m pytest
 
 test-unit: $(VENV) ## Fast tests only
 	$(PY) -m pytest -m "not integration"
 
-test-integration: $(VENV) $(KAFKA_JARS) $(OIDC_TEST_JARS) postgres-server ## Tests that need the broker and the database
+test-integration: $(VENV) $(KAFKA_JARS) $(OIDC_TEST_JARS) $(OPENAPI_GENERATOR_JARS) postgres-server ## Tests that need the broker and the database
 	$(PY) -m pytest -m integration
 
 lint: $(VENV) ## ruff and mypy

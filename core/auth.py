@@ -29,6 +29,7 @@ from joserfc.errors import JoseError
 from joserfc.jwk import KeySet
 
 from core.audit import forbidden
+from core.openapi import ScopeRequirement
 from core.problems import Problem
 from core.settings import ServiceSettings
 
@@ -231,15 +232,24 @@ _bearer = HTTPBearer(auto_error=False, description="An access token from identit
 Credentials = Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)]
 
 
-def require_scope(scope: str) -> Callable[..., Awaitable[AgencyPrincipal]]:
+def require_scope(scope: str) -> RequireScope:
     """FastAPI dependency: the calling agency, if its token is valid and carries `scope`.
 
     The app must hold a TokenVerifier in `app.state.token_verifier`.
     """
-    if scope not in SCOPES:
-        raise ValueError(f"unknown scope {scope!r}")
+    return RequireScope(scope)
 
-    async def principal(request: Request, credentials: Credentials) -> AgencyPrincipal:
+
+class RequireScope(ScopeRequirement):
+    """A dependency object rather than a closure: the OpenAPI document reads its scope."""
+
+    def __init__(self, scope: str) -> None:
+        if scope not in SCOPES:
+            raise ValueError(f"unknown scope {scope!r}")
+        self.scope = scope
+
+    async def __call__(self, request: Request, credentials: Credentials) -> AgencyPrincipal:
+        scope = self.scope
         found = await _verified(request, credentials)
         if scope not in found.scopes:
             raise forbidden(
@@ -253,8 +263,6 @@ def require_scope(scope: str) -> Callable[..., Awaitable[AgencyPrincipal]]:
                 required_scope=scope,
             )
         return found
-
-    return principal
 
 
 def require_token() -> Callable[..., Awaitable[AgencyPrincipal]]:

@@ -79,6 +79,19 @@ class Procedure:
     def stage(self, number: int) -> tuple[Step, ...]:
         return tuple(s for s in self.steps if s.stage == number)
 
+    def form_schema(self) -> dict[str, Any]:
+        """The JSON Schema of the procedure's form_data, as intake checks it: each required
+        field present, neither null nor an empty string; other fields are free."""
+        present: dict[str, Any] = {"not": {"type": "null"}, "minLength": 1}
+        return {
+            "$schema": "https://json-schema.org/draft/2020-12/schema",
+            "title": f"form_data of {self.code}",
+            "type": "object",
+            "required": list(self.required_fields),
+            "properties": {name: present for name in self.required_fields},
+            "additionalProperties": True,
+        }
+
 
 class CatalogueError(ValueError):
     pass

@@ -11,14 +11,18 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Depends, Query, Request
+from fastapi import APIRouter, Depends, Path, Query, Request
 from pydantic import BaseModel
 from sqlalchemy import select
 
 from core.auth import DEAD_LETTERS_MANAGE, require_scope
+from core.openapi import problems
 from core.outbox import Outbox
-from core.problems import AUTH_PROBLEM_RESPONSES, PROBLEM_RESPONSES, Problem
+from core.problems import Problem
 from core.runtime import Runtime
+
+# Row ids are BIGINT: a larger number is no row, and the database would refuse to compare it.
+ROW_ID_MAX = 2**63 - 1
 
 
 class DeadEventOut(BaseModel):
@@ -62,7 +66,6 @@ def dead_events_router() -> APIRouter:
     router = APIRouter(
         prefix="/v1/dead-letters/events",
         tags=["operators"],
-        responses=AUTH_PROBLEM_RESPONSES,
         dependencies=[Depends(require_scope(DEAD_LETTERS_MANAGE))],
     )
 
@@ -89,11 +92,13 @@ def dead_events_router() -> APIRouter:
     @router.post(
         "/{event_row}/replay",
         response_model=DeadEventOut,
-        responses=PROBLEM_RESPONSES,
+        responses=problems(404),
         operation_id="replayDeadEvent",
         summary="Publish a dead-lettered event again",
     )
-    async def replay_dead_event(event_row: int, owned: Owned) -> DeadEventOut:
+    async def replay_dead_event(
+        event_row: Annotated[int, Path(ge=1, le=ROW_ID_MAX)], owned: Owned
+    ) -> DeadEventOut:
         runtime, outbox = owned
         table = outbox.table
         async with runtime.sessions.begin() as session:

@@ -11,7 +11,7 @@ operator needs; health and metrics scrapes are not traced at all.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Mapping
 from contextlib import AbstractAsyncContextManager
 from typing import Any
 
@@ -21,9 +21,11 @@ from opentelemetry.instrumentation.fastapi import FastAPIInstrumentor
 from prometheus_client import make_asgi_app
 
 from core.admission import Admission, AdmissionMiddleware
+from core.auth import SCOPES, token_url
 from core.http_metrics import RequestMetrics
 from core.limits import RequestLimits
 from core.maintenance import maintenance_router
+from core.openapi import install_openapi, operation_id
 from core.problems import Problem, install_problem_handlers
 from core.runtime import Runtime
 from core.telemetry import redact_request_span
@@ -32,17 +34,31 @@ Lifespan = Callable[[FastAPI], AbstractAsyncContextManager[None]]
 
 
 def create_app(
-    *, title: str, description: str, runtime: Runtime, lifespan: Lifespan | None = None
+    *,
+    title: str,
+    description: str,
+    runtime: Runtime,
+    lifespan: Lifespan | None = None,
+    security_schemes: Mapping[str, Any] | None = None,
 ) -> FastAPI:
+    """`security_schemes`: those of the service's own beside the agency token's."""
     app = FastAPI(
         title=title,
         description=description,
         version="1.0.0",
         lifespan=lifespan or runtime_lifespan(runtime),
+        generate_unique_id_function=operation_id,
     )
     app.state.runtime = runtime
     install_problem_handlers(app)
     settings = runtime.settings
+    install_openapi(
+        app,
+        server_url=settings.openapi_server_url,
+        token_url=token_url(settings.auth_issuer),
+        scopes=SCOPES,
+        extra_schemes=security_schemes,
+    )
     admission = Admission(settings.http_max_in_flight, settings.http_queue_budget_s)
     app.add_middleware(AdmissionMiddleware, admission=admission)
     # Added last, so it runs first: an oversized or over-deep body is refused without taking

@@ -4,8 +4,10 @@ Two layers, both installed for every HTTP service:
 
 - `RequestLimits`, an ASGI middleware (core.http.create_app installs it), refuses a body over
   `max_body_bytes` with 413 (at once when Content-Length says so; a chunked or streamed body
-  as soon as the bytes received pass the limit, never buffering more) and a JSON body nested
-  deeper than `max_json_depth` with 422. Both answer application/problem+json.
+  as soon as the bytes received pass the limit, never buffering more), a JSON body nested
+  deeper than `max_json_depth` with 422, and the NUL character in the path, the query or a
+  JSON body's strings with 422 (PostgreSQL's text cannot hold it: the database would fail
+  it as a 500). All answer application/problem+json.
 - The HTTP protocol (core.serve) bounds what comes before the body: the request line and
   headers in bytes and in number (431), and slow clients (408, see `HttpLimits`).
 
@@ -75,6 +77,9 @@ class RequestLimits:
             elif name == b"content-type":
                 content_types += 1
                 is_json = b"json" in value.lower()
+        if _NUL in scope.get("raw_path", b"") or _NUL in scope.get("query_string", b""):
+            await _nul_refused(scope, send)
+            return
         if content_types > 1:
             # Which one counts differs between parsers: the depth check must not read one
             # while the application reads another.
@@ -101,6 +106,9 @@ class RequestLimits:
             return
         if body is None:
             return  # the client went away: nobody to answer
+        if is_json and _JSON_NUL.search(body):
+            await _nul_refused(scope, send)
+            return
         if is_json and json_depth_exceeds(body, self.limits.max_json_depth):
             await send_problem(
                 scope,
@@ -149,6 +157,22 @@ def _replay(body: bytes, receive: Receive) -> Receive:
         return await receive()
 
     return replay
+
+
+# Percent-encoded in a URL; in JSON, \u0000 not preceded by an escaped backslash.
+_NUL = b"%00"
+_JSON_NUL = re.compile(rb"(?<!\\)(?:\\\\)*\\u0000")
+
+
+async def _nul_refused(scope: Scope, send: Send) -> None:
+    await send_problem(
+        scope,
+        send,
+        422,
+        "nul-character",
+        "Text may not contain the NUL character",
+        "U+0000 in the path, the query or a JSON string",
+    )
 
 
 async def _too_large(scope: Scope, send: Send, limit: int) -> None:

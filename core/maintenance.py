@@ -34,7 +34,8 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from core.audit import record_action
 from core.auth import MAINTENANCE_MANAGE, AgencyPrincipal, require_scope, require_token
 from core.clock import SYSTEM_CLOCK, Clock
-from core.problems import AUTH_PROBLEM_RESPONSES, Problem
+from core.openapi import problems
+from core.problems import Problem
 from core.storage import UtcDateTime, rowcount
 
 log = logging.getLogger(__name__)
@@ -202,15 +203,15 @@ def _out(request: Request, state: MaintenanceState) -> MaintenanceOut:
 def maintenance_router() -> APIRouter:
     """`GET /v1/maintenance` (any valid token) and `PUT /v1/maintenance`
     (maintenance:manage), on every service."""
-    router = APIRouter(
-        prefix="/v1/maintenance", tags=["operators"], responses=AUTH_PROBLEM_RESPONSES
-    )
+    router = APIRouter(prefix="/v1/maintenance", tags=["operators"])
 
     @router.get(
         "",
         response_model=MaintenanceOut,
         operation_id="getMaintenance",
         summary="Whether this service is in maintenance, and why",
+        # Any valid token: no scope for the document to find, so its 401 is named here.
+        responses=problems(401),
         dependencies=[Depends(require_token())],
     )
     async def show(request: Request) -> MaintenanceOut:

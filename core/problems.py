@@ -10,9 +10,11 @@ from typing import Any
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
+from fastapi.routing import iter_route_contexts
 from sqlalchemy.exc import InterfaceError, OperationalError
 from sqlalchemy.exc import TimeoutError as PoolTimeout
 from starlette.exceptions import HTTPException
+from starlette.routing import Match
 from starlette.types import Scope, Send
 
 log = logging.getLogger(__name__)
@@ -115,7 +117,22 @@ async def _on_validation(request: Request, exc: Exception) -> JSONResponse:
 
 async def _on_http(request: Request, exc: Exception) -> JSONResponse:
     assert isinstance(exc, HTTPException)
-    return problem_response(request, exc.status_code, "about:blank", str(exc.detail))
+    response = problem_response(request, exc.status_code, "about:blank", str(exc.detail))
+    response.headers.update(exc.headers or {})
+    if exc.status_code == 405:
+        # RFC 9110 §15.5.6: every method the path takes. Starlette names those of the first
+        # route that matched the path only, and a path may have a route per method.
+        response.headers["Allow"] = ", ".join(sorted(_allowed_methods(request)))
+    return response
+
+
+def _allowed_methods(request: Request) -> set[str]:
+    allowed: set[str] = set()
+    for route in iter_route_contexts(request.app.routes):
+        match, _ = route.matches(request.scope)
+        if match != Match.NONE:
+            allowed |= set(getattr(route, "methods", None) or ())
+    return allowed
 
 
 async def _on_unavailable(request: Request, exc: Exception) -> JSONResponse:
@@ -142,23 +159,3 @@ def install_problem_handlers(app: FastAPI) -> None:
     # Every pooled connection busy: overloaded, so the client is told to come back.
     app.add_exception_handler(PoolTimeout, _on_unavailable)
     app.add_exception_handler(Exception, _on_unexpected)
-
-
-PROBLEM_RESPONSES: dict[int | str, dict[str, Any]] = {
-    status: {"description": title, "content": {PROBLEM_JSON: {"schema": {"type": "object"}}}}
-    for status, title in (
-        (400, "Bad request"),
-        (404, "Not found"),
-        (409, "Conflict"),
-        (422, "Validation error"),
-    )
-}
-
-# For routes that require an access token (core.auth.require_scope).
-AUTH_PROBLEM_RESPONSES: dict[int | str, dict[str, Any]] = {
-    status: {"description": title, "content": {PROBLEM_JSON: {"schema": {"type": "object"}}}}
-    for status, title in (
-        (401, "Missing or invalid access token"),
-        (403, "The access token does not allow this call"),
-    )
-}

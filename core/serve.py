@@ -7,12 +7,21 @@ body trickles in (slow-loris). uvicorn's `h11_max_incomplete_event_size` applies
 protocol only, which costs more per request. `GuardedHttpToolsProtocol` adds those bounds to
 the httptools protocol; the body's size and JSON depth are the ASGI middleware's
 (core.limits.RequestLimits).
+
+Java's built-in HttpClient (HTTP/2 by default) offers an h2c upgrade on every http:// request
+(`Connection: Upgrade, HTTP2-Settings`, `Upgrade: h2c`). llhttp then takes the bytes after
+the head for the new protocol, so the request's body was lost (uvicorn answers it without a
+body, or 400 "Invalid HTTP request received"). The offer is optional (RFC 9113 §3.1 left it
+to the server to ignore): the protocol drops the `Upgrade: h2c` field before the parser
+sees it, and the request is served as HTTP/1.1. (Only a head that starts a read, or runs on
+over several, is rewritten: no client pipelines requests that offer an upgrade.)
 """
 
 from __future__ import annotations
 
 import asyncio
 import json
+import re
 from collections.abc import Callable
 from http import HTTPStatus
 from typing import Any, cast
@@ -48,6 +57,11 @@ def guarded_protocol(limits: HttpLimits) -> type[GuardedHttpToolsProtocol]:
     return cast(type[GuardedHttpToolsProtocol], bound)
 
 
+# The h2c offer's Upgrade field, a whole line (RFC 9110 §7.8: its value lists protocols).
+_H2C_OFFER = re.compile(rb"(?im)^upgrade:[ \t]*h2c[ \t]*\r\n")
+_HEAD_END = b"\r\n\r\n"
+
+
 class _Refused(Exception):
     """Raised in a parser callback to stop parsing; the refusal to send is on the protocol."""
 
@@ -78,6 +92,10 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
         self._head_bytes = 0
         self._deadline: asyncio.TimerHandle | None = None
         self._refusal: tuple[int, str, str] | None = None
+        # A head's incomplete last line, held until it is whole (so a field split between
+        # two reads is still recognised), and the last bytes of the head fed so far.
+        self._partial_line = b""
+        self._head_tail = b""
 
     # Protocol interface
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
@@ -91,6 +109,7 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
     def data_received(self, data: bytes) -> None:
         if self._head_open:
             self._head_bytes += len(data)
+            data = self._without_h2c_offer(data)
         super().data_received(data)
         if self.transport.is_closing():
             return
@@ -110,6 +129,24 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
             self.parser.should_upgrade() and self._should_upgrade()
         ):
             self._arm(self.limits.body_timeout_s, self._body_too_slow)
+
+    def _without_h2c_offer(self, data: bytes) -> bytes:
+        """The bytes to feed the parser while a head is open, less an h2c upgrade offer."""
+        data = self._partial_line + data
+        self._partial_line = b""
+        end = (self._head_tail + data).find(_HEAD_END)
+        if end == -1:
+            # The head goes on: hold a short last line back until it is whole (a longer
+            # one is no h2c offer, and may be fed as it is).
+            cut = data.rfind(b"\n") + 1
+            if len(data) - cut >= 32:
+                cut = len(data)
+            head, rest, self._partial_line = data[:cut], b"", data[cut:]
+        else:
+            cut = end - len(self._head_tail) + len(_HEAD_END)
+            head, rest = data[:cut], data[cut:]
+        self._head_tail = (self._head_tail + head)[-3:] if end == -1 else b""
+        return _H2C_OFFER.sub(b"", head) + rest
 
     # Parser callbacks
     def on_message_begin(self) -> None:

@@ -37,6 +37,9 @@ class ServiceSettings(BaseSettings):
     # Connections the kernel holds before they are accepted (capped by net.core.somaxconn):
     # a burst beyond it is dropped and retried by the client's TCP a second later or more.
     http_backlog: int = 4096
+    # Where clients reach this service (behind a proxy, its public URL): the OpenAPI
+    # document's `servers`. Empty: http://<HTTP_HOST>:<HTTP_PORT>.
+    http_public_url: str = ""
     # What one HTTP request may be (core.limits.HttpLimits says why these defaults): a larger
     # body is refused with 413, deeper JSON with 422, larger or more headers with 431, a head
     # or body arriving too slowly with 408 — all before any handler runs.
@@ -82,6 +85,13 @@ class ServiceSettings(BaseSettings):
     @property
     def dead_letter_topic(self) -> str:
         return self.dossier_events_topic + self.dead_letter_suffix
+
+    @property
+    def openapi_server_url(self) -> str:
+        if self.http_public_url:
+            return self.http_public_url.rstrip("/")
+        host = "localhost" if self.http_host in ("0.0.0.0", "::", "") else self.http_host
+        return f"http://{host}:{self.http_port}"
 
     @property
     def http_limits(self) -> HttpLimits:

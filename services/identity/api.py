@@ -5,21 +5,23 @@ from __future__ import annotations
 import hashlib
 import hmac
 import logging
-from typing import Annotated, Any
+from datetime import datetime
+from typing import Annotated, Any, Literal
 
-from fastapi import APIRouter, Cookie, Depends, Header, Request
+from fastapi import APIRouter, Cookie, Depends, Header, Query, Request
 from fastapi.responses import JSONResponse, RedirectResponse, Response
 from pydantic import BaseModel, Field
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
-from core.problems import PROBLEM_RESPONSES, Problem
+from core.openapi import problems, redirect
+from core.problems import Problem
 from services.identity import access_log
 from services.identity.citizens import Citizens, CitizenSession
 from services.identity.consents import ConsentRefused, Consents, consent_view
 from services.identity.eid import EidError, RelyingParty
 
 log = logging.getLogger(__name__)
-router = APIRouter(prefix="/v1", tags=["citizens"], responses=PROBLEM_RESPONSES)
+router = APIRouter(prefix="/v1", tags=["citizens"])
 SESSION_COOKIE = "citizen_session"
 LOGIN_COOKIE = "eid_login"
 # Double submit, bound to the session: a browser sends the cookie by itself, so a change
@@ -34,6 +36,60 @@ CHALLENGE = 'CitizenSession realm="citizens", header="X-Citizen-Session"'
 class ConsentIn(BaseModel):
     procedure_code: str = Field(min_length=1, max_length=40)
     purpose: str = Field(min_length=3, max_length=300, description="Why the data is read")
+
+
+class CitizenOut(BaseModel):
+    personal_id: str
+    full_name: str
+    assurance_level: int = Field(description="e-ID assurance level: 1, or 2 (verified in person)")
+    expires_at: datetime
+
+
+class CitizenSessionOut(BaseModel):
+    session: str = Field(description="Send as X-Citizen-Session")
+    csrf_token: str = Field(description="Send as X-CSRF-Token with the session cookie")
+    full_name: str
+    assurance_level: int
+    expires_at: datetime
+
+
+class ReadOut(BaseModel):
+    seq: int
+    agency: str
+    service: str
+    data: str
+    purpose: str
+    dossier_code: str | None
+    read_at: datetime
+
+
+class AccessLogOut(BaseModel):
+    reads: list[ReadOut]
+
+
+class ConsentOut(BaseModel):
+    id: str
+    state: Literal["previewed", "granted", "used"]
+    procedure_code: str
+    purpose: str
+    requesting_agency: str
+    preview: dict[str, Any] = Field(description="The data that would be attached")
+    created_at: datetime
+    granted_at: datetime | None
+
+
+# How a citizen's requests authenticate (the session cookie is the browser's way).
+CITIZEN_SECURITY: dict[str, Any] = {"security": [{"citizenSession": []}]}
+# Logging out without a session ends nothing, and is no error.
+OPTIONAL_CITIZEN_SECURITY: dict[str, Any] = {"security": [{"citizenSession": []}, {}]}
+CITIZEN_SCHEME: dict[str, Any] = {
+    "citizenSession": {
+        "type": "apiKey",
+        "in": "header",
+        "name": "X-Citizen-Session",
+        "description": "The session a citizen's e-ID login opened (/v1/citizen/callback)",
+    }
+}
 
 
 def _state(request: Request, name: str) -> Any:
@@ -83,8 +139,18 @@ async def citizen(
 Citizen = Annotated[CitizenSession, Depends(citizen)]
 
 
-@router.get("/citizen/login", summary="Log in with e-ID (redirects to the provider)")
-async def login(request: Request, acr: str = "") -> Response:
+@router.get(
+    "/citizen/login",
+    status_code=302,
+    response_class=RedirectResponse,
+    responses={**redirect("To the e-ID provider"), **problems(422, 502)},
+    operation_id="citizenLogin",
+    summary="Log in with e-ID (redirects to the provider)",
+)
+async def login(
+    request: Request,
+    acr: Annotated[str, Query(pattern="^[0-9]*$", description="Assurance level: 1 or 2")] = "",
+) -> Response:
     """`acr=2` asks the provider for assurance level 2 (identity verified in person), as the
     provider spells it (EID_ACR_VALUES); without `acr` the provider chooses."""
     citizens: Citizens = _state(request, "citizens")
@@ -114,7 +180,13 @@ async def login(request: Request, acr: str = "") -> Response:
     return response
 
 
-@router.get("/citizen/callback", summary="Where the e-ID provider sends the citizen back")
+@router.get(
+    "/citizen/callback",
+    response_model=CitizenSessionOut,
+    responses=problems(400, 401),
+    operation_id="citizenLoginCallback",
+    summary="Where the e-ID provider sends the citizen back",
+)
 async def callback(
     request: Request,
     state: str = "",
@@ -166,7 +238,14 @@ async def callback(
     return response
 
 
-@router.get("/citizen/me", summary="The logged-in citizen")
+@router.get(
+    "/citizen/me",
+    response_model=CitizenOut,
+    responses=problems(401),
+    operation_id="getCitizen",
+    openapi_extra=CITIZEN_SECURITY,
+    summary="The logged-in citizen",
+)
 async def me(session: Citizen) -> dict[str, Any]:
     return {
         "personal_id": session.personal_id.value,
@@ -176,7 +255,15 @@ async def me(session: Citizen) -> dict[str, Any]:
     }
 
 
-@router.post("/citizen/logout", status_code=204, summary="End the citizen session")
+@router.post(
+    "/citizen/logout",
+    status_code=204,
+    response_class=Response,
+    responses=problems(403),
+    operation_id="citizenLogout",
+    openapi_extra=OPTIONAL_CITIZEN_SECURITY,
+    summary="End the citizen session",
+)
 async def logout(
     request: Request,
     cookie: Annotated[str | None, Cookie(alias=SESSION_COOKIE)] = None,
@@ -193,7 +280,14 @@ async def logout(
     return response
 
 
-@router.get("/citizen/access-log", summary="Who read my data, when and why")
+@router.get(
+    "/citizen/access-log",
+    response_model=AccessLogOut,
+    responses=problems(401),
+    operation_id="getAccessLog",
+    openapi_extra=CITIZEN_SECURITY,
+    summary="Who read my data, when and why",
+)
 async def my_access_log(request: Request, session: Citizen) -> dict[str, Any]:
     sessions: async_sessionmaker[AsyncSession] = _state(request, "sessions")
     citizens: Citizens = _state(request, "citizens")
@@ -204,7 +298,15 @@ async def my_access_log(request: Request, session: Citizen) -> dict[str, Any]:
     return {"reads": reads}
 
 
-@router.post("/consents", status_code=201, summary="Preview what would be attached")
+@router.post(
+    "/consents",
+    status_code=201,
+    response_model=ConsentOut,
+    responses=problems(401, 403, 404, 422, 503),
+    operation_id="previewConsent",
+    openapi_extra=CITIZEN_SECURITY,
+    summary="Preview what would be attached",
+)
 async def preview_consent(request: Request, body: ConsentIn, session: Citizen) -> dict[str, Any]:
     consents: Consents = _state(request, "consents")
     try:
@@ -214,7 +316,14 @@ async def preview_consent(request: Request, body: ConsentIn, session: Citizen) -
     return consent_view(record)
 
 
-@router.post("/consents/{consent_id}/confirm", summary="Grant a previewed consent")
+@router.post(
+    "/consents/{consent_id}/confirm",
+    response_model=ConsentOut,
+    responses=problems(401, 403, 404, 410),
+    operation_id="confirmConsent",
+    openapi_extra=CITIZEN_SECURITY,
+    summary="Grant a previewed consent",
+)
 async def confirm_consent(request: Request, consent_id: str, session: Citizen) -> dict[str, Any]:
     consents: Consents = _state(request, "consents")
     try:

@@ -19,7 +19,7 @@ from core.personal_id import MIN_PSEUDONYM_KEY_BYTES
 from core.runtime import Runtime
 from gateway.v1 import identity_pb2, identity_pb2_grpc
 from services.identity import models
-from services.identity.api import router
+from services.identity.api import CITIZEN_SCHEME, router
 from services.identity.citizens import Citizens
 from services.identity.clients import CLIENTS_FILE, load_clients
 from services.identity.consents import Consents
@@ -30,6 +30,7 @@ from services.identity.oauth import AgencyTokens, oauth_router
 from services.identity.registry import RegistryClient
 from services.identity.sealing import ResidenceSeal
 from services.identity.settings import IdentitySettings
+from services.identity.token_contract import CLIENT_SCHEME
 from services.identity.token_guard import GuardLimits, SecretGuard
 
 MIGRATIONS = Path(__file__).resolve().parent / "migrations"
@@ -129,6 +130,7 @@ def build_app(settings: IdentitySettings | None = None) -> FastAPI:
         description="Agency access tokens; citizens' e-ID login, consented reads of the "
         "population registry and the log of who read what.",
         runtime=runtime,
+        security_schemes={**CITIZEN_SCHEME, **CLIENT_SCHEME},
     )
     app.state.agency_tokens = tokens
     app.state.token_verifier = verifier

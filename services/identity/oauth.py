@@ -39,6 +39,7 @@ from core.auth import SCOPES, jwks_url, key_set, token_url
 from core.problems import Problem
 from services.identity.clients import KEY_METHOD, SECRET_METHODS, AgencyClient
 from services.identity.keys import ALGORITHM, SigningKeys
+from services.identity.token_contract import TOKEN_REQUEST, TokenOut, oauth_error
 from services.identity.token_guard import CheckRefused, ClientGone, SecretGuard
 
 # RFC 7523 §3 lets the server cap how long an assertion may live; a long-lived one is a
@@ -304,7 +305,17 @@ def _error_of(answer: Response) -> str:
 def oauth_router(server: AgencyTokens, guard: SecretGuard) -> APIRouter:
     router = APIRouter(tags=["agency tokens"])
 
-    @router.post("/oauth2/token", summary="Access token for an agency system (client credentials)")
+    @router.post(
+        "/oauth2/token",
+        response_model=TokenOut,
+        responses={
+            400: oauth_error("invalid_request, unsupported_grant_type, invalid_scope"),
+            401: oauth_error("invalid_client"),
+        },
+        operation_id="requestToken",
+        openapi_extra=TOKEN_REQUEST,
+        summary="Access token for an agency system (client credentials)",
+    )
     async def token(request: Request) -> Response:
         # OAuth posts are urlencoded (RFC 6749 §4.1.3): no multipart parser needed.
         form: dict[str, str] = {}
@@ -345,11 +356,20 @@ def oauth_router(server: AgencyTokens, guard: SecretGuard) -> APIRouter:
             await guard.record_failure(who.client_id, address)
         return answer
 
-    @router.get("/.well-known/oauth-authorization-server", summary="RFC 8414 metadata")
+    @router.get(
+        "/.well-known/oauth-authorization-server",
+        operation_id="getAuthorizationServerMetadata",
+        summary="RFC 8414 metadata",
+    )
     async def metadata() -> dict[str, Any]:
         return server.metadata()
 
-    @router.get("/.well-known/jwks.json", summary="Public keys that sign access tokens")
+    @router.get(
+        "/.well-known/jwks.json",
+        response_model=dict[str, Any],
+        operation_id="getJwks",
+        summary="Public keys that sign access tokens",
+    )
     async def jwks() -> JSONResponse:
         # Cacheable briefly: verifiers refetch anyway when they meet an unknown key id.
         return JSONResponse(server.keys.public_jwks(), headers={"Cache-Control": "max-age=300"})

@@ -8,14 +8,15 @@ from fastapi import APIRouter, Depends, Header, Request, Response, status
 
 from core.audit import forbidden
 from core.auth import DOSSIERS_READ, DOSSIERS_SUBMIT, AgencyPrincipal, require_scope
-from core.catalogue import Catalogue
-from core.problems import AUTH_PROBLEM_RESPONSES, PROBLEM_RESPONSES, Problem
+from core.catalogue import Catalogue, Procedure
+from core.openapi import problems, replayed
+from core.problems import Problem
 from gateway.v1 import routing_pb2
 from services.intake.dossiers import DossierRegistry, at_desk
 from services.intake.journey import JourneyClient, JourneyUnavailable, steps_of
-from services.intake.schemas import DossierIn, DossierOut
+from services.intake.schemas import DossierIn, DossierOut, ProcedureOut, ProcedureStepOut
 
-router = APIRouter(prefix="/v1", tags=["dossiers"], responses=AUTH_PROBLEM_RESPONSES)
+router = APIRouter(prefix="/v1", tags=["dossiers"])
 Submitter = Annotated[AgencyPrincipal, Depends(require_scope(DOSSIERS_SUBMIT))]
 Reader = Annotated[AgencyPrincipal, Depends(require_scope(DOSSIERS_READ))]
 
@@ -39,7 +40,7 @@ def catalogue(request: Request) -> Catalogue:
     "/dossiers",
     status_code=status.HTTP_201_CREATED,
     response_model=DossierOut,
-    responses=PROBLEM_RESPONSES,
+    responses=replayed(DossierOut),
     summary="Submit a dossier",
 )
 async def submit_dossier(
@@ -69,7 +70,7 @@ async def submit_dossier(
 @router.get(
     "/dossiers/{code}",
     response_model=DossierOut,
-    responses=PROBLEM_RESPONSES,
+    responses=problems(404),
     summary="Status of a dossier and each step of its journey",
 )
 async def get_dossier(
@@ -135,4 +136,52 @@ def _view(
         steps=steps,
         journey_available=available,
         trace_id=dossier["trace_id"],
+    )
+
+
+@router.get(
+    "/procedures",
+    response_model=list[ProcedureOut],
+    tags=["procedures"],
+    summary="The procedures a dossier may be filed for, each with its form's JSON Schema",
+)
+async def list_procedures(
+    catalogue: Annotated[Catalogue, Depends(catalogue)],
+) -> list[ProcedureOut]:
+    """Public, like the national catalogue of procedures: no token needed."""
+    found = [p for p in catalogue.procedures.values() if p.active]
+    return [_procedure(p) for p in sorted(found, key=lambda p: p.code)]
+
+
+@router.get(
+    "/procedures/{procedure_code}",
+    response_model=ProcedureOut,
+    responses=problems(404),
+    tags=["procedures"],
+    summary="One procedure and its form's JSON Schema",
+)
+async def get_procedure(
+    procedure_code: str, catalogue: Annotated[Catalogue, Depends(catalogue)]
+) -> ProcedureOut:
+    procedure = catalogue.procedure(procedure_code)
+    if procedure is None or not procedure.active:
+        raise Problem(
+            404, "procedure-not-found", "No such procedure", f"No procedure {procedure_code!r}"
+        )
+    return _procedure(procedure)
+
+
+def _procedure(procedure: Procedure) -> ProcedureOut:
+    return ProcedureOut(
+        code=procedure.code,
+        name=procedure.name,
+        receiving_agency_code=procedure.receiving_agency,
+        total_days=procedure.total_days,
+        min_assurance=procedure.min_assurance,
+        needs=list(procedure.needs),
+        steps=[
+            ProcedureStepOut(stage=s.stage, name=s.name, agency_code=s.agency_code, days=s.days)
+            for s in procedure.steps
+        ],
+        form_schema=procedure.form_schema(),
     )

@@ -106,13 +106,25 @@ class DossierIn(BaseModel):
     )
 
 
+# A step's transfer, as routing keeps it (services/routing/models.py).
+TransferStatus = Literal[
+    "pending",
+    "delivered",
+    "completed",
+    "dead_lettered",
+    "supplement_requested",
+    "refused",
+    "cancelled",
+]
+
+
 class StepOut(BaseModel):
     index: int
     stage: int = Field(description="Steps of one stage run in parallel")
     name: str
     agency_code: str
     agency_name: str
-    status: str
+    status: TransferStatus
     transfer_id: str
     attempts: int
     routed_at: datetime | None
@@ -134,3 +146,23 @@ class DossierOut(BaseModel):
         default=True, description="False when routing could not be asked just now"
     )
     trace_id: str
+
+
+class ProcedureStepOut(BaseModel):
+    stage: int = Field(description="Steps of one stage run in parallel")
+    name: str
+    agency_code: str
+    days: int = Field(description="Working days the agency has for the step")
+
+
+class ProcedureOut(BaseModel):
+    code: str
+    name: str
+    receiving_agency_code: str = Field(description="The one-stop desk that takes it")
+    total_days: int = Field(description="Statutory processing time in working days")
+    min_assurance: int = Field(description="Lowest e-ID assurance level for a citizen filing")
+    needs: list[str] = Field(description='Citizen data the dossier must carry ("residence")')
+    steps: list[ProcedureStepOut]
+    form_schema: dict[str, Any] = Field(
+        description="JSON Schema (2020-12) of the dossier's form_data for this procedure"
+    )

@@ -14,15 +14,16 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from core.auth import DEAD_LETTERS_MANAGE, require_scope
 from core.clock import SYSTEM_CLOCK
-from core.problems import PROBLEM_RESPONSES, Problem
+from core.openapi import problems
+from core.problems import Problem
 from services.notify.models import notifications, status_history
-from services.notify.status import StatusLog
+from services.notify.status import Status, StatusLog
 
 router = APIRouter(prefix="/v1", tags=["notifications"])
 
 
 class StatusChangeOut(BaseModel):
-    status: str
+    status: Status
     reason: str | None
     attempt: int
     at: datetime
@@ -37,7 +38,7 @@ class NotificationOut(BaseModel):
     template: str
     template_version: int
     subject: str
-    status: str
+    status: Status
     reason: str | None
     attempts: int
     provider_id: str | None
@@ -60,7 +61,7 @@ def sessions(request: Request) -> async_sessionmaker[AsyncSession]:
 Sessions = Annotated[async_sessionmaker[AsyncSession], Depends(sessions)]
 
 
-@router.get("/notifications", response_model=list[NotificationOut], responses=PROBLEM_RESPONSES)
+@router.get("/notifications", response_model=list[NotificationOut])
 async def list_notifications(
     sessions: Sessions,
     dossier: Annotated[str, Query(min_length=1, description="The dossier's receipt code")],
@@ -78,7 +79,7 @@ async def list_notifications(
 @router.get(
     "/notifications/{notification_id}",
     response_model=NotificationDetailOut,
-    responses=PROBLEM_RESPONSES,
+    responses=problems(404),
 )
 async def get_notification(notification_id: str, sessions: Sessions) -> NotificationDetailOut:
     """One notification, its text and its status history."""
@@ -109,7 +110,7 @@ RESENDABLE = ("permanent-failure", "technical-failure")
     "/notifications/{notification_id}/resend",
     response_model=NotificationOut,
     status_code=201,
-    responses=PROBLEM_RESPONSES,
+    responses=problems(404, 409),
     operation_id="resendNotification",
     summary="Send a failed notification again, as a new message",
     dependencies=[Depends(require_scope(DEAD_LETTERS_MANAGE))],

@@ -24,8 +24,9 @@ from core.audit import forbidden, record_refusal
 from core.auth import WEBHOOKS_MANAGE, AgencyPrincipal, require_scope
 from core.clock import SYSTEM_CLOCK
 from core.events import EVENT_TYPES
+from core.openapi import problems
 from core.outbound import DestinationRefused, OutboundClient
-from core.problems import PROBLEM_RESPONSES, Problem
+from core.problems import Problem
 from core.signing import new_secret
 from core.storage import rowcount
 from services.notify.api import Sessions
@@ -77,7 +78,11 @@ Outbound = Annotated[OutboundClient, Depends(outbound)]
 
 
 @router.post(
-    "", status_code=201, response_model=CreatedSubscriptionOut, responses=PROBLEM_RESPONSES
+    "",
+    status_code=201,
+    response_model=CreatedSubscriptionOut,
+    responses=problems(409),
+    operation_id="createWebhookSubscription",
 )
 async def create_subscription(
     body: SubscriptionIn, agency: Agency, sessions: Sessions, client: Outbound, request: Request
@@ -134,7 +139,7 @@ async def _held_by(session: AsyncSession, agency_code: str) -> int:
     return int(count or 0)
 
 
-@router.get("", response_model=list[SubscriptionOut], responses=PROBLEM_RESPONSES)
+@router.get("", response_model=list[SubscriptionOut], operation_id="listWebhookSubscriptions")
 async def list_subscriptions(agency: Agency, sessions: Sessions) -> list[SubscriptionOut]:
     """The calling agency's subscriptions."""
     query = (
@@ -147,7 +152,12 @@ async def list_subscriptions(agency: Agency, sessions: Sessions) -> list[Subscri
     return [SubscriptionOut.model_validate(dict(r._mapping)) for r in rows]
 
 
-@router.delete("/{subscription_id}", status_code=204, responses=PROBLEM_RESPONSES)
+@router.delete(
+    "/{subscription_id}",
+    status_code=204,
+    responses=problems(404),
+    operation_id="deleteWebhookSubscription",
+)
 async def delete_subscription(subscription_id: str, agency: Agency, sessions: Sessions) -> Response:
     """Stop callbacks; those not yet sent fail permanently with the reason. Another agency's
     subscription is not found, as if it did not exist."""

@@ -22,7 +22,8 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from core.audit import forbidden
 from core.auth import DEAD_LETTERS_MANAGE, TRANSFERS_REPORT, AgencyPrincipal, require_scope
 from core.clock import SYSTEM_CLOCK
-from core.problems import PROBLEM_RESPONSES, Problem
+from core.openapi import problems
+from core.problems import Problem
 from core.storage import rowcount
 from core.telemetry import context_from_carrier
 from services.routing.models import transfers
@@ -60,7 +61,8 @@ Sessions = Annotated[async_sessionmaker[AsyncSession], Depends(_sessions)]
 @router.post(
     "/transfers/{transfer_id}/acknowledgement",
     response_model=AcknowledgementOut,
-    responses=PROBLEM_RESPONSES,
+    responses=problems(404),
+    operation_id="acknowledgeTransfer",
     summary="Confirm that the agency has received a transfer",
 )
 async def acknowledge(

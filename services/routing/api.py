@@ -10,11 +10,12 @@ from fastapi import APIRouter, Depends, Request
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from core.auth import DOSSIERS_SUBMIT, TRANSFERS_REPORT, AgencyPrincipal, require_scope
-from core.problems import AUTH_PROBLEM_RESPONSES, PROBLEM_RESPONSES
+from core.openapi import problems
 from services.routing import outcomes
 from services.routing.journeys import JourneyService
+from services.routing.lifecycle import State
 
-router = APIRouter(prefix="/v1", tags=["agency"], responses=AUTH_PROBLEM_RESPONSES)
+router = APIRouter(prefix="/v1", tags=["agency"])
 
 
 class Document(BaseModel):
@@ -55,7 +56,9 @@ class OutcomeIn(BaseModel):
 
 class OutcomeOut(BaseModel):
     transfer_id: str
-    status: str
+    status: Literal["completed", "supplement_requested", "refused"] = Field(
+        description="The step's transfer status the outcome left"
+    )
     replayed: bool
 
 
@@ -68,7 +71,7 @@ class SupplementIn(BaseModel):
 
 class LifecycleOut(BaseModel):
     dossier_code: str
-    status: str
+    status: State = Field(description="The dossier's state now")
     due_at: datetime | None = None
 
 
@@ -84,7 +87,7 @@ Desk = Annotated[AgencyPrincipal, Depends(require_scope(DOSSIERS_SUBMIT))]
 @router.post(
     "/transfers/{transfer_id}/outcome",
     response_model=OutcomeOut,
-    responses=PROBLEM_RESPONSES,
+    responses=problems(404, 409),
     summary="Report the outcome of the step a transfer delivered",
 )
 async def report_outcome(
@@ -104,8 +107,9 @@ async def report_outcome(
 @router.post(
     "/dossiers/{code}/supplements",
     response_model=LifecycleOut,
-    responses=PROBLEM_RESPONSES,
+    responses=problems(404, 409),
     tags=["desk"],
+    operation_id="recordSupplement",
     summary="Record the citizen's supplement: the clock resumes, the agency gets it again",
 )
 async def supplement(
@@ -119,8 +123,9 @@ async def supplement(
 @router.post(
     "/dossiers/{code}/result-returned",
     response_model=LifecycleOut,
-    responses=PROBLEM_RESPONSES,
+    responses=problems(404, 409),
     tags=["desk"],
+    operation_id="recordResultReturned",
     summary="Record that the result was handed to the citizen (status 10)",
 )
 async def result_returned(code: str, desk: Desk, service: Journeys) -> dict[str, Any]:

@@ -33,7 +33,8 @@ from core.catalogue import (
     parse_catalogue,
 )
 from core.clock import SYSTEM_CLOCK, Clock
-from core.problems import PROBLEM_RESPONSES, Problem
+from core.openapi import problems
+from core.problems import Problem
 from core.storage import upsert
 from services.routing.models import (
     catalogue_agencies,
@@ -320,6 +321,7 @@ def _out(store: CatalogueStore, loaded: Loaded | None = None) -> CatalogueOut:
 @router.get(
     "",
     response_model=CatalogueOut,
+    operation_id="getCatalogue",
     summary="The catalogue routing follows now",
     dependencies=[Depends(require_scope(REPORTS_READ))],
 )
@@ -330,7 +332,8 @@ async def show(store: Store) -> CatalogueOut:
 @router.post(
     "/reload",
     response_model=CatalogueOut,
-    responses=PROBLEM_RESPONSES,
+    responses=problems(422),
+    operation_id="reloadCatalogue",
     summary="Load catalogue/*.yaml again (a no-op when the files did not change)",
     dependencies=[Depends(require_scope(CATALOGUE_MANAGE))],
 )

@@ -18,7 +18,8 @@ from pydantic import BaseModel
 from sqlalchemy import func, select
 
 from core.auth import DEAD_LETTERS_MANAGE, require_scope
-from core.problems import AUTH_PROBLEM_RESPONSES, PROBLEM_RESPONSES, Problem
+from core.openapi import problems
+from core.problems import Problem
 from core.storage import rowcount
 from services.routing.journeys import JourneyService
 from services.routing.models import transfers
@@ -27,7 +28,6 @@ from services.routing.models import transfers
 router = APIRouter(
     prefix="/v1/dead-letters",
     tags=["operators"],
-    responses=AUTH_PROBLEM_RESPONSES,
     dependencies=[Depends(require_scope(DEAD_LETTERS_MANAGE))],
 )
 
@@ -76,7 +76,8 @@ async def list_dead_letters(
 @router.post(
     "/{transfer_id}/replay",
     response_model=DeadLetterOut,
-    responses=PROBLEM_RESPONSES,
+    responses=problems(404, 409),
+    operation_id="replayDeadLetter",
     summary="Deliver a dead-lettered transfer again",
 )
 async def replay(transfer_id: str, journeys: Journeys) -> DeadLetterOut:
@@ -124,7 +125,6 @@ async def replay(transfer_id: str, journeys: Journeys) -> DeadLetterOut:
 escalations = APIRouter(
     prefix="/v1/escalations",
     tags=["operators"],
-    responses=AUTH_PROBLEM_RESPONSES,
     dependencies=[Depends(require_scope(DEAD_LETTERS_MANAGE))],
 )
 
@@ -132,7 +132,7 @@ escalations = APIRouter(
 @escalations.post(
     "/{transfer_id}/redeliver",
     response_model=DeadLetterOut,
-    responses=PROBLEM_RESPONSES,
+    responses=problems(404),
     operation_id="redeliverEscalatedTransfer",
     summary="Deliver an escalated transfer again now",
 )
@@ -162,7 +162,6 @@ async def redeliver(transfer_id: str, journeys: Journeys) -> DeadLetterOut:
 stuck = APIRouter(
     prefix="/v1/transfers",
     tags=["operators"],
-    responses=AUTH_PROBLEM_RESPONSES,
     dependencies=[Depends(require_scope(DEAD_LETTERS_MANAGE))],
 )
 
@@ -175,6 +174,7 @@ class StuckTransferOut(DeadLetterOut):
 @stuck.get(
     "/stuck",
     response_model=list[StuckTransferOut],
+    operation_id="listStuckTransfers",
     summary="Transfers still pending delivery longer than older_than_s",
 )
 async def list_stuck(

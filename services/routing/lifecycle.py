@@ -13,7 +13,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from datetime import datetime
 from enum import StrEnum
-from typing import Any
+from typing import Any, Literal
 
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
@@ -26,6 +26,10 @@ from gateway.v1 import dossier_pb2, events_pb2
 from services.routing.models import journeys, status_changes, transfers
 
 SOURCE = "/gateway/routing"
+
+
+# The national portal's status codes 1-10 (proto gateway.v1.DossierStatus), as the APIs show them.
+NationalStatus = Literal[1, 2, 3, 4, 5, 6, 7, 8, 9, 10]
 
 
 class State(StrEnum):

@@ -3,6 +3,8 @@ status history and the apologies for overdue dossiers."""
 
 from __future__ import annotations
 
+from typing import Literal
+
 from sqlalchemy import (
     JSON,
     Boolean,
@@ -172,6 +174,17 @@ portal_pushes = Table(
     Column("sent_at", UtcDateTime()),
     Index("ix_routing_portal_push_due", "status", "next_attempt_at"),
 )
+
+# A transfer's status (the column above); intake's API names the same values.
+TransferStatus = Literal[
+    "pending",
+    "delivered",
+    "completed",
+    "dead_lettered",
+    "supplement_requested",
+    "refused",
+    "cancelled",
+]
 
 # Every transition of a dossier with its national status code: the timeline's history.
 status_changes = Table(

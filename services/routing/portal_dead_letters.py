@@ -16,14 +16,15 @@ from pydantic import BaseModel
 from sqlalchemy import select
 
 from core.auth import DEAD_LETTERS_MANAGE, require_scope
-from core.problems import AUTH_PROBLEM_RESPONSES, PROBLEM_RESPONSES, Problem
+from core.openapi import problems
+from core.problems import Problem
+from services.routing.lifecycle import NationalStatus
 from services.routing.models import portal_pushes
 from services.routing.portal import PortalSync
 
 router = APIRouter(
     prefix="/v1/dead-letters/portal-pushes",
     tags=["operators"],
-    responses=AUTH_PROBLEM_RESPONSES,
     dependencies=[Depends(require_scope(DEAD_LETTERS_MANAGE))],
 )
 
@@ -31,7 +32,7 @@ router = APIRouter(
 class DeadPushOut(BaseModel):
     push_key: str
     dossier_code: str
-    national_status: int
+    national_status: NationalStatus
     changed_at: datetime
     attempts: int
     reason: str | None
@@ -78,7 +79,7 @@ async def list_dead_pushes(
 @router.post(
     "/{push_key}/replay",
     response_model=DeadPushOut,
-    responses=PROBLEM_RESPONSES,
+    responses=problems(404, 409),
     operation_id="replayDeadPortalPush",
     summary="Push a dead-lettered status change again",
 )

@@ -24,10 +24,12 @@ from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, Depends, Query, Request
 from fastapi.responses import Response
+from pydantic import BaseModel, Field
 from sqlalchemy import Select, and_, case, func, or_, select, true
 
 from core.calendar import VIETNAM
-from core.problems import PROBLEM_RESPONSES, Problem
+from core.openapi import also_csv, problems
+from core.problems import Problem
 from services.routing.journeys import JourneyService
 from services.routing.lifecycle import State
 from services.routing.models import journeys, transfers
@@ -44,6 +46,25 @@ COLUMNS = (
     "average_hold_s",
 )
 DECIDED = (State.DECIDED.value, State.RESULT_RETURNED.value)
+
+
+class StatisticsRow(BaseModel):
+    agency_code: str
+    procedure_code: str
+    received: int
+    completed_on_time: int
+    completed_late: int
+    in_progress: int
+    overdue: int
+    average_hold_s: int | None = Field(
+        description="Mean seconds a finished step was held by its agency; none finished: null"
+    )
+
+
+class StatisticsOut(BaseModel):
+    month: str
+    by: Literal["desk", "step"]
+    rows: list[StatisticsRow]
 
 
 def _journeys(request: Request) -> JourneyService:
@@ -156,12 +177,16 @@ def _figures(work: _Work, period: tuple[datetime, datetime, datetime]) -> Select
 
 @router.get(
     "/statistics",
-    responses=PROBLEM_RESPONSES,
+    response_model=StatisticsOut,
+    responses={**problems(422), **also_csv()},
+    operation_id="getStatistics",
     summary="Monthly figures per agency and procedure (JSON or CSV)",
 )
 async def statistics(
     service: Annotated[JourneyService, Depends(_journeys)],
-    month: Annotated[str, Query(description="YYYY-MM, in Vietnam's time")],
+    month: Annotated[
+        str, Query(pattern=r"^[0-9]{4}-[0-9]{2}$", description="YYYY-MM, in Vietnam's time")
+    ],
     format: Annotated[Literal["json", "csv"], Query()] = "json",
     by: Annotated[
         Literal["desk", "step"],

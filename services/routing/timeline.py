@@ -11,14 +11,16 @@ from datetime import datetime
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, Query, Request
+from pydantic import BaseModel, Field
 from sqlalchemy import func, select
 
-from core.problems import PROBLEM_RESPONSES, Problem
+from core.openapi import problems
+from core.problems import Problem
 from core.telemetry import trace_id_of
 from services.routing.deadlines import CLOSED_TRANSFERS
 from services.routing.journeys import JourneyService
-from services.routing.lifecycle import NATIONAL, OPEN_STATES, State
-from services.routing.models import apologies, journeys, status_changes, transfers
+from services.routing.lifecycle import NATIONAL, OPEN_STATES, NationalStatus, State
+from services.routing.models import TransferStatus, apologies, journeys, status_changes, transfers
 from services.routing.outcomes import delivery_wait
 
 router = APIRouter(prefix="/v1", tags=["operators"])
@@ -45,9 +47,89 @@ def trace_url(template: str | None, trace_id: str | None) -> str | None:
     return template.replace("{trace_id}", trace_id)
 
 
+class StepWaitOut(BaseModel):
+    delivery: float = Field(description="Seconds from routed until the agency took it")
+    citizen: float = Field(description="Seconds the agency waited for a supplement")
+    agency: float = Field(description="Seconds the rest, up to its report or now")
+
+
+class TimelineStepOut(BaseModel):
+    index: int
+    stage: int
+    name: str
+    agency_code: str
+    agency_name: str
+    transfer_id: str
+    status: TransferStatus
+    round: int
+    attempts: int
+    replays: int
+    last_error: str | None
+    routed_at: datetime | None
+    delivered_at: datetime | None
+    acknowledged_at: datetime | None
+    completed_at: datetime | None
+    due_at: datetime | None
+    overdue_at: datetime | None
+    outcome: dict[str, Any] | None = Field(description="Result documents or the reason")
+    waiting_s: StepWaitOut
+
+
+class StatusChangeOut(BaseModel):
+    status: NationalStatus
+    state: State
+    previous_status: int = Field(description="0 before the first status")
+    agency_code: str
+    reason: str
+    details: dict[str, Any] | None
+    changed_at: datetime
+
+
+class ApologyOut(BaseModel):
+    agency_code: str
+    due_at: datetime
+    reason: str
+    new_due_at: datetime
+    issued_at: datetime
+
+
+class CitizenWaitOut(BaseModel):
+    citizen: float = Field(description="Seconds the clock was stopped for supplements")
+
+
+class JourneyTimelineOut(BaseModel):
+    dossier_code: str
+    procedure_code: str
+    state: State
+    status: NationalStatus = Field(description="The national portal's status code")
+    receiving_agency_code: str
+    received_at: datetime
+    due_at: datetime | None
+    appointment_at: datetime | None
+    clock_stopped_since: datetime | None
+    overdue_at: datetime | None
+    finished_at: datetime | None
+    trace_id: str
+    trace_url: str | None = Field(
+        default=None, description="The trace UI's page of this trace, when TRACE_UI_URL is set"
+    )
+    waiting_s: CitizenWaitOut
+    steps: list[TimelineStepOut]
+    history: list[StatusChangeOut]
+    apologies: list[ApologyOut]
+
+
+class OverdueAgencyOut(BaseModel):
+    agency_code: str
+    agency_name: str
+    overdue: int = Field(description="Overdue dossiers the agency holds a step of")
+
+
 @router.get(
     "/dossiers/{code}/journey",
-    responses=PROBLEM_RESPONSES,
+    response_model=JourneyTimelineOut,
+    responses=problems(404),
+    operation_id="getJourneyTimeline",
     summary="Every step, transfer, status change and apology of a dossier",
 )
 async def journey_timeline(
@@ -162,7 +244,12 @@ def _step(service: JourneyService, step: Any, now: datetime) -> dict[str, Any]:
     }
 
 
-@router.get("/agencies/overdue", summary="Agencies holding overdue dossiers now, most first")
+@router.get(
+    "/agencies/overdue",
+    response_model=list[OverdueAgencyOut],
+    operation_id="listOverdueAgencies",
+    summary="Agencies holding overdue dossiers now, most first",
+)
 async def overdue_by_agency(
     service: Journeys, limit: Annotated[int, Query(ge=1, le=1000)] = 100
 ) -> list[dict[str, Any]]:

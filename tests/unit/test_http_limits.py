@@ -356,3 +356,65 @@ def test_json_shape_takes_what_fits_and_any_depth_without_recursion() -> None:
         deep = [deep]
     with pytest.raises(JsonShapeError, match="nested deeper than 3"):
         check_json_shape({"deep": deep}, SHAPE)
+
+
+# What Java's HttpClient sends on http:// by default: an offer to upgrade to HTTP/2.
+H2C_OFFER = (
+    b"POST /form HTTP/1.1\r\nHost: gateway\r\nConnection: Upgrade, HTTP2-Settings\r\n"
+    b"Upgrade: h2c\r\nHTTP2-Settings: AAEAAEAAAAIAAAABAAMAAABkAAQBAAAAAAUAAEAA\r\n"
+    b"Content-Length: 7\r\n\r\n"
+)
+
+
+@pytest.mark.parametrize(
+    "parts",
+    [
+        [H2C_OFFER + b"payload"],
+        [H2C_OFFER, b"payload"],
+        # The Upgrade field split between two reads.
+        [H2C_OFFER[:70], H2C_OFFER[70:], b"payload"],
+        [H2C_OFFER[:90], H2C_OFFER[90:] + b"payload"],
+    ],
+)
+async def test_an_h2c_upgrade_offer_is_ignored_and_the_body_served(
+    server: Running, parts: list[bytes]
+) -> None:
+    answer, _ = await exchange(server.port, *parts, pause=0.05, wait=1.0)
+    head, _, body = answer.partition(b"\r\n\r\n")
+    assert head.startswith(b"HTTP/1.1 200"), answer
+    assert json.loads(body) == {"bytes": 7}
+    # Served as HTTP/1.1: no 101 Switching Protocols.
+    assert b"101" not in head.split(b"\r\n")[0]
+
+
+def post_json(body: bytes, target: bytes = b"/json") -> bytes:
+    head = b"POST %s HTTP/1.1\r\nContent-Type: application/json\r\nContent-Length: %d\r\n\r\n"
+    return head % (target, len(body)) + body
+
+
+@pytest.mark.parametrize(
+    "request_bytes",
+    [
+        post_json(b"{}", b"/json?q=a%00b"),
+        b"GET /hello%00 HTTP/1.1\r\n\r\n",
+        post_json(rb'{"a": "x\u0000"}'),
+    ],
+)
+async def test_the_nul_character_is_refused_before_any_route(
+    server: Running, request_bytes: bytes
+) -> None:
+    answer, _ = await exchange(server.port, request_bytes, wait=1.0)
+    status, problem = status_and_problem(answer)
+    assert status == 422
+    assert problem["type"] == "/problems/nul-character"
+    assert server.seen == []
+
+
+async def test_an_escaped_backslash_before_u0000_is_no_nul(server: Running) -> None:
+    async with httpx.AsyncClient(base_url=server.url) as client:
+        taken = await client.post(
+            "/json",
+            content=rb'{"a": "x\\u0000"}',
+            headers={"content-type": "application/json"},
+        )
+    assert taken.json() == {"keys": 1}

@@ -300,7 +300,10 @@ def test_only_the_receiving_agency_reads_an_unrouted_dossier(client: TestClient)
 def test_health_and_openapi_need_no_token(client: TestClient) -> None:
     assert client.get("/health/live", headers={"Authorization": ""}).status_code == 200
     spec = client.get("/openapi.json", headers={"Authorization": ""}).json()
-    assert "HTTPBearer" in spec["components"]["securitySchemes"]
+    scheme = spec["components"]["securitySchemes"]["agencyToken"]
+    assert scheme["flows"]["clientCredentials"]["tokenUrl"].endswith("/oauth2/token")
+    submit = spec["paths"]["/v1/dossiers"]["post"]
+    assert submit["security"] == [{"agencyToken": ["dossiers:submit"]}]
 
 
 def nested(depth: int) -> dict[str, Any]:

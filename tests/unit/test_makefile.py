@@ -20,8 +20,14 @@ INPUTS = [
     "constraints.txt",
     "deploy/kafka/pom.xml",
     "deploy/oidc-test/pom.xml",
+    "deploy/openapi-generator/pom.xml",
 ]
-STAMPS = [".venv/.installed", ".cache/kafka/libs/.resolved", ".cache/oidc-test/libs/.resolved"]
+STAMPS = [
+    ".venv/.installed",
+    ".cache/kafka/libs/.resolved",
+    ".cache/oidc-test/libs/.resolved",
+    ".cache/openapi-generator/libs/.resolved",
+]
 PIP = "pip install -q -c constraints.txt"
 
 
@@ -66,12 +72,14 @@ def test_a_fresh_clone_installs_before_running(checkout: Path) -> None:
     assert PIP in run
     assert "mvn -q -B -f deploy/kafka/pom.xml package" in run
     assert "deploy/oidc-test" not in run  # only the tests need the second OIDC provider
+    assert "deploy/openapi-generator" not in run  # nor the client generator
     assert run.rstrip().endswith("-m devstack.run")
 
     test = planned(checkout, "test")
     assert PIP in test
     assert "mvn -q -B -f deploy/kafka/pom.xml package" in test
     assert "mvn -q -B -f deploy/oidc-test/pom.xml package" in test
+    assert "mvn -q -B -f deploy/openapi-generator/pom.xml package" in test
     assert test.rstrip().endswith("-m pytest")
 
 
