@@ -29,7 +29,8 @@ async def flood(
     url: str, address: str, concurrency: int, seconds: float, max_requests: int, client_id: str
 ) -> dict[str, object]:
     assert urlsplit(url).hostname == "127.0.0.1", "only this machine"
-    statuses: Counter[int] = Counter()
+    # HTTP statuses, or the name of the error where no answer came (a test says which).
+    statuses: Counter[int | str] = Counter()
     retry_after_missing = 0
     sent = 0
     deadline = time.monotonic() + seconds
@@ -49,8 +50,8 @@ async def flood(
                 auth = (who, secrets.token_urlsafe(12))
                 try:
                     answer = await client.post(url, data=form, auth=auth)
-                except httpx.HTTPError:
-                    statuses[0] += 1
+                except httpx.HTTPError as exc:
+                    statuses[type(exc).__name__] += 1
                     continue
                 statuses[answer.status_code] += 1
                 if answer.status_code in (429, 503) and "retry-after" not in answer.headers:
