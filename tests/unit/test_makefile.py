@@ -20,9 +20,17 @@ INPUTS = [
     "constraints.txt",
     "deploy/kafka/pom.xml",
     "deploy/oidc-test/pom.xml",
+    "deploy/jaeger/go.mod",
+    "deploy/jaeger/go.sum",
 ]
-STAMPS = [".venv/.installed", ".cache/kafka/libs/.resolved", ".cache/oidc-test/libs/.resolved"]
+STAMPS = [
+    ".venv/.installed",
+    ".cache/kafka/libs/.resolved",
+    ".cache/oidc-test/libs/.resolved",
+    ".cache/jaeger/bin/jaeger",
+]
 PIP = "pip install -q -c constraints.txt"
+JAEGER = "build -trimpath -o {}/.cache/jaeger/bin/jaeger github.com/jaegertracing/jaeger/cmd/jaeger"
 
 
 @pytest.fixture
@@ -66,12 +74,15 @@ def test_a_fresh_clone_installs_before_running(checkout: Path) -> None:
     assert PIP in run
     assert "mvn -q -B -f deploy/kafka/pom.xml package" in run
     assert "deploy/oidc-test" not in run  # only the tests need the second OIDC provider
+    assert JAEGER.format(checkout) in run  # the trace UI
     assert run.rstrip().endswith("-m devstack.run")
 
     test = planned(checkout, "test")
     assert PIP in test
     assert "mvn -q -B -f deploy/kafka/pom.xml package" in test
     assert "mvn -q -B -f deploy/oidc-test/pom.xml package" in test
+    # CI runs the Jaeger test, so `make test` builds it too.
+    assert JAEGER.format(checkout) in test
     assert test.rstrip().endswith("-m pytest")
 
 
@@ -81,6 +92,7 @@ def test_a_second_run_installs_nothing(checkout: Path) -> None:
     assert planned(checkout, "run").strip() == ".venv/bin/python -m devstack.run"
     assert "pip" not in planned(checkout, "test")
     assert "mvn" not in planned(checkout, "test")
+    assert "go build" not in planned(checkout, "test")
 
 
 def test_a_changed_input_is_installed_again(checkout: Path) -> None:
@@ -94,3 +106,7 @@ def test_a_changed_input_is_installed_again(checkout: Path) -> None:
     # The old version's jars go first, or both would be on the broker's classpath.
     assert "rm -rf .cache/kafka/libs\nmvn -q -B -f deploy/kafka/pom.xml package" in run
     assert "deploy/oidc-test" not in planned(checkout, "test")
+    assert "go build" not in planned(checkout, "test")
+
+    os.utime(checkout / "deploy/jaeger/go.sum", (later, later))
+    assert JAEGER.format(checkout) in planned(checkout, "test")
