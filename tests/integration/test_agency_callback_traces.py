@@ -97,7 +97,7 @@ def test_callbacks_with_a_foreign_or_no_trace_context_are_linked_into_the_dossie
     code = submit(stack, birth_registration("foreign-trace@example.vn"))
     # The silent agency takes the transfer and says nothing: this test is the agency.
     eventually(
-        lambda: [t for t in agency_transfers(stack, silent_agency) if t["dossier_code"] == code]
+        lambda: [t for t in agency_transfers(stack, BIRTH_AGENCY) if t["dossier_code"] == code]
     )
     [row] = asyncio.run(transfer_rows(database_url, code))
     transfer_id = row["transfer_id"]
