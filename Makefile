@@ -12,8 +12,19 @@ KAFKA_JARS := .cache/kafka/libs/.resolved
 OIDC_TEST_JARS := .cache/oidc-test/libs/.resolved
 OPENAPI_GENERATOR_JARS := .cache/openapi-generator/libs/.resolved
 
+JAEGER := .cache/jaeger/bin/jaeger
+
+# Go for Jaeger, whatever the shell has: the go.mod's own toolchain (no download of another),
+# a module cache whose files `rm -rf` can delete, and caches in .cache/ where the machine
+# has none (no HOME: `go env` then names no module cache, and the build cache is "off").
+GO ?= go
+GO_MODCACHE := $(or $(GOMODCACHE),$(shell $(GO) env GOMODCACHE 2>/dev/null),$(CURDIR)/.cache/go/mod)
+GO_BUILDCACHE := $(filter-out off,$(or $(GOCACHE),$(shell $(GO) env GOCACHE 2>/dev/null)))
+GO_ENV := GOTOOLCHAIN=local GOFLAGS="-modcacherw -buildvcs=false -mod=readonly" \
+	GOMODCACHE="$(GO_MODCACHE)" GOCACHE="$(or $(GO_BUILDCACHE),$(CURDIR)/.cache/go/build)"
+
 .PHONY: help install proto run test test-unit test-integration lint typecheck bench chaos overload \
-	kafka-jars oidc-test-jars openapi-generator-jars postgres-server clean
+	kafka-jars oidc-test-jars openapi-generator-jars jaeger postgres-server clean
 
 help:
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | sed 's/:.*## /\t/'
@@ -39,6 +50,15 @@ openapi-generator-jars: $(OPENAPI_GENERATOR_JARS) ## Resolve OpenAPI Generator (
 	@command -v mvn >/dev/null || { echo "Maven and Java 17 are needed (e.g. apt-get install maven openjdk-17-jdk-headless)"; exit 1; }
 	rm -rf $(@D)
 	mvn -q -B -f $< package
+	touch $@
+
+jaeger: $(JAEGER) ## Build Jaeger v2 (make run then exports traces to it) from the Go module proxy into .cache/jaeger/bin (a long compile)
+
+# The binary is its own stamp: rebuilt when deploy/jaeger/go.mod or go.sum change. `go build`
+# leaves an up-to-date binary's time alone, hence the touch.
+$(JAEGER): deploy/jaeger/go.mod deploy/jaeger/go.sum
+	@command -v $(GO) >/dev/null || { echo "Go >= 1.24.6 is needed to build Jaeger"; exit 1; }
+	cd deploy/jaeger && $(GO_ENV) $(GO) build -trimpath -o $(CURDIR)/$@ github.com/jaegertracing/jaeger/cmd/jaeger
 	touch $@
 
 postgres-server: ## PostgreSQL's server binaries for the tests, from the distribution, unless present

@@ -32,6 +32,7 @@ import os
 from typing import Any, cast
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
+from opentelemetry import context as otel_context
 from opentelemetry import trace
 from opentelemetry._logs import get_logger_provider
 from opentelemetry.context import Context
@@ -44,7 +45,7 @@ from opentelemetry.propagate import extract, inject
 from opentelemetry.sdk._configuration import _OTelSDKConfigurator
 from opentelemetry.sdk.resources import SERVICE_NAME, OTELResourceDetector
 from opentelemetry.sdk.trace import ReadableSpan, TracerProvider
-from opentelemetry.trace import Span
+from opentelemetry.trace import Link, Span
 
 log = logging.getLogger(__name__)
 _configured: TracerProvider | None = None
@@ -170,3 +171,20 @@ def trace_id_of(carrier: dict[str, str]) -> str:
     """The 32-hex trace id inside a stored traceparent, or '' when there is none."""
     parts = carrier.get("traceparent", "").split("-")
     return parts[1] if len(parts) == 4 else ""
+
+
+def dossier_parent(stored: dict[str, str]) -> tuple[Context, list[Link]]:
+    """Where an agency's callback attaches its span: (parent context, links).
+
+    The dossier's trace is the one operators follow, so the span always belongs to it. A
+    callback that came with the dossier's own context (an agency propagating what its
+    delivery carried) continues from its request span, a plain parent in that trace. One
+    that came with a foreign context, or none (its request span then started a trace of its
+    own), is continued from the dossier's stored context instead and *linked* to the
+    request's span: OTel's spec keeps parent-child within one trace and gives links to
+    spans causally related across traces, the case of a request from outside whose context
+    is not adopted (a trust boundary; a forged traceparent never re-parents the dossier)."""
+    request = trace.get_current_span().get_span_context()
+    if request.is_valid and format(request.trace_id, "032x") == trace_id_of(stored):
+        return otel_context.get_current(), []
+    return context_from_carrier(stored), [Link(request)] if request.is_valid else []

@@ -33,6 +33,8 @@ class ReceivedSpan:
     parent_span_id: str
     attributes: dict[str, object]
     protocol: Protocol = "grpc"
+    # Spans this one is linked to, as (trace id, span id).
+    links: tuple[tuple[str, str], ...] = ()
 
 
 @dataclass(frozen=True)
@@ -139,6 +141,7 @@ class SpanCollector:
                 parent_span_id=span.parent_span_id.hex(),
                 attributes={a.key: _value(a.value) for a in span.attributes},
                 protocol=protocol,
+                links=tuple((link.trace_id.hex(), link.span_id.hex()) for link in span.links),
             )
             for resource_spans in request.resource_spans
             for scope_spans in resource_spans.scope_spans

@@ -10,6 +10,7 @@ from types import FrameType
 
 from sandbox.runner import Sandbox
 from sandbox.settings import SandboxSettings
+from sandbox.telemetry import configure_tracing
 
 log = logging.getLogger("sandbox")
 
@@ -40,11 +41,15 @@ def main() -> int:
 
     signal.signal(signal.SIGINT, stop)
     signal.signal(signal.SIGTERM, stop)
+    tracing = configure_tracing()
     try:
         asyncio.run(_serve(sandbox))
     except (OSError, RuntimeError) as exc:
         log.error("sandbox failed: %s", exc)
         return 1
+    finally:
+        if tracing is not None:
+            tracing.shutdown()  # the last batch of spans
     log.info("sandbox stopped")
     return 0
 

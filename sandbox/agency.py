@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import random
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -25,28 +24,13 @@ from fastapi.responses import JSONResponse
 from pydantic import BaseModel, Field, ValidationError
 from standardwebhooks.webhooks import Webhook, WebhookVerificationError
 
+from sandbox.agency_callbacks import AgencyCallbacks
 from sandbox.agency_ledger import AgencyLedger, Owed, TransferRecord
-from sandbox.agency_tokens import AgencyTokens, TokenRefused
+from sandbox.agency_tokens import AgencyTokens
 from sandbox.settings import SandboxSettings
+from sandbox.telemetry import carrier_of
 
 log = logging.getLogger("sandbox.agency")
-
-FIRST_RETRY_S = 0.2
-# Capped, and each wait drawn between half and all of it: thousands of callbacks owed after
-# an outage must not come back in step and flood the gateway again.
-MAX_RETRY_S = 30.0
-# Bounds one callback attempt so a hung gateway cannot stall the retry schedule.
-ATTEMPT_TIMEOUT_S = 5.0
-# Answers that say "not now" rather than "no": a client asks again (after Retry-After).
-NOT_NOW = frozenset({408, 425, 429})
-
-
-def retry_after_s(value: str | None) -> float:
-    """Seconds of a Retry-After header (the gateway sends delta-seconds), capped."""
-    try:
-        return min(max(float(value or 0), 0.0), 2 * MAX_RETRY_S)
-    except ValueError:
-        return 0.0
 
 
 class DossierIn(BaseModel):
@@ -120,6 +104,7 @@ class AgencyOffice:
         self._working: dict[tuple[str, str], asyncio.Task[None]] = {}
         self._client: aiohttp.ClientSession | None = None
         self._tokens = AgencyTokens(settings.agency_token_url, settings.agency_clients, self._http)
+        self._callbacks = AgencyCallbacks(self._tokens, settings.callback_timeout_s)
 
     def _http(self) -> aiohttp.ClientSession:
         if self._client is None:
@@ -143,6 +128,7 @@ class AgencyOffice:
     async def close(self) -> None:
         # The owed callbacks stay in the ledger: the next start resumes them.
         await self._cancel_callbacks()
+        await self._callbacks.close()
         if self._client is not None:
             await self._client.close()
             self._client = None
@@ -185,9 +171,16 @@ class AgencyOffice:
         self._ledger.acknowledged(agency_code, transfer_id)
 
     def take(
-        self, agency_code: str, transfer_id: str, body: TransferIn, channel: str, verified: bool
+        self,
+        agency_code: str,
+        transfer_id: str,
+        body: TransferIn,
+        channel: str,
+        verified: bool,
+        headers: Mapping[str, str],
     ) -> Taken:
-        """Record the delivery durably, then say how to answer it (never the other way)."""
+        """Record the delivery durably, then say how to answer it (never the other way).
+        `headers` (HTTP, Kafka or gRPC metadata) carry the trace its callbacks continue."""
         agency = self._agency(agency_code)
         behaviour = agency.behaviour
         who = f"{agency_code}/{transfer_id}"
@@ -203,7 +196,7 @@ class AgencyOffice:
             step_index=body.step.index,
             channel=channel,
             verified=verified,
-            owed=self._to_do(agency_code, transfer_id, body, behaviour),
+            owed=self._to_do(agency_code, transfer_id, body, behaviour, headers),
         )
         if not new:
             log.info("transfer %s is a duplicate (delivery %d)", who, record.deliveries)
@@ -211,7 +204,7 @@ class AgencyOffice:
                 # Nobody has it in hand (taken while silent, or its callbacks given up): the
                 # office picks it up now, owing whatever it has not told the gateway yet.
                 told = {"acknowledgement": record.acknowledged_at, "outcome": record.reported_at}
-                to_do = self._to_do(agency_code, transfer_id, body, behaviour)
+                to_do = self._to_do(agency_code, transfer_id, body, behaviour, headers)
                 self._ledger.owe([c for c in to_do if told[c.what] is None])
                 self._work_through(agency_code, transfer_id)
             return Taken("duplicate")
@@ -226,7 +219,12 @@ class AgencyOffice:
         return Taken("accepted")
 
     def _to_do(
-        self, agency_code: str, transfer_id: str, body: TransferIn, behaviour: BehaviourIn
+        self,
+        agency_code: str,
+        transfer_id: str,
+        body: TransferIn,
+        behaviour: BehaviourIn,
+        headers: Mapping[str, str],
     ) -> list[Owed]:
         """The callbacks a new transfer calls for: none from a silent agency, else its
         acknowledgement (over gRPC the receipt is one: no URL) and, after the work, the
@@ -237,10 +235,11 @@ class AgencyOffice:
         note = f"Đã giải quyết xong bước {body.step.name}".rstrip()
         now = time.time()
         report = {"outcome": "done", "note": note}
-        owed = [Owed(agency_code, transfer_id, "outcome", body.outcome_url, report, now + delay)]
-        if body.acknowledgement_url:
-            url = body.acknowledgement_url
-            owed.insert(0, Owed(agency_code, transfer_id, "acknowledgement", url, {}, now))
+        trace = carrier_of(headers)
+        url = body.outcome_url
+        owed = [Owed(agency_code, transfer_id, "outcome", url, report, now + delay, trace)]
+        if url := body.acknowledgement_url:
+            owed.insert(0, Owed(agency_code, transfer_id, "acknowledgement", url, {}, now, trace))
         return owed
 
     def _work_through(self, agency_code: str, transfer_id: str) -> None:
@@ -256,68 +255,11 @@ class AgencyOffice:
             while owed := self._ledger.owed(*key):
                 callback = owed[0]
                 await asyncio.sleep(max(0.0, callback.due_at - time.time()))
-                self._ledger.settle(callback, await self._call_back(who, callback))
+                self._ledger.settle(callback, await self._callbacks.send(who, callback))
         finally:
             # Here rather than in a done callback (which runs a loop turn later): a callback
             # owed from now on finds no task and starts one.
             self._working.pop(key, None)
-
-    async def _call_back(self, who: str, callback: Owed) -> bool:
-        """POST to the gateway until it answers 2xx (True) or 4xx, or time runs out."""
-        what, url, payload = callback.what, callback.url, callback.payload
-        loop = asyncio.get_running_loop()
-        deadline = loop.time() + self._settings.callback_timeout_s
-        # The same key on every attempt lets the gateway drop a retry it already applied.
-        headers = {"Idempotency-Key": callback.transfer_id}
-        agency_code = callback.agency_code
-        wait = FIRST_RETRY_S
-        attempt = 0
-        while True:
-            attempt, retry_after = attempt + 1, 0.0
-            timeout = max(0.1, min(ATTEMPT_TIMEOUT_S, deadline - loop.time()))
-            try:
-                headers |= await self._tokens.authorization(agency_code)
-                async with self._http().post(
-                    url,
-                    json=payload,
-                    headers=headers,
-                    timeout=aiohttp.ClientTimeout(total=timeout),
-                ) as response:
-                    status, text = response.status, (await response.text())[:200]
-                    retry_after = retry_after_s(response.headers.get("Retry-After"))
-            except aiohttp.InvalidURL as exc:
-                log.error("transfer %s: cannot call back %s: %s", who, url, exc)
-                return False
-            except (aiohttp.ClientError, TimeoutError, TokenRefused) as exc:
-                problem = f"{type(exc).__name__}: {exc}"
-            else:
-                if 200 <= status < 300:
-                    log.info("transfer %s: %s sent (attempt %d)", who, what, attempt)
-                    return True
-                if status == 401 and attempt == 1:
-                    # Our cached token may predate a key rotation: one more try with a new one.
-                    self._tokens.forget(agency_code)
-                elif status < 500 and status not in NOT_NOW:
-                    # A 4xx will not change by asking again; the gateway refused this call.
-                    log.warning("transfer %s: %s refused with %d %s", who, what, status, text)
-                    return False
-                problem = f"HTTP {status}"
-            if loop.time() + wait > deadline:
-                log.error(
-                    "transfer %s: %s gave up after %d attempts: %s", who, what, attempt, problem
-                )
-                return False
-            log.debug(
-                "transfer %s: %s attempt %d failed (%s), retry in %.1f s",
-                who,
-                what,
-                attempt,
-                problem,
-                wait,
-            )
-            # A gateway shedding load (429/503) says how long to wait: never less than that.
-            await asyncio.sleep(max(wait * random.uniform(0.5, 1.0), retry_after))
-            wait = min(wait * 2, MAX_RETRY_S)
 
     def set_behaviour(self, agency_code: str, behaviour: BehaviourIn) -> dict[str, Any]:
         # A copy, so the countdown never mutates the caller's model.
@@ -373,9 +315,8 @@ def agency_router(office: AgencyOffice) -> APIRouter:
             return JSONResponse(status_code=422, content={"detail": exc.errors(include_url=False)})
         if await office.hung(agency_code):
             return JSONResponse(status_code=504, content={"detail": "the agency is stuck"})
-        taken = office.take(
-            agency_code, idempotency_key or body.transfer_id, body, "https", verified
-        )
+        transfer_id = idempotency_key or body.transfer_id
+        taken = office.take(agency_code, transfer_id, body, "https", verified, request.headers)
         if taken.status == "failing":
             return JSONResponse(
                 status_code=taken.fail_status,
@@ -383,7 +324,6 @@ def agency_router(office: AgencyOffice) -> APIRouter:
             )
         if taken.status == "duplicate":
             return JSONResponse(status_code=200, content={"status": "duplicate"})
-        transfer_id = idempotency_key or body.transfer_id
         return JSONResponse(
             status_code=202, content={"transfer_id": transfer_id, "status": "accepted"}
         )

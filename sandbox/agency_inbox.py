@@ -88,7 +88,9 @@ class AgencyInboxServer:
             await context.abort(grpc.StatusCode.INVALID_ARGUMENT, str(exc))
             raise
         agency_code = transfer.step.agency_code
-        taken = self._office.take(agency_code, transfer.transfer_id, body, "grpc", verified)
+        taken = self._office.take(
+            agency_code, transfer.transfer_id, body, "grpc", verified, headers
+        )
         if taken.status == "failing":
             code = (
                 grpc.StatusCode.UNAVAILABLE
@@ -163,4 +165,5 @@ class KafkaInbox:
             # A real agency would park it for its operators; the sandbox just says so.
             log.warning("inbox record %s@%s refused: %s", record.topic, record.offset, exc)
             return
-        self._office.take(transfer.step.agency_code, transfer.transfer_id, body, "kafka", verified)
+        agency_code, transfer_id = transfer.step.agency_code, transfer.transfer_id
+        self._office.take(agency_code, transfer_id, body, "kafka", verified, headers)

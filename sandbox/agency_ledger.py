@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import json
 import sqlite3
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any, Literal
 
@@ -71,6 +71,8 @@ class Owed:
     payload: dict[str, Any]
     # Unix time: not sent before (the agency works on the step meanwhile).
     due_at: float
+    # W3C trace context (traceparent, tracestate) of the delivery this callback answers.
+    trace: dict[str, str] = field(default_factory=dict)
 
     @classmethod
     def of(cls, row: sqlite3.Row) -> Owed:
@@ -81,12 +83,14 @@ class Owed:
             row["url"],
             json.loads(row["payload"]),
             row["due_at"],
+            json.loads(row["trace"]),
         )
 
 
 _OWE = """
-INSERT OR IGNORE INTO agency_callback (agency_code, transfer_id, what, url, payload, due_at)
-VALUES (?, ?, ?, ?, ?, ?)
+INSERT OR IGNORE INTO agency_callback (agency_code, transfer_id, what, url, payload, due_at,
+    trace)
+VALUES (?, ?, ?, ?, ?, ?, ?)
 """
 
 
@@ -201,4 +205,5 @@ class AgencyLedger:
 
 def _values(owed: Owed) -> tuple[Any, ...]:
     payload = json.dumps(owed.payload, ensure_ascii=False)
-    return (owed.agency_code, owed.transfer_id, owed.what, owed.url, payload, owed.due_at)
+    trace = json.dumps(owed.trace)
+    return (owed.agency_code, owed.transfer_id, owed.what, owed.url, payload, owed.due_at, trace)

@@ -51,6 +51,8 @@ CREATE TABLE IF NOT EXISTS agency_callback (
     payload TEXT NOT NULL,
     -- Unix time before which it is not sent (the agency "works" on the step meanwhile).
     due_at REAL NOT NULL,
+    -- The W3C trace context of the delivery it answers (JSON), carried on into the callback.
+    trace TEXT NOT NULL DEFAULT '{}',
     PRIMARY KEY (agency_code, transfer_id, what)
 ) WITHOUT ROWID;
 CREATE TABLE IF NOT EXISTS mail_message (
@@ -118,7 +120,20 @@ def open_state(state_dir: str | Path | None = None) -> sqlite3.Connection:
     # A second process on the same file (a restart racing the old one's exit) waits briefly.
     db.execute("PRAGMA busy_timeout=5000")
     db.executescript(SCHEMA)
+    _add_columns(db)
     return db
+
+
+# Columns added since a state file may have been written: CREATE TABLE IF NOT EXISTS leaves
+# an older table as it was.
+ADDED_COLUMNS = {("agency_callback", "trace"): "TEXT NOT NULL DEFAULT '{}'"}
+
+
+def _add_columns(db: sqlite3.Connection) -> None:
+    for (table, column), definition in ADDED_COLUMNS.items():
+        present = {row["name"] for row in db.execute(f"PRAGMA table_info({table})")}
+        if column not in present:
+            db.execute(f"ALTER TABLE {table} ADD COLUMN {column} {definition}")
 
 
 @contextmanager

@@ -14,7 +14,6 @@ from typing import Annotated
 
 from fastapi import APIRouter, Depends, Query, Request
 from opentelemetry import trace
-from opentelemetry.trace import Link
 from pydantic import BaseModel
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
@@ -25,7 +24,7 @@ from core.clock import SYSTEM_CLOCK
 from core.openapi import problems
 from core.problems import Problem
 from core.storage import rowcount
-from core.telemetry import context_from_carrier
+from core.telemetry import dossier_parent
 from services.routing.models import transfers
 
 router = APIRouter(prefix="/v1", tags=["agency"])
@@ -108,12 +107,13 @@ async def acknowledge(
             )
             assert first is not None  # only set, never cleared
             return AcknowledgementOut(transfer_id=transfer_id, acknowledged_at=first, replayed=True)
-        # The agency's request comes with a trace of its own: mark the first acknowledgement
-        # in the dossier's trace, linked to the request's (as the outcome callback does).
+        # The first acknowledgement, marked in the dossier's trace whatever context the
+        # agency's request came with (core/telemetry.py says why parent or link).
+        parent, links = dossier_parent(row.trace)
         tracer.start_span(
             "transfer acknowledged",
-            context=context_from_carrier(row.trace),
-            links=[Link(trace.get_current_span().get_span_context())],
+            context=parent,
+            links=links,
             attributes={"dossier.code": row.dossier_code, "agency.code": row.agency_code},
         ).end()
     return AcknowledgementOut(transfer_id=transfer_id, acknowledged_at=now, replayed=False)

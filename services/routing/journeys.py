@@ -15,7 +15,6 @@ from datetime import datetime, timedelta
 from typing import Any
 
 from opentelemetry import trace
-from opentelemetry.trace import Link
 from sqlalchemy import func, select
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
@@ -27,7 +26,7 @@ from core.events import Event, PoisonEvent, new_event, timestamp
 from core.inbox import first_seen
 from core.outbox import Outbox, insert_rows
 from core.problems import Problem
-from core.telemetry import context_from_carrier, current_carrier
+from core.telemetry import current_carrier, dossier_parent
 from gateway.v1 import events_pb2
 from services.routing.deadlines import rearm
 from services.routing.lifecycle import (
@@ -209,12 +208,13 @@ class JourneyService:
                     .with_for_update()
                 )
             ).one()
-            # Agencies need not propagate trace context: continue the dossier's own trace,
-            # linked to whatever trace the agency's request came with.
+            # Agencies need not propagate trace context: the span is in the dossier's trace
+            # whatever context the request came with (core/telemetry.py says why).
+            parent, links = dossier_parent(journey.trace)
             with tracer.start_as_current_span(
                 f"dossier step {PAST[outcome]}",
-                context=context_from_carrier(journey.trace),
-                links=[Link(trace.get_current_span().get_span_context())],
+                context=parent,
+                links=links,
                 attributes={"dossier.code": journey.code, "agency.code": transfer.agency_code},
             ):
                 now = self.clock.now()

@@ -73,15 +73,18 @@ def test_one_trace_covers_intake_kafka_routing_agencies_and_notify(
     assert names[("intake", "POST /v1/dossiers")] == 1
     assert names[("routing", "transfer deliver")] == 3
     assert names[("routing", "dossier step completed")] == 3
-    # The agencies' callbacks come with traces of their own; both land in the dossier's.
+    # The agencies' callbacks continue the trace their delivery carried (the sandbox agency
+    # traces them as a system with OTel would): tests/integration/test_agency_callback_traces.py.
     assert names[("routing", "transfer acknowledged")] == 3
     assert names[("notify", "smtp send")] == 5
     # The trace arrived whole although its services export by different OTLP transports
-    # (tests/conftest.py): intake and notify over http/protobuf, routing over gRPC.
+    # (tests/conftest.py): intake and notify over http/protobuf, routing and the sandbox
+    # agencies over gRPC.
     assert {(s.service, s.protocol) for s in trace} == {
         ("intake", "http/protobuf"),
         ("routing", "grpc"),
         ("notify", "http/protobuf"),
+        ("sandbox", "grpc"),
     }
 
     # Kafka hops: every consumer span is the child of a producer span of this trace.

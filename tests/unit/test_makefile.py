@@ -21,14 +21,18 @@ INPUTS = [
     "deploy/kafka/pom.xml",
     "deploy/oidc-test/pom.xml",
     "deploy/openapi-generator/pom.xml",
+    "deploy/jaeger/go.mod",
+    "deploy/jaeger/go.sum",
 ]
 STAMPS = [
     ".venv/.installed",
     ".cache/kafka/libs/.resolved",
     ".cache/oidc-test/libs/.resolved",
     ".cache/openapi-generator/libs/.resolved",
+    ".cache/jaeger/bin/jaeger",
 ]
 PIP = "pip install -q -c constraints.txt"
+JAEGER = "build -trimpath -o {}/.cache/jaeger/bin/jaeger github.com/jaegertracing/jaeger/cmd/jaeger"
 
 
 @pytest.fixture
@@ -73,6 +77,8 @@ def test_a_fresh_clone_installs_before_running(checkout: Path) -> None:
     assert "mvn -q -B -f deploy/kafka/pom.xml package" in run
     assert "deploy/oidc-test" not in run  # only the tests need the second OIDC provider
     assert "deploy/openapi-generator" not in run  # nor the client generator
+    # Jaeger is a long compile, asked for by `make jaeger`: a first `make run` starts fast.
+    assert JAEGER.format(checkout) not in run
     assert run.rstrip().endswith("-m devstack.run")
 
     test = planned(checkout, "test")
@@ -80,6 +86,7 @@ def test_a_fresh_clone_installs_before_running(checkout: Path) -> None:
     assert "mvn -q -B -f deploy/kafka/pom.xml package" in test
     assert "mvn -q -B -f deploy/oidc-test/pom.xml package" in test
     assert "mvn -q -B -f deploy/openapi-generator/pom.xml package" in test
+    assert JAEGER.format(checkout) not in test
     assert test.rstrip().endswith("-m pytest")
 
 
@@ -89,6 +96,7 @@ def test_a_second_run_installs_nothing(checkout: Path) -> None:
     assert planned(checkout, "run").strip() == ".venv/bin/python -m devstack.run"
     assert "pip" not in planned(checkout, "test")
     assert "mvn" not in planned(checkout, "test")
+    assert "go build" not in planned(checkout, "test")
 
 
 def test_a_changed_input_is_installed_again(checkout: Path) -> None:
@@ -102,3 +110,8 @@ def test_a_changed_input_is_installed_again(checkout: Path) -> None:
     # The old version's jars go first, or both would be on the broker's classpath.
     assert "rm -rf .cache/kafka/libs\nmvn -q -B -f deploy/kafka/pom.xml package" in run
     assert "deploy/oidc-test" not in planned(checkout, "test")
+    assert "go build" not in planned(checkout, "test")
+
+    assert "go build" not in planned(checkout, "jaeger")
+    os.utime(checkout / "deploy/jaeger/go.sum", (later, later))
+    assert JAEGER.format(checkout) in planned(checkout, "jaeger")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import secrets
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -35,6 +36,8 @@ class Receiver:
         self.calls: asyncio.Queue[dict[str, Any]] = asyncio.Queue()
         self.attempts = 0
         self.attempted_at: list[float] = []
+        # The W3C trace context each callback came with (None: none).
+        self.traceparents: list[str | None] = []
         self._fail_first = fail_first
         self._status = status
         self._fail_status = fail_status
@@ -43,6 +46,7 @@ class Receiver:
     async def _outcome(self, transfer_id: str, request: Request) -> Response:
         self.attempts += 1
         self.attempted_at.append(asyncio.get_running_loop().time())
+        self.traceparents.append(request.headers.get("traceparent"))
         if self.attempts <= self._fail_first:
             return JSONResponse(
                 status_code=self._fail_status,
@@ -302,6 +306,25 @@ async def test_a_transfer_taken_silently_is_picked_up_when_it_comes_again(
     [listed] = (await client.get(f"/agencies/{AGENCY}/transfers")).json()
     assert (listed["deliveries"], listed["effects"]) == (3, 1)
     assert listed["reported_at"] is not None
+
+
+async def test_the_outcome_continues_the_trace_the_delivery_carried(
+    client: httpx.AsyncClient, receiver: tuple[Receiver, str]
+) -> None:
+    recv, base = receiver
+    trace_id = secrets.token_hex(16)
+    traced = {"Idempotency-Key": "tr-t", "traceparent": f"00-{trace_id}-{secrets.token_hex(8)}-01"}
+
+    answer = await client.post(
+        f"/agencies/{AGENCY}/transfers", json=transfer("tr-t", base), headers=traced
+    )
+
+    assert answer.status_code == 202
+    assert (await recv.next_call())["transfer_id"] == "tr-t"
+    # The agency's own span (or, with no SDK set up, the delivery's context passed on).
+    [traceparent] = recv.traceparents
+    assert traceparent is not None
+    assert traceparent.split("-")[1] == trace_id
 
 
 async def test_liveness(client: httpx.AsyncClient) -> None:

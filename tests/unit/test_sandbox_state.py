@@ -107,6 +107,34 @@ def test_an_acknowledgement_given_with_the_answer_is_no_longer_owed(tmp_path: Pa
     assert record.acknowledged_at is not None
 
 
+def test_the_trace_context_owed_with_a_callback_survives_and_old_files_gain_it(
+    tmp_path: Path,
+) -> None:
+    # A state file from before callbacks kept their delivery's trace context.
+    old = sqlite3.connect(tmp_path / FILE_NAME)
+    old.execute(
+        "CREATE TABLE agency_callback (agency_code TEXT NOT NULL, transfer_id TEXT NOT NULL,"
+        " what TEXT NOT NULL, url TEXT NOT NULL, payload TEXT NOT NULL, due_at REAL NOT NULL,"
+        " PRIMARY KEY (agency_code, transfer_id, what)) WITHOUT ROWID"
+    )
+    old.execute(
+        "INSERT INTO agency_callback VALUES (?, 'tr-0', 'outcome', 'http://gw/o', '{}', 0)",
+        (AGENCY,),
+    )
+    old.commit()
+    old.close()
+    traceparent = "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01"
+    ledger = AgencyLedger(open_state(tmp_path))
+    ledger.owe(
+        [Owed(AGENCY, "tr-1", "outcome", "http://gw/o", {}, 0, {"traceparent": traceparent})]
+    )
+
+    assert {o.transfer_id: o.trace for o in ledger.owed()} == {
+        "tr-0": {},
+        "tr-1": {"traceparent": traceparent},
+    }
+
+
 def test_mail_is_kept_across_a_restart_and_repeats_are_counted(tmp_path: Path) -> None:
     db = open_state(tmp_path)
     MailStore(db).add("no-reply@dichvucong.example.vn", ["Lan@example.vn"], mail())

@@ -1,0 +1,61 @@
+"""The demo agencies' back-office traces its calls to the gateway as any agency system with
+the OpenTelemetry SDK would: the W3C trace context that came with a delivery (HTTP or Kafka
+headers, gRPC metadata) is kept with what the agency owes for it, and its acknowledgement
+and outcome report continue that trace, so they show in the dossier's trace.
+
+The stand-ins keep no dependency on the product (not core/telemetry.py): the SDK, set up
+from the standard variables the stack hands every process (OTEL_EXPORTER_OTLP_[TRACES_]
+ENDPOINT and _PROTOCOL, OTEL_SERVICE_NAME, OTEL_BSP_*, OTEL_TRACES_SAMPLER...). Without an
+endpoint nothing is exported, yet the context is still passed on: a trace the agency does
+not record stays whole at the gateway, one span less deep.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+
+from opentelemetry.propagate import extract, inject
+from opentelemetry.sdk.resources import SERVICE_NAME, Resource
+from opentelemetry.sdk.trace import TracerProvider
+from opentelemetry.sdk.trace.export import BatchSpanProcessor, SpanExporter
+from opentelemetry.trace import set_tracer_provider
+
+
+def carrier_of(headers: Mapping[str, str]) -> dict[str, str]:
+    """The W3C trace context among a delivery's headers, to keep (empty when none)."""
+    carrier: dict[str, str] = {}
+    inject(carrier, context=extract({k.lower(): v for k, v in headers.items()}))
+    return carrier
+
+
+def configure_tracing() -> TracerProvider | None:
+    """Export the sandbox's spans over OTLP when an endpoint is set; None otherwise."""
+    if os.environ.get("OTEL_SDK_DISABLED", "").strip().lower() == "true":
+        return None
+    if not (
+        os.environ.get("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT")
+        or os.environ.get("OTEL_EXPORTER_OTLP_ENDPOINT")
+    ):
+        return None
+    name = os.environ.get("OTEL_SERVICE_NAME") or "sandbox"
+    provider = TracerProvider(resource=Resource.create({SERVICE_NAME: name}))
+    provider.add_span_processor(BatchSpanProcessor(_exporter()))
+    set_tracer_provider(provider)
+    return provider
+
+
+def _exporter() -> SpanExporter:
+    protocol = os.environ.get("OTEL_EXPORTER_OTLP_TRACES_PROTOCOL") or os.environ.get(
+        "OTEL_EXPORTER_OTLP_PROTOCOL", "grpc"
+    )
+    # Each exporter reads its endpoint, headers, TLS and timeout from the environment.
+    if protocol.strip() == "http/protobuf":
+        from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter
+
+        return OTLPSpanExporter()
+    from opentelemetry.exporter.otlp.proto.grpc.trace_exporter import (
+        OTLPSpanExporter as GrpcSpanExporter,
+    )
+
+    return GrpcSpanExporter()
