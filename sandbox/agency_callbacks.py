@@ -15,6 +15,7 @@ from opentelemetry.propagate import extract
 
 from sandbox.agency_ledger import Owed
 from sandbox.agency_tokens import AgencyTokens, TokenRefused
+from sandbox.telemetry import callback_tracer_provider
 
 log = logging.getLogger("sandbox.agency")
 
@@ -48,7 +49,8 @@ class AgencyCallbacks:
             # traceparent. A session of its own: token requests belong to no dossier.
             # trust_env=False (the default): a proxy from the environment must not swallow
             # loopback callbacks.
-            self._client = aiohttp.ClientSession(trace_configs=[create_trace_config()])
+            tracing = create_trace_config(tracer_provider=callback_tracer_provider())
+            self._client = aiohttp.ClientSession(trace_configs=[tracing])
         return self._client
 
     async def close(self) -> None:

@@ -19,7 +19,11 @@ from opentelemetry.propagate import extract, inject
 from opentelemetry.sdk.resources import SERVICE_NAME, Resource
 from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.sdk.trace.export import BatchSpanProcessor, SpanExporter
-from opentelemetry.trace import set_tracer_provider
+
+# The agency's calls to the gateway are traced with it, and nothing else of the stand-ins:
+# it is not the global provider, so a library tracing by itself (the stand-ins' FastAPI
+# requests, whose query strings hold test phones and emails) exports nothing.
+_provider: TracerProvider | None = None
 
 
 def carrier_of(headers: Mapping[str, str]) -> dict[str, str]:
@@ -38,11 +42,17 @@ def configure_tracing() -> TracerProvider | None:
         or os.environ.get("OTEL_EXPORTER_OTLP_ENDPOINT")
     ):
         return None
+    global _provider
     name = os.environ.get("OTEL_SERVICE_NAME") or "sandbox"
     provider = TracerProvider(resource=Resource.create({SERVICE_NAME: name}))
     provider.add_span_processor(BatchSpanProcessor(_exporter()))
-    set_tracer_provider(provider)
+    _provider = provider
     return provider
+
+
+def callback_tracer_provider() -> TracerProvider | None:
+    """The provider of the agency's callback spans (None: not exported)."""
+    return _provider
 
 
 def _exporter() -> SpanExporter:
