@@ -16,7 +16,8 @@ from collections.abc import Callable, Coroutine
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import ExitStack, suppress
 from pathlib import Path
-from typing import Any, TypeVar
+from types import TracebackType
+from typing import Any, Self, TypeVar
 
 T = TypeVar("T")
 
@@ -108,6 +109,36 @@ def log_tail(path: Path, lines: int = 40) -> str:
     except OSError:
         return f"(no log at {path})"
     return "\n".join(text.splitlines()[-lines:]) or "(log is empty)"
+
+
+class Launched:
+    """A server process the devstack starts and stops (Kafka, PostgreSQL, Jaeger): usable
+    as a context manager, and its failures say what the end of its log says."""
+
+    @property
+    def log_path(self) -> Path:
+        raise NotImplementedError
+
+    def start(self) -> None:
+        raise NotImplementedError
+
+    def stop(self) -> None:
+        raise NotImplementedError
+
+    def _failure(self, reason: str) -> str:
+        return f"{reason}; last lines of {self.log_path}:\n{log_tail(self.log_path)}"
+
+    def __enter__(self) -> Self:
+        self.start()
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.stop()
 
 
 def wait_for_signal(is_alive: Callable[[], bool]) -> int:

@@ -19,15 +19,14 @@ import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from types import TracebackType
 from typing import IO, Any
 
 import httpx
 
 from devstack._process import (
+    Launched,
     die_with_parent,
     free_ports,
-    log_tail,
     port_open,
     stop_process_group,
     temp_dir_path,
@@ -86,7 +85,7 @@ def binary_path() -> Path:
     return Path(os.environ.get("JAEGER_BINARY") or DEFAULT_BINARY)
 
 
-class Jaeger:
+class Jaeger(Launched):
     """One Jaeger process; its traces live in its memory and go with it."""
 
     def __init__(
@@ -207,21 +206,6 @@ class Jaeger:
             self._log = None
         if self._owns_log_dir:
             shutil.rmtree(self.log_dir, ignore_errors=True)
-
-    def _failure(self, reason: str) -> str:
-        return f"{reason}; last lines of {self.log_path}:\n{log_tail(self.log_path)}"
-
-    def __enter__(self) -> Jaeger:
-        self.start()
-        return self
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.stop()
 
 
 def main() -> int:

@@ -18,13 +18,13 @@ import sys
 import time
 import uuid
 from pathlib import Path
-from types import TracebackType
 from typing import IO, Any
 
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from aiokafka.errors import KafkaError, TopicAlreadyExistsError, for_code
 
 from devstack._process import (
+    Launched,
     die_with_parent,
     free_ports,
     log_tail,
@@ -55,7 +55,7 @@ def _cluster_id() -> str:
             return cid
 
 
-class KafkaBroker:
+class KafkaBroker(Launched):
     def __init__(
         self,
         data_dir: Path | None = None,
@@ -265,18 +265,6 @@ class KafkaBroker:
         # With slf4j-api 1.x beside log4j-slf4j2-impl the broker logs nothing at all.
         hint = "\n(no SLF4J binding: fix the logging jars in deploy/kafka/pom.xml)"
         return f"{reason}; last lines of {self.log_path}:\n{tail}{hint if 'NOP' in tail else ''}"
-
-    def __enter__(self) -> KafkaBroker:
-        self.start()
-        return self
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.stop()
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -20,10 +20,10 @@ import sys
 import time
 from collections.abc import Mapping
 from pathlib import Path
-from types import TracebackType
 from typing import IO
 
 from devstack._process import (
+    Launched,
     die_with_parent,
     free_ports,
     log_tail,
@@ -93,7 +93,7 @@ def find_bindir() -> Path:
     raise PostgresError("no PostgreSQL server binaries found; run deploy/postgres/install.sh")
 
 
-class PostgresServer:
+class PostgresServer(Launched):
     def __init__(
         self,
         data_dir: Path | None = None,
@@ -278,21 +278,6 @@ class PostgresServer:
         # An inherited locale the image lacks makes initdb fail before --locale applies.
         env["LC_ALL"] = "C"
         return env
-
-    def _failure(self, reason: str) -> str:
-        return f"{reason}; last lines of {self.log_path}:\n{log_tail(self.log_path)}"
-
-    def __enter__(self) -> PostgresServer:
-        self.start()
-        return self
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.stop()
 
 
 _shared: PostgresServer | None = None
