@@ -3,40 +3,27 @@ personal data."""
 
 from __future__ import annotations
 
-import json
-import logging
 from collections.abc import Iterator
-from typing import Annotated, Any
+from typing import Annotated
 
 import httpx
 import pytest
 from fastapi import Depends, FastAPI
 
-from core.audit import AUDIT_LOGGER, forbidden
+from core.audit import forbidden
 from core.auth import DOSSIERS_SUBMIT, AgencyPrincipal, TokenVerifier, require_scope
 from core.problems import install_problem_handlers
+from tests.support.audit import Trail, audit_trail
 from tests.support.tokens import AUDIENCE, ISSUER, TestIssuer
 
 TOKENS = TestIssuer()
 Desk = Annotated[AgencyPrincipal, Depends(require_scope(DOSSIERS_SUBMIT))]
 
 
-class Trail(logging.Handler):
-    def __init__(self) -> None:
-        super().__init__()
-        self.records: list[dict[str, Any]] = []
-
-    def emit(self, record: logging.LogRecord) -> None:
-        self.records.append(json.loads(record.getMessage()))
-
-
 @pytest.fixture
 def trail() -> Iterator[Trail]:
-    handler = Trail()
-    logger = logging.getLogger(AUDIT_LOGGER)
-    logger.addHandler(handler)
-    yield handler
-    logger.removeHandler(handler)
+    with audit_trail() as handler:
+        yield handler
 
 
 def test_a_refusal_is_one_record_with_who_what_and_why(trail: Trail) -> None:

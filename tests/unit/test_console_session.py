@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import json
-import logging
 import time
 from collections.abc import Iterator
 from typing import Any
@@ -13,7 +11,6 @@ from fastapi.testclient import TestClient
 from joserfc import jwt
 from joserfc.jwk import OctKey
 
-from core.audit import AUDIT_LOGGER
 from services.console.main import build_app
 from services.console.session import (
     CSRF_FIELD,
@@ -24,6 +21,7 @@ from services.console.session import (
     safe_next,
 )
 from services.console.settings import ConsoleSettings
+from tests.support.audit import Trail, audit_trail
 
 KEY = "k" * 40
 
@@ -183,27 +181,15 @@ class _Routing:
         pass
 
 
-class _Trail(logging.Handler):
-    def __init__(self) -> None:
-        super().__init__()
-        self.records: list[dict[str, Any]] = []
-
-    def emit(self, record: logging.LogRecord) -> None:
-        self.records.append(json.loads(record.getMessage()))
-
-
 @pytest.fixture
-def trail() -> Iterator[_Trail]:
-    handler = _Trail()
-    logger = logging.getLogger(AUDIT_LOGGER)
-    logger.addHandler(handler)
-    yield handler
-    logger.removeHandler(handler)
+def trail() -> Iterator[Trail]:
+    with audit_trail() as handler:
+        yield handler
 
 
 @pytest.mark.parametrize(("status", "shown"), [(200, 303), (409, 409)])
 def test_a_confirmed_replay_is_asked_of_routing_and_audited(
-    console: TestClient, trail: _Trail, status: int, shown: int
+    console: TestClient, trail: Trail, status: int, shown: int
 ) -> None:
     routing = _Routing(status)
     app: Any = console.app
@@ -220,7 +206,7 @@ def test_a_confirmed_replay_is_asked_of_routing_and_audited(
     assert actions[0]["outcome"] == str(status)
 
 
-def test_refusals_of_the_console_are_audited(console: TestClient, trail: _Trail) -> None:
+def test_refusals_of_the_console_are_audited(console: TestClient, trail: Trail) -> None:
     _log_in(console, ("reception",))
     assert console.get("/sla").status_code == 403
     (refusal,) = [r for r in trail.records if r["event"] == "authorization.refused"]
