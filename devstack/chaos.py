@@ -167,7 +167,10 @@ async def offer(stack: Stack, run: str, plan: Plan, patience_s: float = 180) -> 
     result = Offer()
     tokens = DeskTokens(stack)
     url = stack.url("intake") + "/v1/dossiers"
-    async with httpx.AsyncClient(timeout=10) as client:
+    # Many agencies' clients, not one shared pool: a client's wait for its own free
+    # connection is not the gateway's answer time, so the pool is as wide as the offer.
+    limits = httpx.Limits(max_connections=2000, max_keepalive_connections=200)
+    async with httpx.AsyncClient(timeout=10, limits=limits) as client:
 
         async def one(i: int) -> None:
             await asyncio.sleep(i / plan.rate)
@@ -175,12 +178,13 @@ async def offer(stack: Stack, run: str, plan: Plan, patience_s: float = 180) -> 
             deadline, delay = time.monotonic() + patience_s, 0.5
             while time.monotonic() < deadline:
                 headers = {"Authorization": f"Bearer {await tokens.get(client)}"}
+                failure = ""  # the client-side error's name where no answer came
                 try:
                     answer = await client.post(
                         url, json=body, headers=headers | {"Idempotency-Key": key}
                     )
-                except httpx.HTTPError:
-                    answer = None
+                except httpx.HTTPError as exc:
+                    answer, failure = None, type(exc).__name__
                 if answer is not None and answer.status_code in (200, 201):
                     result.accepted[i] = str(answer.json()["code"])
                     return
@@ -190,7 +194,7 @@ async def offer(stack: Stack, run: str, plan: Plan, patience_s: float = 180) -> 
                     result.refused[i] = f"{answer.status_code} {answer.text[:200]}"
                     return
                 result.retries += 1
-                result.pushed_back[str(answer.status_code if answer is not None else 0)] += 1
+                result.pushed_back[failure if answer is None else str(answer.status_code)] += 1
                 after = answer.headers.get("Retry-After") if answer is not None else None
                 if answer is not None and answer.status_code in (429, 503) and not after:
                     result.retry_after_missing += 1

@@ -7,6 +7,7 @@ from pathlib import Path
 from fastapi import Depends, FastAPI
 
 from core.auth import CITIZEN_DATA_READ, JOURNEYS_READ, token_verifier
+from core.backlog import PipelineBacklog, backlog_gate
 from core.calendar import WorkingCalendar
 from core.catalogue import load_catalogue
 from core.dead_letters import dead_events_router
@@ -35,6 +36,15 @@ def build_app(settings: IntakeSettings | None = None) -> FastAPI:
         migrations=MIGRATIONS,
         outbox=outbox,
     )
+    backlog = PipelineBacklog(
+        settings.kafka_bootstrap_servers,
+        settings.dossier_events_topic,
+        settings.pipeline_groups,
+        max_backlog_s=settings.pipeline_max_backlog_s,
+        floor_events=settings.pipeline_backlog_floor_events,
+        interval_s=settings.pipeline_backlog_interval_s,
+    )
+    runtime.add_worker("pipeline-backlog", backlog.run)
     catalogue = load_catalogue()
     verification = token_verifier(settings)
 
@@ -73,7 +83,15 @@ def build_app(settings: IntakeSettings | None = None) -> FastAPI:
     runtime.on_start(connect)
     runtime.on_stop(verification.close)
     runtime.on_stop(disconnect)
-    # In maintenance, dossiers are read as usual but none is taken in (503, Retry-After).
-    app.include_router(router, dependencies=[Depends(database_ready), Depends(writes_allowed)])
+    # In maintenance, or while the pipeline is too far behind, dossiers are read as usual
+    # but none is taken in (503, Retry-After).
+    app.include_router(
+        router,
+        dependencies=[
+            Depends(database_ready),
+            Depends(writes_allowed),
+            Depends(backlog_gate(backlog)),
+        ],
+    )
     app.include_router(dead_events_router(), dependencies=[Depends(database_ready)])
     return app

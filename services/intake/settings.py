@@ -23,6 +23,13 @@ class IntakeSettings(ServiceSettings):
     form_data_max_string: int = Field(default=4000, gt=0)
     # The whole form as UTF-8 JSON.
     form_data_max_bytes: int = Field(default=64 * 1024, gt=0)
+    # Back-pressure (core/backlog.py): submissions are refused 503 while the slowest of these
+    # consumer groups of the dossier events topic is more than this many seconds of work
+    # behind (0: never). A backlog under the floor of events is in-flight batches, not one.
+    pipeline_groups: tuple[str, ...] = ("routing", "notify", "portal-sync")
+    pipeline_max_backlog_s: float = Field(default=120.0, ge=0)
+    pipeline_backlog_floor_events: int = Field(default=1000, ge=0)
+    pipeline_backlog_interval_s: float = Field(default=2.0, gt=0)
 
     @property
     def form_data_shape(self) -> JsonShape:
