@@ -11,20 +11,10 @@ VENV := .venv/.installed
 KAFKA_JARS := .cache/kafka/libs/.resolved
 OIDC_TEST_JARS := .cache/oidc-test/libs/.resolved
 OPENAPI_GENERATOR_JARS := .cache/openapi-generator/libs/.resolved
-
-JAEGER := .cache/jaeger/bin/jaeger
-
-# Go for Jaeger, whatever the shell has: the go.mod's own toolchain (no download of another),
-# a module cache whose files `rm -rf` can delete, and caches in .cache/ where the machine
-# has none (no HOME: `go env` then names no module cache, and the build cache is "off").
-GO ?= go
-GO_MODCACHE := $(or $(GOMODCACHE),$(shell $(GO) env GOMODCACHE 2>/dev/null),$(CURDIR)/.cache/go/mod)
-GO_BUILDCACHE := $(filter-out off,$(or $(GOCACHE),$(shell $(GO) env GOCACHE 2>/dev/null)))
-GO_ENV := GOTOOLCHAIN=local GOFLAGS="-modcacherw -buildvcs=false -mod=readonly" \
-	GOMODCACHE="$(GO_MODCACHE)" GOCACHE="$(or $(GO_BUILDCACHE),$(CURDIR)/.cache/go/build)"
+ZIPKIN_JAR := .cache/zipkin/libs/.resolved
 
 .PHONY: help install proto run test test-unit test-integration lint typecheck bench chaos overload \
-	kafka-jars oidc-test-jars openapi-generator-jars jaeger postgres-server clean
+	kafka-jars oidc-test-jars openapi-generator-jars zipkin-jar postgres-server clean
 
 help:
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | sed 's/:.*## /\t/'
@@ -44,6 +34,8 @@ oidc-test-jars: $(OIDC_TEST_JARS) ## Resolve NAV's mock-oauth2-server (a second 
 
 openapi-generator-jars: $(OPENAPI_GENERATOR_JARS) ## Resolve OpenAPI Generator (Java clients of the served OpenAPI, for tests) into .cache/openapi-generator/libs
 
+zipkin-jar: $(ZIPKIN_JAR) ## Fetch Zipkin's server (the trace UI of make run, Lens inside) from Maven Central into .cache/zipkin/libs
+
 # A changed pom starts from an empty directory: jars of an old version left beside the new
 # ones would both be on the broker's classpath.
 .cache/%/libs/.resolved: deploy/%/pom.xml
@@ -52,31 +44,22 @@ openapi-generator-jars: $(OPENAPI_GENERATOR_JARS) ## Resolve OpenAPI Generator (
 	mvn -q -B -f $< package
 	touch $@
 
-jaeger: $(JAEGER) ## Build Jaeger v2 (make run then exports traces to it) from the Go module proxy into .cache/jaeger/bin (a long compile)
-
-# The binary is its own stamp: rebuilt when deploy/jaeger/go.mod or go.sum change. `go build`
-# leaves an up-to-date binary's time alone, hence the touch.
-$(JAEGER): deploy/jaeger/go.mod deploy/jaeger/go.sum
-	@command -v $(GO) >/dev/null || { echo "Go >= 1.24.6 is needed to build Jaeger"; exit 1; }
-	cd deploy/jaeger && $(GO_ENV) $(GO) build -trimpath -o $(CURDIR)/$@ github.com/jaegertracing/jaeger/cmd/jaeger
-	touch $@
-
 postgres-server: ## PostgreSQL's server binaries for the tests, from the distribution, unless present
 	@test -n "$$GATEWAY_TEST_DATABASE_URL" || deploy/postgres/install.sh
 
 proto: $(VENV) ## Regenerate gen/ from proto/ (stubs are committed; tests fail when stale)
 	$(PY) -m devstack.protogen gen
 
-run: $(VENV) $(KAFKA_JARS) ## Start Kafka, the four services, the operators' console and the sandbox stand-ins (Ctrl-C stops all)
+run: $(VENV) $(KAFKA_JARS) $(ZIPKIN_JAR) ## Start Kafka, Zipkin, the four services, the operators' console and the sandbox stand-ins (Ctrl-C stops all)
 	$(PY) -m devstack.run
 
-test: $(VENV) $(KAFKA_JARS) $(OIDC_TEST_JARS) $(OPENAPI_GENERATOR_JARS) postgres-server ## Unit and integration tests against real Kafka and PostgreSQL
+test: $(VENV) $(KAFKA_JARS) $(OIDC_TEST_JARS) $(OPENAPI_GENERATOR_JARS) $(ZIPKIN_JAR) postgres-server ## Unit and integration tests against real Kafka and PostgreSQL
 	$(PY) -m pytest
 
 test-unit: $(VENV) ## Fast tests only
 	$(PY) -m pytest -m "not integration"
 
-test-integration: $(VENV) $(KAFKA_JARS) $(OIDC_TEST_JARS) $(OPENAPI_GENERATOR_JARS) postgres-server ## Tests that need the broker and the database
+test-integration: $(VENV) $(KAFKA_JARS) $(OIDC_TEST_JARS) $(OPENAPI_GENERATOR_JARS) $(ZIPKIN_JAR) postgres-server ## Tests that need the broker and the database
 	$(PY) -m pytest -m integration
 
 lint: $(VENV) ## ruff and mypy

@@ -4,9 +4,10 @@ The OpenTelemetry SDK's configurator (`_OTelSDKConfigurator`, the one openteleme
 `opentelemetry-instrument` build on) reads every variable an operator knows: OTEL_SERVICE_NAME,
 OTEL_RESOURCE_ATTRIBUTES, OTEL_TRACES_SAMPLER(_ARG), OTEL_PROPAGATORS, OTEL_BSP_*,
 OTEL_TRACES_EXPORTER / OTEL_METRICS_EXPORTER / OTEL_LOGS_EXPORTER (otlp, otlp_proto_grpc,
-otlp_proto_http, console, none), OTEL_EXPORTER_OTLP_PROTOCOL (grpc or http/protobuf, also per
-signal), OTEL_EXPORTER_OTLP_[SIGNAL_]ENDPOINT, _HEADERS, _COMPRESSION, _TIMEOUT, _INSECURE and
-the TLS files, OTEL_METRIC_EXPORT_INTERVAL, OTEL_BLRP_*, OTEL_SDK_DISABLED. We add only two
+otlp_proto_http, console, none; zipkin_json for traces, to OTEL_EXPORTER_ZIPKIN_ENDPOINT),
+OTEL_EXPORTER_OTLP_PROTOCOL (grpc or http/protobuf, also per signal),
+OTEL_EXPORTER_OTLP_[SIGNAL_]ENDPOINT, _HEADERS, _COMPRESSION, _TIMEOUT, _INSECURE and the TLS
+files, OTEL_METRIC_EXPORT_INTERVAL, OTEL_BLRP_*, OTEL_SDK_DISABLED. We add only two
 defaults of our own, because the SDK alone exports nothing unless each signal's exporter is
 named:
 
@@ -29,6 +30,7 @@ from __future__ import annotations
 
 import logging
 import os
+from collections.abc import Mapping
 from typing import Any, cast
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
@@ -104,7 +106,7 @@ def configure_tracing(default_service_name: str) -> TracerProvider | None:
     if _configured is not None or _sdk_disabled():
         return _configured
     for signal in _SIGNALS:
-        if _otlp_implied(signal):
+        if otlp_implied(signal):
             # As opentelemetry-distro does: the SDK reads the variable, we only default it.
             os.environ.setdefault(f"OTEL_{signal}_EXPORTER", "otlp")
     # The SDK's configurator has no type hints; its keyword is documented in the SDK.
@@ -132,13 +134,16 @@ def _sdk_disabled() -> bool:
     return os.environ.get("OTEL_SDK_DISABLED", "").strip().lower() == "true"
 
 
-def _otlp_implied(signal: str) -> bool:
-    if f"OTEL_{signal}_EXPORTER" in os.environ:
+def otlp_implied(signal: str, environ: Mapping[str, str] | None = None) -> bool:
+    """Whether `signal` is exported over OTLP though no OTEL_<SIGNAL>_EXPORTER names it: an
+    endpoint for it is set (the devstack keeps that so when it names Zipkin's exporter)."""
+    env = os.environ if environ is None else environ
+    if f"OTEL_{signal}_EXPORTER" in env:
         return False
     endpoints = [f"OTEL_EXPORTER_OTLP_{signal}_ENDPOINT"]
     if signal == "TRACES":
         endpoints.append("OTEL_EXPORTER_OTLP_ENDPOINT")
-    return any(os.environ.get(name) for name in endpoints)
+    return any(env.get(name) for name in endpoints)
 
 
 def _exporters_named(signal: str) -> bool:

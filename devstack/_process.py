@@ -1,4 +1,4 @@
-"""Process plumbing shared by the devstack launchers (Kafka broker, PostgreSQL server)."""
+"""Process plumbing shared by the devstack launchers (Kafka broker, PostgreSQL server, Zipkin)."""
 
 from __future__ import annotations
 
@@ -112,7 +112,7 @@ def log_tail(path: Path, lines: int = 40) -> str:
 
 
 class Launched:
-    """A server process the devstack starts and stops (Kafka, PostgreSQL, Jaeger): usable
+    """A server process the devstack starts and stops (Kafka, PostgreSQL, Zipkin): usable
     as a context manager, and its failures say what the end of its log says."""
 
     @property

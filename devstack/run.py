@@ -6,24 +6,15 @@ import os
 import sys
 
 from devstack._process import wait_for_signal
-from devstack.jaeger import Jaeger, JaegerPorts, binary_path
 from devstack.kafka import KafkaBroker
 from devstack.stack import AGENCY_INBOX_TOPICS, HOST, REPO, Ports, Stack
+from devstack.zipkin import Zipkin, configured_port, jar_path, wanted
 
 TOPIC = os.environ.get("DOSSIER_EVENTS_TOPIC", "dossier.events")
 PICK_JSON_FIELD = """python3 -c 'import json,sys; print(json.load(sys.stdin)[sys.argv[1]])'"""
 
 
-# Set by an operator who exports to a collector of their own: `make run` then starts no Jaeger.
-OPERATOR_OTLP = (
-    "OTEL_EXPORTER_OTLP_ENDPOINT",
-    "OTEL_EXPORTER_OTLP_TRACES_ENDPOINT",
-    "OTEL_TRACES_EXPORTER",
-    "OTEL_SDK_DISABLED",
-)
-
-
-def banner(stack: Stack, broker: KafkaBroker, jaeger: Jaeger | None) -> str:
+def banner(stack: Stack, broker: KafkaBroker, zipkin: Zipkin | None) -> str:
     p = stack.ports
     database = stack.database_url or f"SQLite files in {stack.var_dir}/"
     desk = stack.credentials.clients["motcua-h22"]
@@ -45,7 +36,7 @@ Dossier gateway is running.
              agency inboxes gRPC {HOST}:{p.sandbox_agency_grpc}, Kafka {inboxes}
              e-ID {stack.url("sandbox")}/oidc   registry gRPC {HOST}:{p.sandbox_registry_grpc}
   e-ID login {stack.url("identity")}/v1/citizen/login (in a browser), provider {provider}
-  traces     {traces_line(stack, jaeger)}
+  traces     {traces_line(stack, zipkin)}
   logs       {stack.var_dir}/log/
   tokens     {stack.url("identity")}/oauth2/token
              demo agency credentials in {stack.credentials.file}
@@ -60,32 +51,31 @@ Ctrl-C stops everything.
 """
 
 
-def traces_line(stack: Stack, jaeger: Jaeger | None) -> str:
-    if jaeger is None:
-        return "exported as the OTEL_* environment says (no Jaeger started)"
-    p = jaeger.ports
+def traces_line(stack: Stack, zipkin: Zipkin | None) -> str:
+    if zipkin is None:
+        return "exported as the OTEL_* environment says (no Zipkin started)"
     return (
-        f"Jaeger UI {jaeger.ui_url}   OTLP gRPC {HOST}:{p.otlp_grpc}, HTTP {HOST}:{p.otlp_http}\n"
-        f"             a dossier's trace: trace_url in {stack.url('routing')}"
-        "/v1/dossiers/{code}/journey"
+        f"Zipkin UI {zipkin.ui_url}   spans in at {zipkin.spans_endpoint}\n"
+        "             a dossier's trace: the console's dossier page, `gateway dossier CODE`,\n"
+        f"             or trace_url in {stack.url('routing')}/v1/dossiers/{{code}}/journey"
     )
 
 
-def trace_ui() -> Jaeger | None:
-    """Jaeger for the services' traces, unless the operator exports elsewhere or it was not
-    built (`make run` builds it; `python -m devstack.run` alone may not have)."""
-    if any(name in os.environ for name in OPERATOR_OTLP):
+def trace_ui() -> Zipkin | None:
+    """Zipkin for the services' traces, unless the operator's OTEL_* send them elsewhere or
+    its jar was not fetched (`make run` fetches it; `python -m devstack.run` alone may not)."""
+    if not wanted():
         return None
-    if not binary_path().exists():
-        print(f"No Jaeger at {binary_path()} (make jaeger): traces are not exported.")
+    if not jar_path().is_file():
+        print(f"No Zipkin at {jar_path()} (make zipkin-jar): traces are not exported.")
         return None
-    return Jaeger(JaegerPorts.configured(), log_dir=REPO / "var" / "log")
+    return Zipkin(configured_port(), log_dir=REPO / "var" / "log")
 
 
 def main() -> int:
     var_dir = REPO / "var"
-    jaeger = trace_ui()
-    tracing = {} if jaeger is None else jaeger.exporter_env()
+    zipkin = trace_ui()
+    tracing = {} if zipkin is None else zipkin.exporter_env()
     broker = KafkaBroker(
         data_dir=var_dir / "kafka",
         port=int(os.environ.get("KAFKA_PORT", "9092")),
@@ -97,38 +87,39 @@ def main() -> int:
         ports=Ports(),
         database_url=os.environ.get("DATABASE_URL"),
         env={"DOSSIER_EVENTS_TOPIC": TOPIC, **tracing},
-        # Routing links each dossier's journey to its trace page in the UI.
+        # Routing links each dossier's journey to its trace page in the UI, unless the
+        # operator names a trace UI of their own.
         env_by_service={}
-        if jaeger is None
-        else {"routing": {"TRACE_UI_URL": jaeger.trace_url_template}},
+        if zipkin is None or "TRACE_UI_URL" in os.environ
+        else {"routing": {"TRACE_UI_URL": zipkin.trace_url_template}},
     )
     try:
-        if jaeger is not None:
-            print(f"Starting Jaeger (traces UI at {jaeger.ui_url})...", flush=True)
-            jaeger.start()
+        if zipkin is not None:
+            print(f"Starting Zipkin (trace UI at {zipkin.ui_url})...", flush=True)
+            zipkin.start()
         print("Starting Apache Kafka (KRaft, one node)...", flush=True)
         broker.start()
         broker.create_topics([TOPIC, TOPIC + ".dlq", *AGENCY_INBOX_TOPICS])
         print("Starting the services and the sandbox...", flush=True)
         stack.start()
-        print(banner(stack, broker, jaeger), flush=True)
+        print(banner(stack, broker, zipkin), flush=True)
         code = wait_for_signal(
             lambda: (
-                stack.running() and broker.is_running() and (jaeger is None or jaeger.is_running())
+                stack.running() and broker.is_running() and (zipkin is None or zipkin.is_running())
             )
         )
         if code:
             dead = [s for s, p in stack.processes.items() if p.poll() is not None]
             dead += [] if broker.is_running() else ["kafka"]
-            dead += [] if jaeger is None or jaeger.is_running() else ["jaeger"]
+            dead += [] if zipkin is None or zipkin.is_running() else ["zipkin"]
             print(f"Stopped because {dead} exited; see {var_dir}/log/", file=sys.stderr)
         return code
     finally:
         print("Stopping...", flush=True)
         stack.stop()
         broker.stop()
-        if jaeger is not None:
-            jaeger.stop()
+        if zipkin is not None:
+            zipkin.stop()
 
 
 if __name__ == "__main__":

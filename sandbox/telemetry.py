@@ -4,9 +4,10 @@ headers, gRPC metadata) is kept with what the agency owes for it, and its acknow
 and outcome report continue that trace, so they show in the dossier's trace.
 
 The stand-ins keep no dependency on the product (not core/telemetry.py): the SDK, set up
-from the standard variables the stack hands every process (OTEL_EXPORTER_OTLP_[TRACES_]
-ENDPOINT and _PROTOCOL, OTEL_SERVICE_NAME, OTEL_BSP_*, OTEL_TRACES_SAMPLER...). Without an
-endpoint nothing is exported, yet the context is still passed on: a trace the agency does
+from the standard variables the stack hands every process (OTEL_TRACES_EXPORTER,
+OTEL_EXPORTER_OTLP_[TRACES_]ENDPOINT and _PROTOCOL, OTEL_EXPORTER_ZIPKIN_ENDPOINT,
+OTEL_SERVICE_NAME, OTEL_BSP_*, OTEL_TRACES_SAMPLER...). Without an exporter or an endpoint
+nothing is exported, yet the context is still passed on: a trace the agency does
 not record stays whole at the gateway, one span less deep.
 """
 
@@ -14,6 +15,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Mapping
+from importlib.metadata import entry_points
 
 from opentelemetry.propagate import extract, inject
 from opentelemetry.sdk.resources import SERVICE_NAME, Resource
@@ -34,18 +36,18 @@ def carrier_of(headers: Mapping[str, str]) -> dict[str, str]:
 
 
 def configure_tracing() -> TracerProvider | None:
-    """Export the sandbox's spans over OTLP when an endpoint is set; None otherwise."""
+    """Export the sandbox's spans where OTEL_TRACES_EXPORTER says (else over OTLP when an
+    endpoint is set); None when they go nowhere."""
     if os.environ.get("OTEL_SDK_DISABLED", "").strip().lower() == "true":
         return None
-    if not (
-        os.environ.get("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT")
-        or os.environ.get("OTEL_EXPORTER_OTLP_ENDPOINT")
-    ):
+    exporters = _exporters()
+    if not exporters:
         return None
     global _provider
     name = os.environ.get("OTEL_SERVICE_NAME") or "sandbox"
     provider = TracerProvider(resource=Resource.create({SERVICE_NAME: name}))
-    provider.add_span_processor(BatchSpanProcessor(_exporter()))
+    for exporter in exporters:
+        provider.add_span_processor(BatchSpanProcessor(exporter))
     _provider = provider
     return provider
 
@@ -55,7 +57,29 @@ def callback_tracer_provider() -> TracerProvider | None:
     return _provider
 
 
-def _exporter() -> SpanExporter:
+def _exporters() -> list[SpanExporter]:
+    named = os.environ.get("OTEL_TRACES_EXPORTER", "")
+    names = [n.strip().lower() for n in named.split(",") if n.strip()]
+    if not names and (
+        os.environ.get("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT")
+        or os.environ.get("OTEL_EXPORTER_OTLP_ENDPOINT")
+    ):
+        names = ["otlp"]
+    return [_otlp_exporter() if n == "otlp" else _named_exporter(n) for n in names if n != "none"]
+
+
+def _named_exporter(name: str) -> SpanExporter:
+    """An exporter by the name its package registers for the SDK (zipkin_json, console...)."""
+    found = entry_points(group="opentelemetry_traces_exporter", name=name)
+    if not found:
+        raise RuntimeError(
+            f"OTEL_TRACES_EXPORTER names {name!r}, which no installed package provides"
+        )
+    exporter: SpanExporter = next(iter(found)).load()()
+    return exporter
+
+
+def _otlp_exporter() -> SpanExporter:
     protocol = os.environ.get("OTEL_EXPORTER_OTLP_TRACES_PROTOCOL") or os.environ.get(
         "OTEL_EXPORTER_OTLP_PROTOCOL", "grpc"
     )

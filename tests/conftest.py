@@ -16,9 +16,10 @@ from devstack.postgres import ensure_postgres
 from devstack.stack import AGENCY_INBOX_TOPICS, REPO, Ports, Stack
 from tests.support.kafka import TOPIC
 
-# Where journeys link their trace: a trace UI of one's own (e.g. Jaeger's), else a
-# placeholder in Jaeger's shape that nobody follows.
-TRACE_UI_URL = os.environ.get("TRACE_UI_URL", "http://127.0.0.1:16686/trace/{trace_id}")
+# Where journeys link their trace: a trace UI of one's own (e.g. Zipkin's), else a
+# placeholder in Zipkin's shape that nobody follows (tests/integration/test_zipkin_trace.py
+# follows a real one).
+TRACE_UI_URL = os.environ.get("TRACE_UI_URL", "http://127.0.0.1:9411/zipkin/traces/{trace_id}")
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:

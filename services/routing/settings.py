@@ -13,8 +13,9 @@ class RoutingSettings(ServiceSettings):
     public_url: str = "http://127.0.0.1:8081"
     # Fills ${DEMO_AGENCY_BASE_URL} in catalogue/agencies.yaml (the sandbox back-office).
     demo_agency_base_url: str = "http://127.0.0.1:8090"
-    # The trace UI's page of one trace (e.g. Jaeger's "http://jaeger:16686/trace/{trace_id}"):
-    # a journey then links to its dossier's trace. None: no link.
+    # The trace UI's page of one trace, e.g. Zipkin's
+    # "http://zipkin:9411/zipkin/traces/{trace_id}": a journey then links to its dossier's
+    # trace. None: no link.
     trace_ui_url: str | None = None
 
     delivery_timeout_s: float = 10.0

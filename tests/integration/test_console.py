@@ -8,17 +8,17 @@ from __future__ import annotations
 import os
 import re
 from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
-from playwright.sync_api import Browser, Page, expect, sync_playwright
+from playwright.sync_api import Browser, Page, expect
 
 from core.clock import SYSTEM_CLOCK
 from devstack.stack import REPO, Stack
 from tests.conftest import TRACE_UI_URL
 from tests.support.agencies import BIRTH_AGENCY, behave, birth_registration
+from tests.support.browser import CHROMIUM, chromium, logged_in
 from tests.support.flows import (
     as_operator,
     chain_dossier,
@@ -27,7 +27,6 @@ from tests.support.flows import (
     wait_completed,
 )
 
-CHROMIUM = Path(os.environ.get("CHROMIUM", "/usr/bin/chromium"))
 SCREENS = REPO / "var" / "console-screens"
 # How the console shows an instant: Hà Nội time, day first.
 VN_TIME = re.compile(r"\d{2}/\d{2}/\d{4} \d{2}:\d{2}:\d{2}")
@@ -38,24 +37,8 @@ pytestmark = pytest.mark.skipif(not CHROMIUM.exists(), reason=f"no chromium at {
 @pytest.fixture(scope="module")
 def browser() -> Iterator[Browser]:
     SCREENS.mkdir(parents=True, exist_ok=True)
-    with sync_playwright() as playwright:
-        # Root in CI: chromium's sandbox needs user namespaces it may not have there.
-        launched = playwright.chromium.launch(
-            executable_path=str(CHROMIUM), headless=True, args=["--no-sandbox"]
-        )
+    with chromium() as launched:
         yield launched
-        launched.close()
-
-
-def logged_in(browser: Browser, stack: Stack, username: str) -> Page:
-    """A fresh browser context, logged in as `username` on the sandbox's officials' page."""
-    page = browser.new_context(viewport={"width": 1100, "height": 900}, locale="vi-VN").new_page()
-    page.set_default_timeout(30_000)
-    page.goto(stack.url("console") + "/")
-    expect(page.locator("h1")).to_have_text("Đăng nhập cán bộ")
-    page.locator(f"button[value='{username}']").click()
-    page.wait_for_url(stack.url("console") + "/**")
-    return page
 
 
 def shot(page: Page, name: str) -> None:
