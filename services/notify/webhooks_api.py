@@ -143,6 +143,7 @@ async def list_subscriptions(agency: Agency, sessions: Sessions) -> list[Subscri
 @router.delete(
     "/{subscription_id}",
     status_code=204,
+    response_class=Response,
     responses=problems(404),
     operation_id="deleteWebhookSubscription",
 )
