@@ -29,6 +29,7 @@ from joserfc.errors import JoseError
 from joserfc.jwk import KeySet
 
 from core.audit import forbidden
+from core.deps import token_verifier_of
 from core.openapi import ScopeRequirement
 from core.problems import Problem
 from core.settings import ServiceSettings
@@ -235,7 +236,7 @@ Credentials = Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)]
 def require_scope(scope: str) -> RequireScope:
     """FastAPI dependency: the calling agency, if its token is valid and carries `scope`.
 
-    The app must hold a TokenVerifier in `app.state.token_verifier`.
+    The app must hold a TokenVerifier (core.deps.install).
     """
     return RequireScope(scope)
 
@@ -276,7 +277,7 @@ def require_token() -> Callable[..., Awaitable[AgencyPrincipal]]:
 
 
 async def _verified(request: Request, credentials: Credentials) -> AgencyPrincipal:
-    verifier: TokenVerifier = request.app.state.token_verifier
+    verifier = token_verifier_of(request)
     if credentials is None:
         raise _unauthorized("An access token is required", "")
     try:

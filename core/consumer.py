@@ -13,7 +13,7 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import logging
-from collections.abc import Awaitable, Callable, Collection, Sequence
+from collections.abc import Sequence
 from typing import Any
 
 from aiokafka import AIOKafkaConsumer
@@ -22,6 +22,7 @@ from opentelemetry.propagate import extract, inject
 from opentelemetry.trace import Span, SpanKind, StatusCode
 
 from core.events import EVENT_TYPES, Event, PoisonEvent, from_kafka
+from core.handlers import BatchHandler, EventHandlers
 from core.kafka import EventProducer, OutboundRecord, messaging_attributes, stop_within
 from core.retry import until_available
 from core.settings import ServiceSettings
@@ -32,8 +33,6 @@ tracer = trace.get_tracer("gateway.kafka")
 # An event whose handler keeps failing for another reason is a poison event after this.
 HANDLER_ATTEMPTS = 5
 
-BatchHandler = Callable[[Sequence[Event]], Awaitable[None]]
-
 
 class EventConsumer:
     def __init__(
@@ -41,15 +40,15 @@ class EventConsumer:
         settings: ServiceSettings,
         *,
         group_id: str,
-        event_types: Collection[str],
-        handle: BatchHandler,
+        handlers: EventHandlers,
         producer: EventProducer,
         topics: Sequence[str] | None = None,
     ) -> None:
         self._settings = settings
         self._group_id = group_id
-        self._event_types = frozenset(event_types)
-        self._handle = handle
+        # Only the types with a handler are decoded and handed over (core/handlers.py).
+        self._event_types = handlers.event_types
+        self._handle: BatchHandler = handlers
         self._producer = producer
         self._topics = list(topics or [settings.dossier_events_topic])
 

@@ -16,6 +16,7 @@ from pydantic import BaseModel
 from sqlalchemy import select
 
 from core.auth import DEAD_LETTERS_MANAGE, require_scope
+from core.deps import runtime_of
 from core.openapi import problems
 from core.outbox import Outbox
 from core.problems import Problem
@@ -37,7 +38,7 @@ class DeadEventOut(BaseModel):
 
 
 def _outbox(request: Request) -> tuple[Runtime, Outbox]:
-    runtime: Runtime = request.app.state.runtime
+    runtime = runtime_of(request)
     if runtime.outbox is None:  # a service without an outbox does not mount this router
         raise Problem(404, "not-found", "This service publishes no events")
     return runtime, runtime.outbox

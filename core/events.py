@@ -10,13 +10,14 @@ from __future__ import annotations
 import uuid
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Any
+from typing import Any, Generic
 
 from cloudevents.core.bindings import kafka as ce_kafka
 from cloudevents.core.formats.json import JSONFormat
 from cloudevents.core.v1.event import CloudEvent
 from google.protobuf.message import DecodeError, Message
 from google.protobuf.timestamp_pb2 import Timestamp
+from typing_extensions import TypeVar
 
 from core.clock import SYSTEM_CLOCK
 from gateway.v1 import events_pb2
@@ -37,6 +38,10 @@ EVENT_TYPES: dict[str, type[Message]] = {
     "vn.gov.notification.status_changed.v1": events_pb2.NotificationStatusChanged,
 }
 TYPE_OF: dict[type[Message], str] = {cls: name for name, cls in EVENT_TYPES.items()}
+# The event's protobuf message: `Event[DossierSubmitted]` is what a handler of that type gets
+# (core/handlers.py); a bare `Event` may hold any.
+M = TypeVar("M", bound=Message, default=Message, covariant=True)
+D = TypeVar("D", bound=Message)
 
 
 class PoisonEvent(ValueError):
@@ -56,11 +61,11 @@ _FORMAT = _ProtobufBytes()
 
 
 @dataclass(frozen=True)
-class Event:
+class Event(Generic[M]):
     type: str
     source: str
     subject: str
-    data: Message
+    data: M
     id: str = field(default_factory=lambda: str(uuid.uuid4()))
     time: datetime = field(default_factory=SYSTEM_CLOCK.now)
     # W3C context of the span that is handling this event (set by the consumer): what the
@@ -68,7 +73,7 @@ class Event:
     trace: dict[str, str] = field(default_factory=dict)
 
 
-def new_event(data: Message, *, source: str, dossier_code: str) -> Event:
+def new_event(data: D, *, source: str, dossier_code: str) -> Event[D]:
     return Event(type=TYPE_OF[type(data)], source=source, subject=dossier_code, data=data)
 
 

@@ -6,7 +6,7 @@ The OpenTelemetry interceptors carry `traceparent` in gRPC metadata both ways.
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
-from typing import cast
+from typing import Generic, TypeVar, cast
 
 import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
@@ -19,6 +19,7 @@ _client_tracing = cast(Callable[[], list[grpc.aio.ClientInterceptor]], aio_clien
 
 Registration = Callable[[grpc.aio.Server], None]
 SERVING = health_pb2.HealthCheckResponse.SERVING
+S = TypeVar("S")
 
 
 class GrpcServer:
@@ -65,3 +66,25 @@ class GrpcServer:
 def traced_channel(target: str) -> grpc.aio.Channel:
     interceptors = _client_tracing()
     return grpc.aio.insecure_channel(target, interceptors=interceptors)
+
+
+class LazyStub(Generic[S]):
+    """A client stub on a traced channel made on first use: a grpc.aio channel belongs to the
+    running event loop, and a service is composed before its loop starts."""
+
+    def __init__(self, target: str, stub: Callable[[grpc.aio.Channel], S]) -> None:
+        self._target = target
+        self._make = stub
+        self._channel: grpc.aio.Channel | None = None
+        self._stub: S | None = None
+
+    def __call__(self) -> S:
+        if self._stub is None:
+            self._channel = traced_channel(self._target)
+            self._stub = self._make(self._channel)
+        return self._stub
+
+    async def close(self) -> None:
+        if self._channel is not None:
+            await self._channel.close()
+        self._channel = self._stub = None

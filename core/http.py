@@ -21,7 +21,8 @@ from opentelemetry.instrumentation.fastapi import FastAPIInstrumentor
 from prometheus_client import make_asgi_app
 
 from core.admission import Admission, AdmissionMiddleware
-from core.auth import SCOPES, token_url
+from core.auth import SCOPES, TokenVerifier, token_url
+from core.deps import install, runtime_of
 from core.http_metrics import RequestMetrics
 from core.limits import RequestLimits
 from core.maintenance import maintenance_router
@@ -38,10 +39,14 @@ def create_app(
     title: str,
     description: str,
     runtime: Runtime,
+    deps: object = None,
+    token_verifier: TokenVerifier | None = None,
     lifespan: Lifespan | None = None,
     security_schemes: Mapping[str, Any] | None = None,
 ) -> FastAPI:
-    """`security_schemes`: those of the service's own beside the agency token's."""
+    """`deps`: the service's composition (its deps.py), which its routes reach through
+    core.deps; `token_verifier`: what checks agency tokens (core.auth's dependencies);
+    `security_schemes`: those of the service's own beside the agency token's."""
     app = FastAPI(
         title=title,
         description=description,
@@ -49,7 +54,7 @@ def create_app(
         lifespan=lifespan or runtime_lifespan(runtime),
         generate_unique_id_function=operation_id,
     )
-    app.state.runtime = runtime
+    install(app, deps=deps, runtime=runtime, token_verifier=token_verifier)
     install_problem_handlers(app)
     settings = runtime.settings
     install_openapi(
@@ -107,7 +112,7 @@ def create_app(
 async def database_ready(request: Request) -> None:
     """Route dependency: answer 503 instead of failing while the schema is being created or
     a gate of the service is closed (routing's catalogue not loaded yet)."""
-    runtime: Runtime = request.app.state.runtime
+    runtime = runtime_of(request)
     if runtime.serving:
         return
     try:

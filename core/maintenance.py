@@ -34,6 +34,7 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from core.audit import record_action
 from core.auth import MAINTENANCE_MANAGE, AgencyPrincipal, require_scope, require_token
 from core.clock import SYSTEM_CLOCK, Clock
+from core.deps import runtime_of
 from core.openapi import problems
 from core.problems import Problem
 from core.storage import UtcDateTime, rowcount
@@ -156,7 +157,7 @@ def _state_of(row: Any) -> MaintenanceState:
 
 
 def of(request: Request) -> Maintenance:
-    maintenance: Maintenance = request.app.state.runtime.maintenance
+    maintenance: Maintenance = runtime_of(request).maintenance
     return maintenance
 
 
@@ -167,7 +168,7 @@ async def writes_allowed(request: Request) -> None:
         return
     state = await of(request).state()
     if state.on:
-        retry_after = request.app.state.runtime.settings.maintenance_retry_after_s
+        retry_after = runtime_of(request).settings.maintenance_retry_after_s
         raise Problem(
             503,
             "maintenance",
@@ -192,7 +193,7 @@ class MaintenanceOut(BaseModel):
 
 def _out(request: Request, state: MaintenanceState) -> MaintenanceOut:
     return MaintenanceOut(
-        service=request.app.state.runtime.name,
+        service=runtime_of(request).name,
         on=state.on,
         reason=state.reason,
         changed_by=state.changed_by,
@@ -235,7 +236,7 @@ def maintenance_router() -> APIRouter:
             agency=operator.agency_code,
             event="maintenance.switched",
             action=f"{request.method} {request.url.path}",
-            target=request.app.state.runtime.name,
+            target=runtime_of(request).name,
             on=body.on,
             reason=body.reason,
         )

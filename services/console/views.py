@@ -15,8 +15,9 @@ from fastapi.templating import Jinja2Templates
 
 from core.audit import record_refusal
 from core.calendar import VIETNAM
-from services.console.session import CSRF_FIELD, SESSION_COOKIE, Official, SessionSigner, csrf_ok
-from services.console.settings import ConsoleSettings
+from core.deps import deps_of
+from services.console.deps import ConsoleDeps, Deps
+from services.console.session import CSRF_FIELD, SESSION_COOKIE, Official, csrf_ok
 
 templates = Jinja2Templates(directory=Path(__file__).resolve().parent / "templates")
 
@@ -72,17 +73,17 @@ class _Caller:
 
 
 def current_official(request: Request) -> Official | None:
-    signer: SessionSigner = request.app.state.signer
+    signer = deps_of(request.app, ConsoleDeps).signer
     return signer.session(request.cookies.get(SESSION_COOKIE))
 
 
-async def operator(request: Request) -> Official:
+async def operator(request: Request, deps: Deps) -> Official:
     """Every page's gate: logged in, and holding the operator role."""
     official = current_official(request)
     if official is None:
         query = f"?{request.url.query}" if request.url.query else ""
         raise NeedLogin(request.url.path + query)
-    settings: ConsoleSettings = request.app.state.settings
+    settings = deps.settings
     if not official.has_role(settings.console_operator_role):
         record_refusal(
             _Caller(f"official:{official.subject}"),

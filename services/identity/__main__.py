@@ -1,6 +1,7 @@
 from core.serve import serve_http
-from services.identity.main import build_app
+from services.identity.deps import compose
+from services.identity.main import http_app
 from services.identity.settings import IdentitySettings
 
 settings = IdentitySettings()
-serve_http(build_app(settings), settings)
+serve_http(http_app(compose(settings)), settings)

@@ -11,14 +11,14 @@ from typing import Annotated, Any, Literal
 from fastapi import APIRouter, Cookie, Depends, Header, Query, Request
 from fastapi.responses import JSONResponse, RedirectResponse, Response
 from pydantic import BaseModel, Field
-from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from core.openapi import problems, redirect
 from core.problems import Problem
 from services.identity import access_log
-from services.identity.citizens import Citizens, CitizenSession
-from services.identity.consents import ConsentRefused, Consents, consent_view
-from services.identity.eid import EidError, RelyingParty
+from services.identity.citizens import CitizenSession
+from services.identity.consents import ConsentRefused, consent_view
+from services.identity.deps import CitizensDep, ConsentsDep, Deps, Sessions
+from services.identity.eid import EidError
 
 log = logging.getLogger(__name__)
 router = APIRouter(prefix="/v1", tags=["citizens"])
@@ -92,10 +92,6 @@ CITIZEN_SCHEME: dict[str, Any] = {
 }
 
 
-def _state(request: Request, name: str) -> Any:
-    return getattr(request.app.state, name)
-
-
 def csrf_token(session_id: str) -> str:
     """Derived from the session id: knowing it does not reveal the session."""
     return hashlib.sha256(b"csrf\0" + session_id.encode()).hexdigest()
@@ -119,11 +115,11 @@ def session_id_of(request: Request, cookie: str | None, header: str | None) -> s
 
 async def citizen(
     request: Request,
+    citizens: CitizensDep,
     cookie: Annotated[str | None, Cookie(alias=SESSION_COOKIE)] = None,
     x_citizen_session: Annotated[str | None, Header()] = None,
 ) -> CitizenSession:
     """The logged-in citizen, by session cookie (browsers) or X-Citizen-Session (API)."""
-    citizens: Citizens = _state(request, "citizens")
     session_id = session_id_of(request, cookie, x_citizen_session)
     found = await citizens.session(session_id)
     if found is None:
@@ -148,13 +144,12 @@ Citizen = Annotated[CitizenSession, Depends(citizen)]
     summary="Log in with e-ID (redirects to the provider)",
 )
 async def login(
-    request: Request,
+    deps: Deps,
     acr: Annotated[str, Query(pattern="^[0-9]*$", description="Assurance level: 1 or 2")] = "",
 ) -> Response:
     """`acr=2` asks the provider for assurance level 2 (identity verified in person), as the
     provider spells it (EID_ACR_VALUES); without `acr` the provider chooses."""
-    citizens: Citizens = _state(request, "citizens")
-    party: RelyingParty = _state(request, "relying_party")
+    citizens, party = deps.citizens, deps.relying_party
     acr_values = ""
     if acr:
         try:
@@ -175,7 +170,7 @@ async def login(
     # Binds the callback to the browser that started the login (login CSRF).
     response.set_cookie(
         LOGIN_COOKIE, pending.state, max_age=600, httponly=True, samesite="lax",
-        secure=_state(request, "cookie_secure"), path="/v1/citizen",
+        secure=deps.settings.citizen_cookie_secure, path="/v1/citizen",
     )  # fmt: skip
     return response
 
@@ -188,14 +183,13 @@ async def login(
     summary="Where the e-ID provider sends the citizen back",
 )
 async def callback(
-    request: Request,
+    deps: Deps,
     state: str = "",
     code: str = "",
     error: str = "",
     login_cookie: Annotated[str | None, Cookie(alias=LOGIN_COOKIE)] = None,
 ) -> Response:
-    citizens: Citizens = _state(request, "citizens")
-    party: RelyingParty = _state(request, "relying_party")
+    citizens, party = deps.citizens, deps.relying_party
     # Checked before the login is taken: a callback from another browser (no cookie, or
     # another login's) must not use up the login the citizen's own browser will complete.
     pending = await citizens.take_login(state) if state and login_cookie == state else None
@@ -227,12 +221,12 @@ async def callback(
     )
     response.set_cookie(
         SESSION_COOKIE, session_id, expires=opened.expires_at, httponly=True, samesite="lax",
-        secure=_state(request, "cookie_secure"),
+        secure=deps.settings.citizen_cookie_secure,
     )  # fmt: skip
     # Readable by our page's script (not HttpOnly), sent back as CSRF_HEADER.
     response.set_cookie(
         CSRF_COOKIE, csrf_token(session_id), expires=opened.expires_at, samesite="strict",
-        secure=_state(request, "cookie_secure"),
+        secure=deps.settings.citizen_cookie_secure,
     )  # fmt: skip
     response.delete_cookie(LOGIN_COOKIE, path="/v1/citizen")
     return response
@@ -266,12 +260,12 @@ async def me(session: Citizen) -> dict[str, Any]:
 )
 async def logout(
     request: Request,
+    citizens: CitizensDep,
     cookie: Annotated[str | None, Cookie(alias=SESSION_COOKIE)] = None,
     x_citizen_session: Annotated[str | None, Header()] = None,
 ) -> Response:
     """POST only, and by cookie only with the CSRF header: no page elsewhere can log a
     citizen out (a link, an image, a form)."""
-    citizens: Citizens = _state(request, "citizens")
     if session_id := session_id_of(request, cookie, x_citizen_session):
         await citizens.close_session(session_id)
     response = Response(status_code=204)
@@ -288,9 +282,9 @@ async def logout(
     openapi_extra=CITIZEN_SECURITY,
     summary="Who read my data, when and why",
 )
-async def my_access_log(request: Request, session: Citizen) -> dict[str, Any]:
-    sessions: async_sessionmaker[AsyncSession] = _state(request, "sessions")
-    citizens: Citizens = _state(request, "citizens")
+async def my_access_log(
+    session: Citizen, sessions: Sessions, citizens: CitizensDep
+) -> dict[str, Any]:
     async with sessions() as db:
         rows = await access_log.reads_of(db, citizens.ref(session.personal_id))
     fields = ("seq", "agency", "service", "data", "purpose", "dossier_code")
@@ -307,8 +301,9 @@ async def my_access_log(request: Request, session: Citizen) -> dict[str, Any]:
     openapi_extra=CITIZEN_SECURITY,
     summary="Preview what would be attached",
 )
-async def preview_consent(request: Request, body: ConsentIn, session: Citizen) -> dict[str, Any]:
-    consents: Consents = _state(request, "consents")
+async def preview_consent(
+    body: ConsentIn, session: Citizen, consents: ConsentsDep
+) -> dict[str, Any]:
     try:
         record = await consents.preview(session, body.procedure_code, body.purpose)
     except ConsentRefused as exc:
@@ -324,8 +319,9 @@ async def preview_consent(request: Request, body: ConsentIn, session: Citizen) -
     openapi_extra=CITIZEN_SECURITY,
     summary="Grant a previewed consent",
 )
-async def confirm_consent(request: Request, consent_id: str, session: Citizen) -> dict[str, Any]:
-    consents: Consents = _state(request, "consents")
+async def confirm_consent(
+    consent_id: str, session: Citizen, consents: ConsentsDep
+) -> dict[str, Any]:
     try:
         record = await consents.confirm(session, consent_id)
     except ConsentRefused as exc:

@@ -21,7 +21,6 @@ import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any, ClassVar, cast
-from urllib.parse import parse_qsl
 
 from authlib.oauth2.rfc6749 import AuthorizationServer, OAuth2Request
 from authlib.oauth2.rfc6749.errors import InvalidClientError, InvalidScopeError
@@ -30,17 +29,14 @@ from authlib.oauth2.rfc6749.requests import BasicOAuth2Payload
 from authlib.oauth2.rfc6749.util import extract_basic_authorization
 from authlib.oauth2.rfc6750 import BearerTokenGenerator
 from authlib.oauth2.rfc7523 import JWTBearerClientAssertion
-from fastapi import APIRouter, Request
+from fastapi import Request
 from fastapi.responses import JSONResponse, Response
 from joserfc import jwt
 from joserfc.jwk import KeySet
 
 from core.auth import SCOPES, jwks_url, key_set, token_url
-from core.problems import Problem
 from services.identity.clients import KEY_METHOD, SECRET_METHODS, AgencyClient
 from services.identity.keys import ALGORITHM, SigningKeys
-from services.identity.token_contract import TOKEN_REQUEST, TokenOut, oauth_error
-from services.identity.token_guard import CheckRefused, ClientGone, SecretGuard
 
 # RFC 7523 §3 lets the server cap how long an assertion may live; a long-lived one is a
 # reusable credential (and its jti would have to be remembered for as long).
@@ -114,22 +110,22 @@ class _PrivateKeyJWT(JWTBearerClientAssertion):  # type: ignore[misc]
         return key_set(client.jwks or {"keys": []})
 
 
-def _basic_secret(request: _Request) -> tuple[str | None, str | None]:
+def _basic_secret(request: TokenRequest) -> tuple[str | None, str | None]:
     # authlib has no type hints: this is its (client_id, client_secret), each maybe None.
     return cast(tuple[str | None, str | None], extract_basic_authorization(request.headers))
 
 
-def _posted_secret(request: _Request) -> tuple[str | None, str | None]:
+def _posted_secret(request: TokenRequest) -> tuple[str | None, str | None]:
     return request.form.get("client_id"), request.form.get("client_secret")
 
 
 def _guard_verified(
-    extract: Callable[[_Request], tuple[str | None, str | None]],
-) -> Callable[[Callable[[str], AgencyClient | None], _Request], AgencyClient | None]:
+    extract: Callable[[TokenRequest], tuple[str | None, str | None]],
+) -> Callable[[Callable[[str], AgencyClient | None], TokenRequest], AgencyClient | None]:
     """authlib's secret method, minus the hash: the guard has checked the secret already."""
 
     def authenticate(
-        query_client: Callable[[str], AgencyClient | None], request: _Request
+        query_client: Callable[[str], AgencyClient | None], request: TokenRequest
     ) -> AgencyClient | None:
         client_id, secret = extract(request)
         if client_id and secret and request.verified_secret == (client_id, secret):
@@ -169,7 +165,7 @@ def _assertion_subject(form: Mapping[str, str]) -> str:
     return sub if isinstance(sub, str) else ""
 
 
-class _Request(OAuth2Request):  # type: ignore[misc]
+class TokenRequest(OAuth2Request):  # type: ignore[misc]
     """A token request already read from Starlette: authlib's API is synchronous."""
 
     def __init__(self, request: Request, form: dict[str, str], uri: str) -> None:
@@ -269,7 +265,7 @@ class AgencyTokens(AuthorizationServer):  # type: ignore[misc]
     def save_token(self, token: dict[str, Any], request: OAuth2Request) -> None:
         pass  # self-contained JWTs: nothing to remember
 
-    def create_oauth2_request(self, request: _Request) -> _Request:
+    def create_oauth2_request(self, request: TokenRequest) -> TokenRequest:
         return request
 
     def send_signal(self, name: str, *args: Any, **kwargs: Any) -> None:
@@ -290,88 +286,3 @@ class AgencyTokens(AuthorizationServer):  # type: ignore[misc]
             "token_endpoint_auth_methods_supported": [*SECRET_METHODS, KEY_METHOD],
             "token_endpoint_auth_signing_alg_values_supported": ["RS256", "ES256", "PS256"],
         }
-
-
-def _error_of(answer: Response) -> str:
-    if answer.status_code < 400:
-        return ""
-    try:
-        body = json.loads(bytes(answer.body))
-    except ValueError:
-        return ""
-    return str(body.get("error", "")) if isinstance(body, dict) else ""
-
-
-def oauth_router(server: AgencyTokens, guard: SecretGuard) -> APIRouter:
-    router = APIRouter(tags=["agency tokens"])
-
-    @router.post(
-        "/oauth2/token",
-        response_model=TokenOut,
-        responses={
-            400: oauth_error("invalid_request, unsupported_grant_type, invalid_scope"),
-            401: oauth_error("invalid_client"),
-        },
-        operation_id="requestToken",
-        openapi_extra=TOKEN_REQUEST,
-        summary="Access token for an agency system (client credentials)",
-    )
-    async def token(request: Request) -> Response:
-        # OAuth posts are urlencoded (RFC 6749 §4.1.3): no multipart parser needed.
-        form: dict[str, str] = {}
-        if request.headers.get("content-type", "").startswith("application/x-www-form-urlencoded"):
-            try:
-                text = (await request.body()).decode()
-            except UnicodeDecodeError:
-                return JSONResponse(
-                    {"error": "invalid_request", "error_description": "the form is not UTF-8"},
-                    status_code=400,
-                )
-            form = dict(parse_qsl(text, keep_blank_values=True))
-        oauth_request = _Request(request, form, server.token_endpoint)
-        who = presented(request, form)
-        address = request.client.host if request.client else ""
-        try:
-            if who.secret is not None:
-                client = server.query_client(who.client_id)
-                stored = client.secret_hash if client else None
-                if await guard.verify(
-                    who.client_id, who.secret, stored, address, request.is_disconnected
-                ):
-                    oauth_request.verified_secret = (who.client_id, who.secret)
-            else:
-                guard.refuse_if_throttled(who.client_id, address)
-        except CheckRefused as exc:
-            slug = "too-many-attempts" if exc.status == 429 else "token-endpoint-busy"
-            raise Problem(
-                exc.status, slug, "Token requests refused for now; retry later", exc.reason,
-                headers={"Retry-After": str(exc.retry_after)},
-            ) from None  # fmt: skip
-        except ClientGone:
-            return Response(status_code=503)  # nobody is listening any more
-        # No hashing left in here (an assertion's signature check and our RS256 signature
-        # take about a millisecond): on the event loop, not in an unbounded thread queue.
-        answer: Response = server.create_token_response(oauth_request)
-        if who.secret is None and who.client_id and _error_of(answer) == "invalid_client":
-            await guard.record_failure(who.client_id, address)
-        return answer
-
-    @router.get(
-        "/.well-known/oauth-authorization-server",
-        operation_id="getAuthorizationServerMetadata",
-        summary="RFC 8414 metadata",
-    )
-    async def metadata() -> dict[str, Any]:
-        return server.metadata()
-
-    @router.get(
-        "/.well-known/jwks.json",
-        response_model=dict[str, Any],
-        operation_id="getJwks",
-        summary="Public keys that sign access tokens",
-    )
-    async def jwks() -> JSONResponse:
-        # Cacheable briefly: verifiers refetch anyway when they meet an unknown key id.
-        return JSONResponse(server.keys.public_jwks(), headers={"Cache-Control": "max-age=300"})
-
-    return router

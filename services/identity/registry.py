@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import grpc
 
-from core.grpc import traced_channel
+from core.grpc import LazyStub
 from core.personal_id import PersonalId
 from gateway.v1 import registry_pb2, registry_pb2_grpc
 
@@ -22,18 +22,10 @@ class RegistryClient:
     def __init__(self, target: str, timeout_s: float) -> None:
         self._target = target
         self._timeout_s = timeout_s
-        self._channel: grpc.aio.Channel | None = None
-
-    @property
-    def _stub(self) -> registry_pb2_grpc.PopulationRegistryAsyncStub:
-        # Made on first use: a grpc.aio channel belongs to the running event loop.
-        if self._channel is None:
-            self._channel = traced_channel(self._target)
-        return registry_pb2_grpc.PopulationRegistryStub(self._channel)
+        self._stub = LazyStub(target, registry_pb2_grpc.PopulationRegistryStub)
 
     async def close(self) -> None:
-        if self._channel is not None:
-            await self._channel.close()
+        await self._stub.close()
 
     async def residence(
         self, personal_id: PersonalId, purpose: str, agency: str, dossier_code: str = ""
@@ -45,7 +37,7 @@ class RegistryClient:
             dossier_code=dossier_code,
         )
         try:
-            return await self._stub.GetResidence(request, timeout=self._timeout_s)
+            return await self._stub().GetResidence(request, timeout=self._timeout_s)
         except grpc.aio.AioRpcError as exc:
             if exc.code() == grpc.StatusCode.NOT_FOUND:
                 raise CitizenNotRegistered from None

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Depends, Header, Request, Response, status
+from fastapi import APIRouter, Depends, Header, Response, status
 
 from core.audit import forbidden
 from core.auth import DOSSIERS_READ, DOSSIERS_SUBMIT, AgencyPrincipal, require_scope
@@ -12,28 +12,14 @@ from core.catalogue import Catalogue, Procedure
 from core.openapi import problems, replayed
 from core.problems import Problem
 from gateway.v1 import routing_pb2
-from services.intake.dossiers import DossierRegistry, at_desk
-from services.intake.journey import JourneyClient, JourneyUnavailable, steps_of
+from services.intake.deps import CatalogueDep, JourneysDep, RegistryDep
+from services.intake.dossiers import at_desk
+from services.intake.journey import JourneyUnavailable, steps_of
 from services.intake.schemas import DossierIn, DossierOut, ProcedureOut, ProcedureStepOut
 
 router = APIRouter(prefix="/v1", tags=["dossiers"])
 Submitter = Annotated[AgencyPrincipal, Depends(require_scope(DOSSIERS_SUBMIT))]
 Reader = Annotated[AgencyPrincipal, Depends(require_scope(DOSSIERS_READ))]
-
-
-def registry(request: Request) -> DossierRegistry:
-    value: DossierRegistry = request.app.state.registry
-    return value
-
-
-def journeys(request: Request) -> JourneyClient:
-    value: JourneyClient = request.app.state.journeys
-    return value
-
-
-def catalogue(request: Request) -> Catalogue:
-    value: Catalogue = request.app.state.catalogue
-    return value
 
 
 @router.post(
@@ -47,8 +33,8 @@ async def submit_dossier(
     body: DossierIn,
     response: Response,
     agency: Submitter,
-    registry: Annotated[DossierRegistry, Depends(registry)],
-    catalogue: Annotated[Catalogue, Depends(catalogue)],
+    registry: RegistryDep,
+    catalogue: CatalogueDep,
     idempotency_key: Annotated[str | None, Header(max_length=255)] = None,
     x_citizen_session: Annotated[str | None, Header(max_length=100)] = None,
 ) -> DossierOut:
@@ -76,9 +62,9 @@ async def submit_dossier(
 async def get_dossier(
     code: str,
     agency: Reader,
-    registry: Annotated[DossierRegistry, Depends(registry)],
-    journeys: Annotated[JourneyClient, Depends(journeys)],
-    catalogue: Annotated[Catalogue, Depends(catalogue)],
+    registry: RegistryDep,
+    journeys: JourneysDep,
+    catalogue: CatalogueDep,
 ) -> DossierOut:
     """Readable by the dossier's receiving agency and by the agencies of its journey."""
     dossier = await registry.get(code)
@@ -146,7 +132,7 @@ def _view(
     summary="The procedures a dossier may be filed for, each with its form's JSON Schema",
 )
 async def list_procedures(
-    catalogue: Annotated[Catalogue, Depends(catalogue)],
+    catalogue: CatalogueDep,
 ) -> list[ProcedureOut]:
     """Public, like the national catalogue of procedures: no token needed."""
     found = [p for p in catalogue.procedures.values() if p.active]
@@ -160,9 +146,7 @@ async def list_procedures(
     tags=["procedures"],
     summary="One procedure and its form's JSON Schema",
 )
-async def get_procedure(
-    procedure_code: str, catalogue: Annotated[Catalogue, Depends(catalogue)]
-) -> ProcedureOut:
+async def get_procedure(procedure_code: str, catalogue: CatalogueDep) -> ProcedureOut:
     procedure = catalogue.procedure(procedure_code)
     if procedure is None or not procedure.active:
         raise Problem(

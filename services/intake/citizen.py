@@ -12,7 +12,7 @@ import grpc
 
 from core.auth_grpc import bearer_metadata
 from core.catalogue import Procedure
-from core.grpc import traced_channel
+from core.grpc import LazyStub
 from core.problems import Problem
 from core.tokens import ServiceTokens, TokenUnavailable
 from gateway.v1 import identity_pb2, identity_pb2_grpc, registry_pb2
@@ -48,14 +48,13 @@ class EidApplicant:
 
 class IdentityClient:
     def __init__(self, target: str, timeout_s: float, tokens: ServiceTokens) -> None:
-        self._channel = traced_channel(target)
-        self._stub = identity_pb2_grpc.CitizenIdentityStub(self._channel)
+        self._stub = LazyStub(target, identity_pb2_grpc.CitizenIdentityStub)
         self._timeout_s = timeout_s
         # Intake's own token (citizen-data:read): identity serves citizen data to no one else.
         self._tokens = tokens
 
     async def close(self) -> None:
-        await self._channel.close()
+        await self._stub.close()
         await self._tokens.close()
 
     async def applicant(
@@ -63,7 +62,7 @@ class IdentityClient:
     ) -> EidApplicant:
         """The verified applicant, checked against what the procedure asks of an e-ID."""
         verified = await self._call(
-            self._stub.ResolveCitizenSession,
+            self._stub().ResolveCitizenSession,
             identity_pb2.ResolveCitizenSessionRequest(
                 session=session,
                 requesting_agency=request.receiving_agency_code or procedure.receiving_agency,
@@ -94,7 +93,7 @@ class IdentityClient:
         if applicant.residence_consent_id is None:
             return None
         consented = await self._call(
-            self._stub.TakeResidence,
+            self._stub().TakeResidence,
             identity_pb2.TakeResidenceRequest(
                 consent_id=applicant.residence_consent_id,
                 session=applicant.session,

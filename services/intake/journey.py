@@ -10,7 +10,7 @@ import grpc
 from google.protobuf.timestamp_pb2 import Timestamp
 
 from core.auth_grpc import bearer_metadata
-from core.grpc import traced_channel
+from core.grpc import LazyStub
 from core.tokens import ServiceTokens, TokenUnavailable
 from gateway.v1 import routing_pb2, routing_pb2_grpc
 from services.intake.schemas import StepOut
@@ -24,21 +24,20 @@ class JourneyUnavailable(Exception):
 
 class JourneyClient:
     def __init__(self, target: str, timeout_s: float, tokens: ServiceTokens) -> None:
-        self._channel = traced_channel(target)
-        self._stub = routing_pb2_grpc.RoutingServiceStub(self._channel)
+        self._stub = LazyStub(target, routing_pb2_grpc.RoutingServiceStub)
         self._timeout_s = timeout_s
         # Intake calls routing with its own service token (scope journeys:read).
         self._tokens = tokens
 
     async def close(self) -> None:
-        await self._channel.close()
+        await self._stub.close()
         await self._tokens.close()
 
     async def journey(self, dossier_code: str) -> routing_pb2.Journey | None:
         """The journey, or None while routing has not taken the dossier in yet."""
         try:
             token = await self._tokens.token()
-            return await self._stub.GetJourney(
+            return await self._stub().GetJourney(
                 routing_pb2.GetJourneyRequest(dossier_code=dossier_code),
                 timeout=self._timeout_s,
                 metadata=bearer_metadata(token),

@@ -1,6 +1,7 @@
 from core.serve import serve_http
-from services.notify.main import build_app
+from services.notify.deps import compose
+from services.notify.main import http_app
 from services.notify.settings import NotifySettings
 
 settings = NotifySettings()
-serve_http(build_app(settings), settings)
+serve_http(http_app(compose(settings)), settings)

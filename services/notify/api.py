@@ -6,18 +6,17 @@ import uuid
 from datetime import datetime
 from typing import Annotated
 
-from fastapi import APIRouter, Depends, Query, Request
+from fastapi import APIRouter, Depends, Query
 from pydantic import BaseModel
 from sqlalchemy import func, select
 from sqlalchemy.exc import IntegrityError
-from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from core.auth import DEAD_LETTERS_MANAGE, require_scope
-from core.clock import SYSTEM_CLOCK
 from core.openapi import problems
 from core.problems import Problem
+from services.notify.deps import Deps, Sessions
 from services.notify.models import notifications, status_history
-from services.notify.status import Status, StatusLog
+from services.notify.status import Status
 
 router = APIRouter(prefix="/v1", tags=["notifications"])
 
@@ -51,14 +50,6 @@ class NotificationDetailOut(NotificationOut):
     body: str
     # Every status the notification went through, oldest first.
     history: list[StatusChangeOut]
-
-
-def sessions(request: Request) -> async_sessionmaker[AsyncSession]:
-    value: async_sessionmaker[AsyncSession] = request.app.state.runtime.sessions
-    return value
-
-
-Sessions = Annotated[async_sessionmaker[AsyncSession], Depends(sessions)]
 
 
 @router.get("/notifications", response_model=list[NotificationOut])
@@ -115,12 +106,9 @@ RESENDABLE = ("permanent-failure", "technical-failure")
     summary="Send a failed notification again, as a new message",
     dependencies=[Depends(require_scope(DEAD_LETTERS_MANAGE))],
 )
-async def resend_notification(
-    notification_id: str, request: Request, sessions: Sessions
-) -> NotificationOut:
-    runtime = request.app.state.runtime
-    status_log = StatusLog(runtime.outbox)
-    now = SYSTEM_CLOCK.now()
+async def resend_notification(notification_id: str, deps: Deps) -> NotificationOut:
+    sessions = deps.sessions
+    now = deps.clock.now()
     async with sessions.begin() as session:
         row = (
             await session.execute(
@@ -176,8 +164,8 @@ async def resend_notification(
                 "This notification was sent again already",
                 f"a resend of {notification_id} is under way",
             ) from None
-        await status_log.record(session, [fresh], now)
-    runtime.outbox.wakeup.set()
-    for sender_wakeup in request.app.state.sender_wakeups:
+        await deps.status_log.record(session, [fresh], now)
+    deps.outbox.wakeup.set()
+    for sender_wakeup in deps.sender_wakeups:
         sender_wakeup.set()
     return NotificationOut.model_validate(fresh)

@@ -15,12 +15,14 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
+from google.protobuf.message import Message
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from core.catalogue import Catalogue
 from core.clock import SYSTEM_CLOCK, Clock
-from core.events import Event
+from core.events import TYPE_OF, Event
+from core.handlers import EventHandlers
 from core.inbox import first_seen
 from core.storage import upsert
 from gateway.v1 import events_pb2
@@ -32,6 +34,15 @@ from services.notify.status import StatusLog
 from services.notify.templates import MissingField, render
 
 CHANNELS = ("email", "sms", "webhook")
+# What citizens and agency systems are told about: each has a template and a callback.
+NOTIFIED: tuple[type[Message], ...] = (
+    events_pb2.DossierSubmitted,
+    events_pb2.DossierRouted,
+    events_pb2.DossierCompleted,
+    events_pb2.SupplementRequested,
+    events_pb2.DossierRefused,
+    events_pb2.DossierOverdue,
+)
 
 
 @dataclass(frozen=True)
@@ -63,17 +74,13 @@ class NotificationService:
         # One wake-up per channel sender: a shared event cleared by one could hide it from another.
         self.waiting = {channel: asyncio.Event() for channel in CHANNELS}
 
-    event_types = frozenset(
-        {
-            "vn.gov.dossier.submitted.v1",
-            "vn.gov.dossier.routed.v1",
-            "vn.gov.dossier.completed.v1",
-            "vn.gov.dossier.supplement_requested.v1",
-            "vn.gov.dossier.refused.v1",
-            "vn.gov.dossier.overdue.v1",
-        }
-    )
+    event_types = frozenset(TYPE_OF[message] for message in NOTIFIED)
     assert frozenset(STATUS) == event_types
+
+    def subscribe(self, handlers: EventHandlers) -> None:
+        """Every event notify tells about goes to `handle`, a whole batch in one call."""
+        for message in NOTIFIED:
+            handlers.on(message)(self.handle)
 
     async def handle(self, events: Sequence[Event]) -> None:
         """Every notification of a whole batch, with its first status, in one transaction."""

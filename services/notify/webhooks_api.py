@@ -15,21 +15,19 @@ import uuid
 from datetime import datetime
 from typing import Annotated
 
-from fastapi import APIRouter, Depends, Request, Response
+from fastapi import APIRouter, Depends, Response
 from pydantic import AnyHttpUrl, BaseModel, Field, field_validator
 from sqlalchemy import delete, func, select, text
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from core.audit import forbidden, record_refusal
 from core.auth import WEBHOOKS_MANAGE, AgencyPrincipal, require_scope
-from core.clock import SYSTEM_CLOCK
-from core.events import EVENT_TYPES
 from core.openapi import problems
-from core.outbound import DestinationRefused, OutboundClient
+from core.outbound import DestinationRefused
 from core.problems import Problem
 from core.signing import new_secret
 from core.storage import rowcount
-from services.notify.api import Sessions
+from services.notify.deps import Deps, Outbound, Sessions
 from services.notify.models import webhook_subscriptions as subscriptions
 from services.notify.notifications import NotificationService
 
@@ -64,17 +62,7 @@ class CreatedSubscriptionOut(SubscriptionOut):
     secret: str
 
 
-assert NotificationService.event_types <= EVENT_TYPES.keys()
-
 Agency = Annotated[AgencyPrincipal, Depends(require_scope(WEBHOOKS_MANAGE))]
-
-
-def outbound(request: Request) -> OutboundClient:
-    client: OutboundClient = request.app.state.webhook_outbound
-    return client
-
-
-Outbound = Annotated[OutboundClient, Depends(outbound)]
 
 
 @router.post(
@@ -85,7 +73,7 @@ Outbound = Annotated[OutboundClient, Depends(outbound)]
     operation_id="createWebhookSubscription",
 )
 async def create_subscription(
-    body: SubscriptionIn, agency: Agency, sessions: Sessions, client: Outbound, request: Request
+    body: SubscriptionIn, agency: Agency, sessions: Sessions, client: Outbound, deps: Deps
 ) -> CreatedSubscriptionOut:
     """Subscribe an agency system; the answer carries the signing secret, this once. An
     agency subscribes for itself only, to a public https URL (or one the operator's
@@ -105,14 +93,14 @@ async def create_subscription(
         raise Problem(
             422, "callback-url-refused", "The gateway does not call this URL", exc.reason
         ) from exc
-    limit: int = request.app.state.webhook_max_subscriptions
+    limit = deps.settings.webhook_max_subscriptions
     row = {
         "id": str(uuid.uuid4()),
         "agency_code": body.agency_code,
         "url": str(body.url),
         "event_types": body.event_types,
         "secret": new_secret(),
-        "created_at": SYSTEM_CLOCK.now(),
+        "created_at": deps.clock.now(),
     }
     async with sessions.begin() as session:
         if await _held_by(session, body.agency_code) >= limit:
@@ -155,6 +143,7 @@ async def list_subscriptions(agency: Agency, sessions: Sessions) -> list[Subscri
 @router.delete(
     "/{subscription_id}",
     status_code=204,
+    response_class=Response,
     responses=problems(404),
     operation_id="deleteWebhookSubscription",
 )

@@ -15,11 +15,12 @@ from core.clock import SYSTEM_CLOCK
 from core.consumer import EventConsumer
 from core.dead_letters import dead_events_router
 from core.grpc import GrpcServer
+from core.handlers import EventHandlers
 from core.http import create_app, database_ready
 from core.outbox import Outbox
 from core.queue_metrics import QueueCount, count_of
 from core.runtime import Runtime, Worker
-from gateway.v1 import routing_pb2, routing_pb2_grpc
+from gateway.v1 import events_pb2, routing_pb2, routing_pb2_grpc
 from services.routing import (
     acknowledgements,
     catalogue_store,
@@ -93,11 +94,12 @@ def build_app(settings: RoutingSettings | None = None) -> FastAPI:
     )
     # One event: commits that arm or move a deadline wake the scheduler.
     deadlines.wakeup = journeys.deadlines_changed
+    submitted = EventHandlers()
+    submitted.on(events_pb2.DossierSubmitted)(journeys.take_in)
     consumer = EventConsumer(
         settings,
         group_id="routing",
-        event_types={"vn.gov.dossier.submitted.v1"},
-        handle=journeys.take_in,
+        handlers=submitted,
         producer=runtime.producer,
     )
     delivery = DeliveryWorker(
@@ -112,11 +114,12 @@ def build_app(settings: RoutingSettings | None = None) -> FastAPI:
         hold=runtime.held,
     )
     portal = PortalSync(settings, runtime.engine, runtime.sessions, clock=clock, hold=runtime.held)
+    status_changed = EventHandlers()
+    status_changed.on(events_pb2.DossierStatusChanged)(portal.take_in)
     portal_consumer = EventConsumer(
         settings,
         group_id="portal-sync",
-        event_types={"vn.gov.dossier.status_changed.v1"},
-        handle=portal.take_in,
+        handlers=status_changed,
         producer=runtime.producer,
     )
     count_queues(runtime)

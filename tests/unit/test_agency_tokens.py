@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Iterator
+from dataclasses import replace
 from typing import Any
 
 import pytest
@@ -13,10 +14,14 @@ from joserfc import jwt
 from joserfc.jwk import RSAKey
 
 from core.auth import TokenVerifier
+from core.deps import install
 from core.problems import install_problem_handlers
 from services.identity.clients import AgencyClient, hash_secret, load_clients
+from services.identity.deps import compose
 from services.identity.keys import SigningKeys, generate_key, load_signing_keys
-from services.identity.oauth import MAX_ASSERTION_LIFETIME_S, AgencyTokens, oauth_router
+from services.identity.oauth import MAX_ASSERTION_LIFETIME_S, AgencyTokens
+from services.identity.settings import IdentitySettings
+from services.identity.token_api import router
 from services.identity.token_guard import GuardLimits, SecretGuard
 
 ISSUER = "http://127.0.0.1:8083"
@@ -49,7 +54,9 @@ def client(server: AgencyTokens) -> Iterator[TestClient]:
     install_problem_handlers(app)
     # Throttling has its own tests (test_token_guard.py): this module fails on purpose a lot.
     generous = GuardLimits(client_failures_burst=1000, address_failures_burst=1000)
-    app.include_router(oauth_router(server, SecretGuard(generous)))
+    composed = compose(IdentitySettings(pseudonym_key="00" * 32))
+    install(app, deps=replace(composed, agency_tokens=server, secret_guard=SecretGuard(generous)))
+    app.include_router(router)
     with TestClient(app, base_url=ISSUER) as test_client:
         yield test_client
 

@@ -12,6 +12,7 @@ from fastapi import Depends, FastAPI
 
 from core.audit import forbidden
 from core.auth import DOSSIERS_SUBMIT, AgencyPrincipal, TokenVerifier, require_scope
+from core.deps import install
 from core.problems import install_problem_handlers
 from tests.support.audit import Trail, audit_trail
 from tests.support.tokens import AUDIENCE, ISSUER, TestIssuer
@@ -51,8 +52,9 @@ def test_a_refusal_is_one_record_with_who_what_and_why(trail: Trail) -> None:
 async def test_a_missing_scope_is_audited_with_the_route(trail: Trail) -> None:
     app = FastAPI()
     install_problem_handlers(app)
-    app.state.token_verifier = TokenVerifier(
-        issuer=ISSUER, audience=AUDIENCE, static_jwks=TOKENS.jwks
+    install(
+        app,
+        token_verifier=TokenVerifier(issuer=ISSUER, audience=AUDIENCE, static_jwks=TOKENS.jwks),
     )
 
     @app.post("/v1/dossiers/{code}/result-returned")

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Iterator
+from dataclasses import replace
 from typing import Any
 
 import pytest
@@ -11,7 +12,8 @@ from fastapi.testclient import TestClient
 from joserfc import jwt
 from joserfc.jwk import OctKey
 
-from services.console.main import build_app
+from services.console.deps import compose
+from services.console.main import http_app
 from services.console.session import (
     CSRF_FIELD,
     SESSION_COOKIE,
@@ -114,10 +116,12 @@ def test_after_login_only_paths_of_the_console(given: str | None, safe: str) -> 
     assert safe_next(given) == safe
 
 
+SETTINGS = ConsoleSettings(console_session_key=KEY, console_operator_role="operator")
+
+
 @pytest.fixture
 def console() -> Iterator[TestClient]:
-    settings = ConsoleSettings(console_session_key=KEY, console_operator_role="operator")
-    with TestClient(build_app(settings), follow_redirects=False) as client:
+    with TestClient(http_app(compose(SETTINGS)), follow_redirects=False) as client:
         yield client
 
 
@@ -189,13 +193,14 @@ def trail() -> Iterator[Trail]:
 
 @pytest.mark.parametrize(("status", "shown"), [(200, 303), (409, 409)])
 def test_a_confirmed_replay_is_asked_of_routing_and_audited(
-    console: TestClient, trail: Trail, status: int, shown: int
+    trail: Trail, status: int, shown: int
 ) -> None:
     routing = _Routing(status)
-    app: Any = console.app
-    app.state.upstream = routing
-    csrf = _log_in(console, ("operator",))
-    answer = console.post("/dead-letters/t-1/replay", data={CSRF_FIELD: csrf, "confirm": "yes"})
+    upstream: Any = routing
+    deps = replace(compose(SETTINGS), upstream=upstream)
+    with TestClient(http_app(deps), follow_redirects=False) as console:
+        csrf = _log_in(console, ("operator",))
+        answer = console.post("/dead-letters/t-1/replay", data={CSRF_FIELD: csrf, "confirm": "yes"})
     assert answer.status_code == shown
     assert routing.posted == [("routing", "/v1/dead-letters/t-1/replay")]
     actions = [r for r in trail.records if r["event"] == "operator.action"]

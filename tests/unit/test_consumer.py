@@ -1,5 +1,6 @@
-"""core/consumer.py without a broker: what a batch of records becomes (handled, skipped,
-dead-lettered), the replay one event at a time after a failed batch, waiting out an outage,
+"""core/consumer.py and core/handlers.py without a broker: what a batch of records becomes
+(dispatched by type, skipped, dead-lettered), the replay one event at a time after a failed
+batch, a transient failure retried, waiting out an outage, the dossier's trace carried on,
 and offsets committed only after the handler's work."""
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ import pytest
 import core.consumer as consumer_module
 from core.consumer import EventConsumer
 from core.events import Event, PoisonEvent, new_event, to_kafka
+from core.handlers import EventHandlers
 from core.kafka import EventProducer, OutboundRecord
 from core.settings import ServiceSettings
 from gateway.v1 import dossier_pb2, events_pb2
@@ -74,12 +76,10 @@ def record(code: str, offset: int, *, data: Any = None) -> Record:
 
 
 def consumer_with(handler: Handler, producer: Producer) -> EventConsumer:
+    handlers = EventHandlers()
+    handlers.on(events_pb2.DossierSubmitted)(handler)
     return EventConsumer(
-        ServiceSettings(),
-        group_id="routing",
-        event_types={SUBMITTED},
-        handle=handler,
-        producer=producer,
+        ServiceSettings(), group_id="routing", handlers=handlers, producer=producer
     )
 
 
@@ -198,3 +198,106 @@ async def test_offsets_are_committed_after_the_handler_and_never_automatically(
 
     assert Kafka.journal == ["start", "handled A,B", "commit", "stop"]
     assert made[0].config["enable_auto_commit"] is False
+
+
+def routed(code: str, offset: int) -> Record:
+    return record(code, offset, data=events_pb2.DossierRouted(dossier_code=code))
+
+
+async def test_each_type_goes_to_its_handler_in_order_and_a_shared_handler_gets_one_call() -> None:
+    submitted_seen: list[list[str]] = []
+    routed_seen: list[list[str]] = []
+    handlers = EventHandlers()
+
+    @handlers.on(events_pb2.DossierSubmitted)
+    async def take_in(events: Sequence[Event[events_pb2.DossierSubmitted]]) -> None:
+        submitted_seen.append([e.data.dossier.code for e in events])
+
+    @handlers.on(events_pb2.DossierRouted)
+    async def follow(events: Sequence[Event[events_pb2.DossierRouted]]) -> None:
+        routed_seen.append([e.data.dossier_code for e in events])
+
+    producer = Producer()
+    consumer = EventConsumer(ServiceSettings(), group_id="g", handlers=handlers, producer=producer)
+    await consumer._process([record("A", 1), routed("A", 2), record("B", 3), routed("C", 4)])
+
+    assert submitted_seen == [["A", "B"]]
+    assert routed_seen == [["A", "C"]]
+    assert handlers.event_types == {SUBMITTED, "vn.gov.dossier.routed.v1"}
+
+    shared = Handler()
+    both = EventHandlers()
+    both.on(events_pb2.DossierSubmitted)(shared)
+    both.on(events_pb2.DossierRouted)(shared)
+    await EventConsumer(ServiceSettings(), group_id="g", handlers=both, producer=producer)._process(
+        [record("A", 1), routed("A", 2), record("B", 3)]
+    )
+
+    assert shared.calls == [["A", "A", "B"]]  # one call, one transaction, as it came
+    assert producer.sent == []
+
+
+def test_a_handler_is_registered_once_for_an_event_message_only() -> None:
+    handlers = EventHandlers()
+    handlers.on(events_pb2.DossierSubmitted)(Handler())
+
+    with pytest.raises(ValueError, match="already has a handler"):
+        handlers.on(events_pb2.DossierSubmitted)(Handler())
+    with pytest.raises(ValueError, match="not the data of any event type"):
+        handlers.on(dossier_pb2.Dossier)
+
+
+async def test_an_event_without_a_handler_is_poison_for_the_registry() -> None:
+    handlers = EventHandlers()
+    handlers.on(events_pb2.DossierSubmitted)(Handler())
+    event = new_event(events_pb2.DossierRouted(dossier_code="A"), source="/x", dossier_code="A")
+
+    with pytest.raises(PoisonEvent, match=r"no handler for vn\.gov\.dossier\.routed\.v1"):
+        await handlers([event])
+
+
+async def test_a_transient_failure_is_retried_alone_and_parks_nothing(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    sleeps: list[float] = []
+
+    async def no_wait(delay: float) -> None:
+        sleeps.append(delay)
+
+    monkeypatch.setattr(consumer_module.asyncio, "sleep", no_wait)
+    handled: list[list[str]] = []
+    failures = {"B": 2}
+
+    async def flaky(events: Sequence[Event]) -> None:
+        codes = [e.subject for e in events]
+        handled.append(codes)
+        for code in codes:
+            if failures.get(code):
+                failures[code] -= 1
+                raise RuntimeError(f"{code}: a lock timed out")
+
+    producer = Producer()
+    consumer = consumer_with(Handler(), producer)
+    consumer._handle = flaky
+    await consumer._process([record("A", 1), record("B", 2)])
+
+    # The batch fails; replayed alone, B fails once more and then goes through.
+    assert handled == [["A", "B"], ["A"], ["B"], ["B"]]
+    assert len(sleeps) == 1
+    assert producer.sent == []
+
+
+async def test_the_handler_continues_the_trace_the_record_carries() -> None:
+    trace_id = "4bf92f3577b34da6a3ce929d0e0e4736"
+    seen: list[Event] = []
+
+    async def keep(events: Sequence[Event]) -> None:
+        seen.extend(events)
+
+    carried = record("A", 1)
+    carried.headers.append(("traceparent", f"00-{trace_id}-00f067aa0ba902b7-01".encode()))
+    consumer = consumer_with(Handler(), Producer())
+    consumer._handle = keep
+    await consumer._process([carried])
+
+    assert seen[0].trace["traceparent"].split("-")[1] == trace_id

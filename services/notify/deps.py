@@ -1,0 +1,146 @@
+"""Notify composed once: what its routes, workers and tests use, built by `compose`."""
+
+from __future__ import annotations
+
+import asyncio
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Annotated
+
+from fastapi import Depends
+from sqlalchemy import and_
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+
+from core.auth import TokenVerifier, token_verifier
+from core.catalogue import Catalogue, load_catalogue
+from core.clock import SYSTEM_CLOCK, Clock
+from core.consumer import EventConsumer
+from core.deps import provider
+from core.handlers import EventHandlers
+from core.outbound import OutboundClient
+from core.outbox import Outbox
+from core.queue_metrics import QueueCount
+from core.runtime import Runtime
+from services.notify import models
+from services.notify.channels import (
+    Channel,
+    EmailChannel,
+    SmsChannel,
+    WebhookChannel,
+    webhook_client,
+)
+from services.notify.notifications import NotificationService
+from services.notify.sender import CLAIMABLE, ChannelSender
+from services.notify.settings import NotifySettings
+from services.notify.status import StatusLog
+
+MIGRATIONS = Path(__file__).resolve().parent / "migrations"
+
+
+@dataclass(frozen=True)
+class NotifyDeps:
+    settings: NotifySettings
+    runtime: Runtime
+    clock: Clock
+    catalogue: Catalogue
+    token_verifier: TokenVerifier
+    outbox: Outbox
+    status_log: StatusLog
+    notifications: NotificationService
+    # One SSRF-checked client for callbacks: the API checks URLs with it, the sender posts.
+    webhook_outbound: OutboundClient
+    # Set to wake each channel's sender at once (a resend), instead of at its next poll.
+    sender_wakeups: tuple[asyncio.Event, ...]
+
+    @property
+    def sessions(self) -> async_sessionmaker[AsyncSession]:
+        return self.runtime.sessions
+
+
+def compose(settings: NotifySettings | None = None, *, clock: Clock = SYSTEM_CLOCK) -> NotifyDeps:
+    settings = settings or NotifySettings()
+    outbox = Outbox(models.outbox, settings.dossier_events_topic)
+    runtime = Runtime(
+        settings, name="notify", metadata=models.metadata, migrations=MIGRATIONS, outbox=outbox
+    )
+    status_log = StatusLog(outbox)
+    catalogue = load_catalogue()
+    service = NotificationService(
+        runtime.sessions,
+        catalogue,
+        status_log,
+        sms_enabled=settings.sms_enabled,
+        intake_url=settings.intake_public_url,
+        clock=clock,
+    )
+    handlers = EventHandlers()
+    service.subscribe(handlers)
+    consumer = EventConsumer(
+        settings, group_id="notify", handlers=handlers, producer=runtime.producer
+    )
+    runtime.add_worker("dossier-consumer", consumer.run)
+    outbound = webhook_client(settings)
+    channels: list[Channel] = [
+        EmailChannel(settings),
+        WebhookChannel(settings, runtime.sessions, outbound),
+    ]
+    if settings.sms_enabled:
+        channels.append(SmsChannel(settings))
+    for channel in channels:
+        _add_sender(runtime, settings, channel, service, status_log)
+    verification = token_verifier(settings)
+    runtime.on_stop(verification.close)
+    return NotifyDeps(
+        settings=settings,
+        runtime=runtime,
+        clock=clock,
+        catalogue=catalogue,
+        token_verifier=verification.verifier,
+        outbox=outbox,
+        status_log=status_log,
+        notifications=service,
+        webhook_outbound=outbound,
+        sender_wakeups=tuple(service.waiting.values()),
+    )
+
+
+def _add_sender(
+    runtime: Runtime,
+    settings: NotifySettings,
+    channel: Channel,
+    service: NotificationService,
+    status_log: StatusLog,
+) -> None:
+    sender = ChannelSender(
+        channel,
+        settings,
+        runtime.engine,
+        runtime.sessions,
+        service.waiting[channel.name],
+        status_log,
+        hold=runtime.held,
+    )
+    runtime.add_worker(f"{channel.name}-sender", sender.run)
+    c = models.notifications.c
+    runtime.count_queue(
+        QueueCount(
+            sender.name,
+            models.notifications,
+            and_(c.channel == channel.name, c.status.in_(CLAIMABLE)),
+        )
+    )
+
+
+Deps = Annotated[NotifyDeps, Depends(provider(NotifyDeps))]
+
+
+def _sessions(deps: Deps) -> async_sessionmaker[AsyncSession]:
+    return deps.sessions
+
+
+def _outbound(deps: Deps) -> OutboundClient:
+    return deps.webhook_outbound
+
+
+Sessions = Annotated[async_sessionmaker[AsyncSession], Depends(_sessions)]
+Outbound = Annotated[OutboundClient, Depends(_outbound)]
