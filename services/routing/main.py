@@ -170,13 +170,13 @@ def build_app(settings: RoutingSettings | None = None) -> FastAPI:
 def count_queues(runtime: Runtime) -> None:
     """The gauges of routing's queues and of its overdue dossiers (core/queue_metrics.py)."""
     t, p, j = models.transfers.c, models.portal_pushes.c, models.journeys.c
+    pending, dead = models.TransferStatus.PENDING, models.TransferStatus.DEAD_LETTERED
     runtime.count_queue(
-        QueueCount("delivery", models.transfers, t.status == "pending", t.status == "dead_lettered")
+        QueueCount("delivery", models.transfers, t.status == pending, t.status == dead)
     )
+    pushing, parked = models.PushStatus.PENDING, models.PushStatus.DEAD_LETTERED
     runtime.count_queue(
-        QueueCount(
-            "portal-sync", models.portal_pushes, p.status == "pending", p.status == "dead_lettered"
-        )
+        QueueCount("portal-sync", models.portal_pushes, p.status == pushing, p.status == parked)
     )
     runtime.queue_metrics.overdue = count_of(
         models.journeys,

@@ -20,12 +20,12 @@ import io
 import re
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Annotated, Any, Literal
+from typing import Annotated, Literal
 
 from fastapi import APIRouter, Depends, Query, Request
 from fastapi.responses import Response
 from pydantic import BaseModel, Field
-from sqlalchemy import Select, and_, case, func, or_, select, true
+from sqlalchemy import ColumnElement, FromClause, Select, and_, case, func, or_, select, true
 
 from core.calendar import VIETNAM
 from core.openapi import also_csv, problems
@@ -85,7 +85,7 @@ def month_bounds(month: str) -> tuple[datetime, datetime]:
 
 async def monthly(
     service: JourneyService, month: str, by: Literal["desk", "step"] = "desk"
-) -> list[dict[str, Any]]:
+) -> list[dict[str, object]]:
     start, end = month_bounds(month)
     cutoff = min(end, service.clock.now())
     d, t = journeys.c, transfers.c
@@ -98,8 +98,8 @@ async def monthly(
             due=d.due_at,
             overdue=d.overdue_at,
         )
-        source: Any = journeys
-        counted: Any = true()
+        source: FromClause = journeys
+        counted: ColumnElement[bool] = true()
     else:
         # Steps of a refused dossier that never ran are not the agency's work.
         work = _Work(
@@ -139,15 +139,17 @@ class _Work:
     """The columns of one table that statistics count: who did it, when it began and ended,
     whether it is decided, when it was due and when it went overdue."""
 
-    agency: Any
-    begun: Any
-    ended: Any
-    completed: Any
-    due: Any
-    overdue: Any
+    agency: ColumnElement[str]
+    begun: ColumnElement[datetime]
+    ended: ColumnElement[datetime | None]
+    completed: ColumnElement[bool]
+    due: ColumnElement[datetime]
+    overdue: ColumnElement[datetime | None]
 
 
-def _figures(work: _Work, period: tuple[datetime, datetime, datetime]) -> Select[Any]:
+def _figures(
+    work: _Work, period: tuple[datetime, datetime, datetime]
+) -> Select[tuple[str, str, int, int, int, int, int]]:
     """The GROUP BY of one table's figures: work begun, ended (completed or not), due."""
     agency, begun, ended, due, overdue = work.agency, work.begun, work.ended, work.due, work.overdue
     completed = work.completed
@@ -155,7 +157,7 @@ def _figures(work: _Work, period: tuple[datetime, datetime, datetime]) -> Select
     completed_in_month = and_(completed, ended >= start, ended < end)
     open_at_cutoff = and_(begun < cutoff, or_(ended.is_(None), ended >= cutoff))
 
-    def count(condition: Any) -> Any:
+    def count(condition: ColumnElement[bool]) -> ColumnElement[int]:
         return func.coalesce(func.sum(case((condition, 1), else_=0)), 0)
 
     procedure = journeys.c.procedure_code
@@ -192,10 +194,10 @@ async def statistics(
         Literal["desk", "step"],
         Query(description="desk: dossiers per receiving agency; step: steps per agency"),
     ] = "desk",
-) -> Any:
+) -> StatisticsOut | Response:
     rows = await monthly(service, month, by)
     if format == "json":
-        return {"month": month, "by": by, "rows": rows}
+        return StatisticsOut.model_validate({"month": month, "by": by, "rows": rows})
     out = io.StringIO()
     writer = csv.DictWriter(out, fieldnames=COLUMNS, lineterminator="\r\n")
     writer.writeheader()
