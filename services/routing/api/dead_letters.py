@@ -12,7 +12,7 @@ from __future__ import annotations
 from datetime import datetime, timedelta
 from typing import Annotated, Any, cast
 
-from fastapi import APIRouter, Depends, Query, Request
+from fastapi import APIRouter, Depends, Query
 from pydantic import BaseModel
 from sqlalchemy import Result, func, select
 
@@ -21,7 +21,7 @@ from core.openapi import problems
 from core.problems import Problem
 from core.storage import rowcount
 from services.routing import queries
-from services.routing.journeys import JourneyService
+from services.routing.deps import Deps
 from services.routing.models import TransferStatus, transfers
 from services.routing.rows import TransferRow
 
@@ -45,14 +45,6 @@ class DeadLetterOut(BaseModel):
     dead_lettered_at: datetime | None
 
 
-def _journeys(request: Request) -> JourneyService:
-    value: JourneyService = request.app.state.journeys
-    return value
-
-
-Journeys = Annotated[JourneyService, Depends(_journeys)]
-
-
 def _out(row: TransferRow, *, replays: int | None = None) -> DeadLetterOut:
     return DeadLetterOut(
         transfer_id=row.transfer_id,
@@ -73,7 +65,7 @@ def _rows(result: Result[Any]) -> list[TransferRow]:
 
 @router.get("", response_model=list[DeadLetterOut], summary="Transfers that were not delivered")
 async def list_dead_letters(
-    journeys: Journeys,
+    deps: Deps,
     agency_code: Annotated[str | None, Query(max_length=20)] = None,
     limit: Annotated[int, Query(ge=1, le=1000)] = 100,
 ) -> list[DeadLetterOut]:
@@ -81,7 +73,7 @@ async def list_dead_letters(
     if agency_code:
         query = query.where(transfers.c.agency_code == agency_code)
     query = query.order_by(transfers.c.dead_lettered_at).limit(limit)
-    async with journeys.sessions() as session:
+    async with deps.sessions() as session:
         return [_out(row) for row in _rows(await session.execute(query))]
 
 
@@ -92,9 +84,9 @@ async def list_dead_letters(
     operation_id="replayDeadLetter",
     summary="Deliver a dead-lettered transfer again",
 )
-async def replay(transfer_id: str, journeys: Journeys) -> DeadLetterOut:
+async def replay(transfer_id: str, deps: Deps) -> DeadLetterOut:
     """The transfer goes back to the delivery queue with a fresh set of attempts."""
-    async with journeys.sessions.begin() as session:
+    async with deps.sessions.begin() as session:
         row = await queries.transfer(session, transfer_id, lock=True)
         if row is None:
             raise Problem(404, "transfer-not-found", "No such transfer", transfer_id)
@@ -117,7 +109,7 @@ async def replay(transfer_id: str, journeys: Journeys) -> DeadLetterOut:
                 status=TransferStatus.PENDING,
                 attempts=0,
                 replays=transfers.c.replays + 1,
-                next_attempt_at=journeys.clock.now(),
+                next_attempt_at=deps.clock.now(),
             )
         )
         if rowcount(replayed) != 1:
@@ -127,7 +119,7 @@ async def replay(transfer_id: str, journeys: Journeys) -> DeadLetterOut:
                 "Only a dead-lettered transfer can be replayed",
                 f"transfer {transfer_id} changed meanwhile",
             )
-    journeys.transfers_waiting.set()
+    deps.journeys.transfers_waiting.set()
     return _out(row, replays=row.replays + 1)
 
 
@@ -147,8 +139,8 @@ escalations = APIRouter(
     operation_id="redeliverEscalatedTransfer",
     summary="Deliver an escalated transfer again now",
 )
-async def redeliver(transfer_id: str, journeys: Journeys) -> DeadLetterOut:
-    async with journeys.sessions.begin() as session:
+async def redeliver(transfer_id: str, deps: Deps) -> DeadLetterOut:
+    async with deps.sessions.begin() as session:
         result = await session.execute(
             transfers.update()
             .where(
@@ -156,7 +148,7 @@ async def redeliver(transfer_id: str, journeys: Journeys) -> DeadLetterOut:
                 transfers.c.escalated.is_(True),
                 transfers.c.acknowledged_at.is_(None),
             )
-            .values(next_attempt_at=journeys.clock.now())
+            .values(next_attempt_at=deps.clock.now())
             .returning(*transfers.c)
         )
         row = cast("TransferRow | None", result.first())
@@ -164,7 +156,7 @@ async def redeliver(transfer_id: str, journeys: Journeys) -> DeadLetterOut:
         raise Problem(
             404, "escalation-not-found", "No such unacknowledged escalated transfer", transfer_id
         )
-    journeys.transfers_waiting.set()
+    deps.journeys.transfers_waiting.set()
     return _out(row)
 
 
@@ -189,7 +181,7 @@ class StuckTransferOut(DeadLetterOut):
     summary="Transfers still pending delivery longer than older_than_s",
 )
 async def list_stuck(
-    journeys: Journeys,
+    deps: Deps,
     # At most a year: a larger span is no question an operator asks, and would overflow
     # the date arithmetic (the contract test found the 500).
     older_than_s: Annotated[float, Query(ge=0, le=366 * 86400)] = 900,
@@ -197,14 +189,14 @@ async def list_stuck(
 ) -> list[StuckTransferOut]:
     # The current round's start: a supplement round is pending anew from then.
     since = func.coalesce(transfers.c.round_started_at, transfers.c.routed_at)
-    cutoff = journeys.clock.now() - timedelta(seconds=older_than_s)
+    cutoff = deps.clock.now() - timedelta(seconds=older_than_s)
     query = (
         select(transfers)
         .where(transfers.c.status == TransferStatus.PENDING, since < cutoff)
         .order_by(since)
         .limit(limit)
     )
-    async with journeys.sessions() as session:
+    async with deps.sessions() as session:
         return [
             StuckTransferOut(
                 **_out(row).model_dump(),

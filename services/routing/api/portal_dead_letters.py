@@ -11,16 +11,16 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Annotated, cast
 
-from fastapi import APIRouter, Depends, Query, Request
+from fastapi import APIRouter, Depends, Query
 from pydantic import BaseModel
 from sqlalchemy import select
 
 from core.auth import DEAD_LETTERS_MANAGE, require_scope
 from core.openapi import problems
 from core.problems import Problem
+from services.routing.deps import PortalDep
 from services.routing.lifecycle import NationalStatus
 from services.routing.models import PushStatus, portal_pushes
-from services.routing.portal import PortalSync
 from services.routing.rows import PushRow
 
 router = APIRouter(
@@ -37,14 +37,6 @@ class DeadPushOut(BaseModel):
     changed_at: datetime
     attempts: int
     reason: str | None
-
-
-def _portal(request: Request) -> PortalSync:
-    portal: PortalSync = request.app.state.portal
-    return portal
-
-
-Portal = Annotated[PortalSync, Depends(_portal)]
 
 
 def _out(row: PushRow) -> DeadPushOut:
@@ -65,7 +57,7 @@ def _out(row: PushRow) -> DeadPushOut:
     summary="Status changes the portal never took",
 )
 async def list_dead_pushes(
-    portal: Portal, limit: Annotated[int, Query(ge=1, le=1000)] = 100
+    portal: PortalDep, limit: Annotated[int, Query(ge=1, le=1000)] = 100
 ) -> list[DeadPushOut]:
     query = (
         select(portal_pushes)
@@ -84,7 +76,7 @@ async def list_dead_pushes(
     operation_id="replayDeadPortalPush",
     summary="Push a dead-lettered status change again",
 )
-async def replay_dead_push(push_key: str, portal: Portal) -> DeadPushOut:
+async def replay_dead_push(push_key: str, portal: PortalDep) -> DeadPushOut:
     async with portal.sessions.begin() as session:
         row = cast(
             "PushRow | None",

@@ -10,15 +10,16 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Annotated, cast
 
-from fastapi import APIRouter, Depends, Query, Request
+from fastapi import APIRouter, Query
 from pydantic import BaseModel, Field
 from sqlalchemy import func, select
 
+from core.catalogue import Catalogue
 from core.openapi import problems
 from core.problems import Problem
 from core.telemetry import trace_id_of
 from services.routing import queries
-from services.routing.journeys import JourneyService
+from services.routing.deps import Deps
 from services.routing.lifecycle import NATIONAL, OPEN_STATES, NationalStatus, State
 from services.routing.models import (
     CLOSED_TRANSFERS,
@@ -33,20 +34,6 @@ from services.routing.outcomes import delivery_wait
 from services.routing.rows import ApologyRow, Json, StatusChangeRow, TransferRow
 
 router = APIRouter(prefix="/v1", tags=["operators"])
-
-
-def _journeys(request: Request) -> JourneyService:
-    value: JourneyService = request.app.state.journeys
-    return value
-
-
-Journeys = Annotated[JourneyService, Depends(_journeys)]
-
-
-def _trace_ui_url(request: Request) -> str | None:
-    # Apps built without it (tests that mount the router alone) link to no trace UI.
-    value: str | None = getattr(request.app.state, "trace_ui_url", None)
-    return value
 
 
 def trace_url(template: str | None, trace_id: str | None) -> str | None:
@@ -141,10 +128,8 @@ class OverdueAgencyOut(BaseModel):
     operation_id="getJourneyTimeline",
     summary="Every step, transfer, status change and apology of a dossier",
 )
-async def journey_timeline(
-    code: str, service: Journeys, trace_ui: Annotated[str | None, Depends(_trace_ui_url)]
-) -> dict[str, object]:
-    async with service.sessions() as session:
+async def journey_timeline(code: str, deps: Deps) -> dict[str, object]:
+    async with deps.sessions() as session:
         dossier = await queries.journey(session, code)
         if dossier is None:
             raise Problem(404, "dossier-not-found", "No such dossier in routing", code)
@@ -169,7 +154,7 @@ async def journey_timeline(
                 )
             ).all(),
         )
-    now = service.clock.now()
+    now = deps.clock.now()
     state = State(dossier.status)
     citizen_s = dossier.paused_s + _since(dossier.paused_at, now)
     trace_id = trace_id_of(dossier.trace)
@@ -186,9 +171,9 @@ async def journey_timeline(
         "overdue_at": dossier.overdue_at,
         "finished_at": dossier.finished_at,
         "trace_id": trace_id,
-        "trace_url": trace_url(trace_ui, trace_id),
+        "trace_url": trace_url(deps.settings.trace_ui_url, trace_id),
         "waiting_s": {"citizen": citizen_s},
-        "steps": [_step(service, s, now) for s in steps],
+        "steps": [_step(deps.catalogue, s, now) for s in steps],
         "history": [
             {
                 "status": h.status,
@@ -218,8 +203,8 @@ def _since(start: datetime | None, now: datetime) -> float:
     return max(0.0, (now - start).total_seconds()) if start is not None else 0.0
 
 
-def _step(service: JourneyService, step: TransferRow, now: datetime) -> dict[str, object]:
-    agency = service.catalogue.agencies.get(step.agency_code)
+def _step(catalogue: Catalogue, step: TransferRow, now: datetime) -> dict[str, object]:
+    agency = catalogue.agencies.get(step.agency_code)
     end = step.completed_at or now
     citizen = step.supplement_s
     round_end = end
@@ -262,7 +247,7 @@ def _step(service: JourneyService, step: TransferRow, now: datetime) -> dict[str
     summary="Agencies holding overdue dossiers now, most first",
 )
 async def overdue_by_agency(
-    service: Journeys, limit: Annotated[int, Query(ge=1, le=1000)] = 100
+    deps: Deps, limit: Annotated[int, Query(ge=1, le=1000)] = 100
 ) -> list[dict[str, object]]:
     held = func.count(func.distinct(transfers.c.dossier_code)).label("overdue")
     query = (
@@ -277,9 +262,9 @@ async def overdue_by_agency(
         .order_by(held.desc(), transfers.c.agency_code)
         .limit(limit)
     )
-    async with service.sessions() as session:
+    async with deps.sessions() as session:
         rows = (await session.execute(query)).all()
-    agencies = service.catalogue.agencies
+    agencies = deps.catalogue.agencies
     return [
         {
             "agency_code": r.agency_code,
