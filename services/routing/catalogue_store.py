@@ -15,7 +15,7 @@ import os
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import cast
 
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
@@ -36,6 +36,7 @@ from services.routing.models import (
     catalogue_steps,
     catalogue_versions,
 )
+from services.routing.rows import AgencyRow, ProcedureRow, StepRow
 
 log = logging.getLogger(__name__)
 
@@ -137,15 +138,22 @@ class CatalogueStore:
         """Rebuild the in-memory catalogue from the tables and swap it in."""
         async with self._sessions() as session:
             version = await session.scalar(select(catalogue_versions.c.version)) or 0
-            agencies = (await session.execute(select(catalogue_agencies))).all()
-            procedures = (await session.execute(select(catalogue_procedures))).all()
-            steps = (
-                await session.execute(
-                    select(catalogue_steps).order_by(
-                        catalogue_steps.c.procedure_code, catalogue_steps.c.step_index
+            agencies = cast(
+                "list[AgencyRow]", (await session.execute(select(catalogue_agencies))).all()
+            )
+            procedures = cast(
+                "list[ProcedureRow]", (await session.execute(select(catalogue_procedures))).all()
+            )
+            steps = cast(
+                "list[StepRow]",
+                (
+                    await session.execute(
+                        select(catalogue_steps).order_by(
+                            catalogue_steps.c.procedure_code, catalogue_steps.c.step_index
+                        )
                     )
-                )
-            ).all()
+                ).all(),
+            )
         built = _build(agencies, procedures, steps).resolved(self._env)
         for agency in built.agencies.values():
             if not agency.secret:
@@ -227,7 +235,9 @@ async def _write(
     )
 
 
-def _build(agencies: Sequence[Any], procedures: Sequence[Any], steps: Sequence[Any]) -> Catalogue:
+def _build(
+    agencies: Sequence[AgencyRow], procedures: Sequence[ProcedureRow], steps: Sequence[StepRow]
+) -> Catalogue:
     by_procedure: dict[str, list[Step]] = {}
     for row in steps:
         by_procedure.setdefault(row.procedure_code, []).append(

@@ -10,7 +10,7 @@ replays it, which delivers it again with the same transfer id (the agency de-dup
 from __future__ import annotations
 
 from datetime import datetime, timedelta
-from typing import Annotated, Any, cast
+from typing import Annotated, cast
 
 from fastapi import APIRouter, Depends, Query
 from pydantic import BaseModel
@@ -59,7 +59,7 @@ def _out(row: TransferRow, *, replays: int | None = None) -> DeadLetterOut:
     )
 
 
-def _rows(result: Result[Any]) -> list[TransferRow]:
+def _rows(result: Result[tuple[object, ...]]) -> list[TransferRow]:
     return cast("list[TransferRow]", result.all())
 
 
