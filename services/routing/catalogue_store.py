@@ -1,10 +1,10 @@
 """The procedure catalogue and agency registry as routing's data.
 
-At start (and on POST /v1/catalogue/reload) the files in catalogue/ are validated and
-written into routing's tables in one transaction, under a version number; the SHA-256 of
-the files makes loading unchanged files a no-op. Journeys and delivery read an in-memory
-Catalogue built from those rows, swapped whole when the version changes, so every replica
-follows a change of the files within one refresh interval, without a code change.
+At start (and on POST /v1/catalogue/reload, api/catalogue.py) the files in catalogue/ are
+validated and written into routing's tables in one transaction, under a version number; the
+SHA-256 of the files makes loading unchanged files a no-op. Journeys and delivery read an
+in-memory Catalogue built from those rows, swapped whole when the version changes, so every
+replica follows a change of the files within one refresh interval, without a code change.
 """
 
 from __future__ import annotations
@@ -15,26 +15,20 @@ import os
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Annotated, Any
+from typing import cast
 
-from fastapi import APIRouter, Depends, Request
-from pydantic import BaseModel
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
-from core.auth import CATALOGUE_MANAGE, REPORTS_READ, require_scope
 from core.catalogue import (
     Agency,
     Catalogue,
-    CatalogueError,
     Procedure,
     Step,
     catalogue_digest,
     parse_catalogue,
 )
 from core.clock import SYSTEM_CLOCK, Clock
-from core.openapi import problems
-from core.problems import Problem
 from core.storage import upsert
 from services.routing.models import (
     catalogue_agencies,
@@ -42,6 +36,7 @@ from services.routing.models import (
     catalogue_steps,
     catalogue_versions,
 )
+from services.routing.rows import AgencyRow, ProcedureRow, StepRow
 
 log = logging.getLogger(__name__)
 
@@ -143,15 +138,22 @@ class CatalogueStore:
         """Rebuild the in-memory catalogue from the tables and swap it in."""
         async with self._sessions() as session:
             version = await session.scalar(select(catalogue_versions.c.version)) or 0
-            agencies = (await session.execute(select(catalogue_agencies))).all()
-            procedures = (await session.execute(select(catalogue_procedures))).all()
-            steps = (
-                await session.execute(
-                    select(catalogue_steps).order_by(
-                        catalogue_steps.c.procedure_code, catalogue_steps.c.step_index
+            agencies = cast(
+                "list[AgencyRow]", (await session.execute(select(catalogue_agencies))).all()
+            )
+            procedures = cast(
+                "list[ProcedureRow]", (await session.execute(select(catalogue_procedures))).all()
+            )
+            steps = cast(
+                "list[StepRow]",
+                (
+                    await session.execute(
+                        select(catalogue_steps).order_by(
+                            catalogue_steps.c.procedure_code, catalogue_steps.c.step_index
+                        )
                     )
-                )
-            ).all()
+                ).all(),
+            )
         built = _build(agencies, procedures, steps).resolved(self._env)
         for agency in built.agencies.values():
             if not agency.secret:
@@ -233,7 +235,9 @@ async def _write(
     )
 
 
-def _build(agencies: Sequence[Any], procedures: Sequence[Any], steps: Sequence[Any]) -> Catalogue:
+def _build(
+    agencies: Sequence[AgencyRow], procedures: Sequence[ProcedureRow], steps: Sequence[StepRow]
+) -> Catalogue:
     by_procedure: dict[str, list[Step]] = {}
     for row in steps:
         by_procedure.setdefault(row.procedure_code, []).append(
@@ -271,78 +275,3 @@ def _build(agencies: Sequence[Any], procedures: Sequence[Any], steps: Sequence[A
             for row in procedures
         },
     )
-
-
-router = APIRouter(prefix="/v1/catalogue", tags=["operators"])
-
-
-class CatalogueOut(BaseModel):
-    version: int
-    sha256: str | None = None
-    changed: bool | None = None
-    procedures: dict[str, dict[str, Any]]
-    agencies: dict[str, dict[str, str]]
-
-
-def _store(request: Request) -> CatalogueStore:
-    value: CatalogueStore = request.app.state.catalogue_store
-    return value
-
-
-Store = Annotated[CatalogueStore, Depends(_store)]
-
-
-def _out(store: CatalogueStore, loaded: Loaded | None = None) -> CatalogueOut:
-    catalogue = store.catalogue
-    return CatalogueOut(
-        version=store.version,
-        sha256=loaded.sha256 if loaded else None,
-        changed=loaded.changed if loaded else None,
-        procedures={
-            p.code: {
-                "name": p.name,
-                "total_days": p.total_days,
-                "active": p.active,
-                "steps": [
-                    {"stage": s.stage, "name": s.name, "agency_code": s.agency_code, "days": s.days}
-                    for s in p.steps
-                ],
-            }
-            for p in catalogue.procedures.values()
-        },
-        # Addresses are shown; secrets never are.
-        agencies={
-            a.code: {"name": a.name, "xroad": a.xroad, "channel": a.channel, "target": a.target}
-            for a in catalogue.agencies.values()
-        },
-    )
-
-
-@router.get(
-    "",
-    response_model=CatalogueOut,
-    operation_id="getCatalogue",
-    summary="The catalogue routing follows now",
-    dependencies=[Depends(require_scope(REPORTS_READ))],
-)
-async def show(store: Store) -> CatalogueOut:
-    return _out(store)
-
-
-@router.post(
-    "/reload",
-    response_model=CatalogueOut,
-    responses=problems(422),
-    operation_id="reloadCatalogue",
-    summary="Load catalogue/*.yaml again (a no-op when the files did not change)",
-    dependencies=[Depends(require_scope(CATALOGUE_MANAGE))],
-)
-async def reload(store: Store) -> CatalogueOut:
-    try:
-        loaded = await store.load_files()
-    except (CatalogueError, OSError) as exc:
-        # The version in use stays: a broken file never replaces a working catalogue.
-        raise Problem(
-            422, "catalogue-invalid", "The catalogue files are not valid", str(exc)
-        ) from None
-    return _out(store, loaded)

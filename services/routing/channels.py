@@ -17,7 +17,7 @@ import base64
 import json
 from dataclasses import dataclass
 from datetime import UTC
-from typing import Any, Protocol
+from typing import Protocol
 
 import aiohttp
 import grpc
@@ -54,7 +54,7 @@ class Channel(Protocol):
     async def send(self, agency: Agency, transfer: agency_pb2.Transfer) -> Sent: ...
 
 
-def transfer_json(transfer: agency_pb2.Transfer) -> dict[str, Any]:
+def transfer_json(transfer: agency_pb2.Transfer) -> dict[str, object]:
     """The HTTPS body: the transfer with the dossier as JSON (proto field names)."""
     return {
         "transfer_id": transfer.transfer_id,

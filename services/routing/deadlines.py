@@ -14,7 +14,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from datetime import datetime
-from typing import Any
+from typing import cast
 
 from sqlalchemy import func, select
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
@@ -27,13 +27,13 @@ from core.outbox import Outbox
 from core.retry import TRANSIENT_ERRORS
 from core.storage import rowcount, supports_skip_locked
 from gateway.v1 import events_pb2
+from services.routing import queries
 from services.routing.lifecycle import SOURCE, State
-from services.routing.models import apologies, journeys, transfers
+from services.routing.models import CLOSED_TRANSFERS, apologies, journeys, transfers
+from services.routing.rows import JourneyRow, TransferRow
 
 log = logging.getLogger(__name__)
 
-# A transfer in one of these no longer holds the dossier, so its due time is not watched.
-CLOSED_TRANSFERS = ("completed", "refused", "cancelled")
 WATCHED_STATES = (State.RECEIVED.value, State.PROCESSING.value, State.FEES_DUE.value)
 
 
@@ -131,19 +131,10 @@ class DeadlineScheduler:
         if supports_skip_locked(self._engine):
             query = query.with_for_update(skip_locked=True)
         async with self._sessions.begin() as session:
-            rows = (await session.execute(query)).all()
+            rows = cast("list[JourneyRow]", (await session.execute(query)).all())
             if not rows:
                 return 0
-            steps = (
-                await session.execute(
-                    select(transfers)
-                    .where(
-                        transfers.c.dossier_code.in_([r.code for r in rows]),
-                        transfers.c.status.notin_(CLOSED_TRANSFERS),
-                    )
-                    .order_by(transfers.c.step_index)
-                )
-            ).all()
+            steps = await queries.open_steps(session, [r.code for r in rows])
             for row in rows:
                 await self._fire(
                     session, row, [s for s in steps if s.dossier_code == row.code], now
@@ -151,7 +142,7 @@ class DeadlineScheduler:
         return len(rows)
 
     async def _fire(
-        self, session: AsyncSession, dossier: Any, steps: list[Any], now: datetime
+        self, session: AsyncSession, dossier: JourneyRow, steps: list[TransferRow], now: datetime
     ) -> None:
         late_steps = [s for s in steps if s.overdue_at is None and s.due_at <= now]
         if late_steps:
@@ -171,8 +162,9 @@ class DeadlineScheduler:
         await rearm(session, dossier.code)
 
     async def _apologise(
-        self, session: AsyncSession, dossier: Any, steps: list[Any], now: datetime
+        self, session: AsyncSession, dossier: JourneyRow, steps: list[TransferRow], now: datetime
     ) -> None:
+        assert dossier.appointment_at is not None  # _fire apologises only for one passed
         # The agency holding the dossier now answers for the delay; before any step, the desk.
         agency_code = steps[0].agency_code if steps else dossier.receiving_agency_code
         agency = self._catalogue.agencies.get(agency_code)

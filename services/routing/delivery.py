@@ -17,7 +17,7 @@ import asyncio
 import logging
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
-from typing import Any
+from typing import Protocol
 
 import aiohttp
 from opentelemetry import trace
@@ -43,8 +43,10 @@ from services.routing.channels import (
     NotConfigured,
     Sent,
 )
-from services.routing.journeys import SOURCE, JourneyService, delivery_key
-from services.routing.models import journeys, transfers
+from services.routing.journeys import delivery_key
+from services.routing.lifecycle import SOURCE
+from services.routing.models import TransferStatus, journeys, transfers
+from services.routing.rows import TransferRow
 from services.routing.settings import RoutingSettings
 
 log = logging.getLogger(__name__)
@@ -59,12 +61,18 @@ ATTEMPTS = Counter(
 # stays in the queue, at a slower pace: an agency back after a long outage catches up
 # without a person, while operators see the escalation.
 CLAIMABLE = or_(
-    transfers.c.status == "pending",
-    and_(transfers.c.status == "delivered", transfers.c.acknowledged_at.is_(None)),
+    transfers.c.status == TransferStatus.PENDING,
+    and_(transfers.c.status == TransferStatus.DELIVERED, transfers.c.acknowledged_at.is_(None)),
 )
 
 
-class DeliveryWorker(LeasedQueue[tuple[Any, bytes]]):
+class TransfersWaiting(Protocol):
+    """What delivery needs of the journeys: the event set when a commit created a transfer."""
+
+    transfers_waiting: asyncio.Event
+
+
+class DeliveryWorker(LeasedQueue[tuple[TransferRow, bytes]]):
     def __init__(
         self,
         settings: RoutingSettings,
@@ -72,7 +80,7 @@ class DeliveryWorker(LeasedQueue[tuple[Any, bytes]]):
         sessions: async_sessionmaker[AsyncSession],
         outbox: Outbox,
         catalogue: Catalogue,
-        journey_service: JourneyService,
+        journey_service: TransfersWaiting,
         producer: EventProducer,
         *,
         clock: Clock = SYSTEM_CLOCK,
@@ -85,7 +93,7 @@ class DeliveryWorker(LeasedQueue[tuple[Any, bytes]]):
         self._channels: dict[str, Channel] = {}
         lease = Lease(
             transfers,
-            ["pending", "delivered"],
+            [TransferStatus.PENDING, TransferStatus.DELIVERED],
             settings.delivery_lease_s,
             settings.delivery_batch_size,
             where=CLAIMABLE,
@@ -125,19 +133,21 @@ class DeliveryWorker(LeasedQueue[tuple[Any, bytes]]):
             finally:
                 await grpc_channel.close()
 
-    async def _work(self, claimed: list[tuple[Any, bytes]]) -> None:
+    async def _work(self, claimed: list[tuple[TransferRow, bytes]]) -> None:
         channels = self._channels
         attempts = await asyncio.gather(*(self._deliver(channels, *item) for item in claimed))
         await self._record(list(attempts))
 
-    def _escalating(self, row: Any) -> bool:
+    def _escalating(self, row: TransferRow) -> bool:
         return bool(
-            row.status == "delivered"
+            row.status == TransferStatus.DELIVERED
             and not row.escalated
             and row.redeliveries >= self._settings.delivery_ack_max_redeliveries
         )
 
-    async def _deliver(self, channels: dict[str, Channel], row: Any, dossier: bytes) -> Attempt:
+    async def _deliver(
+        self, channels: dict[str, Channel], row: TransferRow, dossier: bytes
+    ) -> Attempt:
         number = row.attempts + 1
         if self._escalating(row):
             return Attempt(row=row, number=number, trace=row.trace, escalate=True)
@@ -171,7 +181,7 @@ class DeliveryWorker(LeasedQueue[tuple[Any, bytes]]):
                 attempt.sent = Sent(describe(exc), retryable=True)
             return attempt
 
-    def _transfer(self, row: Any, blob: bytes) -> agency_pb2.Transfer:
+    def _transfer(self, row: TransferRow, blob: bytes) -> agency_pb2.Transfer:
         url = f"{self._settings.public_url}/v1/transfers/{row.transfer_id}"
         return agency_pb2.Transfer(
             transfer_id=row.transfer_id,
@@ -195,7 +205,7 @@ class DeliveryWorker(LeasedQueue[tuple[Any, bytes]]):
                 ATTEMPTS.labels(attempt.channel, attempt.outcome).inc()
                 if attempt.escalate:
                     await self._escalate(session, attempt.row, now)
-                elif attempt.row.status == "delivered":
+                elif attempt.row.status == TransferStatus.DELIVERED:
                     await self._redelivered(session, attempt, now)
                 elif attempt.sent.error is None:
                     await self._delivered(session, attempt, now)
@@ -204,8 +214,8 @@ class DeliveryWorker(LeasedQueue[tuple[Any, bytes]]):
 
     async def _delivered(self, session: AsyncSession, attempt: Attempt, now: datetime) -> None:
         row = attempt.row
-        values: dict[str, Any] = {
-            "status": "delivered",
+        values: dict[str, object] = {
+            "status": TransferStatus.DELIVERED,
             "delivered_at": now,
             "last_error": None,
             # Unacknowledged by then, it is sent again.
@@ -216,7 +226,10 @@ class DeliveryWorker(LeasedQueue[tuple[Any, bytes]]):
         # The agency may already have reported the step done: then there is nothing to do.
         result = await session.execute(
             transfers.update()
-            .where(transfers.c.transfer_id == row.transfer_id, transfers.c.status == "pending")
+            .where(
+                transfers.c.transfer_id == row.transfer_id,
+                transfers.c.status == TransferStatus.PENDING,
+            )
             .values(values)
         )
         if rowcount(result):
@@ -250,7 +263,7 @@ class DeliveryWorker(LeasedQueue[tuple[Any, bytes]]):
         )
         if row.escalated:
             wait_s = settings.delivery_escalated_redelivery_s
-        values: dict[str, Any] = {
+        values: dict[str, object] = {
             "redeliveries": transfers.c.redeliveries + 1,
             "last_error": sent.error,
             "next_attempt_at": now + timedelta(seconds=wait_s),
@@ -259,11 +272,14 @@ class DeliveryWorker(LeasedQueue[tuple[Any, bytes]]):
             values["acknowledged_at"] = now
         await session.execute(
             transfers.update()
-            .where(transfers.c.transfer_id == row.transfer_id, transfers.c.status == "delivered")
+            .where(
+                transfers.c.transfer_id == row.transfer_id,
+                transfers.c.status == TransferStatus.DELIVERED,
+            )
             .values(values)
         )
 
-    async def _escalate(self, session: AsyncSession, row: Any, now: datetime) -> None:
+    async def _escalate(self, session: AsyncSession, row: TransferRow, now: datetime) -> None:
         log.error(
             "transfer %s to %s escalated: no acknowledgement after %d re-deliveries; "
             "re-delivered every %.0f s from now on",
@@ -276,7 +292,7 @@ class DeliveryWorker(LeasedQueue[tuple[Any, bytes]]):
             transfers.update()
             .where(
                 transfers.c.transfer_id == row.transfer_id,
-                transfers.c.status == "delivered",
+                transfers.c.status == TransferStatus.DELIVERED,
                 transfers.c.acknowledged_at.is_(None),
             )
             .values(
@@ -308,8 +324,8 @@ class DeliveryWorker(LeasedQueue[tuple[Any, bytes]]):
 
 
 async def _with_dossiers(
-    session: AsyncSession, rows: list[Any], _now: datetime
-) -> list[tuple[Any, bytes]]:
+    session: AsyncSession, rows: list[TransferRow], _now: datetime
+) -> list[tuple[TransferRow, bytes]]:
     """Each claimed transfer with its dossier, read in the claim's transaction."""
     found = await session.execute(
         select(journeys.c.code, journeys.c.dossier).where(
@@ -324,7 +340,7 @@ async def _with_dossiers(
 class Attempt:
     """One delivery attempt's result, recorded with the rest of its batch."""
 
-    row: Any
+    row: TransferRow
     number: int
     trace: dict[str, str]
     sent: Sent = field(default_factory=Sent)

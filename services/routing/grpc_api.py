@@ -3,18 +3,17 @@
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Any
 
 import grpc
-from sqlalchemy import Row, select
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from core.catalogue import Catalogue
 from core.events import timestamp
 from core.telemetry import trace_id_of
 from gateway.v1 import routing_pb2, routing_pb2_grpc
+from services.routing import queries
 from services.routing.lifecycle import State
-from services.routing.models import journeys, transfers
+from services.routing.rows import TransferRow
 
 
 class RoutingServicer(routing_pb2_grpc.RoutingServiceServicer):
@@ -28,21 +27,11 @@ class RoutingServicer(routing_pb2_grpc.RoutingServiceServicer):
         context: grpc.aio.ServicerContext[routing_pb2.GetJourneyRequest, routing_pb2.Journey],
     ) -> routing_pb2.Journey:
         async with self._sessions() as session:
-            journey = (
-                await session.execute(
-                    select(journeys).where(journeys.c.code == request.dossier_code)
-                )
-            ).first()
+            journey = await queries.journey(session, request.dossier_code)
             if journey is None:
                 await context.abort(grpc.StatusCode.NOT_FOUND, "dossier not routed (yet)")
                 raise AssertionError("unreachable")  # abort raises
-            steps = (
-                await session.execute(
-                    select(transfers)
-                    .where(transfers.c.dossier_code == request.dossier_code)
-                    .order_by(transfers.c.step_index)
-                )
-            ).all()
+            steps = await queries.steps(session, request.dossier_code)
         return routing_pb2.Journey(
             dossier_code=journey.code,
             procedure_code=journey.procedure_code,
@@ -51,20 +40,24 @@ class RoutingServicer(routing_pb2_grpc.RoutingServiceServicer):
             steps=[self._step(s) for s in steps],
         )
 
-    def _step(self, row: Row[Any]) -> routing_pb2.JourneyStep:
-        values = row._mapping
+    def _step(self, row: TransferRow) -> routing_pb2.JourneyStep:
         step = routing_pb2.JourneyStep(
-            index=values["step_index"],
-            stage=values["stage"],
-            name=values["step_name"],
-            agency_code=values["agency_code"],
-            agency_name=self._catalogue.agency(values["agency_code"]).name,
-            status=values["status"],
-            transfer_id=values["transfer_id"],
-            attempts=values["attempts"],
+            index=row.step_index,
+            stage=row.stage,
+            name=row.step_name,
+            agency_code=row.agency_code,
+            agency_name=self._catalogue.agency(row.agency_code).name,
+            status=row.status,
+            transfer_id=row.transfer_id,
+            attempts=row.attempts,
         )
-        for field in ("routed_at", "delivered_at", "completed_at", "due_at"):
-            value: datetime | None = values[field]
+        stamps: dict[str, datetime | None] = {
+            "routed_at": row.routed_at,
+            "delivered_at": row.delivered_at,
+            "completed_at": row.completed_at,
+            "due_at": row.due_at,
+        }
+        for field, value in stamps.items():
             if value is not None:
                 getattr(step, field).CopyFrom(timestamp(value))
         return step

@@ -12,7 +12,6 @@ import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
-from typing import Any
 
 from opentelemetry import trace
 from sqlalchemy import func, select
@@ -28,6 +27,7 @@ from core.outbox import Outbox, insert_rows
 from core.problems import Problem
 from core.telemetry import current_carrier, dossier_parent
 from gateway.v1 import events_pb2
+from services.routing import queries
 from services.routing.deadlines import rearm
 from services.routing.lifecycle import (
     SOURCE,
@@ -40,15 +40,24 @@ from services.routing.lifecycle import (
     status_change,
     transition,
 )
-from services.routing.models import journeys, processed_events, status_changes, transfers
+from services.routing.models import (
+    TransferStatus,
+    journeys,
+    processed_events,
+    status_changes,
+    transfers,
+)
 from services.routing.outcomes import (
     PAST,
     TRANSFER_STATUS,
+    Outcome,
+    OutcomeApplied,
     check_holder,
     refuse_step,
     replay_status,
     request_supplement,
 )
+from services.routing.rows import JourneyRow, Json, TransferRow
 
 TRANSFER_NAMESPACE = uuid.UUID("6f1c2b8e-5d4a-4c1e-9a51-0d7f3e2b9c10")
 tracer = trace.get_tracer("gateway.routing")
@@ -156,11 +165,11 @@ class JourneyService:
     async def report_outcome(
         self,
         transfer_id: str,
-        outcome: str,
+        outcome: Outcome,
         note: str,
         caller: Caller,
-        details: dict[str, Any] | None = None,
-    ) -> dict[str, Any]:
+        details: Json | None = None,
+    ) -> OutcomeApplied:
         """An agency reports its step: done, supplement needed, or refused. Only the agency
         the step was delivered to may report it. Concurrent reports of one step are decided
         by the transfer's conditional update: one applies, the others answer as replays (the
@@ -177,19 +186,13 @@ class JourneyService:
     async def _apply_outcome(
         self,
         transfer_id: str,
-        outcome: str,
+        outcome: Outcome,
         note: str,
         caller: Caller,
-        details: dict[str, Any] | None,
-    ) -> dict[str, Any]:
+        details: Json | None,
+    ) -> OutcomeApplied:
         async with self.sessions.begin() as session:
-            transfer = (
-                await session.execute(
-                    select(transfers)
-                    .where(transfers.c.transfer_id == transfer_id)
-                    .with_for_update()
-                )
-            ).first()
+            transfer = await queries.transfer(session, transfer_id, lock=True)
             if transfer is None:
                 raise Problem(404, "transfer-not-found", "No such transfer", transfer_id)
             check_holder(transfer, caller)
@@ -201,13 +204,8 @@ class JourneyService:
             await claim_transfer(session, transfer, TRANSFER_STATUS[outcome])
             # Read after the claim: on SQLite the transaction (and its write lock) begins
             # with the claim, so this row is the latest, not the one before a rival's commit.
-            journey = (
-                await session.execute(
-                    select(journeys)
-                    .where(journeys.c.code == transfer.dossier_code)
-                    .with_for_update()
-                )
-            ).one()
+            journey = await queries.journey(session, transfer.dossier_code, lock=True)
+            assert journey is not None  # a transfer's dossier is never deleted
             # Agencies need not propagate trace context: the span is in the dossier's trace
             # whatever context the request came with (core/telemetry.py says why).
             parent, links = dossier_parent(journey.trace)
@@ -232,17 +230,17 @@ class JourneyService:
     async def _complete_step(
         self,
         session: AsyncSession,
-        journey: Any,
-        transfer: Any,
+        journey: JourneyRow,
+        transfer: TransferRow,
         note: str,
-        details: dict[str, Any] | None,
+        details: Json | None,
         now: datetime,
     ) -> None:
         await session.execute(
             transfers.update()
             .where(transfers.c.transfer_id == transfer.transfer_id)
             .values(
-                status="completed",
+                status=TransferStatus.COMPLETED,
                 completed_at=now,
                 delivered_at=transfer.delivered_at or now,
                 last_error=None,
@@ -269,7 +267,7 @@ class JourneyService:
             .where(
                 transfers.c.dossier_code == journey.code,
                 transfers.c.stage == transfer.stage,
-                transfers.c.status != "completed",
+                transfers.c.status != TransferStatus.COMPLETED,
             )
         )
         if still_open:
@@ -339,18 +337,18 @@ class JourneyService:
 
     def _transfer(
         self, code: str, step: Step, now: datetime, due_at: datetime, trace: dict[str, str]
-    ) -> tuple[dict[str, Any], Event]:
+    ) -> tuple[dict[str, object], Event]:
         """The transfer row of a step and its DossierRouted event."""
         agency = self.catalogue.agency(step.agency_code)
         transfer_id = transfer_id_for(code, step.index)
-        row = {
+        row: dict[str, object] = {
             "transfer_id": transfer_id,
             "dossier_code": code,
             "step_index": step.index,
             "stage": step.stage,
             "step_name": step.name,
             "agency_code": agency.code,
-            "status": "pending",
+            "status": TransferStatus.PENDING,
             "attempts": 0,
             "replays": 0,
             "next_attempt_at": now,
@@ -377,9 +375,9 @@ class JourneyService:
 class _TakeIn:
     """Rows and events of a batch of dossiers taken in, written table by table."""
 
-    dossiers: list[dict[str, Any]] = field(default_factory=list)
-    changes: list[dict[str, Any]] = field(default_factory=list)
-    transfers: list[dict[str, Any]] = field(default_factory=list)
+    dossiers: list[dict[str, object]] = field(default_factory=list)
+    changes: list[dict[str, object]] = field(default_factory=list)
+    transfers: list[dict[str, object]] = field(default_factory=list)
     events: list[tuple[Event, dict[str, str] | None]] = field(default_factory=list)
 
     async def write(self, session: AsyncSession, outbox: Outbox) -> None:

@@ -10,10 +10,10 @@ answers with 409 naming both states.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime
 from enum import StrEnum
-from typing import Any, Literal
+from typing import Literal
 
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
@@ -23,7 +23,8 @@ from core.outbox import Outbox
 from core.problems import Problem
 from core.storage import rowcount
 from gateway.v1 import dossier_pb2, events_pb2
-from services.routing.models import journeys, status_changes, transfers
+from services.routing.models import TransferStatus, journeys, status_changes, transfers
+from services.routing.rows import JourneyRow, Json, TransferRow
 
 SOURCE = "/gateway/routing"
 
@@ -134,7 +135,7 @@ async def claim(session: AsyncSession, code: str, current: State, to: State) -> 
         raise InvalidTransition(code, State(now_in or current.value), to)
 
 
-async def claim_transfer(session: AsyncSession, transfer: Any, to: str) -> None:
+async def claim_transfer(session: AsyncSession, transfer: TransferRow, to: TransferStatus) -> None:
     """Move a transfer from the status the caller read to `to`, or raise TransitionLost."""
     moved = await session.execute(
         transfers.update()
@@ -169,7 +170,7 @@ async def transition(
     agency_code: str,
     now: datetime,
     reason: str = "",
-    details: dict[str, Any] | None = None,
+    details: Json | None = None,
     trace: dict[str, str] | None = None,
 ) -> DossierFacts:
     """Move the dossier to `to`: its row, its history and DossierStatusChanged, in the
@@ -197,7 +198,7 @@ async def announce(
     agency_code: str,
     now: datetime,
     reason: str = "",
-    details: dict[str, Any] | None = None,
+    details: Json | None = None,
     trace: dict[str, str] | None = None,
 ) -> DossierFacts:
     """History row and DossierStatusChanged of a checked transition whose row the caller
@@ -217,9 +218,9 @@ async def announce(
 
 def status_change(
     dossier: DossierFacts, to: State, *, agency_code: str, now: datetime, reason: str = ""
-) -> tuple[dict[str, Any], Event]:
+) -> tuple[dict[str, object], Event]:
     """The history row and the DossierStatusChanged event of a move to `to`."""
-    row = {
+    row: dict[str, object] = {
         "dossier_code": dossier.code,
         "state": to.value,
         "status": NATIONAL[to],
@@ -244,14 +245,26 @@ def status_change(
     return row, new_event(changed, source=SOURCE, dossier_code=dossier.code)
 
 
-def facts_of(row: Any, **changes: Any) -> DossierFacts:
+def facts_of(
+    row: JourneyRow,
+    *,
+    state: State | None = None,
+    due_at: datetime | None = None,
+    finished_at: datetime | None = None,
+) -> DossierFacts:
     """The facts of a routing_dossier row, with some columns as they are after an update."""
-    values = {**row._mapping, **changes}
-    return DossierFacts(
-        code=values["code"],
-        procedure_code=values["procedure_code"],
-        state=State(values["status"]),
-        received_at=values["received_at"],
-        due_at=values["due_at"],
-        finished_at=values["finished_at"],
+    facts = DossierFacts(
+        code=row.code,
+        procedure_code=row.procedure_code,
+        state=State(row.status),
+        received_at=row.received_at,
+        due_at=row.due_at,
+        finished_at=row.finished_at,
     )
+    if state is not None:
+        facts = replace(facts, state=state)
+    if due_at is not None:
+        facts = replace(facts, due_at=due_at)
+    if finished_at is not None:
+        facts = replace(facts, finished_at=finished_at)
+    return facts

@@ -3,6 +3,7 @@ status history and the apologies for overdue dossiers."""
 
 from __future__ import annotations
 
+from enum import StrEnum
 from typing import Literal
 
 from sqlalchemy import (
@@ -175,8 +176,23 @@ portal_pushes = Table(
     Index("ix_routing_portal_push_due", "status", "next_attempt_at"),
 )
 
-# A transfer's status (the column above); intake's API names the same values.
-TransferStatus = Literal[
+
+class TransferStatus(StrEnum):
+    """A transfer's status (routing_transfer.status); intake's API names the same values."""
+
+    PENDING = "pending"
+    DELIVERED = "delivered"
+    COMPLETED = "completed"
+    DEAD_LETTERED = "dead_lettered"
+    SUPPLEMENT_REQUESTED = "supplement_requested"
+    REFUSED = "refused"
+    CANCELLED = "cancelled"
+
+
+# The same values as the APIs show them: a Literal keeps the OpenAPI document's inline enum
+# (a StrEnum would become a schema of its own); tests/unit/test_transfer_status.py holds the
+# two together.
+TransferStatusName = Literal[
     "pending",
     "delivered",
     "completed",
@@ -185,6 +201,19 @@ TransferStatus = Literal[
     "refused",
     "cancelled",
 ]
+
+# A transfer in one of these no longer holds the dossier: its due time is not watched, and
+# a refusal does not cancel it.
+CLOSED_TRANSFERS = (TransferStatus.COMPLETED, TransferStatus.REFUSED, TransferStatus.CANCELLED)
+
+
+class PushStatus(StrEnum):
+    """A portal push's status (routing_portal_push.status)."""
+
+    PENDING = "pending"
+    SENT = "sent"
+    DEAD_LETTERED = "dead_lettered"
+
 
 # Every transition of a dossier with its national status code: the timeline's history.
 status_changes = Table(

@@ -11,10 +11,9 @@ delivery's idempotency key, so the agency does not drop it as a duplicate.
 from __future__ import annotations
 
 import asyncio
-from datetime import datetime
-from typing import Any, Protocol
+from datetime import datetime, timedelta
+from typing import Literal, Protocol, TypedDict
 
-from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from core.audit import Caller, forbidden
@@ -25,7 +24,8 @@ from core.events import new_event
 from core.outbox import Outbox
 from core.problems import Problem
 from gateway.v1 import events_pb2
-from services.routing.deadlines import CLOSED_TRANSFERS, rearm
+from services.routing import queries
+from services.routing.deadlines import rearm
 from services.routing.lifecycle import (
     SOURCE,
     State,
@@ -35,7 +35,30 @@ from services.routing.lifecycle import (
     facts_of,
     transition,
 )
-from services.routing.models import journeys, transfers
+from services.routing.models import CLOSED_TRANSFERS, TransferStatus, journeys, transfers
+from services.routing.rows import JourneyRow, TransferRow
+
+# What an agency reports of its step.
+Outcome = Literal["done", "supplement", "refused"]
+
+
+class OutcomeApplied(TypedDict):
+    transfer_id: str
+    status: str
+    replayed: bool
+
+
+class Resumed(TypedDict):
+    """Where the desk's record left the dossier (due_at: after a supplement)."""
+
+    dossier_code: str
+    status: str
+    due_at: datetime
+
+
+class Returned(TypedDict):
+    dossier_code: str
+    status: str
 
 
 class RoutingParts(Protocol):
@@ -54,8 +77,8 @@ class RoutingParts(Protocol):
 async def request_supplement(
     service: RoutingParts,
     session: AsyncSession,
-    journey: Any,
-    transfer: Any,
+    journey: JourneyRow,
+    transfer: TransferRow,
     reason: str,
     now: datetime,
 ) -> None:
@@ -67,7 +90,7 @@ async def request_supplement(
         transfers.update()
         .where(transfers.c.transfer_id == transfer.transfer_id)
         .values(
-            status="supplement_requested",
+            status=TransferStatus.SUPPLEMENT_REQUESTED,
             outcome={"outcome": "supplement", "reason": reason},
             supplement_requested_at=now,
         )
@@ -94,8 +117,8 @@ async def request_supplement(
 async def refuse_step(
     service: RoutingParts,
     session: AsyncSession,
-    journey: Any,
-    transfer: Any,
+    journey: JourneyRow,
+    transfer: TransferRow,
     reason: str,
     now: datetime,
 ) -> None:
@@ -105,7 +128,9 @@ async def refuse_step(
         transfers.update()
         .where(transfers.c.transfer_id == transfer.transfer_id)
         .values(
-            status="refused", completed_at=now, outcome={"outcome": "refused", "reason": reason}
+            status=TransferStatus.REFUSED,
+            completed_at=now,
+            outcome={"outcome": "refused", "reason": reason},
         )
     )
     await session.execute(
@@ -114,7 +139,7 @@ async def refuse_step(
             transfers.c.dossier_code == journey.code,
             transfers.c.status.notin_(CLOSED_TRANSFERS),
         )
-        .values(status="cancelled")
+        .values(status=TransferStatus.CANCELLED)
     )
     await session.execute(
         journeys.update()
@@ -141,8 +166,8 @@ StepEvent = events_pb2.SupplementRequested | events_pb2.DossierRefused
 async def _announce_step_event(
     service: RoutingParts,
     session: AsyncSession,
-    journey: Any,
-    transfer: Any,
+    journey: JourneyRow,
+    transfer: TransferRow,
     kind: type[StepEvent],
     reason: str,
     now: datetime,
@@ -172,7 +197,7 @@ async def supplement(
     documents: list[dict[str, str]],
     note: str,
     desk: Caller,
-) -> dict[str, Any]:
+) -> Resumed:
     """The citizen's supplement: the clock resumes and the asking agencies get the dossier.
     Recorded only by the desk that received the dossier."""
     async with service.sessions.begin() as session:
@@ -189,6 +214,9 @@ async def supplement(
         # the row again, as the winner's transaction sees it (SQLite: after the write lock).
         await claim(session, code, State.SUPPLEMENT_REQUESTED, State.PROCESSING)
         journey = await _locked(session, code)
+        # The dossier waited for the citizen: its clock stood still since then.
+        assert journey.paused_at is not None
+        assert journey.appointment_at is not None
         now = service.clock.now()
         stopped = service.calendar.working_time_between(journey.paused_at, now)
         waited_s = (now - journey.paused_at).total_seconds()
@@ -208,7 +236,7 @@ async def supplement(
         await announce(
             session,
             service.outbox,
-            facts_of(journey, status=State.SUPPLEMENT_REQUESTED.value, due_at=due_at),
+            facts_of(journey, state=State.SUPPLEMENT_REQUESTED, due_at=due_at),
             State.PROCESSING,
             agency_code=journey.receiving_agency_code,
             now=now,
@@ -225,22 +253,18 @@ async def _resume_steps(
     service: RoutingParts,
     session: AsyncSession,
     code: str,
-    stopped: Any,
+    stopped: timedelta,
     waited_s: float,
     now: datetime,
 ) -> None:
-    open_steps = (
-        await session.execute(
-            select(transfers).where(
-                transfers.c.dossier_code == code, transfers.c.status.notin_(CLOSED_TRANSFERS)
-            )
-        )
-    ).all()
-    for step in open_steps:
-        values: dict[str, Any] = {"due_at": service.calendar.add_working_time(step.due_at, stopped)}
-        if step.status == "supplement_requested":
+    for step in await queries.open_steps(session, [code]):
+        values: dict[str, object] = {
+            "due_at": service.calendar.add_working_time(step.due_at, stopped)
+        }
+        if step.status == TransferStatus.SUPPLEMENT_REQUESTED:
+            assert step.supplement_requested_at is not None  # set with the status
             values |= {
-                "status": "pending",
+                "status": TransferStatus.PENDING,
                 "round": step.round + 1,
                 "round_started_at": now,
                 "delivery_s": step.delivery_s + delivery_wait(step, step.supplement_requested_at),
@@ -254,7 +278,7 @@ async def _resume_steps(
         )
 
 
-def delivery_wait(step: Any, round_end: datetime) -> float:
+def delivery_wait(step: TransferRow, round_end: datetime) -> float:
     """Seconds the step's current round waited to be delivered (up to `round_end` while it
     is not delivered yet)."""
     begun: datetime = step.round_started_at or step.routed_at
@@ -263,7 +287,7 @@ def delivery_wait(step: Any, round_end: datetime) -> float:
     return max(0.0, (until - begun).total_seconds())
 
 
-async def return_result(service: RoutingParts, code: str, desk: Caller) -> dict[str, Any]:
+async def return_result(service: RoutingParts, code: str, desk: Caller) -> Returned:
     """The one-stop desk that received the dossier handed the result over (status 10)."""
     async with service.sessions.begin() as session:
         journey = await _at_desk(session, code, desk, "record-result-returned")
@@ -278,7 +302,7 @@ async def return_result(service: RoutingParts, code: str, desk: Caller) -> dict[
     return {"dossier_code": code, "status": State.RESULT_RETURNED.value}
 
 
-async def _at_desk(session: AsyncSession, code: str, desk: Caller, action: str) -> Any:
+async def _at_desk(session: AsyncSession, code: str, desk: Caller, action: str) -> JourneyRow:
     """The dossier, if `desk` is the agency that received it: the citizen's supplement and
     the hand-over happen at that desk, not at any desk allowed to file dossiers."""
     journey = await _locked(session, code)
@@ -295,22 +319,28 @@ async def _at_desk(session: AsyncSession, code: str, desk: Caller, action: str) 
     return journey
 
 
-async def _locked(session: AsyncSession, code: str) -> Any:
-    journey = (
-        await session.execute(select(journeys).where(journeys.c.code == code).with_for_update())
-    ).first()
+async def _locked(session: AsyncSession, code: str) -> JourneyRow:
+    journey = await queries.journey(session, code, lock=True)
     if journey is None:
         raise Problem(404, "dossier-not-found", "No such dossier in routing", code)
     return journey
 
 
 # How a step's outcome is named in its span.
-PAST = {"done": "completed", "supplement": "supplement requested", "refused": "refused"}
+PAST: dict[Outcome, str] = {
+    "done": "completed",
+    "supplement": "supplement requested",
+    "refused": "refused",
+}
 # The transfer's status once the outcome is applied.
-TRANSFER_STATUS = {"done": "completed", "supplement": "supplement_requested", "refused": "refused"}
+TRANSFER_STATUS: dict[Outcome, TransferStatus] = {
+    "done": TransferStatus.COMPLETED,
+    "supplement": TransferStatus.SUPPLEMENT_REQUESTED,
+    "refused": TransferStatus.REFUSED,
+}
 
 
-def check_holder(transfer: Any, caller: Caller) -> None:
+def check_holder(transfer: TransferRow, caller: Caller) -> None:
     """Only the agency a step was delivered to reports its outcome."""
     if transfer.agency_code != caller.agency_code:
         raise forbidden(
@@ -324,12 +354,12 @@ def check_holder(transfer: Any, caller: Caller) -> None:
         )
 
 
-def replay_status(status: str, outcome: str, transfer_id: str) -> str | None:
+def replay_status(status: str, outcome: Outcome, transfer_id: str) -> str | None:
     """The status to answer for a repeated report, None for a report to apply; a report
     that contradicts the one already applied is a conflict."""
     if status == TRANSFER_STATUS[outcome]:
         return status
-    if status in TRANSFER_STATUS.values() or status == "cancelled":
+    if status in TRANSFER_STATUS.values() or status == TransferStatus.CANCELLED:
         raise Problem(
             409,
             "transfer-already-reported",

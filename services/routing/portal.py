@@ -17,7 +17,6 @@ import logging
 import uuid
 from collections.abc import Sequence
 from datetime import UTC
-from typing import Any
 
 import aiohttp
 from google.protobuf.timestamp_pb2 import Timestamp
@@ -37,7 +36,8 @@ from core.workqueue import (
     retryable_http,
 )
 from gateway.v1 import events_pb2
-from services.routing.models import portal_pushes
+from services.routing.models import PushStatus, portal_pushes
+from services.routing.rows import Json, PushRow
 from services.routing.settings import RoutingSettings
 
 log = logging.getLogger(__name__)
@@ -49,7 +49,7 @@ IN_ORDER = ~(
     select(_EARLIER.c.push_key)
     .where(
         _EARLIER.c.dossier_code == portal_pushes.c.dossier_code,
-        _EARLIER.c.status == "pending",
+        _EARLIER.c.status == PushStatus.PENDING,
         _EARLIER.c.changed_at < portal_pushes.c.changed_at,
     )
     .exists()
@@ -71,7 +71,7 @@ def push_key(change: events_pb2.DossierStatusChanged) -> str:
     return str(uuid.uuid5(PUSH_NAMESPACE, f"{change.dossier_code}/{change.status}/{at}"))
 
 
-def portal_fields(change: events_pb2.DossierStatusChanged) -> dict[str, Any]:
+def portal_fields(change: events_pb2.DossierStatusChanged) -> Json:
     return {
         "MaHoSo": change.dossier_code,
         "MaTTHC": change.procedure_code,
@@ -85,7 +85,7 @@ def portal_fields(change: events_pb2.DossierStatusChanged) -> dict[str, Any]:
     }
 
 
-class PortalSync(LeasedQueue[Any]):
+class PortalSync(LeasedQueue[PushRow]):
     def __init__(
         self,
         settings: RoutingSettings,
@@ -99,7 +99,7 @@ class PortalSync(LeasedQueue[Any]):
         self._client: aiohttp.ClientSession | None = None
         lease = Lease(
             portal_pushes,
-            ["pending"],
+            [PushStatus.PENDING],
             settings.portal_sync_lease_s,
             settings.portal_sync_batch_size,
             where=IN_ORDER,
@@ -133,7 +133,7 @@ class PortalSync(LeasedQueue[Any]):
                     "dossier_code": event.data.dossier_code,
                     "payload": portal_fields(event.data),
                     "changed_at": event.data.changed_at.ToDatetime(tzinfo=UTC),
-                    "status": "pending",
+                    "status": PushStatus.PENDING,
                     "attempts": 0,
                     "next_attempt_at": now,
                     "created_at": now,
@@ -157,13 +157,13 @@ class PortalSync(LeasedQueue[Any]):
         async with aiohttp.ClientSession(timeout=timeout) as self._client:
             await super().run()
 
-    async def _work(self, rows: list[Any]) -> None:
+    async def _work(self, rows: list[PushRow]) -> None:
         assert self._client is not None  # run() opened it
         client = self._client
         results = await asyncio.gather(*(self._push(client, row) for row in rows))
         await self._record(list(zip(rows, results, strict=True)))
 
-    async def _push(self, client: aiohttp.ClientSession, row: Any) -> tuple[str | None, bool]:
+    async def _push(self, client: aiohttp.ClientSession, row: PushRow) -> tuple[str | None, bool]:
         """(error, retryable) of one push; (None, _) when the portal took it."""
         try:
             async with client.post(
@@ -183,7 +183,7 @@ class PortalSync(LeasedQueue[Any]):
             return None, True
         return f"HTTP {response.status}", retryable_http(response.status)
 
-    async def _record(self, results: list[tuple[Any, tuple[str | None, bool]]]) -> None:
+    async def _record(self, results: list[tuple[PushRow, tuple[str | None, bool]]]) -> None:
         now = self.clock.now()
         async with self.sessions.begin() as session:
             for row, (error, retryable) in results:
@@ -196,7 +196,7 @@ class PortalSync(LeasedQueue[Any]):
                     portal_pushes.update()
                     .where(
                         portal_pushes.c.push_key == row.push_key,
-                        portal_pushes.c.status == "pending",
+                        portal_pushes.c.status == PushStatus.PENDING,
                     )
-                    .values(status="sent", sent_at=now, last_error=None)
+                    .values(status=PushStatus.SENT, sent_at=now, last_error=None)
                 )

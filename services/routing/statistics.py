@@ -1,4 +1,4 @@
-"""Monthly statistics per agency and procedure, as JSON or CSV (the province's report is due
+"""Monthly statistics per agency and procedure (the province's report is due
 by the 17th): per receiving desk over the dossiers, or per handling agency over the steps.
 
 One GROUP BY query over one table (and one for hold times); every figure is as of the end
@@ -15,26 +15,20 @@ of the month (or now, for the month under way); for steps read "routed" for rece
 
 from __future__ import annotations
 
-import csv
-import io
 import re
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Annotated, Any, Literal
+from typing import Literal
 
-from fastapi import APIRouter, Depends, Query, Request
-from fastapi.responses import Response
-from pydantic import BaseModel, Field
-from sqlalchemy import Select, and_, case, func, or_, select, true
+from sqlalchemy import ColumnElement, FromClause, Select, and_, case, func, or_, select, true
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from core.calendar import VIETNAM
-from core.openapi import also_csv, problems
+from core.clock import Clock
 from core.problems import Problem
-from services.routing.journeys import JourneyService
 from services.routing.lifecycle import State
 from services.routing.models import journeys, transfers
 
-router = APIRouter(prefix="/v1", tags=["operators"])
 COLUMNS = (
     "agency_code",
     "procedure_code",
@@ -46,30 +40,6 @@ COLUMNS = (
     "average_hold_s",
 )
 DECIDED = (State.DECIDED.value, State.RESULT_RETURNED.value)
-
-
-class StatisticsRow(BaseModel):
-    agency_code: str
-    procedure_code: str
-    received: int
-    completed_on_time: int
-    completed_late: int
-    in_progress: int
-    overdue: int
-    average_hold_s: int | None = Field(
-        description="Mean seconds a finished step was held by its agency; none finished: null"
-    )
-
-
-class StatisticsOut(BaseModel):
-    month: str
-    by: Literal["desk", "step"]
-    rows: list[StatisticsRow]
-
-
-def _journeys(request: Request) -> JourneyService:
-    value: JourneyService = request.app.state.journeys
-    return value
 
 
 def month_bounds(month: str) -> tuple[datetime, datetime]:
@@ -84,10 +54,13 @@ def month_bounds(month: str) -> tuple[datetime, datetime]:
 
 
 async def monthly(
-    service: JourneyService, month: str, by: Literal["desk", "step"] = "desk"
-) -> list[dict[str, Any]]:
+    sessions: async_sessionmaker[AsyncSession],
+    clock: Clock,
+    month: str,
+    by: Literal["desk", "step"] = "desk",
+) -> list[dict[str, object]]:
     start, end = month_bounds(month)
-    cutoff = min(end, service.clock.now())
+    cutoff = min(end, clock.now())
     d, t = journeys.c, transfers.c
     if by == "desk":
         work = _Work(
@@ -98,8 +71,8 @@ async def monthly(
             due=d.due_at,
             overdue=d.overdue_at,
         )
-        source: Any = journeys
-        counted: Any = true()
+        source: FromClause = journeys
+        counted: ColumnElement[bool] = true()
     else:
         # Steps of a refused dossier that never ran are not the agency's work.
         work = _Work(
@@ -120,7 +93,7 @@ async def monthly(
         .select_from(source)
         .where(counted, work.completed, work.ended >= start, work.ended < end)
     )
-    async with service.sessions() as session:
+    async with sessions() as session:
         rows = (await session.execute(query)).all()
         holds: dict[tuple[str, str], list[float]] = {}
         for agency, procedure, begun, ended in await session.execute(held):
@@ -139,15 +112,17 @@ class _Work:
     """The columns of one table that statistics count: who did it, when it began and ended,
     whether it is decided, when it was due and when it went overdue."""
 
-    agency: Any
-    begun: Any
-    ended: Any
-    completed: Any
-    due: Any
-    overdue: Any
+    agency: ColumnElement[str]
+    begun: ColumnElement[datetime]
+    ended: ColumnElement[datetime | None]
+    completed: ColumnElement[bool]
+    due: ColumnElement[datetime]
+    overdue: ColumnElement[datetime | None]
 
 
-def _figures(work: _Work, period: tuple[datetime, datetime, datetime]) -> Select[Any]:
+def _figures(
+    work: _Work, period: tuple[datetime, datetime, datetime]
+) -> Select[tuple[str, str, int, int, int, int, int]]:
     """The GROUP BY of one table's figures: work begun, ended (completed or not), due."""
     agency, begun, ended, due, overdue = work.agency, work.begun, work.ended, work.due, work.overdue
     completed = work.completed
@@ -155,7 +130,7 @@ def _figures(work: _Work, period: tuple[datetime, datetime, datetime]) -> Select
     completed_in_month = and_(completed, ended >= start, ended < end)
     open_at_cutoff = and_(begun < cutoff, or_(ended.is_(None), ended >= cutoff))
 
-    def count(condition: Any) -> Any:
+    def count(condition: ColumnElement[bool]) -> ColumnElement[int]:
         return func.coalesce(func.sum(case((condition, 1), else_=0)), 0)
 
     procedure = journeys.c.procedure_code
@@ -172,36 +147,4 @@ def _figures(work: _Work, period: tuple[datetime, datetime, datetime]) -> Select
         .where(begun < end, or_(ended.is_(None), ended >= start))
         .group_by(agency, procedure)
         .order_by(agency, procedure)
-    )
-
-
-@router.get(
-    "/statistics",
-    response_model=StatisticsOut,
-    responses={**problems(422), **also_csv()},
-    operation_id="getStatistics",
-    summary="Monthly figures per agency and procedure (JSON or CSV)",
-)
-async def statistics(
-    service: Annotated[JourneyService, Depends(_journeys)],
-    month: Annotated[
-        str, Query(pattern=r"^[0-9]{4}-[0-9]{2}$", description="YYYY-MM, in Vietnam's time")
-    ],
-    format: Annotated[Literal["json", "csv"], Query()] = "json",
-    by: Annotated[
-        Literal["desk", "step"],
-        Query(description="desk: dossiers per receiving agency; step: steps per agency"),
-    ] = "desk",
-) -> Any:
-    rows = await monthly(service, month, by)
-    if format == "json":
-        return {"month": month, "by": by, "rows": rows}
-    out = io.StringIO()
-    writer = csv.DictWriter(out, fieldnames=COLUMNS, lineterminator="\r\n")
-    writer.writeheader()
-    writer.writerows(rows)
-    return Response(
-        out.getvalue().encode("utf-8"),
-        media_type="text/csv; charset=utf-8",
-        headers={"Content-Disposition": f'attachment; filename="statistics-{month}.csv"'},
     )

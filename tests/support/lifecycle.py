@@ -1,5 +1,6 @@
 """Routing's journeys and deadline scheduler in-process, on a real database and a test clock:
-what the deadline, supplement and statistics tests drive."""
+what the deadline, supplement and statistics tests drive. Composed as the service composes
+itself (services/routing/deps.py), with no worker running."""
 
 from __future__ import annotations
 
@@ -15,15 +16,16 @@ from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
 from core.calendar import WorkingCalendar
-from core.catalogue import Catalogue, load_catalogue
+from core.catalogue import Catalogue
 from core.clock import TestClock
 from core.events import Event, from_kafka, new_event
-from core.outbox import Outbox
-from core.storage import create_engine, create_tables, session_factory
+from core.storage import create_tables
 from gateway.v1 import dossier_pb2, events_pb2
 from services.routing import models
 from services.routing.deadlines import DeadlineScheduler
+from services.routing.deps import RoutingDeps, compose
 from services.routing.journeys import JourneyService
+from services.routing.settings import RoutingSettings
 
 T = TypeVar("T")
 _numbers = itertools.count(1)
@@ -38,22 +40,37 @@ class Lifecycle:
     clock: TestClock
     journeys: JourneyService
     scheduler: DeadlineScheduler
+    deps: RoutingDeps
 
     @classmethod
     async def open(cls, database_url: str, now: datetime) -> Lifecycle:
-        engine = create_engine(database_url)
-        await create_tables(engine, models.metadata)
-        sessions = session_factory(engine)
-        outbox = Outbox(models.outbox, "dossier.events")
-        catalogue = load_catalogue(variables={"DEMO_AGENCY_BASE_URL": "http://agency.invalid"})
-        calendar = WorkingCalendar()
         clock = TestClock(now)
-        journeys = JourneyService(sessions, outbox, catalogue, calendar, clock)
-        scheduler = DeadlineScheduler(
-            engine, sessions, outbox, catalogue, calendar, clock, apology_days=2
+        # What the tests count on, whatever the environment says.
+        settings = RoutingSettings(
+            database_url=database_url,
+            dossier_events_topic="dossier.events",
+            demo_agency_base_url="http://agency.invalid",
+            deadline_override_s=0.0,
+            deadline_override_procedures="",
+            apology_working_days=2,
+            calendar_extra_days_off=(),
+            calendar_extra_working_days=(),
+            trace_ui_url=None,
         )
-        scheduler.wakeup = journeys.deadlines_changed
-        return cls(engine, sessions, catalogue, calendar, clock, journeys, scheduler)
+        deps = compose(settings, clock=clock)
+        engine = deps.runtime.engine
+        await create_tables(engine, models.metadata)
+        await deps.catalogue_store.load_files()
+        return cls(
+            engine,
+            deps.sessions,
+            deps.catalogue,
+            deps.calendar,
+            clock,
+            deps.journeys,
+            deps.deadlines,
+            deps,
+        )
 
     async def close(self) -> None:
         await self.engine.dispose()

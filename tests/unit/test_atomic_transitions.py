@@ -22,7 +22,8 @@ from core.auth import TokenVerifier
 from core.calendar import VIETNAM
 from core.problems import install_problem_handlers
 from gateway.v1 import events_pb2
-from services.routing import acknowledgements, api
+from services.routing import api
+from services.routing.deps import install
 from tests.support.lifecycle import Lifecycle
 from tests.support.tokens import AUDIENCE, ISSUER, TestIssuer
 
@@ -46,12 +47,11 @@ async def life(tmp_path: Path) -> AsyncIterator[Lifecycle]:
 async def http(life: Lifecycle) -> AsyncIterator[httpx.AsyncClient]:
     app = FastAPI()
     install_problem_handlers(app)
-    app.state.journeys = life.journeys
+    install(app, life.deps)
     app.state.token_verifier = TokenVerifier(
         issuer=ISSUER, audience=AUDIENCE, static_jwks=TOKENS.jwks
     )
-    app.include_router(api.router)
-    app.include_router(acknowledgements.router)
+    api.include(app)
     transport = httpx.ASGITransport(app=app, raise_app_exceptions=False)
     async with httpx.AsyncClient(transport=transport, base_url="http://routing") as client:
         yield client

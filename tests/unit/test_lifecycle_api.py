@@ -19,7 +19,8 @@ from core.calendar import VIETNAM
 from core.events import new_event
 from core.problems import install_problem_handlers
 from gateway.v1 import dossier_pb2, events_pb2
-from services.routing import api, statistics, timeline
+from services.routing import api, statistics
+from services.routing.deps import install
 from tests.support.lifecycle import Lifecycle
 from tests.support.tokens import AUDIENCE, ISSUER, TestIssuer
 
@@ -47,12 +48,11 @@ async def life(tmp_path: Path) -> AsyncIterator[Lifecycle]:
 async def http(life: Lifecycle) -> AsyncIterator[httpx.AsyncClient]:
     app = FastAPI()
     install_problem_handlers(app)
-    app.state.journeys = life.journeys
+    install(app, life.deps)
     app.state.token_verifier = TokenVerifier(
         issuer=ISSUER, audience=AUDIENCE, static_jwks=TOKENS.jwks
     )
-    for module in (api, timeline, statistics):
-        app.include_router(module.router)
+    api.include(app)
     transport = httpx.ASGITransport(app=app)
     headers = TOKENS.headers(JUSTICE, ALL_SCOPES)
     async with httpx.AsyncClient(

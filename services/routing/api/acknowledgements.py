@@ -9,22 +9,21 @@ letters: an operator's to-do (phone the agency), not something another service a
 
 from __future__ import annotations
 
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Annotated
 
-from fastapi import APIRouter, Depends, Query, Request
+from fastapi import APIRouter, Depends, Query
 from opentelemetry import trace
 from pydantic import BaseModel
 from sqlalchemy import select
-from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from core.audit import forbidden
 from core.auth import DEAD_LETTERS_MANAGE, TRANSFERS_REPORT, AgencyPrincipal, require_scope
-from core.clock import SYSTEM_CLOCK
 from core.openapi import problems
 from core.problems import Problem
 from core.storage import rowcount
 from core.telemetry import dossier_parent
+from services.routing.deps import Deps, SessionsDep
 from services.routing.models import transfers
 
 router = APIRouter(prefix="/v1", tags=["agency"])
@@ -49,14 +48,6 @@ class EscalationOut(BaseModel):
     last_error: str | None
 
 
-def _sessions(request: Request) -> async_sessionmaker[AsyncSession]:
-    value: async_sessionmaker[AsyncSession] = request.app.state.journeys.sessions
-    return value
-
-
-Sessions = Annotated[async_sessionmaker[AsyncSession], Depends(_sessions)]
-
-
 @router.post(
     "/transfers/{transfer_id}/acknowledgement",
     response_model=AcknowledgementOut,
@@ -67,14 +58,15 @@ Sessions = Annotated[async_sessionmaker[AsyncSession], Depends(_sessions)]
 async def acknowledge(
     transfer_id: str,
     agency: Annotated[AgencyPrincipal, Depends(require_scope(TRANSFERS_REPORT))],
-    sessions: Sessions,
+    deps: Deps,
 ) -> AcknowledgementOut:
     """Idempotent: acknowledging again answers with the first time and `replayed: true`.
 
     Accepted before the gateway has recorded the delivery too: a fast agency may answer
     before its 2xx is written down."""
-    now = SYSTEM_CLOCK.now()
-    async with sessions.begin() as session:
+    # In UTC, as the column gives it back to the replays (a test clock may be in another zone).
+    now = deps.clock.now().astimezone(UTC)
+    async with deps.sessions.begin() as session:
         row = (
             await session.execute(
                 select(transfers.c.agency_code, transfers.c.dossier_code, transfers.c.trace)
@@ -127,7 +119,7 @@ async def acknowledge(
     dependencies=[Depends(require_scope(DEAD_LETTERS_MANAGE))],
 )
 async def list_escalations(
-    sessions: Sessions,
+    sessions: SessionsDep,
     agency_code: Annotated[str | None, Query(max_length=20)] = None,
     limit: Annotated[int, Query(ge=1, le=1000)] = 100,
 ) -> list[EscalationOut]:

@@ -9,18 +9,19 @@ already reached the portal: the portal must never see an older status after a ne
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Annotated, Any
+from typing import Annotated, cast
 
-from fastapi import APIRouter, Depends, Query, Request
+from fastapi import APIRouter, Depends, Query
 from pydantic import BaseModel
 from sqlalchemy import select
 
 from core.auth import DEAD_LETTERS_MANAGE, require_scope
 from core.openapi import problems
 from core.problems import Problem
+from services.routing.deps import PortalDep
 from services.routing.lifecycle import NationalStatus
-from services.routing.models import portal_pushes
-from services.routing.portal import PortalSync
+from services.routing.models import PushStatus, portal_pushes
+from services.routing.rows import PushRow
 
 router = APIRouter(
     prefix="/v1/dead-letters/portal-pushes",
@@ -38,15 +39,7 @@ class DeadPushOut(BaseModel):
     reason: str | None
 
 
-def _portal(request: Request) -> PortalSync:
-    portal: PortalSync = request.app.state.portal
-    return portal
-
-
-Portal = Annotated[PortalSync, Depends(_portal)]
-
-
-def _out(row: Any) -> DeadPushOut:
+def _out(row: PushRow) -> DeadPushOut:
     return DeadPushOut(
         push_key=row.push_key,
         dossier_code=row.dossier_code,
@@ -64,16 +57,16 @@ def _out(row: Any) -> DeadPushOut:
     summary="Status changes the portal never took",
 )
 async def list_dead_pushes(
-    portal: Portal, limit: Annotated[int, Query(ge=1, le=1000)] = 100
+    portal: PortalDep, limit: Annotated[int, Query(ge=1, le=1000)] = 100
 ) -> list[DeadPushOut]:
     query = (
         select(portal_pushes)
-        .where(portal_pushes.c.status == "dead_lettered")
+        .where(portal_pushes.c.status == PushStatus.DEAD_LETTERED)
         .order_by(portal_pushes.c.changed_at)
         .limit(limit)
     )
     async with portal.sessions() as session:
-        return [_out(row) for row in await session.execute(query)]
+        return [_out(row) for row in cast("list[PushRow]", (await session.execute(query)).all())]
 
 
 @router.post(
@@ -83,17 +76,22 @@ async def list_dead_pushes(
     operation_id="replayDeadPortalPush",
     summary="Push a dead-lettered status change again",
 )
-async def replay_dead_push(push_key: str, portal: Portal) -> DeadPushOut:
+async def replay_dead_push(push_key: str, portal: PortalDep) -> DeadPushOut:
     async with portal.sessions.begin() as session:
-        row = (
-            await session.execute(select(portal_pushes).where(portal_pushes.c.push_key == push_key))
-        ).first()
-        if row is None or row.status != "dead_lettered":
+        row = cast(
+            "PushRow | None",
+            (
+                await session.execute(
+                    select(portal_pushes).where(portal_pushes.c.push_key == push_key)
+                )
+            ).first(),
+        )
+        if row is None or row.status != PushStatus.DEAD_LETTERED:
             raise Problem(404, "not-found", "No such dead-lettered push", push_key)
         later = await session.execute(
             select(portal_pushes.c.push_key).where(
                 portal_pushes.c.dossier_code == row.dossier_code,
-                portal_pushes.c.status == "sent",
+                portal_pushes.c.status == PushStatus.SENT,
                 portal_pushes.c.changed_at > row.changed_at,
             )
         )
@@ -106,8 +104,11 @@ async def replay_dead_push(push_key: str, portal: Portal) -> DeadPushOut:
             )
         await session.execute(
             portal_pushes.update()
-            .where(portal_pushes.c.push_key == push_key, portal_pushes.c.status == "dead_lettered")
-            .values(status="pending", attempts=0, next_attempt_at=portal.clock.now())
+            .where(
+                portal_pushes.c.push_key == push_key,
+                portal_pushes.c.status == PushStatus.DEAD_LETTERED,
+            )
+            .values(status=PushStatus.PENDING, attempts=0, next_attempt_at=portal.clock.now())
         )
     portal.wake()
     return _out(row)

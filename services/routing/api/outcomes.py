@@ -4,16 +4,17 @@ supplement, the result handed over."""
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Annotated, Any, Literal, Self
+from typing import Annotated, Literal, Self
 
-from fastapi import APIRouter, Depends, Request
+from fastapi import APIRouter, Depends
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from core.auth import DOSSIERS_SUBMIT, TRANSFERS_REPORT, AgencyPrincipal, require_scope
 from core.openapi import problems
 from services.routing import outcomes
-from services.routing.journeys import JourneyService
+from services.routing.deps import JourneysDep
 from services.routing.lifecycle import State
+from services.routing.outcomes import Outcome, OutcomeApplied, Resumed, Returned
 
 router = APIRouter(prefix="/v1", tags=["agency"])
 
@@ -37,7 +38,7 @@ class Document(BaseModel):
 class OutcomeIn(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
-    outcome: Literal["done", "supplement", "refused"] = Field(
+    outcome: Outcome = Field(
         description="done: step finished (with result documents); supplement: the citizen "
         "must add documents (the clock stops); refused: the dossier is refused (journey ends)"
     )
@@ -75,12 +76,6 @@ class LifecycleOut(BaseModel):
     due_at: datetime | None = None
 
 
-def journey_service(request: Request) -> JourneyService:
-    value: JourneyService = request.app.state.journeys
-    return value
-
-
-Journeys = Annotated[JourneyService, Depends(journey_service)]
 Desk = Annotated[AgencyPrincipal, Depends(require_scope(DOSSIERS_SUBMIT))]
 
 
@@ -94,8 +89,8 @@ async def report_outcome(
     transfer_id: str,
     body: OutcomeIn,
     agency: Annotated[AgencyPrincipal, Depends(require_scope(TRANSFERS_REPORT))],
-    service: Journeys,
-) -> dict[str, Any]:
+    service: JourneysDep,
+) -> OutcomeApplied:
     """Idempotent: reporting the same outcome again answers with `replayed: true`; a
     different outcome for a step already reported is a 409. Only the agency the step was
     delivered to may report it."""
@@ -112,9 +107,7 @@ async def report_outcome(
     operation_id="recordSupplement",
     summary="Record the citizen's supplement: the clock resumes, the agency gets it again",
 )
-async def supplement(
-    code: str, body: SupplementIn, desk: Desk, service: Journeys
-) -> dict[str, Any]:
+async def supplement(code: str, body: SupplementIn, desk: Desk, service: JourneysDep) -> Resumed:
     """Only the desk that received the dossier records its supplement (others get 403)."""
     documents = [d.model_dump(exclude_none=True) for d in body.documents]
     return await outcomes.supplement(service, code, documents, body.note, desk)
@@ -128,6 +121,6 @@ async def supplement(
     operation_id="recordResultReturned",
     summary="Record that the result was handed to the citizen (status 10)",
 )
-async def result_returned(code: str, desk: Desk, service: Journeys) -> dict[str, Any]:
+async def result_returned(code: str, desk: Desk, service: JourneysDep) -> Returned:
     """Only the desk that received the dossier records the hand-over (others get 403)."""
     return await outcomes.return_result(service, code, desk)

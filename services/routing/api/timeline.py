@@ -8,36 +8,32 @@ agency (the rest, up to its report or now).
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Annotated, Any
+from typing import Annotated, cast
 
-from fastapi import APIRouter, Depends, Query, Request
+from fastapi import APIRouter, Query
 from pydantic import BaseModel, Field
 from sqlalchemy import func, select
 
+from core.catalogue import Catalogue
 from core.openapi import problems
 from core.problems import Problem
 from core.telemetry import trace_id_of
-from services.routing.deadlines import CLOSED_TRANSFERS
-from services.routing.journeys import JourneyService
+from services.routing import queries
+from services.routing.deps import Deps
 from services.routing.lifecycle import NATIONAL, OPEN_STATES, NationalStatus, State
-from services.routing.models import TransferStatus, apologies, journeys, status_changes, transfers
+from services.routing.models import (
+    CLOSED_TRANSFERS,
+    TransferStatus,
+    TransferStatusName,
+    apologies,
+    journeys,
+    status_changes,
+    transfers,
+)
 from services.routing.outcomes import delivery_wait
+from services.routing.rows import ApologyRow, Json, StatusChangeRow, TransferRow
 
 router = APIRouter(prefix="/v1", tags=["operators"])
-
-
-def _journeys(request: Request) -> JourneyService:
-    value: JourneyService = request.app.state.journeys
-    return value
-
-
-Journeys = Annotated[JourneyService, Depends(_journeys)]
-
-
-def _trace_ui_url(request: Request) -> str | None:
-    # Apps built without it (tests that mount the router alone) link to no trace UI.
-    value: str | None = getattr(request.app.state, "trace_ui_url", None)
-    return value
 
 
 def trace_url(template: str | None, trace_id: str | None) -> str | None:
@@ -60,7 +56,7 @@ class TimelineStepOut(BaseModel):
     agency_code: str
     agency_name: str
     transfer_id: str
-    status: TransferStatus
+    status: TransferStatusName
     round: int
     attempts: int
     replays: int
@@ -71,7 +67,7 @@ class TimelineStepOut(BaseModel):
     completed_at: datetime | None
     due_at: datetime | None
     overdue_at: datetime | None
-    outcome: dict[str, Any] | None = Field(description="Result documents or the reason")
+    outcome: Json | None = Field(description="Result documents or the reason")
     waiting_s: StepWaitOut
 
 
@@ -81,7 +77,7 @@ class StatusChangeOut(BaseModel):
     previous_status: int = Field(description="0 before the first status")
     agency_code: str
     reason: str
-    details: dict[str, Any] | None
+    details: Json | None
     changed_at: datetime
 
 
@@ -132,33 +128,33 @@ class OverdueAgencyOut(BaseModel):
     operation_id="getJourneyTimeline",
     summary="Every step, transfer, status change and apology of a dossier",
 )
-async def journey_timeline(
-    code: str, service: Journeys, trace_ui: Annotated[str | None, Depends(_trace_ui_url)]
-) -> dict[str, Any]:
-    async with service.sessions() as session:
-        dossier = (await session.execute(select(journeys).where(journeys.c.code == code))).first()
+async def journey_timeline(code: str, deps: Deps) -> dict[str, object]:
+    async with deps.sessions() as session:
+        dossier = await queries.journey(session, code)
         if dossier is None:
             raise Problem(404, "dossier-not-found", "No such dossier in routing", code)
-        steps = (
-            await session.execute(
-                select(transfers)
-                .where(transfers.c.dossier_code == code)
-                .order_by(transfers.c.step_index)
-            )
-        ).all()
-        history = (
-            await session.execute(
-                select(status_changes)
-                .where(status_changes.c.dossier_code == code)
-                .order_by(status_changes.c.id)
-            )
-        ).all()
-        apologised = (
-            await session.execute(
-                select(apologies).where(apologies.c.dossier_code == code).order_by(apologies.c.id)
-            )
-        ).all()
-    now = service.clock.now()
+        steps = await queries.steps(session, code)
+        history = cast(
+            "list[StatusChangeRow]",
+            (
+                await session.execute(
+                    select(status_changes)
+                    .where(status_changes.c.dossier_code == code)
+                    .order_by(status_changes.c.id)
+                )
+            ).all(),
+        )
+        apologised = cast(
+            "list[ApologyRow]",
+            (
+                await session.execute(
+                    select(apologies)
+                    .where(apologies.c.dossier_code == code)
+                    .order_by(apologies.c.id)
+                )
+            ).all(),
+        )
+    now = deps.clock.now()
     state = State(dossier.status)
     citizen_s = dossier.paused_s + _since(dossier.paused_at, now)
     trace_id = trace_id_of(dossier.trace)
@@ -175,9 +171,9 @@ async def journey_timeline(
         "overdue_at": dossier.overdue_at,
         "finished_at": dossier.finished_at,
         "trace_id": trace_id,
-        "trace_url": trace_url(trace_ui, trace_id),
+        "trace_url": trace_url(deps.settings.trace_ui_url, trace_id),
         "waiting_s": {"citizen": citizen_s},
-        "steps": [_step(service, s, now) for s in steps],
+        "steps": [_step(deps.catalogue, s, now) for s in steps],
         "history": [
             {
                 "status": h.status,
@@ -207,12 +203,12 @@ def _since(start: datetime | None, now: datetime) -> float:
     return max(0.0, (now - start).total_seconds()) if start is not None else 0.0
 
 
-def _step(service: JourneyService, step: Any, now: datetime) -> dict[str, Any]:
-    agency = service.catalogue.agencies.get(step.agency_code)
+def _step(catalogue: Catalogue, step: TransferRow, now: datetime) -> dict[str, object]:
+    agency = catalogue.agencies.get(step.agency_code)
     end = step.completed_at or now
     citizen = step.supplement_s
     round_end = end
-    if step.status == "supplement_requested":
+    if step.status == TransferStatus.SUPPLEMENT_REQUESTED and step.supplement_requested_at:
         citizen += _since(step.supplement_requested_at, now)
         round_end = step.supplement_requested_at
     delivery = step.delivery_s + delivery_wait(step, round_end)
@@ -251,8 +247,8 @@ def _step(service: JourneyService, step: Any, now: datetime) -> dict[str, Any]:
     summary="Agencies holding overdue dossiers now, most first",
 )
 async def overdue_by_agency(
-    service: Journeys, limit: Annotated[int, Query(ge=1, le=1000)] = 100
-) -> list[dict[str, Any]]:
+    deps: Deps, limit: Annotated[int, Query(ge=1, le=1000)] = 100
+) -> list[dict[str, object]]:
     held = func.count(func.distinct(transfers.c.dossier_code)).label("overdue")
     query = (
         select(transfers.c.agency_code, held)
@@ -266,9 +262,9 @@ async def overdue_by_agency(
         .order_by(held.desc(), transfers.c.agency_code)
         .limit(limit)
     )
-    async with service.sessions() as session:
+    async with deps.sessions() as session:
         rows = (await session.execute(query)).all()
-    agencies = service.catalogue.agencies
+    agencies = deps.catalogue.agencies
     return [
         {
             "agency_code": r.agency_code,

@@ -9,20 +9,21 @@ replays it, which delivers it again with the same transfer id (the agency de-dup
 
 from __future__ import annotations
 
-from collections.abc import Mapping
 from datetime import datetime, timedelta
-from typing import Annotated, Any
+from typing import Annotated, cast
 
-from fastapi import APIRouter, Depends, Query, Request
+from fastapi import APIRouter, Depends, Query
 from pydantic import BaseModel
-from sqlalchemy import func, select
+from sqlalchemy import Result, func, select
 
 from core.auth import DEAD_LETTERS_MANAGE, require_scope
 from core.openapi import problems
 from core.problems import Problem
 from core.storage import rowcount
-from services.routing.journeys import JourneyService
-from services.routing.models import transfers
+from services.routing import queries
+from services.routing.deps import Deps
+from services.routing.models import TransferStatus, transfers
+from services.routing.rows import TransferRow
 
 # Operators only: every route needs the dead-letters:manage scope.
 router = APIRouter(
@@ -44,33 +45,36 @@ class DeadLetterOut(BaseModel):
     dead_lettered_at: datetime | None
 
 
-def _journeys(request: Request) -> JourneyService:
-    value: JourneyService = request.app.state.journeys
-    return value
+def _out(row: TransferRow, *, replays: int | None = None) -> DeadLetterOut:
+    return DeadLetterOut(
+        transfer_id=row.transfer_id,
+        dossier_code=row.dossier_code,
+        step_index=row.step_index,
+        step_name=row.step_name,
+        agency_code=row.agency_code,
+        attempts=row.attempts,
+        replays=row.replays if replays is None else replays,
+        reason=row.last_error,
+        dead_lettered_at=row.dead_lettered_at,
+    )
 
 
-Journeys = Annotated[JourneyService, Depends(_journeys)]
-
-
-_FIELDS = [f for f in DeadLetterOut.model_fields if f != "reason"]
-
-
-def _out(values: Mapping[Any, Any]) -> DeadLetterOut:
-    return DeadLetterOut(reason=values["last_error"], **{k: values[k] for k in _FIELDS})
+def _rows(result: Result[tuple[object, ...]]) -> list[TransferRow]:
+    return cast("list[TransferRow]", result.all())
 
 
 @router.get("", response_model=list[DeadLetterOut], summary="Transfers that were not delivered")
 async def list_dead_letters(
-    journeys: Journeys,
+    deps: Deps,
     agency_code: Annotated[str | None, Query(max_length=20)] = None,
     limit: Annotated[int, Query(ge=1, le=1000)] = 100,
 ) -> list[DeadLetterOut]:
-    query = select(transfers).where(transfers.c.status == "dead_lettered")
+    query = select(transfers).where(transfers.c.status == TransferStatus.DEAD_LETTERED)
     if agency_code:
         query = query.where(transfers.c.agency_code == agency_code)
     query = query.order_by(transfers.c.dead_lettered_at).limit(limit)
-    async with journeys.sessions() as session:
-        return [_out(row._mapping) for row in await session.execute(query)]
+    async with deps.sessions() as session:
+        return [_out(row) for row in _rows(await session.execute(query))]
 
 
 @router.post(
@@ -80,17 +84,13 @@ async def list_dead_letters(
     operation_id="replayDeadLetter",
     summary="Deliver a dead-lettered transfer again",
 )
-async def replay(transfer_id: str, journeys: Journeys) -> DeadLetterOut:
+async def replay(transfer_id: str, deps: Deps) -> DeadLetterOut:
     """The transfer goes back to the delivery queue with a fresh set of attempts."""
-    async with journeys.sessions.begin() as session:
-        row = (
-            await session.execute(
-                select(transfers).where(transfers.c.transfer_id == transfer_id).with_for_update()
-            )
-        ).first()
+    async with deps.sessions.begin() as session:
+        row = await queries.transfer(session, transfer_id, lock=True)
         if row is None:
             raise Problem(404, "transfer-not-found", "No such transfer", transfer_id)
-        if row.status != "dead_lettered":
+        if row.status != TransferStatus.DEAD_LETTERED:
             raise Problem(
                 409,
                 "transfer-not-dead-lettered",
@@ -101,12 +101,15 @@ async def replay(transfer_id: str, journeys: Journeys) -> DeadLetterOut:
         # (SQLite ignores FOR UPDATE) wins, and the replay is refused.
         replayed = await session.execute(
             transfers.update()
-            .where(transfers.c.transfer_id == transfer_id, transfers.c.status == "dead_lettered")
+            .where(
+                transfers.c.transfer_id == transfer_id,
+                transfers.c.status == TransferStatus.DEAD_LETTERED,
+            )
             .values(
-                status="pending",
+                status=TransferStatus.PENDING,
                 attempts=0,
                 replays=transfers.c.replays + 1,
-                next_attempt_at=journeys.clock.now(),
+                next_attempt_at=deps.clock.now(),
             )
         )
         if rowcount(replayed) != 1:
@@ -116,8 +119,8 @@ async def replay(transfer_id: str, journeys: Journeys) -> DeadLetterOut:
                 "Only a dead-lettered transfer can be replayed",
                 f"transfer {transfer_id} changed meanwhile",
             )
-    journeys.transfers_waiting.set()
-    return _out({**row._mapping, "replays": row.replays + 1})
+    deps.journeys.transfers_waiting.set()
+    return _out(row, replays=row.replays + 1)
 
 
 # Operators' nudge for an escalated transfer: deliver it again now rather than at the
@@ -136,8 +139,8 @@ escalations = APIRouter(
     operation_id="redeliverEscalatedTransfer",
     summary="Deliver an escalated transfer again now",
 )
-async def redeliver(transfer_id: str, journeys: Journeys) -> DeadLetterOut:
-    async with journeys.sessions.begin() as session:
+async def redeliver(transfer_id: str, deps: Deps) -> DeadLetterOut:
+    async with deps.sessions.begin() as session:
         result = await session.execute(
             transfers.update()
             .where(
@@ -145,16 +148,16 @@ async def redeliver(transfer_id: str, journeys: Journeys) -> DeadLetterOut:
                 transfers.c.escalated.is_(True),
                 transfers.c.acknowledged_at.is_(None),
             )
-            .values(next_attempt_at=journeys.clock.now())
+            .values(next_attempt_at=deps.clock.now())
             .returning(*transfers.c)
         )
-        row = result.first()
+        row = cast("TransferRow | None", result.first())
     if row is None:
         raise Problem(
             404, "escalation-not-found", "No such unacknowledged escalated transfer", transfer_id
         )
-    journeys.transfers_waiting.set()
-    return _out(row._mapping)
+    deps.journeys.transfers_waiting.set()
+    return _out(row)
 
 
 # Transfers routing keeps trying to deliver, for longer than an operator expects: the agency
@@ -178,7 +181,7 @@ class StuckTransferOut(DeadLetterOut):
     summary="Transfers still pending delivery longer than older_than_s",
 )
 async def list_stuck(
-    journeys: Journeys,
+    deps: Deps,
     # At most a year: a larger span is no question an operator asks, and would overflow
     # the date arithmetic (the contract test found the 500).
     older_than_s: Annotated[float, Query(ge=0, le=366 * 86400)] = 900,
@@ -186,20 +189,19 @@ async def list_stuck(
 ) -> list[StuckTransferOut]:
     # The current round's start: a supplement round is pending anew from then.
     since = func.coalesce(transfers.c.round_started_at, transfers.c.routed_at)
-    cutoff = journeys.clock.now() - timedelta(seconds=older_than_s)
+    cutoff = deps.clock.now() - timedelta(seconds=older_than_s)
     query = (
         select(transfers)
-        .where(transfers.c.status == "pending", since < cutoff)
+        .where(transfers.c.status == TransferStatus.PENDING, since < cutoff)
         .order_by(since)
         .limit(limit)
     )
-    async with journeys.sessions() as session:
+    async with deps.sessions() as session:
         return [
             StuckTransferOut(
-                reason=row.last_error,
+                **_out(row).model_dump(),
                 routed_at=row.routed_at,
                 next_attempt_at=row.next_attempt_at,
-                **{k: row._mapping[k] for k in _FIELDS},
             )
-            for row in await session.execute(query)
+            for row in _rows(await session.execute(query))
         ]
