@@ -133,7 +133,7 @@ class TokenVerifier:
                 await self._keys_for(kid)  # the same refresh schedule as a full check
                 if kid in self._kids:
                     return principal
-            del self._verified[token]
+            self._verified.pop(token, None)  # another request may have dropped it meanwhile
         header = _header(token)
         if header.get("alg") not in ALGORITHMS:
             raise InvalidToken(f"algorithm {header.get('alg')!r} is not accepted")
