@@ -94,6 +94,7 @@ class TokenVerifier:
         refresh_s: float = 300,
         min_refetch_s: float = 5,
         clock: Clock = time.monotonic,
+        remembered: int = 4096,
     ) -> None:
         if (fetch is None) == (static_jwks is None):
             raise ValueError("give exactly one of fetch or static_jwks")
@@ -107,6 +108,11 @@ class TokenVerifier:
         self._kids: frozenset[str] = frozenset()
         self._fetched_at = -float("inf")
         self._lock = asyncio.Lock()
+        # Tokens already verified, until they expire: an agency presents the same token on
+        # every call for its lifetime, and the signature check is most of a request's CPU
+        # here (89 µs, devstack/bench_auth.py). Keyed by the whole token, signature included.
+        self._remembered = remembered
+        self._verified: dict[str, tuple[AgencyPrincipal, float, str]] = {}
         self._claims = jwt.JWTClaimsRegistry(
             leeway=self._leeway,
             iss={"essential": True, "value": issuer},
@@ -118,20 +124,40 @@ class TokenVerifier:
             self._install(dict(static_jwks))
 
     async def verify(self, token: str) -> AgencyPrincipal:
+        known = self._verified.get(token)
+        if known is not None:
+            principal, expires_at, kid = known
+            # Still unexpired, and its key still published (a key identity withdrew takes
+            # its tokens with it): the same answer as checking it again.
+            # time.time: the clock joserfc checks `exp` against, so both agree.
+            if time.time() < expires_at and kid in self._kids:
+                await self._keys_for(kid)  # the same refresh schedule as a full check
+                if kid in self._kids:
+                    return principal
+            self._verified.pop(token, None)  # another request may have dropped it meanwhile
         header = _header(token)
         if header.get("alg") not in ALGORITHMS:
             raise InvalidToken(f"algorithm {header.get('alg')!r} is not accepted")
-        keys = await self._keys_for(str(header.get("kid", "")))
+        kid = str(header.get("kid", ""))
+        keys = await self._keys_for(kid)
         try:
             claims = jwt.decode(token, keys, algorithms=ALGORITHMS).claims
             self._claims.validate(claims)
         except (JoseError, ValueError) as exc:
             raise InvalidToken(str(exc) or type(exc).__name__) from exc
-        return AgencyPrincipal(
+        principal = AgencyPrincipal(
             client_id=str(claims["sub"]),
             agency_code=str(claims.get("agency", "")),
             scopes=frozenset(str(claims.get("scope", "")).split()),
         )
+        self._remember(token, principal, float(claims["exp"]) + self._leeway, kid)
+        return principal
+
+    def _remember(self, token: str, principal: AgencyPrincipal, until: float, kid: str) -> None:
+        if len(self._verified) >= self._remembered:
+            # The oldest first (dicts keep insertion order): tokens are short-lived anyway.
+            del self._verified[next(iter(self._verified))]
+        self._verified[token] = (principal, until, kid)
 
     async def _keys_for(self, kid: str) -> KeySet:
         now = self._clock()

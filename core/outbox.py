@@ -11,11 +11,13 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Sequence
+from functools import partial
 from typing import Any, Protocol
 
 from sqlalchemy import JSON, Column, LargeBinary, MetaData, String, Table, delete, select
 from sqlalchemy import event as sa_event
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
+from sqlalchemy.orm import Session
 
 from core.clock import SYSTEM_CLOCK, Clock
 from core.events import Event, to_kafka
@@ -71,8 +73,12 @@ class Outbox:
         events: Sequence[tuple[Event, dict[str, str] | None]],
         topic: str | None = None,
     ) -> None:
-        """Stage many events (each with its trace carrier, or None for the active trace) in
-        one multi-row insert: what a batch handler uses instead of one put per event."""
+        """Stage many events (each with its trace carrier, or None for the active trace).
+
+        The rows are written when the transaction commits, all that it staged in one
+        multi-row insert: a transaction that announces three events (an outcome report: step
+        completed, status changed, dossier completed) or a batch of deliveries costs one
+        round trip for its events, not one per put. A rollback writes none of them."""
         if not events:
             return
         now = self.clock.now()
@@ -89,17 +95,41 @@ class Outbox:
                     "created_at": now,
                 }
             )
-        await insert_rows(session, self.table, rows)
-        if not session.info.get("outbox_listener"):
-            session.info["outbox_listener"] = True
-            sa_event.listen(session.sync_session, "after_commit", self._after_commit, once=True)
+        self._staged(session).extend(rows)
+
+    def _staged(self, session: AsyncSession) -> list[dict[str, Any]]:
+        """This session's rows waiting for its commit; listens to the session once."""
+        key = ("outbox", self.table.name)
+        staged: list[dict[str, Any]] | None = session.info.get(key)
+        if staged is None:
+            staged = session.info[key] = []
+            sync = session.sync_session
+            sa_event.listen(sync, "before_commit", partial(self._write_staged, staged))
+            sa_event.listen(sync, "after_commit", self._after_commit)
+            sa_event.listen(sync, "after_soft_rollback", partial(_forget, staged))
+        return staged
+
+    def _write_staged(self, staged: list[dict[str, Any]], session: Session) -> None:
+        # Runs inside the commit, in SQLAlchemy's greenlet: the sync API reaches the
+        # async driver from here, in the transaction being committed.
+        rows, staged[:] = list(staged), []
+        for start in range(0, len(rows), _CHUNK):
+            session.execute(self.table.insert().values(rows[start : start + _CHUNK]))
 
     def _after_commit(self, _session: object) -> None:
         self.wakeup.set()
 
 
+def _forget(staged: list[dict[str, Any]], _session: object, _previous: object) -> None:
+    staged.clear()
+
+
+# Rows per multi-row insert: under the databases' bound-parameter limits.
+_CHUNK = 500
+
+
 async def insert_rows(
-    session: AsyncSession, table: Table, rows: Sequence[dict[str, Any]], chunk: int = 500
+    session: AsyncSession, table: Table, rows: Sequence[dict[str, Any]], chunk: int = _CHUNK
 ) -> None:
     """Multi-row inserts, chunked to stay under the databases' bound-parameter limits."""
     for start in range(0, len(rows), chunk):

@@ -7,9 +7,13 @@ the same for all of them.
 from __future__ import annotations
 
 import contextlib
+import io
 from collections.abc import Sequence
-from email.message import EmailMessage
-from email.utils import make_msgid
+from email.generator import BytesGenerator
+from email.header import Header
+from email.mime.text import MIMEText
+from email.policy import compat32
+from email.utils import formataddr, make_msgid, parseaddr
 from typing import Any, Protocol
 
 import aiohttp
@@ -50,6 +54,8 @@ class EmailChannel:
 
     def __init__(self, settings: NotifySettings) -> None:
         self._settings = settings
+        name, self._sender = parseaddr(settings.mail_from)
+        self._from = formataddr((name, self._sender), "utf-8")
         # One connection kept open across messages: a handshake per message (connect, EHLO,
         # STARTTLS, AUTH, QUIT) would cost more than the message itself.
         self._smtp: aiosmtplib.SMTP | None = None
@@ -85,8 +91,9 @@ class EmailChannel:
 
     async def send(self, row: dict[str, Any]) -> Outcome:
         try:
+            message = self._message(row)
             smtp = await self._connection()
-            await smtp.send_message(self._message(row))
+            await smtp.sendmail(self._sender, [row["recipient"]], message)
         except aiosmtplib.SMTPAuthenticationError as exc:
             await self.close()
             return Outcome("technical-failure", f"SMTP authentication refused: {exc.code}")
@@ -104,16 +111,30 @@ class EmailChannel:
             return Outcome("temporary-failure", f"{type(exc).__name__}: {exc}")
         return Outcome("delivered")
 
-    def _message(self, row: dict[str, Any]) -> EmailMessage:
-        message = EmailMessage()
-        message["From"] = self._settings.mail_from
+    def _message(self, row: dict[str, Any]) -> bytes:
+        """The message as SMTP carries it. Built with the compat32 API, whose headers are
+        plain strings: the modern EmailMessage parses and refolds every header through its
+        header registry, 1.7 ms of CPU per message against 0.2 ms here (py-spy, make bench).
+        Non-ASCII text goes out as RFC 2047 encoded words and a base64 UTF-8 body."""
+        for value in (row["recipient"], row["dossier_code"], row["id"]):
+            if "\r" in value or "\n" in value:
+                raise ValueError("a header value may not contain a line break")
+        message = MIMEText(row["body"], "plain", "utf-8")
+        message["From"] = self._from
         message["To"] = row["recipient"]
-        message["Subject"] = row["subject"]
+        message["Subject"] = Header(row["subject"], "utf-8").encode(linesep=_CRLF)
         message["Message-ID"] = make_msgid(idstring=row["id"], domain="dossier-gateway")
         message["X-Dossier-Code"] = row["dossier_code"]
         message["X-Notification-Id"] = row["id"]
-        message.set_content(row["body"])
-        return message
+        out = io.BytesIO()
+        BytesGenerator(out, policy=_SMTP_POLICY).flatten(message)
+        return out.getvalue()
+
+
+_CRLF = "\r\n"
+# Headers written as they are (the encoded Subject is already folded at 76 characters), so
+# a long Message-ID stays on one line (RFC 5322 allows 998).
+_SMTP_POLICY = compat32.clone(linesep=_CRLF, max_line_length=None)
 
 
 class SmsChannel:

@@ -28,6 +28,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+from collections.abc import Sequence
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -162,15 +163,23 @@ class ChannelSender(LeasedQueue[dict[str, Any]]):
                 [(r, o) for r, o in zip(rows, outcomes, strict=True) if o is not None]
             )
             return
-        # One at a time, each marked in flight before it is handed over; the mark shares
-        # its commit with the previous message's outcome.
+        # A group at a time (one message unless email_in_flight_max says more), marked in
+        # flight before it is handed over; the mark shares its commit with the previous
+        # group's outcomes, so a commit costs 1/group of a message.
+        group = self._settings.email_in_flight_max
         done: list[tuple[dict[str, Any], Outcome]] = []
-        for index, row in enumerate(rows):
-            if not await self._limiter.acquire(max_wait=max(deadline - time.monotonic(), 0)):
-                await self._give_back(rows[index:])
+        for start in range(0, len(rows), group):
+            permitted = []
+            for row in rows[start : start + group]:
+                if not await self._limiter.acquire(max_wait=max(deadline - time.monotonic(), 0)):
+                    break
+                permitted.append(row)
+            if permitted:
+                await self._record(done, in_flight=permitted)
+                done = [(row, await self._send(row)) for row in permitted]
+            if len(permitted) < len(rows[start : start + group]):
+                await self._give_back(rows[start + len(permitted) :])
                 break
-            await self._record(done, in_flight=row)
-            done = [(row, await self._send(row))]
         await self._record(done)
 
     async def _paced(self, row: dict[str, Any], deadline: float) -> Outcome | None:
@@ -182,7 +191,7 @@ class ChannelSender(LeasedQueue[dict[str, Any]]):
     async def _record(
         self,
         done: list[tuple[dict[str, Any], Outcome]],
-        in_flight: dict[str, Any] | None = None,
+        in_flight: Sequence[dict[str, Any]] = (),
     ) -> None:
         now = self.clock.now()
         changes = []
@@ -206,14 +215,14 @@ class ChannelSender(LeasedQueue[dict[str, Any]]):
                     values["reason"],
                 )
             changes.append((row, values))
-        if not changes and in_flight is None:
+        if not changes and not in_flight:
             return
         async with self.sessions.begin() as session:
             await self._status_log.change(session, changes, now)
-            if in_flight is not None:
+            if in_flight:
                 await session.execute(
                     notifications.update()
-                    .where(notifications.c.id == in_flight["id"])
+                    .where(notifications.c.id.in_([row["id"] for row in in_flight]))
                     .values(in_flight_at=now)
                 )
 

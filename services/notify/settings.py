@@ -1,5 +1,7 @@
 from __future__ import annotations
 
+from pydantic import Field
+
 from core.outbound import OutboundSettings
 from core.settings import ServiceSettings
 
@@ -45,6 +47,10 @@ class NotifySettings(ServiceSettings, OutboundSettings):
     send_lease_s: float = 30.0
     send_batch_size: int = 100
     send_poll_interval_s: float = 1.0
+    # Emails marked in flight together, in one commit, before they are handed to the mail
+    # server (services/notify/sender.py). 1: one commit per email, and a crash gives up the
+    # one email that was in flight. N: one commit per N emails, and a crash gives up to N.
+    email_in_flight_max: int = Field(default=1, ge=1)
     # Temporary failures are retried with backoff for this long, then marked permanent.
     retry_for_s: float = 24 * 3600
     retry_backoff_base_s: float = 2.0

@@ -21,7 +21,7 @@ from datetime import UTC
 import aiohttp
 from google.protobuf.timestamp_pb2 import Timestamp
 from prometheus_client import Counter
-from sqlalchemy import select
+from sqlalchemy import bindparam, select
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
 from core.clock import SYSTEM_CLOCK, VIETNAM, Clock
@@ -184,19 +184,25 @@ class PortalSync(LeasedQueue[PushRow]):
         return f"HTTP {response.status}", retryable_http(response.status)
 
     async def _record(self, results: list[tuple[PushRow, tuple[str | None, bool]]]) -> None:
+        """A batch's outcomes in one transaction; the pushes the portal took in one
+        executemany round trip rather than an update each."""
         now = self.clock.now()
+        sent = []
         async with self.sessions.begin() as session:
             for row, (error, retryable) in results:
                 PUSHES.labels("sent" if error is None else "failed").inc()
-                if error is not None:
-                    what = f"portal push of {row.dossier_code}"
-                    await self.fail(session, row, error, retryable=retryable, now=now, what=what)
+                if error is None:
+                    sent.append({"key": row.push_key})
                     continue
+                what = f"portal push of {row.dossier_code}"
+                await self.fail(session, row, error, retryable=retryable, now=now, what=what)
+            if sent:
                 await session.execute(
                     portal_pushes.update()
                     .where(
-                        portal_pushes.c.push_key == row.push_key,
+                        portal_pushes.c.push_key == bindparam("key"),
                         portal_pushes.c.status == PushStatus.PENDING,
                     )
-                    .values(status=PushStatus.SENT, sent_at=now, last_error=None)
+                    .values(status=PushStatus.SENT, sent_at=now, last_error=None),
+                    sent,
                 )

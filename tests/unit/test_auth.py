@@ -188,3 +188,44 @@ async def test_identity_unreachable_at_first_is_unavailable_not_invalid(
     verifier = TokenVerifier(issuer=ISSUER, audience=AUDIENCE, fetch=down)
     with pytest.raises(KeysUnavailable):
         await verifier.verify(issuer.token(AGENCY, "transfers:report"))
+
+
+async def test_a_token_verified_before_is_refused_once_expired(
+    issuer: TestIssuer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    verifier = TokenVerifier(issuer=ISSUER, audience=AUDIENCE, static_jwks=issuer.jwks, leeway_s=30)
+    start = time.time()
+    token = issuer.token(AGENCY, "transfers:report", exp=int(start) + 60)
+    assert (await verifier.verify(token)).agency_code == AGENCY
+    monkeypatch.setattr(time, "time", lambda: start + 60 + 29)
+    assert (await verifier.verify(token)).agency_code == AGENCY  # within the leeway
+    monkeypatch.setattr(time, "time", lambda: start + 60 + 31)
+    with pytest.raises(InvalidToken):
+        await verifier.verify(token)
+
+
+async def test_a_token_verified_before_goes_with_its_withdrawn_key() -> None:
+    clock = Clock()
+    keys = SigningKeys(generate_key(), grace_s=600, clock=clock)
+    verifier = verifier_of(Jwks(keys), clock, refresh_s=300)
+    token = sign(keys.current)
+    await verifier.verify(token)
+    keys.rotate()
+    clock.now += 901  # the old key's grace is over and the JWKS is due a refresh
+    with pytest.raises(InvalidToken, match="unknown key"):
+        await verifier.verify(token)
+
+
+async def test_remembered_tokens_are_bounded(issuer: TestIssuer) -> None:
+    verifier = TokenVerifier(
+        issuer=ISSUER, audience=AUDIENCE, static_jwks=issuer.jwks, remembered=2
+    )
+    tokens = [
+        issuer.token(AGENCY, "transfers:report", exp=int(time.time()) + n) for n in (60, 61, 62)
+    ]
+    for token in tokens:
+        await verifier.verify(token)
+    assert len(verifier._verified) == 2
+    assert set(verifier._verified) == set(tokens[1:])
+    for token in tokens:  # each still verifies, from memory or again
+        assert (await verifier.verify(token)).agency_code == AGENCY

@@ -149,3 +149,41 @@ async def test_an_idempotent_channel_sends_everything_again_with_the_same_ids(
     assert sorted(second.sent) == ["n0", "n1", "n2", "n3"]
     assert {r.status for r in rows.values()} == {"delivered"}
     assert {r.attempts for r in rows.values()} == {2}
+
+
+async def test_emails_marked_in_flight_together_are_given_up_together_at_a_crash(
+    sessions: async_sessionmaker[AsyncSession],
+) -> None:
+    await seed(sessions, "email", 5)
+    settings = NotifySettings(send_lease_s=30, email_rate_per_s=1000, email_in_flight_max=2)
+    status_log = StatusLog(Outbox(outbox, "dossier.events"))
+    engine = sessions.kw["bind"]
+
+    def grouped(channel: FakeChannel) -> ChannelSender:
+        return ChannelSender(channel, settings, engine, sessions, asyncio.Event(), status_log)
+
+    first = FakeChannel("email", idempotent=False, crash_on=4)
+    dying = grouped(first)
+    with pytest.raises(Crash):
+        await dying._send_all(await dying._claim())
+    async with sessions.begin() as session:
+        await session.execute(
+            update(notifications).values(next_attempt_at=datetime.now(UTC) - timedelta(1))
+        )
+    second = FakeChannel("email", idempotent=False)
+    restarted = grouped(second)
+    await restarted._send_all(await restarted._claim())
+    async with sessions() as session:
+        rows = {r.id: r for r in await session.execute(select(notifications))}
+
+    # n0 and n1 went in one group, their outcomes committed with the next group's mark;
+    # the crash came inside the group n2, n3: both may have arrived, neither is resent.
+    assert first.sent == ["n0", "n1", "n2", "n3"]
+    assert second.sent == ["n4"]
+    assert {i: r.status for i, r in rows.items()} == {
+        "n0": "delivered",
+        "n1": "delivered",
+        "n2": "technical-failure",
+        "n3": "technical-failure",
+        "n4": "delivered",
+    }
