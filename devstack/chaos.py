@@ -25,15 +25,14 @@ import signal
 import sys
 import tempfile
 import time
-from collections import Counter
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import httpx
 import psutil
 
-from devstack.chaos_census import Census, WebhookReceiver, take_census
+from devstack.chaos_census import Census, Offer, WebhookReceiver, take_census
 from devstack.kafka import KafkaBroker
 from devstack.postgres import ensure_postgres
 from devstack.stack import AGENCY_INBOX_TOPICS, REPO, Ports, Stack
@@ -113,20 +112,6 @@ def dossier_body(run: str, i: int) -> dict[str, Any]:
     ]
     procedure, form = forms[i % len(forms)]
     return {"procedure_code": procedure, "applicant": applicant, "form_data": form}
-
-
-@dataclass
-class Offer:
-    """What the clients saw: receipt codes of accepted dossiers, and what was not."""
-
-    accepted: dict[int, str] = field(default_factory=dict)
-    refused: dict[int, str] = field(default_factory=dict)
-    unanswered: list[int] = field(default_factory=list)
-    retries: int = 0
-    # Every answer that was not an acceptance, by status ("0": no answer), and the 429s
-    # and 503s that did not say when to come back.
-    pushed_back: Counter[str] = field(default_factory=Counter)
-    retry_after_missing: int = 0
 
 
 class DeskTokens:

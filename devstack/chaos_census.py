@@ -27,7 +27,6 @@ from services.notify.models import notifications
 from services.routing.models import transfers
 
 if TYPE_CHECKING:
-    from devstack.chaos import Offer
     from devstack.kafka import KafkaBroker
     from devstack.stack import Stack
 
@@ -35,6 +34,20 @@ COMPLETED = b"vn.gov.dossier.completed.v1"
 STEP_COMPLETED = b"vn.gov.dossier.step_completed.v1"
 AGENCIES = ("000.21.31.H22", "000.22.31.H22", "000.23.05.H22", "000.00.12.H22", "000.00.15.H22")
 OUTBOXES = ("intake", "routing", "notify")
+
+
+@dataclass
+class Offer:
+    """What the clients saw: receipt codes of accepted dossiers, and what was not."""
+
+    accepted: dict[int, str] = field(default_factory=dict)
+    refused: dict[int, str] = field(default_factory=dict)
+    unanswered: list[int] = field(default_factory=list)
+    retries: int = 0
+    # Every answer that was not an acceptance, by status ("0": no answer), and the 429s
+    # and 503s that did not say when to come back.
+    pushed_back: Counter[str] = field(default_factory=Counter)
+    retry_after_missing: int = 0
 
 
 @dataclass
