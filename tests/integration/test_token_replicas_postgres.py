@@ -18,22 +18,23 @@ from core.deps import install
 from core.migrations import upgrade
 from core.problems import install_problem_handlers
 from services.identity.deps import MIGRATIONS, IdentityDeps, compose
+from services.identity.keys import SigningKeys, generate_key
 from services.identity.models import failure_buckets, metadata
 from services.identity.oauth import AgencyTokens
 from services.identity.settings import IdentitySettings
 from services.identity.token_api import router
 from services.identity.token_guard import GuardLimits, SecretGuard
 from services.identity.token_state import FailureBuckets, UsedAssertions
-from tests.unit.test_agency_tokens import (  # noqa: F401 (server: a fixture)
+from tests.unit.test_agency_tokens import (
+    AUDIENCE,
+    CLIENTS,
     ISSUER,
     SECRET,
     assertion,
-    server,
     with_assertion,
 )
 
 LIMITS = GuardLimits(client_failures_burst=4, address_failures_burst=1000)
-# `server`, the fixture: one AgencyTokens for both replicas, as replicas share their key.
 
 
 class Replica:
@@ -51,7 +52,10 @@ class Replica:
 
 
 @pytest.fixture
-def replicas(database_url: str, server: AgencyTokens) -> Iterator[tuple[Replica, Replica]]:
+def replicas(database_url: str) -> Iterator[tuple[Replica, Replica]]:
+    # The replicas share their signing key (TOKEN_SIGNING_KEY_FILE), so one AgencyTokens.
+    keys = SigningKeys(generate_key(), grace_s=600)
+    server = AgencyTokens(issuer=ISSUER, audience=AUDIENCE, clients=CLIENTS, keys=keys, ttl_s=300)
     with ExitStack() as stack:
         one, two = Replica(database_url, server, stack), Replica(database_url, server, stack)
         engine = one.deps.runtime.engine
