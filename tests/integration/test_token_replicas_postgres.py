@@ -17,6 +17,7 @@ from sqlalchemy import delete
 from core.deps import install
 from core.migrations import upgrade
 from core.problems import install_problem_handlers
+from devstack.postgres import ensure_postgres
 from services.identity.deps import MIGRATIONS, IdentityDeps, compose
 from services.identity.keys import SigningKeys, generate_key
 from services.identity.models import failure_buckets, metadata
@@ -53,6 +54,7 @@ class Replica:
 
 @pytest.fixture
 def replicas(database_url: str) -> Iterator[tuple[Replica, Replica]]:
+    database_url = ensure_postgres("identity_replicas")  # of its own, on the session's server
     # The replicas share their signing key (TOKEN_SIGNING_KEY_FILE), so one AgencyTokens.
     keys = SigningKeys(generate_key(), grace_s=600)
     server = AgencyTokens(issuer=ISSUER, audience=AUDIENCE, clients=CLIENTS, keys=keys, ttl_s=300)
