@@ -227,6 +227,8 @@ class AgencyTokens(AuthorizationServer):  # type: ignore[misc]
         # A token issued to the same client for the same scopes moments ago is handed out
         # again (with the lifetime it has left) instead of signing a new one: every agency's
         # token expiring at once after an outage made ~2,000 callbacks ask within seconds.
+        # Per replica, on purpose: another replica signs its own token for the same client,
+        # equally valid; sharing this would only save a signature.
         self.reuse_s = reuse_s
         self._recent: dict[tuple[str, str], tuple[float, dict[str, Any]]] = {}
 

@@ -23,6 +23,10 @@ them:
    wrong secret costs the same whether the id exists or not, so ids cannot be enumerated.
 
 Readiness says 503 while requests are being shed, so a balancer sends traffic elsewhere.
+
+Replicas: the failure buckets (3) are shared through the database, so guesses spread over
+replicas count once. The cache (1), single flight (2), in-flight caps and pool (3, 4) are
+each process's own cost and stay per process: a replica hashes a client's secret once.
 """
 
 from __future__ import annotations
