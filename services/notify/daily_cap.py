@@ -1,11 +1,11 @@
 """A provider's daily cap, counted in notify's database: the replicas share one count.
 
 Providers bill and cut off by the day: a contract of 10,000 SMS a day is 10,000 whichever
-replica sends them. A count per process (core.ratelimit's daily cap) would let two replicas
+replica sends them. A count per process (as core.ratelimit kept it before) let two replicas
 send 20,000, so each replica reserves permits here before sending a claimed batch, in one
 statement that grants what is left of the day's cap (all, part or none of the batch); the
 permits a batch did not use (its rate limiter gave rows back) are returned. The day is the
-calendar day in Vietnam, where the contract and the citizens are, as core.ratelimit's.
+calendar day in Vietnam, where the contract and the citizens are.
 
 A replica that dies between reserving and sending leaves its permits counted: the cap errs
 on sending less, never more. The rate and burst stay per replica (core.ratelimit, in
