@@ -8,12 +8,15 @@ import asyncio
 from collections.abc import Iterator
 from contextlib import ExitStack
 from dataclasses import replace
+from datetime import UTC, datetime
 
 import pytest
+from anyio.from_thread import BlockingPortal
 from fastapi import FastAPI
 from fastapi.testclient import TestClient
 from sqlalchemy import delete
 
+from core.clock import TestClock
 from core.deps import install
 from core.migrations import upgrade
 from core.problems import install_problem_handlers
@@ -25,7 +28,7 @@ from services.identity.oauth import AgencyTokens
 from services.identity.settings import IdentitySettings
 from services.identity.token_api import router
 from services.identity.token_guard import GuardLimits, SecretGuard
-from services.identity.token_state import FailureBuckets, UsedAssertions
+from services.identity.token_state import FailureBuckets, Pace, UsedAssertions
 from tests.unit.test_agency_tokens import (
     AUDIENCE,
     CLIENTS,
@@ -49,7 +52,14 @@ class Replica:
         install(app, deps=self.deps)
         app.include_router(router)
         self.http = stack.enter_context(TestClient(app, base_url=ISSUER))
-        stack.callback(self.http.portal.call, composed.runtime.engine.dispose)
+        engine = composed.runtime.engine
+        stack.callback(lambda: self.portal.call(engine.dispose))
+
+    @property
+    def portal(self) -> BlockingPortal:
+        """The replica's event loop (the test client's), where its engine's connections live."""
+        assert self.http.portal is not None, "the test client is running"
+        return self.http.portal
 
 
 @pytest.fixture
@@ -61,8 +71,8 @@ def replicas(database_url: str) -> Iterator[tuple[Replica, Replica]]:
     with ExitStack() as stack:
         one, two = Replica(database_url, server, stack), Replica(database_url, server, stack)
         engine = one.deps.runtime.engine
-        one.http.portal.call(upgrade, engine, "identity", MIGRATIONS, metadata)
-        one.http.portal.call(_forget_failures, one.deps)
+        one.portal.call(upgrade, engine, "identity", MIGRATIONS, metadata)
+        one.portal.call(_forget_failures, one.deps)
         yield one, two
 
 
@@ -97,8 +107,8 @@ def test_the_same_jti_sent_to_both_replicas_at_once_works_once(
         )
 
     # Each replica's event loop runs its own five at once, both loops at the same time.
-    first = one.http.portal.start_task_soon(use, one)
-    second = two.http.portal.start_task_soon(use, two)
+    first = one.portal.start_task_soon(use, one)
+    second = two.portal.start_task_soon(use, two)
     answers = first.result(timeout=60) + second.result(timeout=60)
     assert answers.count(True) == 1, answers
 
@@ -117,3 +127,26 @@ def test_failed_secrets_on_either_replica_drain_one_bucket(
     refused = one.http.post("/oauth2/token", data=wrong, auth=("hotich", SECRET))
     assert refused.status_code == 429
     assert int(refused.headers["retry-after"]) >= 1
+
+
+def test_failures_charged_at_once_on_both_replicas_are_all_counted(
+    replicas: tuple[Replica, Replica],
+) -> None:
+    """Concurrent upserts on one bucket: none lost, and none beyond the burst reserved."""
+    clock = TestClock(datetime.now(UTC))
+    pace = Pace(per_min=6, burst=4)  # 10 s a failure after the burst
+    key = [(f"client:race-{id(replicas)}@10.9.9.9", pace)]
+
+    async def charge(replica: Replica) -> None:
+        buckets = FailureBuckets(replica.deps.sessions, clock)
+        await asyncio.gather(*(buckets.charge(key) for _ in range(10)))
+
+    first, second = (r.portal.start_task_soon(charge, r) for r in replicas)
+    first.result(timeout=60)
+    second.result(timeout=60)
+
+    async def delay(replica: Replica) -> list[float]:
+        return await FailureBuckets(replica.deps.sessions, clock).delays(key)
+
+    # Four granted (the burst), sixteen refused without reserving: free again in one interval.
+    assert replicas[0].portal.call(delay, replicas[0]) == [pytest.approx(10.0)]

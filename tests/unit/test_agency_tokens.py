@@ -66,6 +66,7 @@ def client(server: AgencyTokens, tmp_path_factory: pytest.TempPathFactory) -> It
     install(app, deps=replace(composed, agency_tokens=server, secret_guard=guard))
     app.include_router(router)
     with TestClient(app, base_url=ISSUER) as test_client:
+        assert test_client.portal is not None  # running: its loop is the app's
         test_client.portal.call(create_tables, composed.runtime.engine, metadata)
         yield test_client
 
