@@ -14,7 +14,6 @@ from pathlib import Path
 import pytest
 
 from devstack.chaos import REPLICA_VICTIMS, Plan, run_chaos
-from devstack.stack import Ports, Stack
 
 pytestmark = pytest.mark.integration
 
@@ -45,7 +44,3 @@ def test_replicas_carry_on_when_one_of_each_and_a_broker_is_killed(tmp_path: Pat
     for name in ("intake-2", "routing-2", "notify-2"):
         assert census.work.get(name, 0) > 0, census.work
 
-
-def test_replicas_refuse_sqlite(tmp_path: Path) -> None:
-    with pytest.raises(ValueError, match="PostgreSQL"):
-        Stack(kafka_bootstrap="", var_dir=tmp_path, replica_ports=(Ports.free(),))
