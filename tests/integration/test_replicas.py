@@ -43,4 +43,3 @@ def test_replicas_carry_on_when_one_of_each_and_a_broker_is_killed(tmp_path: Pat
     # The second replicas, never killed, took their share all along.
     for name in ("intake-2", "routing-2", "notify-2"):
         assert census.work.get(name, 0) > 0, census.work
-
