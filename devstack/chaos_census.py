@@ -342,7 +342,7 @@ async def replica_work(stack: Stack) -> dict[str, int]:
         for service in REPLICATED:
             for name in stack.names(service):
                 try:
-                    answer = await client.get(stack.url(*split_name(name)) + "/metrics")
+                    answer = await client.get(stack.url(*split_name(name)) + "/metrics/")
                 except httpx.HTTPError:
                     continue
                 work[name] = _work_of(service, answer.text)

@@ -6,7 +6,9 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest
 
+from devstack.chaos_census import _work_of
 from devstack.kafka import KAFKA_DEPLOY_DIR
 from devstack.kafka_cluster import replication_properties
 from devstack.replicas import split_name
@@ -75,3 +77,22 @@ def test_three_nodes_keep_three_replicas_and_take_writes_on_two() -> None:
     assert settings["default.replication.factor"] == "3"
     assert settings["offsets.topic.replication.factor"] == "3"
     assert settings["min.insync.replicas"] == "2"
+
+
+def test_work_is_read_from_a_replicas_metrics() -> None:
+    registry = CollectorRegistry()
+    requests = Histogram(
+        "gateway_http_request_duration_seconds",
+        "",
+        ["method", "route", "status"],
+        registry=registry,
+    )
+    claimed = Counter("gateway_work_claimed", "", ["queue"], registry=registry)
+    requests.labels("POST", "/v1/dossiers", "201").observe(0.1)
+    requests.labels("POST", "/v1/dossiers", "429").observe(0.1)
+    requests.labels("GET", "/v1/dossiers/{code}", "200").observe(0.1)
+    claimed.labels("delivery").inc(5)
+    exposition = generate_latest(registry).decode()
+    assert _work_of("intake", exposition) == 1  # accepted dossiers only
+    assert _work_of("routing", exposition) == 5
+    assert _work_of("identity", exposition) == 3
