@@ -345,11 +345,11 @@ async def replica_work(stack: Stack) -> dict[str, int]:
                     answer = await client.get(stack.url(*split_name(name)) + "/metrics/")
                 except httpx.HTTPError:
                     continue
-                work[name] = _work_of(service, answer.text)
+                work[name] = work_of(service, answer.text)
     return work
 
 
-def _work_of(service: str, exposition: str) -> int:
+def work_of(service: str, exposition: str) -> int:
     total = 0.0
     for family in text_string_to_metric_families(exposition):
         for sample in family.samples:

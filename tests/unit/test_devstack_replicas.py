@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest
 
-from devstack.chaos_census import _work_of
+from devstack.chaos_census import work_of
 from devstack.kafka import KAFKA_DEPLOY_DIR
 from devstack.kafka_cluster import replication_properties
 from devstack.replicas import split_name
@@ -93,6 +93,6 @@ def test_work_is_read_from_a_replicas_metrics() -> None:
     requests.labels("GET", "/v1/dossiers/{code}", "200").observe(0.1)
     claimed.labels("delivery").inc(5)
     exposition = generate_latest(registry).decode()
-    assert _work_of("intake", exposition) == 1  # accepted dossiers only
-    assert _work_of("routing", exposition) == 5
-    assert _work_of("identity", exposition) == 3
+    assert work_of("intake", exposition) == 1  # accepted dossiers only
+    assert work_of("routing", exposition) == 5
+    assert work_of("identity", exposition) == 3
