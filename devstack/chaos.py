@@ -4,6 +4,7 @@ in turn, then a census says whether each accepted dossier completed exactly once
     make chaos                                              # the long form
     python -m devstack.chaos --dossiers 120 --rate 4        # a short form (CI runs one)
     python -m devstack.chaos --database postgres
+    python -m devstack.chaos --database postgres --replicas 2 --brokers 3   # make replicas
 
 Its own Kafka broker, database and stack on free ports: nothing is shared with another run.
 Dossiers go over three multi-agency procedures (a chain over HTTPS, a parallel stage, and
@@ -11,7 +12,9 @@ agencies over Kafka and gRPC), each applicant with an email and a phone, and the
 subscribed to webhooks. Clients behave as real ones: a refused connection, 429 or 5xx is
 retried with the same Idempotency-Key, honouring Retry-After. The victims, in turn: intake,
 routing, notify, identity, the sandbox (every national stand-in) and the broker, each
-killed with SIGKILL and started again the way the stack starts it.
+killed with SIGKILL and started again the way the stack starts it. With --replicas 2 the
+victims are the first replica of each service and one of the --brokers: the others must
+carry on meanwhile (the stand-ins stay up).
 """
 
 from __future__ import annotations
@@ -33,7 +36,6 @@ import httpx
 import psutil
 
 from devstack.chaos_census import Census, Offer, WebhookReceiver, replica_work, take_census
-from devstack.kafka import KafkaBroker
 from devstack.kafka_cluster import KafkaCluster
 from devstack.postgres import ensure_postgres
 from devstack.stack import AGENCY_INBOX_TOPICS, REPO, Ports, Stack
@@ -213,21 +215,21 @@ async def offer(stack: Stack, run: str, plan: Plan, patience_s: float = 180) -> 
 class Victims:
     """Kills and restarts each component the way the stack starts it."""
 
-    def __init__(self, stack: Stack, broker: KafkaBroker) -> None:
-        # `broker`: the one Kafka node the victim "kafka" is (of a cluster: one of its nodes).
-        self.stack, self.broker = stack, broker
+    def __init__(self, stack: Stack, kafka: KafkaCluster) -> None:
+        # The victim "kafka" is the cluster's first node (of one node: the whole cluster).
+        self.stack, self.kafka = stack, kafka
         self.log: list[str] = []
 
     def kill(self, victim: str) -> None:
         if victim == "kafka":
-            self.broker.kill()
+            self.kafka.kill_node(0)
         else:
             self.stack.stop_service(victim, signal.SIGKILL)
         self.log.append(f"{time.strftime('%H:%M:%S')} SIGKILL {victim}")
 
     def restart(self, victim: str) -> None:
         if victim == "kafka":
-            self.broker.start(timeout=120)
+            self.kafka.start_node(0)
         else:
             self.stack.start_service(victim)
             try:
@@ -330,7 +332,7 @@ async def run_chaos(plan: Plan, var_dir: Path) -> Census:
         await asyncio.to_thread(stack.start)
         try:
             await subscribe_webhooks(stack, receiver.url)
-            victims = Victims(stack, kafka.nodes[0])
+            victims = Victims(stack, kafka)
             killing = victims.in_turn(plan) if plan.kills else asyncio.sleep(0)
             memory = asyncio.create_task(peak_memory(stack))
             offered, _ = await asyncio.gather(offer(stack, run, plan), killing)

@@ -15,10 +15,11 @@ import argparse
 import atexit
 import shutil
 import sys
+import time
 from pathlib import Path
 
 from devstack._process import Launched, free_ports, temp_dir_path
-from devstack.kafka import KafkaBroker, create_topics, new_cluster_id, serve
+from devstack.kafka import KafkaBroker, KafkaBrokerError, create_topics, new_cluster_id, serve
 
 
 def replication_properties(size: int) -> dict[str, str]:
@@ -108,8 +109,18 @@ class KafkaCluster(Launched):
         self.nodes[index].kill()
 
     def start_node(self, index: int, timeout: float = 120) -> None:
-        """Start a node again; it catches up with the others' logs before it leads again."""
-        self.nodes[index].start(timeout)
+        """Start a node again, on its own ports; it catches up with the others' logs before
+        it leads again. A port the killed process held may not be free at once (Kafka
+        then exits with a BindException): that start is tried again until `timeout`."""
+        deadline = time.monotonic() + timeout
+        while True:
+            try:
+                self.nodes[index].start(max(1.0, deadline - time.monotonic()))
+                return
+            except KafkaBrokerError as exc:
+                if "BindException" not in str(exc) or time.monotonic() > deadline:
+                    raise
+            time.sleep(2)
 
 
 def main(argv: list[str] | None = None) -> int:
