@@ -13,7 +13,7 @@ OIDC_TEST_JARS := .cache/oidc-test/libs/.resolved
 OPENAPI_GENERATOR_JARS := .cache/openapi-generator/libs/.resolved
 ZIPKIN_JAR := .cache/zipkin/libs/.resolved
 
-.PHONY: help install proto run test test-unit test-integration lint typecheck bench chaos overload \
+.PHONY: help install proto run test test-unit test-integration lint typecheck bench chaos overload replicas \
 	kafka-jars oidc-test-jars openapi-generator-jars zipkin-jar postgres-server clean
 
 help:
@@ -76,6 +76,9 @@ CAPACITY ?= 20
 overload: $(VENV) $(KAFKA_JARS) ## Overload run: dossiers offered at 2x, then 4x CAPACITY for a minute each, nobody killed
 	$(PY) -m devstack.chaos --no-kills --dossiers $$((120 * $(CAPACITY))) --rate $$((2 * $(CAPACITY))) --settle 900
 	$(PY) -m devstack.chaos --no-kills --dossiers $$((240 * $(CAPACITY))) --rate $$((4 * $(CAPACITY))) --settle 900
+
+replicas: $(VENV) $(KAFKA_JARS) postgres-server ## Scale-out run: 2 replicas of each service (PostgreSQL), 3 Kafka brokers; the first replica of each and a broker SIGKILLed while 1,200 dossiers come in
+	$(PY) -m devstack.chaos --replicas 2 --brokers 3 --database postgres --dossiers 1200 --rate 8 --down 10 --settle 900
 
 bench: $(VENV) $(KAFKA_JARS) postgres-server ## Gateway against a bare pipeline of the same hops: throughput, latency, CPU per dossier (closed and open loop, durable PostgreSQL)
 	$(PY) -m devstack.bench

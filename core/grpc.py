@@ -5,6 +5,7 @@ The OpenTelemetry interceptors carry `traceparent` in gRPC metadata both ways.
 
 from __future__ import annotations
 
+import json
 from collections.abc import Callable, Sequence
 from typing import Generic, TypeVar, cast
 
@@ -63,9 +64,16 @@ class GrpcServer:
         self._server = None
 
 
+# Calls spread over every address the target resolves to (all replicas behind a DNS name,
+# or "ipv4:10.0.0.1:50051,10.0.0.2:50051"), and a replica that goes away is skipped; gRPC's
+# default (pick_first) would send everything to one replica until it fails.
+ROUND_ROBIN = json.dumps({"loadBalancingConfig": [{"round_robin": {}}]})
+
+
 def traced_channel(target: str) -> grpc.aio.Channel:
     interceptors = _client_tracing()
-    return grpc.aio.insecure_channel(target, interceptors=interceptors)
+    options = [("grpc.service_config", ROUND_ROBIN)]
+    return grpc.aio.insecure_channel(target, options=options, interceptors=interceptors)
 
 
 class LazyStub(Generic[S]):

@@ -5,6 +5,11 @@ same machine in the same run, closed loop and then open loop.
 
     python -m devstack.bench [--dossiers 2000] [--concurrency 64] [--rate 100]
                              [--open-seconds 10] [--commit-delay 0] [--settle 300]
+                             [--replicas 1]
+
+--replicas 2 runs two processes each of intake, identity, routing and notify (the load
+spread over both intakes): run it once with 1 and once with 2 to see what scale-out buys
+on this machine.
 
 For each pipeline and load it prints dossiers/s end to end (submit -> the citizen's
 completion mail), p50/p99 of submit -> delivered to the agency and submit -> completion
@@ -74,7 +79,12 @@ def run_loads(
 
 
 def bench_gateway(
-    kafka: KafkaBroker, pg: PostgresServer, var_dir: Path, loads: list[Load], settle_s: float
+    kafka: KafkaBroker,
+    pg: PostgresServer,
+    var_dir: Path,
+    loads: list[Load],
+    settle_s: float,
+    replicas: int = 1,
 ) -> list[Phase]:
     sink = SpanCollector()
     sink.start()
@@ -82,6 +92,7 @@ def bench_gateway(
         kafka_bootstrap=kafka.bootstrap_servers,
         var_dir=var_dir / "gateway",
         ports=Ports.free(),
+        replica_ports=tuple(Ports.free() for _ in range(replicas - 1)),
         database_url=pg.url(),
         env={
             **sink.exporter_env(),
@@ -94,7 +105,8 @@ def bench_gateway(
     try:
         stack.start()
         token = stack.credentials.token(stack.url("identity"), "motcua-h22", "dossiers:submit")
-        target = Target(stack.url("intake"), stack.url("sandbox"), AGENCY, token)
+        intakes = stack.urls("intake")
+        target = Target(intakes[0], stack.url("sandbox"), AGENCY, token, tuple(intakes[1:]))
         pids = {name: process.pid for name, process in stack.processes.items()}
         pids |= {"kafka": _pid(kafka.pid), "postgres": _pid(pg.pid)}
         phases = run_loads("gateway", target, loads, pids, settle_s)
@@ -185,7 +197,7 @@ def _wait_http(
     raise TimeoutError(url)
 
 
-def header(loads: list[Load], pg: PostgresServer) -> list[str]:
+def header(loads: list[Load], pg: PostgresServer, replicas: int) -> list[str]:
     settings = pg.show()
     version = settings.pop("server_version")
     shown = " ".join(f"{name}={value}" for name, value in settings.items())
@@ -200,7 +212,8 @@ def header(loads: list[Load], pg: PostgresServer) -> list[str]:
         "the bare pipeline with acks=1 and does not wait for them",
         f"gateway: procedure HT.KS, one step at {AGENCY}; outbox, OAuth2 tokens, signed "
         "transfers, every span exported over OTLP; email pacing "
-        f"{EMAIL_PACING['EMAIL_RATE_PER_S']}/s (a provider's contract, not the gateway's)",
+        f"{EMAIL_PACING['EMAIL_RATE_PER_S']}/s (a provider's contract, not the gateway's); "
+        f"{replicas} process(es) each of intake, identity, routing and notify",
         "bare: the same hops (devstack/bench_bare.py) without database, outbox, auth, "
         "signatures or tracing",
         f"an access token check costs {asyncio.run(bench_auth.measure(1000)):.0f} µs of CPU "
@@ -238,6 +251,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--settle", type=float, default=300, help="s to wait for stragglers")
     parser.add_argument("--commit-delay", type=int, default=0, help="µs, group commit")
     parser.add_argument("--commit-siblings", type=int, default=5)
+    parser.add_argument(
+        "--replicas", type=int, default=1, help="processes of each gateway service (1 or more)"
+    )
     args = parser.parse_args(argv)
     loads = []
     if args.dossiers > 0:
@@ -250,9 +266,9 @@ def main(argv: list[str] | None = None) -> int:
         tempfile.TemporaryDirectory(prefix="bench-") as tmp,
         _servers(args.commit_delay, args.commit_siblings) as (kafka, pg),
     ):
-        print("\n".join(header(loads, pg)) + "\n", flush=True)
+        print("\n".join(header(loads, pg, args.replicas)) + "\n", flush=True)
         try:
-            gateway = bench_gateway(kafka, pg, Path(tmp), loads, args.settle)
+            gateway = bench_gateway(kafka, pg, Path(tmp), loads, args.settle, args.replicas)
             bare = bench_bare(kafka, Path(tmp), loads, args.settle)
         except (RuntimeError, TimeoutError) as exc:
             print(f"\nBENCH FAILED: {exc}", file=sys.stderr)

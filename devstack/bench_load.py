@@ -63,6 +63,13 @@ class Target:
     sandbox_url: str
     agency: str
     token: str = ""
+    # Further replicas of intake: dossier i goes to replica i mod n, as a load balancer
+    # would spread them.
+    more_intake_urls: tuple[str, ...] = ()
+
+    def intake_for(self, i: int) -> str:
+        urls = (self.intake_url, *self.more_intake_urls)
+        return urls[i % len(urls)]
 
 
 async def run_phase(
@@ -91,7 +98,7 @@ async def run_phase(
         async def submit(i: int) -> None:
             started = time.time()
             try:
-                url = f"{target.intake_url}/v1/dossiers"
+                url = f"{target.intake_for(i)}/v1/dossiers"
                 async with client.post(url, json=payload(i), headers=headers) as response:
                     if response.status >= 300:
                         why = f"HTTP {response.status}"

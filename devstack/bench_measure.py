@@ -15,6 +15,8 @@ from typing import TextIO
 
 import psutil
 
+from devstack.replicas import split_name
+
 # Each process of either pipeline, by the hop it carries: the table compares like with like.
 HOPS: dict[str, str] = {
     "intake": "submit: HTTP in -> Kafka",
@@ -84,7 +86,7 @@ def per_hop(per_process: Mapping[str, float]) -> dict[str, float]:
     """The same milliseconds summed by hop (HOPS); a process of no known hop keeps its name."""
     hops: dict[str, float] = {}
     for name, ms in per_process.items():
-        hop = HOPS.get(name, name)
+        hop = HOPS.get(split_name(name)[0], name)  # replicas ("intake-2") add to their hop
         hops[hop] = hops.get(hop, 0.0) + ms
     return hops
 

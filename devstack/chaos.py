@@ -4,6 +4,7 @@ in turn, then a census says whether each accepted dossier completed exactly once
     make chaos                                              # the long form
     python -m devstack.chaos --dossiers 120 --rate 4        # a short form (CI runs one)
     python -m devstack.chaos --database postgres
+    python -m devstack.chaos --database postgres --replicas 2 --brokers 3   # make replicas
 
 Its own Kafka broker, database and stack on free ports: nothing is shared with another run.
 Dossiers go over three multi-agency procedures (a chain over HTTPS, a parallel stage, and
@@ -11,7 +12,9 @@ agencies over Kafka and gRPC), each applicant with an email and a phone, and the
 subscribed to webhooks. Clients behave as real ones: a refused connection, 429 or 5xx is
 retried with the same Idempotency-Key, honouring Retry-After. The victims, in turn: intake,
 routing, notify, identity, the sandbox (every national stand-in) and the broker, each
-killed with SIGKILL and started again the way the stack starts it.
+killed with SIGKILL and started again the way the stack starts it. With --replicas 2 the
+victims are the first replica of each service and one of the --brokers: the others must
+carry on meanwhile (the stand-ins stay up).
 """
 
 from __future__ import annotations
@@ -32,14 +35,15 @@ from typing import Any
 import httpx
 import psutil
 
-from devstack.chaos_census import Census, Offer, WebhookReceiver, take_census
-from devstack.kafka import KafkaBroker
+from devstack.chaos_census import Census, Offer, WebhookReceiver, replica_work, take_census
+from devstack.kafka_cluster import KafkaCluster
 from devstack.postgres import ensure_postgres
 from devstack.stack import AGENCY_INBOX_TOPICS, REPO, Ports, Stack
 
 TOPIC = "dossier.events"
 DESK = "000.00.01.H22"
 VICTIMS = ("intake", "routing", "notify", "identity", "sandbox", "kafka")
+REPLICA_VICTIMS = ("intake", "routing", "notify", "identity", "kafka")
 # Test-sized leases and backoff, so a killed worker's claims come back within seconds.
 FAST_RECOVERY = {
     "DELIVERY_LEASE_S": "5",
@@ -71,6 +75,11 @@ class Plan:
     seed: int = 6
     # False: an overload run (the same clients and census, nobody killed).
     kills: bool = True
+    # Processes of intake, identity, routing and notify each (more than one: PostgreSQL),
+    # and Kafka nodes. With replicas the victims are the first ones; the others carry on.
+    replicas: int = 1
+    brokers: int = 1
+    victims: tuple[str, ...] = VICTIMS
 
 
 def dossier_body(run: str, i: int) -> dict[str, Any]:
@@ -122,15 +131,19 @@ class DeskTokens:
         self._stack = stack
         self._token: str | None = None
         self._lock = asyncio.Lock()
+        # Each attempt asks the next identity replica: one that is down is not waited for.
+        self._attempts = 0
 
     async def get(self, client: httpx.AsyncClient) -> str:
         async with self._lock:
             while self._token is None:
                 client_id = self._stack.credentials.client_for(DESK).client_id
                 secret = self._stack.credentials.clients[client_id].secret
+                identity = alternate(self._stack.urls("identity"), self._attempts)
+                self._attempts += 1
                 try:
                     answer = await client.post(
-                        self._stack.url("identity") + "/oauth2/token",
+                        identity + "/oauth2/token",
                         data={"grant_type": "client_credentials"},
                         auth=(client_id, secret),
                         timeout=10,
@@ -147,11 +160,17 @@ class DeskTokens:
         self._token = None
 
 
+def alternate(urls: list[str], attempt: int) -> str:
+    """The replica for this attempt: in turn, as a client behind a load balancer sees them."""
+    return urls[attempt % len(urls)]
+
+
 async def offer(stack: Stack, run: str, plan: Plan, patience_s: float = 180) -> Offer:
-    """Open loop: dossier i is offered at i / rate seconds, whatever the answers so far."""
+    """Open loop: dossier i is offered at i / rate seconds, whatever the answers so far.
+    Attempts go to each intake replica in turn, so a retry finds one that is up."""
     result = Offer()
     tokens = DeskTokens(stack)
-    url = stack.url("intake") + "/v1/dossiers"
+    urls = [url + "/v1/dossiers" for url in stack.urls("intake")]
     # Many agencies' clients, not one shared pool: a client's wait for its own free
     # connection is not the gateway's answer time, so the pool is as wide as the offer.
     limits = httpx.Limits(max_connections=2000, max_keepalive_connections=200)
@@ -160,8 +179,9 @@ async def offer(stack: Stack, run: str, plan: Plan, patience_s: float = 180) -> 
         async def one(i: int) -> None:
             await asyncio.sleep(i / plan.rate)
             body, key = dossier_body(run, i), f"chaos-{run}-{i}"
-            deadline, delay = time.monotonic() + patience_s, 0.5
+            deadline, delay, attempt = time.monotonic() + patience_s, 0.5, i
             while time.monotonic() < deadline:
+                url, attempt = alternate(urls, attempt), attempt + 1
                 headers = {"Authorization": f"Bearer {await tokens.get(client)}"}
                 failure = ""  # the client-side error's name where no answer came
                 try:
@@ -195,20 +215,21 @@ async def offer(stack: Stack, run: str, plan: Plan, patience_s: float = 180) -> 
 class Victims:
     """Kills and restarts each component the way the stack starts it."""
 
-    def __init__(self, stack: Stack, broker: KafkaBroker) -> None:
-        self.stack, self.broker = stack, broker
+    def __init__(self, stack: Stack, kafka: KafkaCluster) -> None:
+        # The victim "kafka" is the cluster's first node (of one node: the whole cluster).
+        self.stack, self.kafka = stack, kafka
         self.log: list[str] = []
 
     def kill(self, victim: str) -> None:
         if victim == "kafka":
-            self.broker.kill()
+            self.kafka.kill_node(0)
         else:
             self.stack.stop_service(victim, signal.SIGKILL)
         self.log.append(f"{time.strftime('%H:%M:%S')} SIGKILL {victim}")
 
     def restart(self, victim: str) -> None:
         if victim == "kafka":
-            self.broker.start()
+            self.kafka.start_node(0)
         else:
             self.stack.start_service(victim)
             try:
@@ -221,8 +242,8 @@ class Victims:
         self.log.append(f"{time.strftime('%H:%M:%S')} {victim} back")
 
     async def in_turn(self, plan: Plan) -> None:
-        gap = plan.dossiers / plan.rate / (len(VICTIMS) + 1)
-        for victim in VICTIMS:
+        gap = plan.dossiers / plan.rate / (len(plan.victims) + 1)
+        for victim in plan.victims:
             await asyncio.sleep(gap)
             await asyncio.to_thread(self.kill, victim)
             await asyncio.sleep(plan.down_s)
@@ -246,7 +267,7 @@ async def settle(stack: Stack, offered: Offer, within_s: float) -> dict[str, str
     """Each accepted dossier's last status, polled until all are completed or time is up."""
     tokens = DeskTokens(stack)
     statuses: dict[str, str] = {code: "unknown" for code in offered.accepted.values()}
-    deadline = time.monotonic() + within_s
+    deadline, asked = time.monotonic() + within_s, 0
     async with httpx.AsyncClient(timeout=10) as client:
         while time.monotonic() < deadline:
             open_codes = [c for c, s in statuses.items() if s != "completed"]
@@ -254,10 +275,9 @@ async def settle(stack: Stack, offered: Offer, within_s: float) -> dict[str, str
                 break
             headers = {"Authorization": f"Bearer {await tokens.get(client)}"}
             for code in open_codes:
+                intake, asked = alternate(stack.urls("intake"), asked), asked + 1
                 try:
-                    answer = await client.get(
-                        stack.url("intake") + f"/v1/dossiers/{code}", headers=headers
-                    )
+                    answer = await client.get(intake + f"/v1/dossiers/{code}", headers=headers)
                 except httpx.HTTPError:
                     continue
                 if answer.status_code == 401:
@@ -288,17 +308,18 @@ async def subscribe_webhooks(stack: Stack, receiver_url: str) -> None:
 async def run_chaos(plan: Plan, var_dir: Path) -> Census:
     random.seed(plan.seed)
     run = f"{int(time.time()) % 100000}"
-    broker = KafkaBroker(data_dir=var_dir / "kafka")
+    kafka = KafkaCluster(var_dir / "kafka", size=plan.brokers)
     receiver = WebhookReceiver()
-    broker.start()
+    kafka.start()
     try:
-        broker.create_topics([TOPIC, TOPIC + ".dlq", *AGENCY_INBOX_TOPICS])
+        kafka.create_topics([TOPIC, TOPIC + ".dlq", *AGENCY_INBOX_TOPICS])
         database_url = ensure_postgres(f"chaos_{run}") if plan.database == "postgres" else None
         await receiver.start()
         stack = Stack(
-            kafka_bootstrap=broker.bootstrap_servers,
+            kafka_bootstrap=kafka.bootstrap_servers,
             var_dir=var_dir,
             ports=Ports.free(),
+            replica_ports=tuple(Ports.free() for _ in range(plan.replicas - 1)),
             database_url=database_url,
             env={
                 **FAST_RECOVERY,
@@ -311,21 +332,24 @@ async def run_chaos(plan: Plan, var_dir: Path) -> Census:
         await asyncio.to_thread(stack.start)
         try:
             await subscribe_webhooks(stack, receiver.url)
-            victims = Victims(stack, broker)
+            victims = Victims(stack, kafka)
             killing = victims.in_turn(plan) if plan.kills else asyncio.sleep(0)
             memory = asyncio.create_task(peak_memory(stack))
             offered, _ = await asyncio.gather(offer(stack, run, plan), killing)
             memory.cancel()
             statuses = await settle(stack, offered, plan.settle_s)
-            census = await take_census(stack, broker, offered, statuses, receiver, database_url)
+            census = await take_census(
+                stack, kafka.bootstrap_servers, offered, statuses, receiver, database_url
+            )
             census.kills = victims.log
+            census.work = await replica_work(stack) if plan.replicas > 1 else {}
             census.peak_rss_mib = {k: round(v / 2**20) for k, v in PEAK.items()}
             return census
         finally:
             await asyncio.to_thread(stack.stop)
     finally:
         await receiver.stop()
-        broker.stop()
+        kafka.stop()
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -338,9 +362,22 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--no-kills", action="store_true", help="an overload run: offer at --rate, kill nobody"
     )
+    parser.add_argument("--replicas", type=int, default=1, help="of each service (PostgreSQL)")
+    parser.add_argument("--brokers", type=int, default=1, help="Kafka nodes (3: replicated)")
+    parser.add_argument("--down", type=float, default=Plan.down_s, help="seconds a victim is down")
     args = parser.parse_args(argv)
     plan = Plan(
-        args.dossiers, args.rate, args.database, settle_s=args.settle, kills=not args.no_kills
+        args.dossiers,
+        args.rate,
+        args.database,
+        down_s=args.down,
+        settle_s=args.settle,
+        kills=not args.no_kills,
+        replicas=args.replicas,
+        brokers=args.brokers,
+        # With replicas the stand-ins stay up: what is proven is that the services' other
+        # replicas, and the other brokers, carry on.
+        victims=VICTIMS if args.replicas == 1 else REPLICA_VICTIMS,
     )
     os.chdir(REPO)
     with tempfile.TemporaryDirectory(prefix="chaos-") as scratch:

@@ -18,16 +18,17 @@ from typing import TYPE_CHECKING
 import httpx
 from aiohttp import web
 from aiokafka import AIOKafkaConsumer
+from prometheus_client.parser import text_string_to_metric_families
 from sqlalchemy import MetaData, Select, func, select
 from sqlalchemy.ext.asyncio import AsyncConnection, create_async_engine
 
 from core.outbox import outbox_table
 from devstack._process import free_ports
+from devstack.replicas import REPLICATED, split_name
 from services.notify.models import notifications
 from services.routing.models import transfers
 
 if TYPE_CHECKING:
-    from devstack.kafka import KafkaBroker
     from devstack.stack import Stack
 
 COMPLETED = b"vn.gov.dossier.completed.v1"
@@ -77,6 +78,8 @@ class Census:
     left_in_outboxes: int = 0
     dead_letters: dict[str, int] = field(default_factory=dict)
     kills: list[str] = field(default_factory=list)
+    # Per process of a replicated stack, what it did (replica_work): replicas share the load.
+    work: dict[str, int] = field(default_factory=dict)
     peak_rss_mib: dict[str, int] = field(default_factory=dict)
 
     @property
@@ -112,6 +115,7 @@ class Census:
             f"counted: {self.taken}",
             f"left in outboxes {self.left_in_outboxes}, dead letters {self.dead_letters}",
             f"peak resident memory (MiB) {self.peak_rss_mib}",
+            f"work per replica {self.work}" if self.work else "work per replica: one each",
             f"stuck: {self.stuck[:10]}" if self.stuck else "stuck: none",
             f"refused: {list(self.refused.values())[:3]}" if self.refused else "refused: none",
             "CHAOS PASSED" if self.ok else "CHAOS FAILED",
@@ -195,7 +199,7 @@ def _duplicated(items: list[str]) -> int:
 
 async def take_census(
     stack: Stack,
-    broker: KafkaBroker,
+    bootstrap_servers: str,
     offered: Offer,
     statuses: dict[str, str],
     receiver: WebhookReceiver,
@@ -214,7 +218,7 @@ async def take_census(
     )
     census.completed = sum(1 for s in statuses.values() if s == "completed")
     census.stuck = sorted(c for c, s in statuses.items() if s != "completed")
-    completed, steps = await decisions(broker.bootstrap_servers, TOPIC)
+    completed, steps = await decisions(bootstrap_servers, TOPIC)
     census.completed_twice = sorted(k.decode() for k, n in completed.items() if n > 1)
     census.steps_completed_twice = sum(1 for n in steps.values() if n > 1)
     mine = set(offered.accepted.values())
@@ -327,3 +331,36 @@ async def _leftovers(stack: Stack, database_url: str | None) -> tuple[int, dict[
 
 async def _count(conn: AsyncConnection, query: Select[int]) -> int:
     return int((await conn.scalar(query)) or 0)
+
+
+async def replica_work(stack: Stack) -> dict[str, int]:
+    """What each running replica did, from its own /metrics: dossiers intake accepted
+    (POST /v1/dossiers answered 200/201), rows routing and notify claimed from their work
+    queues, requests identity answered. A replica that was restarted counts since then."""
+    work: dict[str, int] = {}
+    async with httpx.AsyncClient(timeout=10) as client:
+        for service in REPLICATED:
+            for name in stack.names(service):
+                try:
+                    answer = await client.get(stack.url(*split_name(name)) + "/metrics/")
+                except httpx.HTTPError:
+                    continue
+                work[name] = work_of(service, answer.text)
+    return work
+
+
+def work_of(service: str, exposition: str) -> int:
+    total = 0.0
+    for family in text_string_to_metric_families(exposition):
+        for sample in family.samples:
+            if service in ("routing", "notify"):
+                total += sample.value if sample.name == "gateway_work_claimed_total" else 0
+            elif sample.name == "gateway_http_request_duration_seconds_count":
+                labels = sample.labels
+                if service == "identity" or (
+                    labels.get("route") == "/v1/dossiers"
+                    and labels.get("method") == "POST"
+                    and labels.get("status") in ("200", "201")
+                ):
+                    total += sample.value
+    return int(total)

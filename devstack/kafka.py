@@ -17,8 +17,9 @@ import subprocess
 import sys
 import time
 import uuid
+from collections.abc import Mapping
 from pathlib import Path
-from typing import IO, Any
+from typing import IO, Any, Protocol
 
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from aiokafka.errors import KafkaError, TopicAlreadyExistsError, for_code
@@ -46,7 +47,7 @@ class KafkaBrokerError(RuntimeError):
     pass
 
 
-def _cluster_id() -> str:
+def new_cluster_id() -> str:
     # What `kafka-storage random-uuid` prints (URL-safe base64 of 16 bytes, no padding),
     # without paying half a second for a JVM. Kafka rejects ids that start with "-".
     while True:
@@ -62,7 +63,15 @@ class KafkaBroker(Launched):
         port: int | None = None,
         controller_port: int | None = None,
         libs_dir: Path = DEFAULT_LIBS_DIR,
+        *,
+        node_id: int = 1,
+        quorum_voters: str | None = None,
+        cluster_id: str | None = None,
+        properties: Mapping[str, str] | None = None,
     ) -> None:
+        """One combined broker and controller; alone it is the whole cluster. As a node of
+        devstack.kafka_cluster.KafkaCluster it is given its node id, the quorum's voters, the
+        shared cluster id and the cluster's replication settings (over server.properties)."""
         if port is None or controller_port is None:
             free = iter(free_ports(2))
             port = port if port is not None else next(free)
@@ -70,6 +79,10 @@ class KafkaBroker(Launched):
         self.port = port
         self.controller_port = controller_port
         self.libs_dir = libs_dir
+        self.node_id = node_id
+        self.quorum_voters = quorum_voters or f"{node_id}@127.0.0.1:{controller_port}"
+        self.cluster_id = cluster_id or new_cluster_id()
+        self.properties = dict(properties or {})
         self._owns_data_dir = data_dir is None
         # A temp dir is only named here and made by start(), so an unstarted server
         # leaves nothing on disk.
@@ -96,14 +109,26 @@ class KafkaBroker(Launched):
         """Start the broker and return once it serves requests; on failure clean up, raise."""
         if self.is_running():
             return
-        atexit.register(self.stop)
+        self.launch()
         try:
-            self._start(timeout)
+            self.wait_ready(timeout)
         except BaseException:
             self.stop()
             raise
 
-    def _start(self, timeout: float) -> None:
+    def launch(self) -> None:
+        """Start the process without waiting for it: a cluster's nodes only become ready
+        once a majority of the quorum's voters is up, so they are launched together."""
+        if self.is_running():
+            return
+        atexit.register(self.stop)
+        try:
+            self._launch()
+        except BaseException:
+            self.stop()
+            raise
+
+    def _launch(self) -> None:
         self.data_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
         self._ensure_libs()
         java = self._java()
@@ -119,7 +144,6 @@ class KafkaBroker(Launched):
             start_new_session=True,
             preexec_fn=die_with_parent(signal.SIGTERM),
         )
-        self.wait_ready(timeout)
 
     def kill(self) -> None:
         """SIGKILL the broker, as a crash would, keeping its data dir to start again from."""
@@ -162,7 +186,7 @@ class KafkaBroker(Launched):
 
     def create_topics(self, names: list[str], partitions: int = 6) -> None:
         """Create the topics that do not exist yet; existing ones are left as they are."""
-        run_sync(lambda: self._create_topics(names, partitions))
+        create_topics(self.bootstrap_servers, names, partitions, replication_factor=1)
 
     async def _probe(self) -> bool:
         admin = AIOKafkaAdminClient(
@@ -176,26 +200,6 @@ class KafkaBroker(Launched):
         finally:
             await admin.close()
         return bool(info.get("brokers")) and info.get("controller_id", -1) != -1
-
-    async def _create_topics(self, names: list[str], partitions: int) -> None:
-        admin = AIOKafkaAdminClient(bootstrap_servers=self.bootstrap_servers)
-        await admin.start()
-        try:
-            new = [
-                NewTopic(name, num_partitions=partitions, replication_factor=1) for name in names
-            ]
-            response = await admin.create_topics(new)
-        finally:
-            await admin.close()
-        # The admin client does not raise per-topic errors; it hands back the codes.
-        for topic_error in response.topic_errors:
-            name, code = topic_error[0], topic_error[1]
-            if code == 0:
-                continue
-            error = for_code(code)
-            if error is TopicAlreadyExistsError:
-                continue
-            raise KafkaBrokerError(f"creating topic {name!r} failed: {error.__name__}")
 
     def _ensure_libs(self) -> None:
         if self.libs_dir.is_dir() and any(self.libs_dir.glob("*.jar")):
@@ -234,8 +238,10 @@ class KafkaBroker(Launched):
                 f"PLAINTEXT://127.0.0.1:{self.port},CONTROLLER://127.0.0.1:{self.controller_port}"
             ),
             "advertised.listeners": f"PLAINTEXT://127.0.0.1:{self.port}",
-            "controller.quorum.voters": f"1@127.0.0.1:{self.controller_port}",
+            "node.id": str(self.node_id),
+            "controller.quorum.voters": self.quorum_voters,
             "log.dirs": str(self.data_dir / "logs"),
+            **self.properties,
         }
         rendered: list[str] = []
         for line in (KAFKA_DEPLOY_DIR / "server.properties").read_text().splitlines():
@@ -251,7 +257,7 @@ class KafkaBroker(Launched):
     def _format_storage(self, java: str, props: Path) -> None:
         # The quorum is static (controller.quorum.voters), so no --standalone here: Kafka
         # 4.x rejects --standalone unless controller.quorum.bootstrap.servers is used.
-        tool = ["kafka.tools.StorageTool", "format", "--cluster-id", _cluster_id()]
+        tool = ["kafka.tools.StorageTool", "format", "--cluster-id", self.cluster_id]
         tool += ["--config", str(props), "--ignore-formatted"]
         command = [*self._java_command(java, ["-Xmx256m"]), *tool]
         result = subprocess.run(command, capture_output=True, text=True, check=False)
@@ -267,6 +273,67 @@ class KafkaBroker(Launched):
         return f"{reason}; last lines of {self.log_path}:\n{tail}{hint if 'NOP' in tail else ''}"
 
 
+def create_topics(
+    bootstrap_servers: str, names: list[str], partitions: int, replication_factor: int
+) -> None:
+    """Create the topics that do not exist yet; existing ones are left as they are."""
+    run_sync(lambda: _create_topics(bootstrap_servers, names, partitions, replication_factor))
+
+
+async def _create_topics(
+    bootstrap_servers: str, names: list[str], partitions: int, replication_factor: int
+) -> None:
+    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap_servers)
+    await admin.start()
+    try:
+        new = [NewTopic(name, partitions, replication_factor) for name in names]
+        response = await admin.create_topics(new)
+    finally:
+        await admin.close()
+    # The admin client does not raise per-topic errors; it hands back the codes.
+    for topic_error in response.topic_errors:
+        name, code = topic_error[0], topic_error[1]
+        if code == 0:
+            continue
+        error = for_code(code)
+        if error is TopicAlreadyExistsError:
+            continue
+        raise KafkaBrokerError(f"creating topic {name!r} failed: {error.__name__}")
+
+
+class Serving(Protocol):
+    """A broker or a cluster, as the command line runs it."""
+
+    @property
+    def bootstrap_servers(self) -> str: ...
+
+    @property
+    def log_path(self) -> Path: ...
+
+    def start(self, timeout: float) -> None: ...
+
+    def stop(self) -> None: ...
+
+    def is_running(self) -> bool: ...
+
+
+def serve(server: Serving, timeout: float) -> int:
+    """Start, print where clients connect, and run until a signal or until it dies."""
+    try:
+        server.start(timeout)
+    except KafkaBrokerError as exc:
+        print(exc, file=sys.stderr)
+        return 1
+    print(f"KAFKA_BOOTSTRAP_SERVERS={server.bootstrap_servers}", flush=True)
+    try:
+        code = wait_for_signal(server.is_running)
+        if code:
+            print(f"Kafka died:\n{log_tail(server.log_path)}", file=sys.stderr)
+        return code
+    finally:
+        server.stop()
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m devstack.kafka", description=__doc__)
     parser.add_argument("--port", type=int, default=None, help="client port (default: free)")
@@ -274,20 +341,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--data-dir", type=Path, default=None, help="kept across runs if set")
     parser.add_argument("--timeout", type=float, default=60)
     args = parser.parse_args(argv)
-    broker = KafkaBroker(args.data_dir, args.port, args.controller_port)
-    try:
-        broker.start(args.timeout)
-    except KafkaBrokerError as exc:
-        print(exc, file=sys.stderr)
-        return 1
-    print(f"KAFKA_BOOTSTRAP_SERVERS={broker.bootstrap_servers}", flush=True)
-    try:
-        code = wait_for_signal(broker.is_running)
-        if code:
-            print(f"broker died:\n{log_tail(broker.log_path)}", file=sys.stderr)
-        return code
-    finally:
-        broker.stop()
+    return serve(KafkaBroker(args.data_dir, args.port, args.controller_port), args.timeout)
 
 
 if __name__ == "__main__":

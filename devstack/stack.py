@@ -26,6 +26,13 @@ from joserfc.jwk import RSAKey
 from core.signing import new_secret
 from devstack._process import free_ports, log_tail
 from devstack.credentials import DemoCredentials
+from devstack.replicas import (
+    REPLICATED,
+    grpc_target,
+    process_name,
+    refuse_without_shared_database,
+    split_name,
+)
 
 REPO = Path(__file__).resolve().parent.parent
 HOST = "127.0.0.1"
@@ -72,6 +79,12 @@ class Stack:
     processes: dict[str, subprocess.Popen[bytes]] = field(default_factory=dict)
     # Demo agency credentials, generated into var_dir/credentials on first use.
     _credentials: DemoCredentials | None = None
+    # Ports of the second and later replicas of intake, identity, routing and notify (their
+    # service ports only); none: one process each (devstack/replicas.py).
+    replica_ports: tuple[Ports, ...] = ()
+
+    def __post_init__(self) -> None:
+        refuse_without_shared_database(1 + len(self.replica_ports), self.database_url)
 
     @property
     def credentials(self) -> DemoCredentials:
@@ -82,19 +95,44 @@ class Stack:
     # Signing secret of the demo agencies, fresh for every stack: never written to disk.
     agency_secret: str = field(default_factory=new_secret)
 
-    def url(self, service: str) -> str:
+    def names(self, service: str) -> list[str]:
+        """The processes of a service: "intake", "intake-2"..."""
+        count = 1 + len(self.replica_ports) if service in REPLICATED else 1
+        return [process_name(service, replica) for replica in range(1, count + 1)]
+
+    def ports_of(self, replica: int) -> Ports:
+        return (self.ports, *self.replica_ports)[replica - 1]
+
+    def urls(self, service: str) -> list[str]:
+        """The base URL of every replica of a service."""
+        return [self.url(*split_name(name)) for name in self.names(service)]
+
+    def grpc_target(self, service: str) -> str:
+        """Every replica of identity's or routing's gRPC server, as one channel target."""
+        ports = [
+            getattr(self.ports_of(split_name(name)[1]), f"{service}_grpc")
+            for name in self.names(service)
+        ]
+        return grpc_target(HOST, ports)
+
+    def url(self, service: str, replica: int = 1) -> str:
+        """A replica's base URL; the first replica's is the stack's public address (a load
+        balancer's, in production), which links and callbacks point at."""
+        ports = self.ports_of(replica)
         port = {
-            "intake": self.ports.intake,
-            "routing": self.ports.routing,
-            "notify": self.ports.notify,
-            "identity": self.ports.identity,
+            "intake": ports.intake,
+            "routing": ports.routing,
+            "notify": ports.notify,
+            "identity": ports.identity,
             "sandbox": self.ports.sandbox,
             "console": self.ports.console,
         }[service]
         return f"http://{HOST}:{port}"
 
-    def service_env(self, service: str) -> dict[str, str]:
-        p = self.ports
+    def service_env(self, name: str) -> dict[str, str]:
+        """The environment of one process: a service, or one replica of it ("intake-2")."""
+        service, replica = split_name(name)
+        p, own = self.ports, self.ports_of(replica)
         env = {
             **os.environ,
             "PYTHONUNBUFFERED": "1",
@@ -108,13 +146,13 @@ class Stack:
         }
         env |= {
             "intake": {
-                "HTTP_PORT": str(p.intake),
-                "ROUTING_GRPC_TARGET": f"{HOST}:{p.routing_grpc}",
+                "HTTP_PORT": str(own.intake),
+                "ROUTING_GRPC_TARGET": self.grpc_target("routing"),
                 **self.credentials.client_env("gateway-intake"),
             },
             "routing": {
-                "HTTP_PORT": str(p.routing),
-                "GRPC_PORT": str(p.routing_grpc),
+                "HTTP_PORT": str(own.routing),
+                "GRPC_PORT": str(own.routing_grpc),
                 "PUBLIC_URL": self.url("routing"),
                 "DEMO_AGENCY_BASE_URL": self.url("sandbox"),
                 "DEMO_AGENCY_SECRET": self.agency_secret,
@@ -122,7 +160,7 @@ class Stack:
                 "PORTAL_SYNC_URL": self.url("sandbox") + "/portal/dossiers",
             },
             "notify": {
-                "HTTP_PORT": str(p.notify),
+                "HTTP_PORT": str(own.notify),
                 "SMTP_HOST": HOST,
                 "SMTP_PORT": str(p.sandbox_smtp),
                 "SMS_ENABLED": "true",
@@ -134,8 +172,8 @@ class Stack:
                 "INTAKE_PUBLIC_URL": self.url("intake"),
             },
             "identity": {
-                "HTTP_PORT": str(p.identity),
-                "GRPC_PORT": str(p.identity_grpc),
+                "HTTP_PORT": str(own.identity),
+                "GRPC_PORT": str(own.identity_grpc),
                 **self.credentials.identity_env(),
             },
             "sandbox": {
@@ -175,7 +213,7 @@ class Stack:
         if "EID_ISSUER" not in given:
             eid |= sandbox_client
         return {
-            "intake": {"IDENTITY_GRPC_TARGET": f"{HOST}:{p.identity_grpc}"},
+            "intake": {"IDENTITY_GRPC_TARGET": self.grpc_target("identity")},
             "identity": {
                 **{name: value for name, value in eid.items() if name not in given},
                 "REGISTRY_GRPC_TARGET": f"{HOST}:{p.sandbox_registry_grpc}",
@@ -244,25 +282,28 @@ class Stack:
         return folder
 
     def start(self, timeout: float = 90) -> None:
-        for service in SERVICES:
-            self.start_service(service)
-        for service in SERVICES:
-            self.wait_ready(service, timeout)
+        everyone = [name for service in SERVICES for name in self.names(service)]
+        for name in everyone:
+            self.start_service(name)
+        for name in everyone:
+            self.wait_ready(name, timeout)
 
-    def start_service(self, service: str) -> None:
+    def start_service(self, name: str) -> None:
+        """Start a service, or one replica of it by its process name ("intake-2")."""
+        service = split_name(name)[0]
         module = "sandbox" if service == "sandbox" else f"services.{service}"
         log_dir = self.var_dir / "log"
         log_dir.mkdir(parents=True, exist_ok=True)
         # Logs may name citizens' sessions and agencies: owner and group only.
-        log_path = log_dir / f"{service}.log"
+        log_path = log_dir / f"{name}.log"
         with os.fdopen(
             os.open(log_path, os.O_CREAT | os.O_APPEND | os.O_WRONLY, 0o640), "ab"
         ) as log:
             log_path.chmod(0o640)
-            self.processes[service] = subprocess.Popen(
+            self.processes[name] = subprocess.Popen(
                 [sys.executable, "-m", module],
                 cwd=REPO,
-                env=self.service_env(service),
+                env=self.service_env(name),
                 stdout=log,
                 stderr=subprocess.STDOUT,
                 start_new_session=True,  # Ctrl-C in the terminal reaches the launcher only
@@ -270,25 +311,27 @@ class Stack:
                 # and gRPC's fork handlers in a process that already uses gRPC abort the child.
             )
 
-    def wait_ready(self, service: str, timeout: float = 90) -> None:
+    def wait_ready(self, name: str, timeout: float = 90) -> None:
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
-            process = self.processes[service]
+            process = self.processes[name]
             if process.poll() is not None:
                 raise RuntimeError(
-                    f"{service} exited with {process.returncode}: {self.log_tail(service)}"
+                    f"{name} exited with {process.returncode}: {self.log_tail(name)}"
                 )
-            if self._ready(service):
+            if self._ready(name):
                 return
             time.sleep(0.2)
-        raise TimeoutError(f"{service} not ready after {timeout}s: {self.log_tail(service)}")
+        raise TimeoutError(f"{name} not ready after {timeout}s: {self.log_tail(name)}")
 
-    def _ready(self, service: str) -> bool:
-        if service == "identity" and not self._grpc_serving(f"{HOST}:{self.ports.identity_grpc}"):
+    def _ready(self, name: str) -> bool:
+        service, replica = split_name(name)
+        grpc_port = self.ports_of(replica).identity_grpc
+        if service == "identity" and not self._grpc_serving(f"{HOST}:{grpc_port}"):
             return False
         path = "/health/live" if service == "sandbox" else "/health/ready"
         try:
-            return httpx.get(self.url(service) + path, timeout=1).status_code == 200
+            return httpx.get(self.url(service, replica) + path, timeout=1).status_code == 200
         except httpx.HTTPError:
             return False
 
@@ -303,8 +346,8 @@ class Stack:
                 return False
             return bool(answer.status == health_pb2.HealthCheckResponse.SERVING)
 
-    def stop_service(self, service: str, sig: int = signal.SIGTERM, timeout: float = 15) -> None:
-        process = self.processes.pop(service, None)
+    def stop_service(self, name: str, sig: int = signal.SIGTERM, timeout: float = 15) -> None:
+        process = self.processes.pop(name, None)
         if process is None or process.poll() is not None:
             return
         process.send_signal(sig)
@@ -316,10 +359,11 @@ class Stack:
 
     def stop(self) -> None:
         for service in reversed(SERVICES):
-            self.stop_service(service)
+            for name in reversed(self.names(service)):
+                self.stop_service(name)
 
-    def log_tail(self, service: str, lines: int = 30) -> str:
-        return log_tail(self.var_dir / "log" / f"{service}.log", lines)
+    def log_tail(self, name: str, lines: int = 30) -> str:
+        return log_tail(self.var_dir / "log" / f"{name}.log", lines)
 
     def running(self) -> bool:
         return all(p.poll() is None for p in self.processes.values())

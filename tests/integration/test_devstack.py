@@ -8,8 +8,10 @@ from pathlib import Path
 import asyncpg
 import pytest
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
+from aiokafka.admin import AIOKafkaAdminClient
 
 from devstack.kafka import KafkaBroker
+from devstack.kafka_cluster import KafkaCluster
 from devstack.postgres import (
     DURABLE_SETTINGS,
     TEST_DATABASE_URL_ENV,
@@ -59,6 +61,73 @@ async def test_kafka_broker_serves_produce_and_consume() -> None:
 
     assert _gone(pid, broker.data_dir), "the java process or the temp data dir outlived stop()"
     assert not broker.is_running()
+
+
+async def _produce(bootstrap: str, topic: str, values: range) -> None:
+    # As the gateway's producer sends (core/kafka.py): acknowledged once in sync replicas
+    # have it, never twice.
+    producer = AIOKafkaProducer(bootstrap_servers=bootstrap, acks="all", enable_idempotence=True)
+    await producer.start()
+    try:
+        for value in values:
+            await producer.send_and_wait(topic, str(value).encode(), key=str(value).encode())
+    finally:
+        await producer.stop()
+
+
+async def _consume_all(bootstrap: str, topic: str) -> list[bytes]:
+    consumer = AIOKafkaConsumer(
+        topic, bootstrap_servers=bootstrap, group_id="cluster-smoke", auto_offset_reset="earliest"
+    )
+    await consumer.start()
+    taken: list[bytes] = []
+    try:
+        while batch := await consumer.getmany(timeout_ms=10_000):
+            taken += [record.value or b"" for records in batch.values() for record in records]
+    finally:
+        await consumer.stop()
+    return taken
+
+
+async def _replicas_per_partition(bootstrap: str, topic: str) -> list[int]:
+    """Once every node knows the new topic (metadata spreads after the create returns)."""
+    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
+    await admin.start()
+    try:
+        for _ in range(60):
+            (described,) = await admin.describe_topics([topic])
+            if described["partitions"]:
+                return [len(p["replicas"]) for p in described["partitions"]]
+            await asyncio.sleep(0.5)
+        return []
+    finally:
+        await admin.close()
+
+
+async def test_a_three_node_cluster_keeps_every_write_when_a_node_dies() -> None:
+    cluster = KafkaCluster()
+    cluster.start()
+    pids = [node.pid for node in cluster.nodes]
+    try:
+        cluster.create_topics(["devstack.replicated"])
+        assert (
+            await _replicas_per_partition(cluster.bootstrap_servers, "devstack.replicated")
+            == [3] * 6
+        )
+
+        await _produce(cluster.bootstrap_servers, "devstack.replicated", range(30))
+        cluster.kill_node(0)
+        assert not cluster.nodes[0].is_running()
+        await _produce(cluster.bootstrap_servers, "devstack.replicated", range(30, 60))
+        # The consumer group's offsets live in __consumer_offsets, replicated 3 times too.
+        taken = await _consume_all(cluster.bootstrap_servers, "devstack.replicated")
+        assert sorted(taken, key=int) == [str(i).encode() for i in range(60)]
+
+        cluster.start_node(0)
+        assert cluster.nodes[0].is_running()
+    finally:
+        cluster.stop()
+    assert all(pid is not None and _gone(pid, cluster.data_dir) for pid in pids)
 
 
 async def test_postgres_server_creates_database_and_answers() -> None:
