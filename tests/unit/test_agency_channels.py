@@ -32,6 +32,7 @@ NOWHERE = "http://127.0.0.1:9/v1/transfers/x"
 async def sandbox() -> AsyncIterator[Sandbox]:
     settings = SandboxSettings(
         http_port=0,
+        registry_grpc_port=0,
         smtp_port=0,
         agency_grpc_port=0,
         agency_secret=SECRET,

@@ -21,7 +21,7 @@ BODY = (
 
 @pytest.fixture(scope="module")
 async def sandbox() -> AsyncIterator[Sandbox]:
-    async with Sandbox(SandboxSettings(http_port=0, smtp_port=0)) as running:
+    async with Sandbox(SandboxSettings(http_port=0, smtp_port=0, registry_grpc_port=0)) as running:
         yield running
 
 

@@ -66,7 +66,9 @@ class Receiver:
 # per test would cost more than all the assertions together.
 @pytest.fixture(scope="module")
 async def sandbox() -> AsyncIterator[Sandbox]:
-    settings = SandboxSettings(http_port=0, smtp_port=0, agency_delay_s=0.05, callback_timeout_s=10)
+    settings = SandboxSettings(
+        http_port=0, smtp_port=0, registry_grpc_port=0, agency_delay_s=0.05, callback_timeout_s=10
+    )
     async with Sandbox(settings) as running:
         yield running
 

@@ -66,6 +66,7 @@ async def gateway() -> AsyncIterator[tuple[Gateway, httpx.AsyncClient, str]]:
     async with AppServer(fake.app(), bind_socket("127.0.0.1", 0)) as server:
         settings = SandboxSettings(
             http_port=0,
+            registry_grpc_port=0,
             smtp_port=0,
             agency_delay_s=0.01,
             callback_timeout_s=10,

@@ -22,7 +22,7 @@ BODY = "Kính gửi ông Nguyễn Văn An,\nHồ sơ HS-2024-000123 đã đượ
 
 @pytest.fixture(scope="module")
 async def sandbox() -> AsyncIterator[Sandbox]:
-    async with Sandbox(SandboxSettings(http_port=0, smtp_port=0)) as running:
+    async with Sandbox(SandboxSettings(http_port=0, smtp_port=0, registry_grpc_port=0)) as running:
         yield running
 
 
