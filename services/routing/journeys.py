@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import uuid
-from collections.abc import Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
 
@@ -59,6 +59,8 @@ from services.routing.outcomes import (
 )
 from services.routing.rows import JourneyRow, Json, TransferRow
 
+# The procedure as a catalogue version had it (catalogue_store.CatalogueStore.procedure).
+ProcedureAt = Callable[[int, str, AsyncSession], Awaitable[Procedure | None]]
 TRANSFER_NAMESPACE = uuid.UUID("6f1c2b8e-5d4a-4c1e-9a51-0d7f3e2b9c10")
 tracer = trace.get_tracer("gateway.routing")
 
@@ -86,10 +88,12 @@ class JourneyService:
         *,
         deadline_override_s: float = 0.0,
         deadline_override_procedures: frozenset[str] = frozenset(),
+        procedure_at: ProcedureAt | None = None,
     ) -> None:
         self.sessions = sessions
         self.outbox = outbox
         self.catalogue = catalogue
+        self._procedure_at = procedure_at
         self.calendar = calendar
         self.clock: Clock = clock or SystemClock()
         self._override = timedelta(seconds=deadline_override_s)
@@ -110,17 +114,37 @@ class JourneyService:
         async with self.sessions.begin() as session:
             batch = _TakeIn()
             for event in await first_seen(session, processed_events, events):
-                self._plan_journey(batch, event, now)
+                assert isinstance(event.data, events_pb2.DossierSubmitted)
+                version = event.data.catalogue_version
+                procedure = await self.procedure(
+                    version, event.data.dossier.procedure_code, session
+                )
+                self._plan_journey(batch, event, procedure, version, now)
             await batch.write(session, self.outbox)
         self.transfers_waiting.set()
         self.deadlines_changed.set()
 
-    def _plan_journey(self, batch: _TakeIn, event: Event, now: datetime) -> None:
+    async def procedure(self, version: int, code: str, session: AsyncSession) -> Procedure | None:
+        """The procedure as the catalogue version a dossier was received under had it."""
+        if self._procedure_at is None:
+            return self.catalogue.procedure(code)
+        return await self._procedure_at(version, code, session)
+
+    def _plan_journey(
+        self,
+        batch: _TakeIn,
+        event: Event,
+        procedure: Procedure | None,
+        catalogue_version: int,
+        now: datetime,
+    ) -> None:
         assert isinstance(event.data, events_pb2.DossierSubmitted)
         dossier = event.data.dossier
-        procedure = self.catalogue.procedure(dossier.procedure_code)
         if procedure is None:
-            raise PoisonEvent(f"procedure {dossier.procedure_code!r} is not in the catalogue")
+            raise PoisonEvent(
+                f"procedure {dossier.procedure_code!r} is not in catalogue version "
+                f"{catalogue_version}"
+            )
         received_at = dossier.received_at.ToDatetime(tzinfo=now.tzinfo)
         due_at = dossier.due_at.ToDatetime(tzinfo=now.tzinfo)
         if self._overridden(procedure.code):
@@ -142,6 +166,7 @@ class JourneyService:
                 "due_at": due_at,
                 "appointment_at": due_at,
                 "receiving_agency_code": dossier.receiving_agency_code,
+                "catalogue_version": catalogue_version,
                 "paused_s": 0.0,
                 "next_deadline_at": min([due_at, *step_dues]),
             }
@@ -272,7 +297,7 @@ class JourneyService:
         )
         if still_open:
             return
-        procedure = self.catalogue.procedure(journey.procedure_code)
+        procedure = await self.procedure(journey.catalogue_version, journey.procedure_code, session)
         assert procedure is not None
         next_stage = transfer.stage + 1
         if next_stage < procedure.stage_count:
