@@ -14,6 +14,7 @@ from devstack.kafka import KafkaBroker
 from devstack.otlp_sink import SpanCollector
 from devstack.postgres import ensure_postgres
 from devstack.stack import AGENCY_INBOX_TOPICS, REPO, Ports, Stack
+from tests.support.catalogue_server import StandInCatalogue
 from tests.support.kafka import TOPIC
 
 # Where journeys link their trace: a trace UI of one's own (e.g. Zipkin's), else a
@@ -26,6 +27,14 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     for item in items:
         if "tests/integration" in str(item.path).replace(os.sep, "/"):
             item.add_marker(pytest.mark.integration)
+
+
+@pytest.fixture(scope="session")
+def routing_catalogue() -> Iterator[str]:
+    """ROUTING_GRPC_TARGET for intake or notify run in-process: routing's catalogue stood in."""
+    server = StandInCatalogue()
+    yield server.start()
+    server.stop()
 
 
 @pytest.fixture(scope="session")

@@ -51,11 +51,11 @@ def database(tmp_path: Path) -> Path:
 
 
 @pytest.fixture
-def client(database: Path) -> Iterator[TestClient]:
+def client(database: Path, routing_catalogue: str) -> Iterator[TestClient]:
     settings = IntakeSettings(
         database_url=f"sqlite+aiosqlite:///{database}",
         kafka_bootstrap_servers="127.0.0.1:1",  # nothing listens: events stay in the outbox
-        routing_grpc_target="127.0.0.1:1",
+        routing_grpc_target=routing_catalogue,
         journey_timeout_s=0.2,
         **ISSUER.settings(),
     )
