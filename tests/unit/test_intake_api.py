@@ -96,6 +96,25 @@ def test_submission_returns_receipt_due_date_and_stages_one_event(
     assert outbox_rows(database) == 1
 
 
+def test_the_dossier_records_the_catalogue_version_it_was_received_under(
+    client: TestClient, database: Path
+) -> None:
+    response = client.post("/v1/dossiers", json=dossier())
+    assert response.status_code == 201, response.text
+    # Routing's catalogue stood in serves version 1 (tests/support/catalogue_server.py).
+    assert response.json()["catalogue_version"] == 1
+    code = response.json()["code"]
+    assert client.get(f"/v1/dossiers/{code}").json()["catalogue_version"] == 1
+    with create_engine(f"sqlite:///{database}").connect() as conn:
+        row = conn.execute(text("SELECT key, value, headers FROM intake_outbox")).one()
+        stored = conn.execute(text("SELECT catalogue_version FROM intake_dossier")).scalar_one()
+    assert stored == 1
+    headers = {k: v.encode() for k, v in json.loads(row.headers).items()}
+    event = from_kafka(row.key, row.value, headers)
+    assert isinstance(event.data, events_pb2.DossierSubmitted)
+    assert event.data.catalogue_version == 1
+
+
 def test_the_preferred_channel_travels_in_the_event(client: TestClient, database: Path) -> None:
     applicant = {"personal_id": "001090012345", "full_name": "A", "preferred_channel": "sms"}
     response = client.post(
