@@ -42,10 +42,13 @@ async def test_the_first_version_opens_the_gate_and_a_new_one_replaces_it(
         assert client.version == 1
         first = client.current().catalogue
         chain = client.catalogue.procedure(CHAIN)
-        assert chain is not None and len(chain.steps) == 3
-        assert chain.needs == () and chain.min_assurance == 1
+        assert chain is not None
+        assert len(chain.steps) == 3
+        assert chain.needs == ()
+        assert chain.min_assurance == 1
         marital = client.catalogue.procedure("HT.XNTTHN")
-        assert marital is not None and (marital.needs, marital.min_assurance) == (("residence",), 2)
+        assert marital is not None
+        assert (marital.needs, marital.min_assurance) == (("residence",), 2)
 
         version = routing.publish(renamed(catalogue_of(routing.versions[1]), CHAIN, "Mới"))
         for _ in range(200):
@@ -54,11 +57,13 @@ async def test_the_first_version_opens_the_gate_and_a_new_one_replaces_it(
             await asyncio.sleep(0.02)
         assert client.version == version == 2
         current = client.catalogue.procedure(CHAIN)
-        assert current is not None and (current.name, len(current.steps)) == ("Mới", 2)
+        assert current is not None
+        assert (current.name, len(current.steps)) == ("Mới", 2)
         # The version a dossier was received under is still at hand, as it was.
         assert await client.at(1) is first
         old = (await client.at(1)).procedure(CHAIN)
-        assert old is not None and len(old.steps) == 3
+        assert old is not None
+        assert len(old.steps) == 3
         # Version 0 (before versions were recorded) is the current one.
         assert (await client.at(0)).procedure(CHAIN) == current
     finally:
@@ -78,7 +83,8 @@ async def test_versions_not_seen_are_fetched_once_and_the_cache_is_bounded(
         assert client.version == 5
         routing.asked.clear()
         two = (await client.at(2)).procedure(CHAIN)
-        assert two is not None and two.name == "Tên 2"
+        assert two is not None
+        assert two.name == "Tên 2"
         await client.at(2)
         assert routing.asked == [2]  # remembered after the first time
         await client.at(3)  # keep=2: version 5 (oldest used) goes, 2 and 3 stay
@@ -89,7 +95,8 @@ async def test_versions_not_seen_are_fetched_once_and_the_cache_is_bounded(
         assert routing.asked == [2, 3, 4, 3]
         # A version routing never had: the current one, and no error for the caller.
         missing = (await client.at(99)).procedure(CHAIN)
-        assert missing is not None and missing.name == "Tên 5"
+        assert missing is not None
+        assert missing.name == "Tên 5"
     finally:
         await client.close()
 

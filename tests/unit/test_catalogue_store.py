@@ -66,7 +66,8 @@ async def test_files_are_loaded_once_per_version_and_read_back_from_the_rows(
         marital = next(p for p in served.procedures if p.code == "HT.XNTTHN")
         assert (list(marital.needs), marital.min_assurance) == (["residence"], 2)
         old = await store.snapshot(1)
-        assert old is not None and old.digest == first.sha256
+        assert old is not None
+        assert old.digest == first.sha256
         assert await store.snapshot(3) is None
     finally:
         await engine.dispose()
