@@ -7,6 +7,7 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Iterator
 from dataclasses import replace
+from pathlib import Path
 
 import pytest
 
@@ -112,3 +113,12 @@ async def test_routing_away_is_a_transient_failure_and_the_gate_stays_closed() -
         assert isinstance(CatalogueUnavailable(), ConnectionError)
     finally:
         await client.close()
+
+
+def test_only_routing_reads_the_catalogue_files() -> None:
+    readers = ("load_catalogue", "parse_catalogue", "catalogue_digest", "DEFAULT_DIR")
+    root = Path(__file__).resolve().parents[2] / "services"
+    for service in ("intake", "notify"):
+        for source in (root / service).rglob("*.py"):
+            text = source.read_text(encoding="utf-8")
+            assert not [r for r in readers if r in text], f"{source} reads catalogue/*.yaml"
