@@ -88,11 +88,12 @@ class JourneyService:
         *,
         deadline_override_s: float = 0.0,
         deadline_override_procedures: frozenset[str] = frozenset(),
-        procedure_at: ProcedureAt | None = None,
+        procedure_at: ProcedureAt,
     ) -> None:
         self.sessions = sessions
         self.outbox = outbox
         self.catalogue = catalogue
+        # Steps are the version's the dossier was received under, whatever was loaded since.
         self._procedure_at = procedure_at
         self.calendar = calendar
         self.clock: Clock = clock or SystemClock()
@@ -115,36 +116,21 @@ class JourneyService:
             batch = _TakeIn()
             for event in await first_seen(session, processed_events, events):
                 assert isinstance(event.data, events_pb2.DossierSubmitted)
-                version = event.data.catalogue_version
-                procedure = await self.procedure(
-                    version, event.data.dossier.procedure_code, session
-                )
+                version, code = event.data.catalogue_version, event.data.dossier.procedure_code
+                # As the catalogue version intake received the dossier under had it.
+                procedure = await self._procedure_at(version, code, session)
+                if procedure is None:
+                    raise PoisonEvent(f"procedure {code!r} is not in catalogue version {version}")
                 self._plan_journey(batch, event, procedure, version, now)
             await batch.write(session, self.outbox)
         self.transfers_waiting.set()
         self.deadlines_changed.set()
 
-    async def procedure(self, version: int, code: str, session: AsyncSession) -> Procedure | None:
-        """The procedure as the catalogue version a dossier was received under had it."""
-        if self._procedure_at is None:
-            return self.catalogue.procedure(code)
-        return await self._procedure_at(version, code, session)
-
     def _plan_journey(
-        self,
-        batch: _TakeIn,
-        event: Event,
-        procedure: Procedure | None,
-        catalogue_version: int,
-        now: datetime,
+        self, batch: _TakeIn, event: Event, procedure: Procedure, version: int, now: datetime
     ) -> None:
         assert isinstance(event.data, events_pb2.DossierSubmitted)
         dossier = event.data.dossier
-        if procedure is None:
-            raise PoisonEvent(
-                f"procedure {dossier.procedure_code!r} is not in catalogue version "
-                f"{catalogue_version}"
-            )
         received_at = dossier.received_at.ToDatetime(tzinfo=now.tzinfo)
         due_at = dossier.due_at.ToDatetime(tzinfo=now.tzinfo)
         if self._overridden(procedure.code):
@@ -166,7 +152,7 @@ class JourneyService:
                 "due_at": due_at,
                 "appointment_at": due_at,
                 "receiving_agency_code": dossier.receiving_agency_code,
-                "catalogue_version": catalogue_version,
+                "catalogue_version": version,
                 "paused_s": 0.0,
                 "next_deadline_at": min([due_at, *step_dues]),
             }
@@ -297,7 +283,9 @@ class JourneyService:
         )
         if still_open:
             return
-        procedure = await self.procedure(journey.catalogue_version, journey.procedure_code, session)
+        procedure = await self._procedure_at(
+            journey.catalogue_version, journey.procedure_code, session
+        )
         assert procedure is not None
         next_stage = transfer.stage + 1
         if next_stage < procedure.stage_count:
