@@ -1,4 +1,4 @@
-"""`gateway`: the operators' commands (README, "Operators"). Exit codes: 0 ok, 1 failed,
+"""`gateway`: the operators' commands (docs/reference/cli.md). Exit codes: 0 ok, 1 failed,
 2 usage, 3 not found, 4 auth refused, 5 service unavailable (cli/client.py)."""
 
 from __future__ import annotations

@@ -113,8 +113,10 @@ class Outbox:
         # Runs inside the commit, in SQLAlchemy's greenlet: the sync API reaches the
         # async driver from here, in the transaction being committed.
         rows, staged[:] = list(staged), []
-        for start in range(0, len(rows), _CHUNK):
-            session.execute(self.table.insert().values(rows[start : start + _CHUNK]))
+        if rows:
+            # The executemany form: compiled once and cached, batched by the dialect
+            # (insertmanyvalues). A multi-VALUES statement would compile on every commit.
+            session.execute(self.table.insert(), rows)
 
     def _after_commit(self, _session: object) -> None:
         self.wakeup.set()
@@ -124,16 +126,11 @@ def _forget(staged: list[dict[str, Any]], _session: object, _previous: object) -
     staged.clear()
 
 
-# Rows per multi-row insert: under the databases' bound-parameter limits.
-_CHUNK = 500
-
-
-async def insert_rows(
-    session: AsyncSession, table: Table, rows: Sequence[dict[str, Any]], chunk: int = _CHUNK
-) -> None:
-    """Multi-row inserts, chunked to stay under the databases' bound-parameter limits."""
-    for start in range(0, len(rows), chunk):
-        await session.execute(table.insert().values(list(rows[start : start + chunk])))
+async def insert_rows(session: AsyncSession, table: Table, rows: Sequence[dict[str, Any]]) -> None:
+    """Many rows in one executemany: its statement is compiled once and cached, and the
+    dialect batches the rows under the database's bound-parameter limits."""
+    if rows:
+        await session.execute(table.insert(), list(rows))
 
 
 class Publisher(Protocol):

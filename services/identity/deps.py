@@ -32,6 +32,7 @@ from services.identity.registry import RegistryClient
 from services.identity.sealing import ResidenceSeal
 from services.identity.settings import IdentitySettings
 from services.identity.token_guard import GuardLimits, SecretGuard
+from services.identity.token_state import FailureBuckets, UsedAssertions, purge_expired
 
 MIGRATIONS = Path(__file__).resolve().parent / "migrations"
 # Every method of identity's gRPC services and the scope it needs ("/package.Service/Method").
@@ -92,6 +93,7 @@ class IdentityDeps:
     token_verifier: TokenVerifier
     agency_tokens: AgencyTokens
     secret_guard: SecretGuard
+    used_assertions: UsedAssertions
     citizens: Citizens
     consents: Consents
     relying_party: RelyingParty
@@ -108,7 +110,10 @@ def compose(
     settings = settings or IdentitySettings()
     runtime = Runtime(settings, name="identity", metadata=models.metadata, migrations=MIGRATIONS)
     tokens = agency_tokens(settings)
-    guard = secret_guard(settings)
+    # What the token endpoint remembers is shared by the replicas through the database.
+    used = UsedAssertions(runtime.sessions, clock)
+    buckets = FailureBuckets(runtime.sessions, clock)
+    guard = secret_guard(settings, buckets)
     # Like every service; tests running it in-process may give a fixed JWKS (AUTH_JWKS).
     verifier = (
         token_verifier(settings).verifier
@@ -138,6 +143,7 @@ def compose(
     runtime.on_stop(relying_party.close)
     runtime.on_stop(registry.close)
     runtime.on_stop(_closing(guard))
+    runtime.add_worker("expired-token-state", lambda: purge_expired(used, buckets))
     runtime.add_readiness_check("token-endpoint", _not_saturated(guard))
     return IdentityDeps(
         settings=settings,
@@ -146,6 +152,7 @@ def compose(
         token_verifier=verifier,
         agency_tokens=tokens,
         secret_guard=guard,
+        used_assertions=used,
         citizens=citizens,
         consents=consents,
         relying_party=relying_party,
@@ -171,7 +178,7 @@ def agency_tokens(settings: IdentitySettings) -> AgencyTokens:
     )
 
 
-def secret_guard(settings: IdentitySettings) -> SecretGuard:
+def secret_guard(settings: IdentitySettings, buckets: FailureBuckets) -> SecretGuard:
     return SecretGuard(
         GuardLimits(
             hash_workers=settings.token_hash_workers,
@@ -185,7 +192,8 @@ def secret_guard(settings: IdentitySettings) -> SecretGuard:
             client_in_flight=settings.token_client_in_flight,
             address_in_flight=settings.token_address_in_flight,
             saturation_window_s=settings.token_saturation_window_s,
-        )
+        ),
+        buckets=buckets,
     )
 
 

@@ -1,8 +1,9 @@
-"""Identity's tables: logins in flight, citizen sessions, consents and the access log."""
+"""Identity's tables: logins in flight, citizen sessions, consents, the access log, and what
+the token endpoint must remember across replicas."""
 
 from __future__ import annotations
 
-from sqlalchemy import Column, Integer, MetaData, String, Table, Text
+from sqlalchemy import Column, Float, Integer, MetaData, String, Table, Text
 
 from core.maintenance import maintenance_table
 from core.storage import BigId, UtcDateTime
@@ -82,3 +83,27 @@ access_log_head = Table(
     Column("hash", String(64), nullable=False),
 )
 maintenance = maintenance_table(metadata, "identity")
+
+# Client assertions (private_key_jwt) already used: the key refuses a second use of a jti on
+# any replica. Rows are worthless once the assertion has expired, and are purged then.
+used_assertions = Table(
+    "identity_used_assertion",
+    metadata,
+    Column("client_id", String(255), primary_key=True),
+    Column("jti", String(255), primary_key=True),
+    Column("expires_at", UtcDateTime(), nullable=False, index=True),
+)
+
+# Failed token requests per throttle key (a client id at an address, or an address), one
+# token bucket each, shared by the replicas. `tat` is the bucket's theoretical arrival
+# time (GCRA, as core/ratelimit.py) in epoch seconds; a row whose tat has passed is a full
+# bucket, the same as no row, and is purged. interval_s and tolerance_s are the pace the
+# row was last charged at (one statement charges keys of different paces).
+failure_buckets = Table(
+    "identity_failure_bucket",
+    metadata,
+    Column("key", String(255), primary_key=True),
+    Column("tat", Float(), nullable=False, index=True),
+    Column("interval_s", Float(), nullable=False),
+    Column("tolerance_s", Float(), nullable=False),
+)

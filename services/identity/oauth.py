@@ -1,7 +1,8 @@
 """Identity as the OAuth2 authorization server of agency systems (authlib's server side).
 
 Client credentials only. Clients authenticate with a secret (basic or post) or with a JWT
-signed by their own key (private_key_jwt, RFC 7523; each assertion's `jti` works once).
+signed by their own key (private_key_jwt, RFC 7523; each assertion's `jti` works once, on
+any replica: the token endpoint records its use in the database, token_state.py).
 Access tokens are JWTs (RFC 9068 shape) signed by identity's key, checked offline by every
 service with core.auth; nothing is stored per token.
 
@@ -16,9 +17,9 @@ import base64
 import binascii
 import json
 import secrets
-import threading
 import time
 from collections.abc import Callable, Mapping
+from contextvars import ContextVar
 from dataclasses import dataclass
 from typing import Any, ClassVar, cast
 
@@ -37,11 +38,13 @@ from joserfc.jwk import KeySet
 from core.auth import SCOPES, jwks_url, key_set, token_url
 from services.identity.clients import KEY_METHOD, SECRET_METHODS, AgencyClient
 from services.identity.keys import ALGORITHM, SigningKeys
+from services.identity.token_state import UsedAssertions
 
 # RFC 7523 §3 lets the server cap how long an assertion may live; a long-lived one is a
 # reusable credential (and its jti would have to be remembered for as long).
 MAX_ASSERTION_LIFETIME_S = 300
 UNKNOWN_CLIENT = "The client does not exist on this server."
+REPLAYED = "JWT ID is used before."
 
 
 class _ClientCredentials(ClientCredentialsGrant):  # type: ignore[misc]
@@ -65,12 +68,9 @@ class _PrivateKeyJWT(JWTBearerClientAssertion):  # type: ignore[misc]
     def __init__(self, server: AgencyTokens) -> None:
         super().__init__(leeway=30)
         self._server = server
-        # jti -> exp of assertions already used. Per process: replicas behind a balancer
-        # would need a shared store; assertions live a minute or two, so this stays small.
-        self._seen: dict[tuple[str, str], float] = {}
-        self._lock = threading.Lock()  # token requests run in worker threads (scrypt)
 
-    def __call__(self, query_client: Any, request: OAuth2Request) -> AgencyClient | None:
+    def __call__(self, query_client: Any, request: TokenRequest) -> AgencyClient | None:
+        asking = _ASKING.set(request)
         try:
             # authlib has no type hints: its authenticate_client returns our query_client's.
             return cast(AgencyClient | None, super().__call__(query_client, request))
@@ -79,6 +79,8 @@ class _PrivateKeyJWT(JWTBearerClientAssertion):  # type: ignore[misc]
                 # Same answer as a known client's bad assertion: ids are not enumerable.
                 raise InvalidClientError(description="The client assertion is not valid.") from None
             raise
+        finally:
+            _ASKING.reset(asking)
 
     def get_audiences(self) -> list[str]:
         return [self._server.token_endpoint, self._server.issuer]
@@ -97,14 +99,11 @@ class _PrivateKeyJWT(JWTBearerClientAssertion):  # type: ignore[misc]
         super().verify_claims(claims)
 
     def validate_jti(self, claims: Mapping[str, Any], jti: str) -> bool:
-        now = time.time()
-        key = (str(claims["sub"]), jti)
-        with self._lock:
-            self._seen = {k: exp for k, exp in self._seen.items() if exp + 60 > now}
-            if key in self._seen:
-                return False
-            self._seen[key] = float(claims.get("exp", now))
-            return True
+        # authlib asks synchronously, on the event loop: the use is recorded in the database
+        # by `AgencyTokens.answer` right after, and a second use is refused there.
+        request = _ASKING.get()
+        request.assertion = UsedAssertion(str(claims["sub"]), str(jti), float(claims["exp"]))
+        return True
 
     def resolve_client_public_key(self, client: AgencyClient) -> KeySet:
         return key_set(client.jwks or {"keys": []})
@@ -165,6 +164,17 @@ def _assertion_subject(form: Mapping[str, str]) -> str:
     return sub if isinstance(sub, str) else ""
 
 
+@dataclass(frozen=True)
+class UsedAssertion:
+    client_id: str
+    jti: str
+    expires: float  # its exp, epoch seconds
+
+
+# The token request whose assertion authlib is checking: validate_jti is not given it.
+_ASKING: ContextVar[TokenRequest] = ContextVar("asking")
+
+
 class TokenRequest(OAuth2Request):  # type: ignore[misc]
     """A token request already read from Starlette: authlib's API is synchronous."""
 
@@ -176,6 +186,8 @@ class TokenRequest(OAuth2Request):  # type: ignore[misc]
         self.payload = BasicOAuth2Payload(dict(form))
         # (client id, secret) once the SecretGuard has verified them.
         self.verified_secret: tuple[str, str] | None = None
+        # A client assertion whose signature and claims are good, before its jti is spent.
+        self.assertion: UsedAssertion | None = None
 
     @property
     def args(self) -> dict[str, str]:
@@ -215,6 +227,8 @@ class AgencyTokens(AuthorizationServer):  # type: ignore[misc]
         # A token issued to the same client for the same scopes moments ago is handed out
         # again (with the lifetime it has left) instead of signing a new one: every agency's
         # token expiring at once after an outage made ~2,000 callbacks ask within seconds.
+        # Per replica, on purpose: another replica signs its own token for the same client,
+        # equally valid; sharing this would only save a signature.
         self.reuse_s = reuse_s
         self._recent: dict[tuple[str, str], tuple[float, dict[str, Any]]] = {}
 
@@ -258,6 +272,19 @@ class AgencyTokens(AuthorizationServer):  # type: ignore[misc]
         key = self.keys.current
         header = {"alg": ALGORITHM, "typ": "at+jwt", "kid": key.kid or ""}
         return jwt.encode(header, claims, key, algorithms=[ALGORITHM])
+
+    async def answer(self, request: TokenRequest, used: UsedAssertions) -> Response:
+        """The token response, once a client assertion's jti is spent (on any replica)."""
+        # No hashing in here (an assertion's signature check and our RS256 signature take
+        # about a millisecond): on the event loop, not in an unbounded thread queue.
+        response: Response = self.create_token_response(request)
+        spent = request.assertion
+        if spent is not None and not await used.use(spent.client_id, spent.jti, spent.expires):
+            return cast(
+                Response,
+                self.handle_error_response(request, InvalidClientError(description=REPLAYED)),
+            )
+        return response
 
     def query_client(self, client_id: str) -> AgencyClient | None:
         return self.clients.get(client_id)

@@ -15,6 +15,7 @@ from services.identity.deps import Deps
 from services.identity.oauth import AgencyTokens, TokenRequest, presented
 from services.identity.token_contract import TOKEN_REQUEST, TokenOut, oauth_error
 from services.identity.token_guard import CheckRefused, ClientGone, SecretGuard
+from services.identity.token_state import UsedAssertions
 
 router = APIRouter(tags=["agency tokens"])
 
@@ -27,8 +28,13 @@ def _secret_guard(deps: Deps) -> SecretGuard:
     return deps.secret_guard
 
 
+def _used_assertions(deps: Deps) -> UsedAssertions:
+    return deps.used_assertions
+
+
 AgencyTokensDep = Annotated[AgencyTokens, Depends(_agency_tokens)]
 SecretGuardDep = Annotated[SecretGuard, Depends(_secret_guard)]
+UsedAssertionsDep = Annotated[UsedAssertions, Depends(_used_assertions)]
 
 
 @router.post(
@@ -42,7 +48,9 @@ SecretGuardDep = Annotated[SecretGuard, Depends(_secret_guard)]
     openapi_extra=TOKEN_REQUEST,
     summary="Access token for an agency system (client credentials)",
 )
-async def token(request: Request, server: AgencyTokensDep, guard: SecretGuardDep) -> Response:
+async def token(
+    request: Request, server: AgencyTokensDep, guard: SecretGuardDep, used: UsedAssertionsDep
+) -> Response:
     # OAuth posts are urlencoded (RFC 6749 §4.1.3): no multipart parser needed.
     form: dict[str, str] = {}
     if request.headers.get("content-type", "").startswith("application/x-www-form-urlencoded"):
@@ -66,7 +74,7 @@ async def token(request: Request, server: AgencyTokensDep, guard: SecretGuardDep
             ):
                 oauth_request.verified_secret = (who.client_id, who.secret)
         else:
-            guard.refuse_if_throttled(who.client_id, address)
+            await guard.refuse_if_throttled(who.client_id, address)
     except CheckRefused as exc:
         slug = "too-many-attempts" if exc.status == 429 else "token-endpoint-busy"
         raise Problem(
@@ -75,9 +83,7 @@ async def token(request: Request, server: AgencyTokensDep, guard: SecretGuardDep
         ) from None  # fmt: skip
     except ClientGone:
         return Response(status_code=503)  # nobody is listening any more
-    # No hashing left in here (an assertion's signature check and our RS256 signature
-    # take about a millisecond): on the event loop, not in an unbounded thread queue.
-    answer: Response = server.create_token_response(oauth_request)
+    answer = await server.answer(oauth_request, used)
     if who.secret is None and who.client_id and _error_of(answer) == "invalid_client":
         await guard.record_failure(who.client_id, address)
     return answer

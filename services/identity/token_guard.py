@@ -13,8 +13,9 @@ them:
 2. Single flight: checks of the same client id and secret already being hashed wait for
    that one hash instead of queueing their own (a burst of one client costs one hash).
 3. Throttles before any hashing (429): per client id and per source address, failed
-   checks are paced by a token bucket (core.ratelimit: burst, then a steady rate), and
-   hashes in flight are capped, so one address cannot fill the pool.
+   checks are paced by a token bucket (burst, then a steady rate) kept in the database and
+   shared by the replicas (token_state.FailureBuckets), and hashes in flight are capped
+   per process, so one address cannot fill the pool.
 4. A bounded pool: a fixed number of hashing threads and a bounded queue with a wait
    deadline; beyond either, 503 at once (the client retries after Retry-After), and a
    request whose client has gone is dropped before its hash.
@@ -22,6 +23,10 @@ them:
    wrong secret costs the same whether the id exists or not, so ids cannot be enumerated.
 
 Readiness says 503 while requests are being shed, so a balancer sends traffic elsewhere.
+
+Replicas: the failure buckets (3) are shared through the database, so guesses spread over
+replicas count once. The cache (1), single flight (2), in-flight caps and pool (3, 4) are
+each process's own cost and stay per process: a replica hashes a client's secret once.
 """
 
 from __future__ import annotations
@@ -29,6 +34,7 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import hmac
+import logging
 import math
 import secrets
 import time
@@ -40,9 +46,12 @@ from dataclasses import dataclass
 from typing import Generic, TypeVar
 
 from prometheus_client import Counter, Gauge
+from sqlalchemy.exc import SQLAlchemyError
 
-from core.ratelimit import RateLimiter
 from services.identity.clients import hash_secret, secret_matches
+from services.identity.token_state import FailureBuckets, Pace
+
+log = logging.getLogger(__name__)
 
 CHECKS = Counter(
     "identity_token_secret_checks_total",
@@ -105,7 +114,6 @@ class GuardLimits:
     address_in_flight: int = 8
     # Not ready for this long after a request was shed.
     saturation_window_s: float = 5.0
-    tracked_keys: int = 10_000
 
 
 class CheckRefused(Exception):
@@ -134,11 +142,13 @@ class SecretGuard:
         self,
         limits: GuardLimits | None = None,
         *,
+        buckets: FailureBuckets,
         matches: Callable[[str, str], bool] = secret_matches,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self.limits = limits = limits or GuardLimits()
         self._matches = matches
+        self._buckets = buckets
         self._clock = clock
         self._key = secrets.token_bytes(32)
         # A hash of a random secret nobody knows: unknown ids are checked against it.
@@ -148,14 +158,6 @@ class SecretGuard:
         self._waiting = 0
         self._verified: BoundedTTLMap[bytes, str] = BoundedTTLMap(
             limits.verified_max, limits.verified_ttl_s, clock
-        )
-        # Entries of idle keys expire once their bucket would be full again anyway.
-        idle_s = 60.0 * max(
-            limits.client_failures_burst / limits.client_failures_per_min,
-            limits.address_failures_burst / limits.address_failures_per_min,
-        )
-        self._failures: BoundedTTLMap[str, RateLimiter] = BoundedTTLMap(
-            limits.tracked_keys, idle_s, clock
         )
         self._in_flight: dict[str, int] = {}
         self._joined: dict[bytes, asyncio.Future[bool]] = {}
@@ -188,19 +190,21 @@ class SecretGuard:
             except (CheckRefused, ClientGone):
                 continue
         keys = (_client_key(client_id, address), f"address:{address}")
-        self._refuse_if_throttled(keys)
+        self._refuse_if_crowded(keys)
+        # In flight from here, before the first await: a burst of the same secret joins
+        # this check while its buckets are being read.
         future: asyncio.Future[bool] = asyncio.get_running_loop().create_future()
         self._joined[fingerprint] = future
         for key in keys:
             self._in_flight[key] = self._in_flight.get(key, 0) + 1
         try:
+            await self._refuse_if_throttled(keys)
             ok = await self._hash(secret, stored_hash or self._dummy, gone)
             ok = ok and bool(stored_hash)
             if ok:
                 self._verified.put(fingerprint, stored_hash or "")
             else:
-                for key in keys:
-                    await self._charge(key)
+                await self._charge(keys)
             future.set_result(ok)
             return ok
         except BaseException as exc:
@@ -218,11 +222,12 @@ class SecretGuard:
 
     async def record_failure(self, client_id: str, address: str) -> None:
         """A failed check that did not hash (a bad client assertion): paced the same."""
-        for key in (_client_key(client_id, address), f"address:{address}"):
-            await self._charge(key)
+        await self._charge((_client_key(client_id, address), f"address:{address}"))
 
-    def refuse_if_throttled(self, client_id: str, address: str) -> None:
-        self._refuse_if_throttled((_client_key(client_id, address), f"address:{address}"))
+    async def refuse_if_throttled(self, client_id: str, address: str) -> None:
+        keys = (_client_key(client_id, address), f"address:{address}")
+        self._refuse_if_crowded(keys)
+        await self._refuse_if_throttled(keys)
 
     def saturated(self) -> bool:
         return self._clock() - self._last_shed < self.limits.saturation_window_s
@@ -230,30 +235,38 @@ class SecretGuard:
     def close(self) -> None:
         self._pool.shutdown(wait=False, cancel_futures=True)
 
-    def _refuse_if_throttled(self, keys: tuple[str, str]) -> None:
+    def _refuse_if_crowded(self, keys: tuple[str, str]) -> None:
+        """Hashes in flight are this process's own cost: capped per process."""
         caps = (self.limits.client_in_flight, self.limits.address_in_flight)
         for key, cap in zip(keys, caps, strict=True):
-            limiter = self._failures.get(key)
-            delay = limiter.delay() if limiter else 0.0
-            if delay > 0:
-                CHECKS.labels("throttled").inc()
-                raise CheckRefused(429, delay, f"too many failed attempts ({key.split(':')[0]})")
             if self._in_flight.get(key, 0) >= cap:
                 CHECKS.labels("throttled").inc()
                 raise CheckRefused(429, 1, f"too many attempts at once ({key.split(':')[0]})")
 
-    async def _charge(self, key: str) -> None:
-        """One failure against key's bucket; an exhausted bucket just stays exhausted."""
-        limiter = self._failures.get(key)
-        if limiter is None:
-            limits = self.limits
-            if key.startswith("client:"):
-                rate, burst = limits.client_failures_per_min, limits.client_failures_burst
-            else:
-                rate, burst = limits.address_failures_per_min, limits.address_failures_burst
-            limiter = RateLimiter(rate / 60.0, burst, clock=self._clock)
-        await limiter.acquire(max_wait=0)  # never sleeps: refused at once when exhausted
-        self._failures.put(key, limiter)  # kept while failures go on
+    async def _refuse_if_throttled(self, keys: tuple[str, str]) -> None:
+        try:
+            delays = await self._buckets.delays(self._paced(keys))
+        except (SQLAlchemyError, OSError) as exc:
+            # Unthrottled guessing is not the answer to a database outage.
+            log.warning("cannot read the failure buckets: %r", exc)
+            raise self._shed(5, "failure buckets unavailable") from None
+        for key, delay in zip(keys, delays, strict=True):
+            if delay > 0:
+                CHECKS.labels("throttled").inc()
+                raise CheckRefused(429, delay, f"too many failed attempts ({key.split(':')[0]})")
+
+    async def _charge(self, keys: tuple[str, str]) -> None:
+        """One failure against each key's bucket; an exhausted bucket stays exhausted."""
+        try:
+            await self._buckets.charge(self._paced(keys))
+        except (SQLAlchemyError, OSError) as exc:
+            log.warning("cannot charge the failure buckets: %r", exc)  # refused all the same
+
+    def _paced(self, keys: tuple[str, str]) -> tuple[tuple[str, Pace], tuple[str, Pace]]:
+        limits = self.limits
+        client = Pace(limits.client_failures_per_min, limits.client_failures_burst)
+        address = Pace(limits.address_failures_per_min, limits.address_failures_burst)
+        return (keys[0], client), (keys[1], address)
 
     async def _hash(self, secret: str, stored_hash: str, gone: Disconnected) -> bool:
         async with self._slot(gone):

@@ -1,11 +1,12 @@
 """Notify's tables: who to tell about a dossier, every message with its status and history,
-and the agency systems that subscribed to signed callbacks."""
+the agency systems that subscribed to signed callbacks, and the day's count of sends."""
 
 from __future__ import annotations
 
 from sqlalchemy import (
     JSON,
     Column,
+    Date,
     Index,
     Integer,
     MetaData,
@@ -99,3 +100,15 @@ webhook_subscriptions = Table(
 processed_events = inbox_table(metadata, "notify")
 outbox = outbox_table(metadata, "notify")
 maintenance = maintenance_table(metadata, "notify")
+
+# Messages sent (or about to be) per channel and local day, against the provider's daily
+# cap: one count for every replica (services/notify/daily_cap.py). `last_granted` is what
+# the last reservation got, so that one statement both reserves and says how much.
+daily_sends = Table(
+    "notify_daily_send",
+    metadata,
+    Column("channel", String(10), primary_key=True),
+    Column("day", Date(), primary_key=True),
+    Column("used", Integer(), nullable=False),
+    Column("last_granted", Integer(), nullable=False),
+)

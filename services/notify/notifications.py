@@ -72,6 +72,8 @@ class NotificationService:
         self._sms_enabled = sms_enabled
         self._intake_url = intake_url
         # One wake-up per channel sender: a shared event cleared by one could hide it from another.
+        # In this process only: a peer replica's senders find these rows by their poll
+        # (SEND_POLL_INTERVAL_S), and claim them with a lease, so none is sent twice.
         self.waiting = {channel: asyncio.Event() for channel in CHANNELS}
 
     event_types = frozenset(TYPE_OF[message] for message in NOTIFIED)

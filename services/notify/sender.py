@@ -20,7 +20,9 @@ lease is over the row is claimed again, and then:
 
 Pacing never holds a row past its lease (another replica could claim and send it):
 a claim takes only what the limiter can serve within half a lease, and a row whose
-permit would come later is given back, due when the limiter expects a permit.
+permit would come later is given back, due when the limiter expects a permit. A channel
+with a daily cap reserves a claimed batch's permits from the day's count shared by the
+replicas (daily_cap.py) first; rows beyond the cap are given back until local midnight.
 """
 
 from __future__ import annotations
@@ -41,6 +43,7 @@ from core.ratelimit import RateLimiter
 from core.telemetry import context_from_carrier
 from core.workqueue import Hold, Lease, LeasedQueue, describe
 from services.notify.channels import Channel
+from services.notify.daily_cap import DailyCap
 from services.notify.models import notifications
 from services.notify.settings import NotifySettings
 from services.notify.status import Outcome, RetryPolicy, StatusLog, after_attempt
@@ -51,13 +54,17 @@ tracer = trace.get_tracer("gateway.notify")
 CLAIMABLE = ("created", "sending", "temporary-failure")
 
 
+def pace_for(channel: str, settings: NotifySettings) -> tuple[float, int]:
+    """This replica's share of the channel's rate and burst."""
+    replicas = settings.send_replicas
+    rate: float = getattr(settings, f"{channel}_rate_per_s")
+    burst: int = getattr(settings, f"{channel}_burst")
+    return rate / replicas, max(1, burst // replicas)
+
+
 def limiter_for(channel: str, settings: NotifySettings) -> RateLimiter:
-    cap = getattr(settings, f"{channel}_daily_cap")
-    return RateLimiter(
-        getattr(settings, f"{channel}_rate_per_s"),
-        getattr(settings, f"{channel}_burst"),
-        cap or None,
-    )
+    # No daily cap here: a count per process would be one cap per replica (DailyCap).
+    return RateLimiter(*pace_for(channel, settings))
 
 
 class ChannelSender(LeasedQueue[dict[str, Any]]):
@@ -77,8 +84,9 @@ class ChannelSender(LeasedQueue[dict[str, Any]]):
         self._settings = settings
         self._status_log = status_log
         self._limiter = limiter_for(channel.name, settings)
-        rate: float = getattr(settings, f"{channel.name}_rate_per_s")
-        burst: int = getattr(settings, f"{channel.name}_burst")
+        cap: int = getattr(settings, f"{channel.name}_daily_cap")
+        self._daily_cap = DailyCap(sessions, channel.name, cap, clock) if cap else None
+        rate, burst = pace_for(channel.name, settings)
         within_lease = burst + int(rate * settings.send_lease_s / 2)
         self._policy = RetryPolicy(
             settings.retry_for_s, settings.retry_backoff_base_s, settings.retry_backoff_max_s
@@ -152,22 +160,37 @@ class ChannelSender(LeasedQueue[dict[str, Any]]):
         return claimed
 
     async def _send_all(self, rows: list[dict[str, Any]]) -> None:
+        if self._daily_cap is None:
+            await self._send_paced(rows)
+            return
+        day = self._daily_cap.today()
+        allowed = await self._daily_cap.reserve(len(rows))
+        if allowed < len(rows):
+            await self._give_back(rows[allowed:], self._daily_cap.tomorrow())
+        if allowed:
+            unsent = await self._send_paced(rows[:allowed])
+            await self._daily_cap.release(unsent, day)
+
+    async def _send_paced(self, rows: list[dict[str, Any]]) -> int:
+        """Send what the rate limiter allows within the lease; how many were given back."""
         await self._channel.prepare(rows)
         deadline = time.monotonic() + self._settings.send_lease_s / 2
         if self._channel.idempotent:
             # A resend is harmless here, so the batch goes out concurrently (still paced:
             # each permit is reserved in order) and its outcomes are committed together.
             outcomes = await asyncio.gather(*(self._paced(row, deadline) for row in rows))
-            await self._give_back([r for r, o in zip(rows, outcomes, strict=True) if o is None])
+            refused = [r for r, o in zip(rows, outcomes, strict=True) if o is None]
+            await self._give_back(refused)
             await self._record(
                 [(r, o) for r, o in zip(rows, outcomes, strict=True) if o is not None]
             )
-            return
+            return len(refused)
         # A group at a time (one message unless email_in_flight_max says more), marked in
         # flight before it is handed over; the mark shares its commit with the previous
         # group's outcomes, so a commit costs 1/group of a message.
         group = self._settings.email_in_flight_max
         done: list[tuple[dict[str, Any], Outcome]] = []
+        unsent = 0
         for start in range(0, len(rows), group):
             permitted = []
             for row in rows[start : start + group]:
@@ -178,9 +201,11 @@ class ChannelSender(LeasedQueue[dict[str, Any]]):
                 await self._record(done, in_flight=permitted)
                 done = [(row, await self._send(row)) for row in permitted]
             if len(permitted) < len(rows[start : start + group]):
+                unsent = len(rows) - start - len(permitted)
                 await self._give_back(rows[start + len(permitted) :])
                 break
         await self._record(done)
+        return unsent
 
     async def _paced(self, row: dict[str, Any], deadline: float) -> Outcome | None:
         """The outcome of sending, or None when no permit comes before the deadline."""
@@ -247,12 +272,12 @@ class ChannelSender(LeasedQueue[dict[str, Any]]):
                 log.exception("notification %s failed unexpectedly", row["id"])
                 return Outcome(status="temporary-failure", reason=describe(exc))
 
-    async def _give_back(self, rows: list[dict[str, Any]]) -> None:
-        """Rows the limiter cannot serve within the lease: due again when it can, their
-        attempt not counted."""
+    async def _give_back(self, rows: list[dict[str, Any]], due: datetime | None = None) -> None:
+        """Rows the limiter cannot serve within the lease: due again when it can (or at
+        `due`: the daily cap's next day), their attempt not counted."""
         if not rows:
             return
-        due = self.clock.now() + timedelta(seconds=self._limiter.delay())
+        due = due or self.clock.now() + timedelta(seconds=self._limiter.delay())
         async with self.sessions.begin() as session:
             await session.execute(
                 notifications.update()

@@ -45,6 +45,10 @@ class NotifySettings(ServiceSettings, OutboundSettings, CatalogueSettings):
     webhook_rate_per_s: float = 50.0
     webhook_burst: int = 50
     webhook_daily_cap: int = 0
+    # Replicas of notify sharing the providers: each paces itself at rate/replicas (burst
+    # likewise), as the rate is counted in memory. Daily caps need no division: the day's
+    # count is kept in the database, one for all replicas (services/notify/daily_cap.py).
+    send_replicas: int = Field(default=1, ge=1)
 
     send_lease_s: float = 30.0
     send_batch_size: int = 100

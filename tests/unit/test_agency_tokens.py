@@ -16,13 +16,16 @@ from joserfc.jwk import RSAKey
 from core.auth import TokenVerifier
 from core.deps import install
 from core.problems import install_problem_handlers
+from core.storage import create_tables
 from services.identity.clients import AgencyClient, hash_secret, load_clients
 from services.identity.deps import compose
 from services.identity.keys import SigningKeys, generate_key, load_signing_keys
+from services.identity.models import metadata
 from services.identity.oauth import MAX_ASSERTION_LIFETIME_S, AgencyTokens
 from services.identity.settings import IdentitySettings
 from services.identity.token_api import router
 from services.identity.token_guard import GuardLimits, SecretGuard
+from services.identity.token_state import FailureBuckets
 
 ISSUER = "http://127.0.0.1:8083"
 TOKEN_URL = ISSUER + "/oauth2/token"
@@ -49,15 +52,22 @@ def server() -> AgencyTokens:
 
 
 @pytest.fixture(scope="module")
-def client(server: AgencyTokens) -> Iterator[TestClient]:
+def client(server: AgencyTokens, tmp_path_factory: pytest.TempPathFactory) -> Iterator[TestClient]:
     app = FastAPI()
     install_problem_handlers(app)
     # Throttling has its own tests (test_token_guard.py): this module fails on purpose a lot.
     generous = GuardLimits(client_failures_burst=1000, address_failures_burst=1000)
-    composed = compose(IdentitySettings(pseudonym_key="00" * 32))
-    install(app, deps=replace(composed, agency_tokens=server, secret_guard=SecretGuard(generous)))
+    database = tmp_path_factory.mktemp("identity") / "identity.db"
+    settings = IdentitySettings(
+        pseudonym_key="00" * 32, database_url=f"sqlite+aiosqlite:///{database}"
+    )
+    composed = compose(settings)
+    guard = SecretGuard(generous, buckets=FailureBuckets(composed.sessions))
+    install(app, deps=replace(composed, agency_tokens=server, secret_guard=guard))
     app.include_router(router)
     with TestClient(app, base_url=ISSUER) as test_client:
+        assert test_client.portal is not None  # running: its loop is the app's
+        test_client.portal.call(create_tables, composed.runtime.engine, metadata)
         yield test_client
 
 

@@ -4,12 +4,17 @@ from __future__ import annotations
 
 import asyncio
 import threading
+from collections.abc import AsyncIterator
+from pathlib import Path
 from typing import Any
 
 import pytest
 
+from core.storage import create_engine, create_tables, session_factory
 from services.identity.clients import hash_secret
+from services.identity.models import metadata
 from services.identity.token_guard import CheckRefused, ClientGone, GuardLimits, SecretGuard
+from services.identity.token_state import FailureBuckets
 
 STORED = hash_secret("the-secret")
 
@@ -31,13 +36,23 @@ class Hashes:
         return stored == STORED and secret == "the-secret"
 
 
-def guard(hashes: Hashes, **limits: Any) -> SecretGuard:
-    return SecretGuard(GuardLimits(**limits), matches=hashes)
+@pytest.fixture
+async def buckets(tmp_path: Path) -> AsyncIterator[FailureBuckets]:
+    engine = create_engine(f"sqlite+aiosqlite:///{tmp_path / 'identity.db'}")
+    await create_tables(engine, metadata)
+    yield FailureBuckets(session_factory(engine))
+    await engine.dispose()
 
 
-async def test_a_verified_secret_is_remembered_until_the_stored_hash_changes() -> None:
+def guard(buckets: FailureBuckets, hashes: Hashes, **limits: Any) -> SecretGuard:
+    return SecretGuard(GuardLimits(**limits), buckets=buckets, matches=hashes)
+
+
+async def test_a_verified_secret_is_remembered_until_the_stored_hash_changes(
+    buckets: FailureBuckets,
+) -> None:
     hashes = Hashes()
-    checks = guard(hashes)
+    checks = guard(buckets, hashes)
     assert await checks.verify("hotich", "the-secret", STORED, "10.0.0.1")
     assert await checks.verify("hotich", "the-secret", STORED, "10.0.0.1")
     assert len(hashes.calls) == 1
@@ -46,9 +61,9 @@ async def test_a_verified_secret_is_remembered_until_the_stored_hash_changes() -
     assert len(hashes.calls) == 2
 
 
-async def test_an_unknown_id_is_hashed_like_a_known_one() -> None:
+async def test_an_unknown_id_is_hashed_like_a_known_one(buckets: FailureBuckets) -> None:
     hashes = Hashes()
-    checks = guard(hashes)
+    checks = guard(buckets, hashes)
     assert not await checks.verify("hotich", "guess", STORED, "10.0.0.1")
     assert not await checks.verify("nobody", "guess", None, "10.0.0.1")
     assert len(hashes.calls) == 2
@@ -56,9 +71,9 @@ async def test_an_unknown_id_is_hashed_like_a_known_one() -> None:
     assert hashes.against[1].startswith("scrypt$")
 
 
-async def test_a_burst_of_one_client_costs_one_hash() -> None:
+async def test_a_burst_of_one_client_costs_one_hash(buckets: FailureBuckets) -> None:
     hashes = Hashes(hold=True)
-    checks = guard(hashes)
+    checks = guard(buckets, hashes)
     burst = [
         asyncio.create_task(checks.verify("hotich", "the-secret", STORED, "10.0.0.1"))
         for _ in range(50)
@@ -69,9 +84,9 @@ async def test_a_burst_of_one_client_costs_one_hash() -> None:
     assert len(hashes.calls) == 1
 
 
-async def test_failures_of_an_address_are_throttled_before_hashing() -> None:
+async def test_failures_of_an_address_are_throttled_before_hashing(buckets: FailureBuckets) -> None:
     hashes = Hashes()
-    checks = guard(hashes, address_failures_burst=3, address_failures_per_min=6)
+    checks = guard(buckets, hashes, address_failures_burst=3, address_failures_per_min=6)
     for n in range(3):
         assert not await checks.verify(f"client-{n}", "guess", None, "10.0.0.9")
     with pytest.raises(CheckRefused) as refused:
@@ -83,9 +98,11 @@ async def test_failures_of_an_address_are_throttled_before_hashing() -> None:
     assert not await checks.verify("client-y", "guess", None, "10.0.0.10")
 
 
-async def test_failures_of_a_client_id_are_throttled_where_they_come_from() -> None:
+async def test_failures_of_a_client_id_are_throttled_where_they_come_from(
+    buckets: FailureBuckets,
+) -> None:
     hashes = Hashes()
-    checks = guard(hashes, client_failures_burst=2, client_failures_per_min=6)
+    checks = guard(buckets, hashes, client_failures_burst=2, client_failures_per_min=6)
     for n in range(2):
         assert not await checks.verify("hotich", f"guess-{n}", STORED, "10.0.1.1")
     with pytest.raises(CheckRefused):
@@ -97,9 +114,11 @@ async def test_failures_of_a_client_id_are_throttled_where_they_come_from() -> N
     assert len(hashes.calls) == 3
 
 
-async def test_one_address_cannot_hold_more_than_its_share_of_the_pool() -> None:
+async def test_one_address_cannot_hold_more_than_its_share_of_the_pool(
+    buckets: FailureBuckets,
+) -> None:
     hashes = Hashes(hold=True)
-    checks = guard(hashes, address_in_flight=2)
+    checks = guard(buckets, hashes, address_in_flight=2)
     attempts = [
         asyncio.create_task(checks.verify(f"c{n}", f"g{n}", None, "10.0.0.7")) for n in range(6)
     ]
@@ -112,9 +131,9 @@ async def test_one_address_cannot_hold_more_than_its_share_of_the_pool() -> None
     assert len(hashes.calls) == 2
 
 
-async def test_a_full_queue_sheds_with_503_and_readiness_notices() -> None:
+async def test_a_full_queue_sheds_with_503_and_readiness_notices(buckets: FailureBuckets) -> None:
     hashes = Hashes(hold=True)
-    checks = guard(hashes, hash_workers=1, queue_size=2)
+    checks = guard(buckets, hashes, hash_workers=1, queue_size=2)
     assert not checks.saturated()
     attempts = [
         asyncio.create_task(checks.verify(f"c{n}", "g", None, f"10.0.2.{n}")) for n in range(6)
@@ -130,9 +149,9 @@ async def test_a_full_queue_sheds_with_503_and_readiness_notices() -> None:
     assert checks.saturated()
 
 
-async def test_a_check_that_waited_too_long_is_shed() -> None:
+async def test_a_check_that_waited_too_long_is_shed(buckets: FailureBuckets) -> None:
     hashes = Hashes(hold=True)
-    checks = guard(hashes, hash_workers=1, queue_wait_s=0.2)
+    checks = guard(buckets, hashes, hash_workers=1, queue_wait_s=0.2)
     first = asyncio.create_task(checks.verify("c1", "g", None, "10.0.3.1"))
     await asyncio.sleep(0.05)
     with pytest.raises(CheckRefused) as refused:
@@ -143,9 +162,9 @@ async def test_a_check_that_waited_too_long_is_shed() -> None:
     assert hashes.calls == ["g"]
 
 
-async def test_no_hash_for_a_client_that_has_gone() -> None:
+async def test_no_hash_for_a_client_that_has_gone(buckets: FailureBuckets) -> None:
     hashes = Hashes()
-    checks = guard(hashes)
+    checks = guard(buckets, hashes)
 
     async def gone() -> bool:
         return True
@@ -155,11 +174,13 @@ async def test_no_hash_for_a_client_that_has_gone() -> None:
     assert hashes.calls == []
 
 
-async def test_joiners_of_a_check_that_ended_unanswered_share_the_next_one() -> None:
+async def test_joiners_of_a_check_that_ended_unanswered_share_the_next_one(
+    buckets: FailureBuckets,
+) -> None:
     """The first asker hung up while many joined it (the storm after a sandbox restart):
     one of the joiners hashes next, the others join that, and every joiner is answered."""
     hashes = Hashes(hold=True)
-    checks = guard(hashes)
+    checks = guard(buckets, hashes)
     hung_up = asyncio.Event()
 
     async def first_gone() -> bool:

@@ -1,7 +1,7 @@
 """contact catalogue version
 
 Revision ID: e5a3b19c0f47
-Revises: 746a12c92715
+Revises: 6af34931d4a0
 Created: 2026-12-03 13:10:00.000000
 """
 
@@ -11,7 +11,7 @@ import sqlalchemy as sa
 from alembic import op
 
 revision: str = "e5a3b19c0f47"
-down_revision: str | None = "746a12c92715"
+down_revision: str | None = "6af34931d4a0"
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 
