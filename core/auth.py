@@ -45,6 +45,7 @@ CATALOGUE_MANAGE = "catalogue:manage"
 NOTIFICATIONS_READ = "notifications:read"
 WEBHOOKS_MANAGE = "webhooks:manage"
 JOURNEYS_READ = "journeys:read"
+CATALOGUE_READ = "catalogue:read"
 CITIZEN_DATA_READ = "citizen-data:read"
 MAINTENANCE_MANAGE = "maintenance:manage"
 SCOPES: Mapping[str, str] = {
@@ -57,6 +58,7 @@ SCOPES: Mapping[str, str] = {
     NOTIFICATIONS_READ: "notify: messages sent to citizens and agencies, with their status",
     WEBHOOKS_MANAGE: "notify: the agency's own webhook subscriptions",
     JOURNEYS_READ: "routing gRPC: RoutingService.GetJourney",
+    CATALOGUE_READ: "routing gRPC: CatalogueService.GetCatalogue (intake and notify)",
     CITIZEN_DATA_READ: "identity gRPC: consented reads of citizen data",
     MAINTENANCE_MANAGE: "every service: turn its maintenance mode on or off (operators)",
 }

@@ -1,8 +1,9 @@
 """The procedure catalogue and agency registry, read from the data files in catalogue/.
 
 Intake validates submissions against it; routing follows its steps. It is data, so a
-procedure or an agency endpoint changes without a code change: routing keeps it in its
-database (services/routing/catalogue_store.py) and builds this in-memory form from there.
+procedure or an agency endpoint changes without a code change. Routing alone reads the files:
+it keeps every version in its database (services/routing/catalogue_store.py) and serves them
+over gRPC; intake and notify build this in-memory form from there (core/catalogue_client.py).
 
 Endpoints and signing secrets are written as ${VARIABLES}: the files (and routing's tables)
 keep the references, and `Catalogue.resolved` fills them from each process's environment,
@@ -111,6 +112,26 @@ class Catalogue:
     def resolved(self, env: Mapping[str, str]) -> Catalogue:
         """The catalogue with ${VAR} references in addresses and secrets filled from env."""
         return replace(self, agencies={code: _resolve(a, env) for code, a in self.agencies.items()})
+
+
+class LiveCatalogue(Catalogue):
+    """The catalogue as last loaded; readers always see one whole version, swapped at once."""
+
+    def __init__(self) -> None:
+        self.swap(Catalogue(procedures={}, agencies={}))
+
+    def swap(self, current: Catalogue) -> None:
+        object.__setattr__(self, "_current", current)
+
+    @property
+    def procedures(self) -> Mapping[str, Procedure]:
+        current: Catalogue = object.__getattribute__(self, "_current")
+        return current.procedures
+
+    @property
+    def agencies(self) -> Mapping[str, Agency]:
+        current: Catalogue = object.__getattribute__(self, "_current")
+        return current.agencies
 
 
 def load_catalogue(

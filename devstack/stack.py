@@ -170,6 +170,9 @@ class Stack:
                 # address (core/outbound.py); their link points at intake.
                 "OUTBOUND_ALLOW": self.url("sandbox") + "/webhooks/",
                 "INTAKE_PUBLIC_URL": self.url("intake"),
+                # The catalogue comes from routing, read with notify's own token.
+                "ROUTING_GRPC_TARGET": f"{HOST}:{p.routing_grpc}",
+                **self.credentials.client_env("gateway-notify"),
             },
             "identity": {
                 "HTTP_PORT": str(own.identity),

@@ -14,6 +14,7 @@ from devstack.kafka import KafkaBroker
 from devstack.otlp_sink import SpanCollector
 from devstack.postgres import ensure_postgres
 from devstack.stack import AGENCY_INBOX_TOPICS, REPO, Ports, Stack
+from tests.support.catalogue_server import StandInCatalogue
 from tests.support.kafka import TOPIC
 
 # Where journeys link their trace: a trace UI of one's own (e.g. Zipkin's), else a
@@ -26,6 +27,14 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     for item in items:
         if "tests/integration" in str(item.path).replace(os.sep, "/"):
             item.add_marker(pytest.mark.integration)
+
+
+@pytest.fixture(scope="session")
+def routing_catalogue() -> Iterator[str]:
+    """ROUTING_GRPC_TARGET for intake or notify run in-process: routing's catalogue stood in."""
+    server = StandInCatalogue()
+    yield server.start()
+    server.stop()
 
 
 @pytest.fixture(scope="session")
@@ -78,6 +87,8 @@ def stack(
             "DEADLINE_OVERRIDE_S": "6",
             "DEADLINE_OVERRIDE_PROCEDURES": "HT.KS",
             "CATALOGUE_DIR": str(var_dir / "catalogue"),
+            # Intake and notify ask routing for a new catalogue version every second.
+            "CATALOGUE_REFRESH_S": "1",
             # Unacknowledged transfers go again after 5 s, escalated after 2 re-deliveries.
             "DELIVERY_ACK_TIMEOUT_S": "5",
             "DELIVERY_ACK_MAX_REDELIVERIES": "2",

@@ -8,11 +8,12 @@ from fastapi import APIRouter, Depends, Header, Response, status
 
 from core.audit import forbidden
 from core.auth import DOSSIERS_READ, DOSSIERS_SUBMIT, AgencyPrincipal, require_scope
-from core.catalogue import Catalogue, Procedure
+from core.catalogue import Procedure
+from core.catalogue_client import CatalogueClient, CatalogueUnavailable
 from core.openapi import problems, replayed
 from core.problems import Problem
 from gateway.v1 import routing_pb2
-from services.intake.deps import CatalogueDep, JourneysDep, RegistryDep
+from services.intake.deps import CatalogueDep, CataloguesDep, JourneysDep, RegistryDep
 from services.intake.dossiers import at_desk
 from services.intake.journey import JourneyUnavailable, steps_of
 from services.intake.schemas import DossierIn, DossierOut, ProcedureOut, ProcedureStepOut
@@ -34,7 +35,7 @@ async def submit_dossier(
     response: Response,
     agency: Submitter,
     registry: RegistryDep,
-    catalogue: CatalogueDep,
+    catalogues: CataloguesDep,
     idempotency_key: Annotated[str | None, Header(max_length=255)] = None,
     x_citizen_session: Annotated[str | None, Header(max_length=100)] = None,
 ) -> DossierOut:
@@ -50,7 +51,7 @@ async def submit_dossier(
         response.status_code = status.HTTP_200_OK
         response.headers["Idempotent-Replayed"] = "true"
     response.headers["Location"] = f"/v1/dossiers/{dossier['code']}"
-    return _view(dossier, catalogue, steps=[], routed=False, available=True)
+    return await _view(dossier, catalogues, steps=[], routed=False, available=True)
 
 
 @router.get(
@@ -64,7 +65,7 @@ async def get_dossier(
     agency: Reader,
     registry: RegistryDep,
     journeys: JourneysDep,
-    catalogue: CatalogueDep,
+    catalogues: CataloguesDep,
 ) -> DossierOut:
     """Readable by the dossier's receiving agency and by the agencies of its journey."""
     dossier = await registry.get(code)
@@ -74,11 +75,11 @@ async def get_dossier(
         journey = await journeys.journey(code)
     except JourneyUnavailable:
         _check_reader(agency, dossier, None)
-        return _view(dossier, catalogue, steps=[], routed=False, available=False)
+        return await _view(dossier, catalogues, steps=[], routed=False, available=False)
     _check_reader(agency, dossier, journey)
     if journey is None:
-        return _view(dossier, catalogue, steps=[], routed=False, available=True)
-    view = _view(dossier, catalogue, steps=steps_of(journey), routed=True, available=True)
+        return await _view(dossier, catalogues, steps=[], routed=False, available=True)
+    view = await _view(dossier, catalogues, steps=steps_of(journey), routed=True, available=True)
     if journey.status == "completed":
         view.status = "completed"
     return view
@@ -102,14 +103,20 @@ def _check_reader(
         )
 
 
-def _view(
+async def _view(
     dossier: dict[str, Any],
-    catalogue: Catalogue,
+    catalogues: CatalogueClient,
     *,
     steps: list[Any],
     routed: bool,
     available: bool,
 ) -> DossierOut:
+    # Named as in the version it was received under, however the procedure was renamed since;
+    # while routing cannot be asked for that version, as the current one names it.
+    try:
+        catalogue = await catalogues.at(dossier["catalogue_version"])
+    except CatalogueUnavailable:
+        catalogue = catalogues.catalogue
     procedure = catalogue.procedure(dossier["procedure_code"])
     return DossierOut(
         code=dossier["code"],
@@ -122,6 +129,7 @@ def _view(
         steps=steps,
         journey_available=available,
         trace_id=dossier["trace_id"],
+        catalogue_version=dossier["catalogue_version"],
     )
 
 

@@ -11,7 +11,8 @@ from fastapi import Depends
 from core.auth import CITIZEN_DATA_READ, JOURNEYS_READ, TokenVerifier, token_verifier
 from core.backlog import PipelineBacklog
 from core.calendar import WorkingCalendar
-from core.catalogue import Catalogue, load_catalogue
+from core.catalogue import Catalogue
+from core.catalogue_client import CatalogueClient
 from core.clock import SYSTEM_CLOCK, Clock
 from core.deps import provider
 from core.outbox import Outbox
@@ -31,7 +32,8 @@ class IntakeDeps:
     settings: IntakeSettings
     runtime: Runtime
     clock: Clock
-    catalogue: Catalogue
+    # Routing's catalogue: the current version (swapped on reload) and past ones on demand.
+    catalogues: CatalogueClient
     token_verifier: TokenVerifier
     registry: DossierRegistry
     journeys: JourneyClient
@@ -55,7 +57,10 @@ def compose(settings: IntakeSettings | None = None, *, clock: Clock = SYSTEM_CLO
         interval_s=settings.pipeline_backlog_interval_s,
     )
     runtime.add_worker("pipeline-backlog", backlog.run)
-    catalogue = load_catalogue()
+    catalogues = CatalogueClient.from_settings(settings)
+    runtime.add_worker("catalogue", catalogues.run)
+    # No dossier is checked against an empty catalogue: until routing's is in, 503.
+    runtime.add_gate("catalogue", catalogues.ready)
     verification = token_verifier(settings)
     # Clients whose gRPC channels are opened on first use, in the running event loop.
     identity = IdentityClient(
@@ -71,7 +76,7 @@ def compose(settings: IntakeSettings | None = None, *, clock: Clock = SYSTEM_CLO
     registry = DossierRegistry(
         runtime.sessions,
         outbox,
-        catalogue,
+        catalogues,
         WorkingCalendar(settings.calendar_extra_days_off, settings.calendar_extra_working_days),
         settings.form_data_shape,
         identity=identity,
@@ -80,11 +85,12 @@ def compose(settings: IntakeSettings | None = None, *, clock: Clock = SYSTEM_CLO
     runtime.on_stop(verification.close)
     runtime.on_stop(identity.close)
     runtime.on_stop(journeys.close)
+    runtime.on_stop(catalogues.close)
     return IntakeDeps(
         settings=settings,
         runtime=runtime,
         clock=clock,
-        catalogue=catalogue,
+        catalogues=catalogues,
         token_verifier=verification.verifier,
         registry=registry,
         journeys=journeys,
@@ -105,9 +111,14 @@ def _journeys(deps: Deps) -> JourneyClient:
 
 
 def _catalogue(deps: Deps) -> Catalogue:
-    return deps.catalogue
+    return deps.catalogues.catalogue
+
+
+def _catalogues(deps: Deps) -> CatalogueClient:
+    return deps.catalogues
 
 
 RegistryDep = Annotated[DossierRegistry, Depends(_registry)]
 JourneysDep = Annotated[JourneyClient, Depends(_journeys)]
 CatalogueDep = Annotated[Catalogue, Depends(_catalogue)]
+CataloguesDep = Annotated[CatalogueClient, Depends(_catalogues)]

@@ -19,7 +19,8 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from core.audit import Caller, forbidden
 from core.calendar import WorkingCalendar
-from core.catalogue import Catalogue, Procedure
+from core.catalogue import Procedure
+from core.catalogue_client import CatalogueClient, Versioned
 from core.clock import SYSTEM_CLOCK, Clock
 from core.events import new_event
 from core.limits import JsonShape, JsonShapeError, check_json_shape
@@ -63,7 +64,7 @@ class DossierRegistry:
         self,
         sessions: async_sessionmaker[AsyncSession],
         outbox: Outbox,
-        catalogue: Catalogue,
+        catalogue: CatalogueClient,
         calendar: WorkingCalendar,
         form_shape: JsonShape,
         identity: IdentityClient | None = None,
@@ -83,7 +84,9 @@ class DossierRegistry:
         """Register the dossier; returns (its record, created). A replayed key returns the
         first dossier's record with created=False. With a citizen session the applicant is
         the e-ID citizen and a consented residence is attached."""
-        procedure = self._validate(request)
+        # One version for the whole submission: checked, dated and recorded under it.
+        catalogue = self._catalogue.current()
+        procedure = self._validate(request, catalogue)
         check_residence_proof(request, procedure, with_eid=citizen_session is not None)
         eid = None
         if citizen_session is not None and self.identity is not None:
@@ -101,7 +104,9 @@ class DossierRegistry:
         if idempotency_key and (replayed := await self._replay(idempotency_key, request_hash)):
             return replayed, False
         try:
-            record = await self._register(request, procedure, idempotency_key, request_hash, eid)
+            record = await self._register(
+                request, procedure, catalogue.version, idempotency_key, request_hash, eid
+            )
         except IntegrityError:
             # A concurrent request with the same key won the race: answer with its receipt.
             if idempotency_key and (replayed := await self._replay(idempotency_key, request_hash)):
@@ -132,7 +137,7 @@ class DossierRegistry:
             row = (await session.execute(select(dossiers).where(dossiers.c.code == code))).first()
         return dict(row._mapping) if row else None
 
-    def _validate(self, request: DossierIn) -> Procedure:
+    def _validate(self, request: DossierIn, catalogue: Versioned) -> Procedure:
         try:
             # Before anything else reads the form: protobuf, the fingerprint, the database.
             check_json_shape(request.form_data, self._form_shape)
@@ -141,8 +146,8 @@ class DossierRegistry:
             raise RequestValidationError(
                 [{"loc": location, "msg": f"form_data: {exc}", "type": exc.kind}]
             ) from None
-        procedure = self._catalogue.procedure(request.procedure_code)
-        if procedure is None:
+        procedure = catalogue.catalogue.procedure(request.procedure_code)
+        if procedure is None or not procedure.active:
             raise Problem(
                 422,
                 "unknown-procedure",
@@ -150,7 +155,7 @@ class DossierRegistry:
                 f"No procedure {request.procedure_code!r} in the catalogue",
             )
         agency = request.receiving_agency_code or procedure.receiving_agency
-        if agency not in self._catalogue.agencies:
+        if agency not in catalogue.catalogue.agencies:
             raise Problem(422, "unknown-agency", "Unknown receiving agency", f"{agency!r}")
         missing = [f for f in procedure.required_fields if request.form_data.get(f) in (None, "")]
         if missing:
@@ -167,6 +172,7 @@ class DossierRegistry:
         self,
         request: DossierIn,
         procedure: Procedure,
+        catalogue_version: int,
         key: str | None,
         request_hash: str,
         eid: EidApplicant | None = None,
@@ -199,6 +205,7 @@ class DossierRegistry:
                 "received_at": received_at,
                 "due_at": due_at.astimezone(UTC),
                 "trace_id": format(span.get_span_context().trace_id, "032x"),
+                "catalogue_version": catalogue_version,
             }
             await session.execute(dossiers.insert().values(record))
             if key:
@@ -214,7 +221,9 @@ class DossierRegistry:
             if residence is not None:
                 message.residence.CopyFrom(residence)
             message.assurance_level = eid.assurance_level if eid else 0
-            submitted = events_pb2.DossierSubmitted(dossier=message)
+            submitted = events_pb2.DossierSubmitted(
+                dossier=message, catalogue_version=catalogue_version
+            )
             await self._outbox.put(session, new_event(submitted, source=SOURCE, dossier_code=code))
         return record
 

@@ -22,6 +22,9 @@ dossiers = Table(
     Column("received_at", UtcDateTime(), nullable=False),
     Column("due_at", UtcDateTime(), nullable=False),
     Column("trace_id", String(32), nullable=False),
+    # Routing's catalogue version the dossier was received under (checked, due date set):
+    # routing follows that version's steps. 0: received before versions were recorded.
+    Column("catalogue_version", Integer, nullable=False, server_default="0"),
 )
 
 # Daily receipt numbering per receiving agency: AGENCY-YYMMDD-NNNN.

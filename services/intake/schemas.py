@@ -146,6 +146,10 @@ class DossierOut(BaseModel):
         default=True, description="False when routing could not be asked just now"
     )
     trace_id: str
+    catalogue_version: int = Field(
+        description="The catalogue version the dossier was received under: its steps and due "
+        "date are that version's, whatever is loaded later (0: before versions were recorded)"
+    )
 
 
 class ProcedureStepOut(BaseModel):

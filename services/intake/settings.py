@@ -2,14 +2,15 @@ from __future__ import annotations
 
 from pydantic import Field
 
+from core.catalogue_client import CatalogueSettings
 from core.limits import JsonShape
 from core.settings import ServiceSettings
 
 
-class IntakeSettings(ServiceSettings):
+class IntakeSettings(ServiceSettings, CatalogueSettings):
     http_port: int = 8080
-    # Routing answers "where is this dossier now" over gRPC.
-    routing_grpc_target: str = "127.0.0.1:50051"
+    # Routing answers "where is this dossier now" over gRPC (ROUTING_GRPC_TARGET), and
+    # serves the catalogue (core/catalogue_client.py).
     journey_timeout_s: float = 2.0
     # Identity resolves e-ID citizen sessions and hands over consented registry data.
     identity_grpc_target: str = "127.0.0.1:50052"

@@ -12,7 +12,7 @@ from sqlalchemy import and_
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from core.auth import TokenVerifier, token_verifier
-from core.catalogue import Catalogue, load_catalogue
+from core.catalogue_client import CatalogueClient
 from core.clock import SYSTEM_CLOCK, Clock
 from core.consumer import EventConsumer
 from core.deps import provider
@@ -20,7 +20,7 @@ from core.handlers import EventHandlers
 from core.outbound import OutboundClient
 from core.outbox import Outbox
 from core.queue_metrics import QueueCount
-from core.runtime import Runtime
+from core.runtime import Runtime, Worker
 from services.notify import models
 from services.notify.channels import (
     Channel,
@@ -42,7 +42,8 @@ class NotifyDeps:
     settings: NotifySettings
     runtime: Runtime
     clock: Clock
-    catalogue: Catalogue
+    # Routing's catalogue: procedure and agency names in messages.
+    catalogues: CatalogueClient
     token_verifier: TokenVerifier
     outbox: Outbox
     status_log: StatusLog
@@ -64,10 +65,13 @@ def compose(settings: NotifySettings | None = None, *, clock: Clock = SYSTEM_CLO
         settings, name="notify", metadata=models.metadata, migrations=MIGRATIONS, outbox=outbox
     )
     status_log = StatusLog(outbox)
-    catalogue = load_catalogue()
+    catalogues = CatalogueClient.from_settings(settings)
+    runtime.add_worker("catalogue", catalogues.run)
+    runtime.add_gate("catalogue", catalogues.ready)
+    runtime.on_stop(catalogues.close)
     service = NotificationService(
         runtime.sessions,
-        catalogue,
+        catalogues,
         status_log,
         sms_enabled=settings.sms_enabled,
         intake_url=settings.intake_public_url,
@@ -78,7 +82,8 @@ def compose(settings: NotifySettings | None = None, *, clock: Clock = SYSTEM_CLO
     consumer = EventConsumer(
         settings, group_id="notify", handlers=handlers, producer=runtime.producer
     )
-    runtime.add_worker("dossier-consumer", consumer.run)
+    # Messages name procedures: nothing is consumed before the catalogue is in.
+    runtime.add_worker("dossier-consumer", _after(catalogues, consumer.run))
     outbound = webhook_client(settings)
     channels: list[Channel] = [
         EmailChannel(settings),
@@ -94,7 +99,7 @@ def compose(settings: NotifySettings | None = None, *, clock: Clock = SYSTEM_CLO
         settings=settings,
         runtime=runtime,
         clock=clock,
-        catalogue=catalogue,
+        catalogues=catalogues,
         token_verifier=verification.verifier,
         outbox=outbox,
         status_log=status_log,
@@ -102,6 +107,14 @@ def compose(settings: NotifySettings | None = None, *, clock: Clock = SYSTEM_CLO
         webhook_outbound=outbound,
         sender_wakeups=tuple(service.waiting.values()),
     )
+
+
+def _after(catalogues: CatalogueClient, worker: Worker) -> Worker:
+    async def run() -> None:
+        await catalogues.ready.wait()
+        await worker()
+
+    return run
 
 
 def _add_sender(

@@ -35,6 +35,8 @@ contacts = Table(
     Column("preferred_channel", String(10), nullable=False, default=""),
     Column("receiving_agency_code", String(40)),
     Column("received_at", UtcDateTime()),
+    # Routing's catalogue version the dossier was received under (its procedure's name).
+    Column("catalogue_version", Integer, nullable=False, server_default="0"),
 )
 
 # Status: created -> sending -> delivered | temporary-failure | permanent-failure |

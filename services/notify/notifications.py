@@ -19,7 +19,7 @@ from google.protobuf.message import Message
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
-from core.catalogue import Catalogue
+from core.catalogue_client import CatalogueClient
 from core.clock import SYSTEM_CLOCK, Clock
 from core.events import TYPE_OF, Event
 from core.handlers import EventHandlers
@@ -58,7 +58,7 @@ class NotificationService:
     def __init__(
         self,
         sessions: async_sessionmaker[AsyncSession],
-        catalogue: Catalogue,
+        catalogues: CatalogueClient,
         status_log: StatusLog,
         *,
         sms_enabled: bool,
@@ -66,7 +66,7 @@ class NotificationService:
         clock: Clock = SYSTEM_CLOCK,
     ) -> None:
         self._sessions = sessions
-        self._catalogue = catalogue
+        self._catalogues = catalogues
         self._status_log = status_log
         self._clock = clock
         self._sms_enabled = sms_enabled
@@ -96,11 +96,12 @@ class NotificationService:
                 select(contacts).where(contacts.c.dossier_code.in_({e.subject for e in fresh}))
             )
             by_dossier = {row.dossier_code: row._mapping for row in known}
+            names = {code: await self._procedure_name(c) for code, c in by_dossier.items()}
             subscribed = [r._mapping for r in await session.execute(select(subscriptions))]
             rows: list[dict[str, Any]] = []
             for event in fresh:
                 contact = by_dossier.get(event.subject)
-                subject = self._subject(event, contact)
+                subject = self._subject(event, contact, names.get(event.subject, ""))
                 rows += self._for_citizen(event, subject, contact, now)
                 rows += self._for_agencies(event, subject, contact, subscribed, now)
             if rows:
@@ -175,6 +176,7 @@ class NotificationService:
                 {
                     "dossier_code": dossier.code,
                     "procedure_code": dossier.procedure_code,
+                    "catalogue_version": event.data.catalogue_version,
                     "full_name": applicant.full_name,
                     "email": applicant.email or None,
                     "phone": applicant.phone or None,
@@ -187,15 +189,21 @@ class NotificationService:
             statement = upsert(session.get_bind().dialect.name, contacts).values(values)
             await session.execute(statement.on_conflict_do_nothing())
 
-    def _subject(self, event: Event, contact: Any) -> Subject:
+    async def _procedure_name(self, contact: Any) -> str:
+        """As the catalogue version the dossier was received under names the procedure: the
+        citizen reads the name they filed under, however it was renamed since."""
+        catalogue = await self._catalogues.at(contact["catalogue_version"])
+        procedure = catalogue.procedure(contact["procedure_code"])
+        return procedure.name if procedure else str(contact["procedure_code"])
+
+    def _subject(self, event: Event, contact: Any, procedure_name: str) -> Subject:
         """Template and fields; an empty or unset field is left out, so StrictUndefined
         stops a message that would need it instead of sending a blank."""
         data = event.data
         fields: dict[str, Any] = {"code": event.subject}
         if contact is not None:
-            procedure = self._catalogue.procedure(contact["procedure_code"])
             fields["full_name"] = contact["full_name"]
-            fields["procedure_name"] = procedure.name if procedure else contact["procedure_code"]
+            fields["procedure_name"] = procedure_name
             if contact["received_at"] is not None:
                 fields["received_at"] = contact["received_at"]
         agency = contact["receiving_agency_code"] if contact else ""
@@ -217,7 +225,7 @@ class NotificationService:
             fields |= _texts(agency_name=data.agency_name, reason=data.reason)
         elif isinstance(data, events_pb2.DossierOverdue):
             template, agency = "apology", data.agency_code
-            known = self._catalogue.agencies.get(data.agency_code)
+            known = self._catalogues.catalogue.agencies.get(data.agency_code)
             fields |= _texts(agency_name=known.name if known else "", reason=data.reason)
             fields |= timestamps(data, "due_at", "new_due_at")
         else:  # the consumer only hands over event_types

@@ -2,11 +2,13 @@ from __future__ import annotations
 
 from pydantic import Field
 
+from core.catalogue_client import CatalogueSettings
 from core.outbound import OutboundSettings
 from core.settings import ServiceSettings
 
 
-class NotifySettings(ServiceSettings, OutboundSettings):
+# Procedure names in messages come from routing's catalogue (CatalogueSettings).
+class NotifySettings(ServiceSettings, OutboundSettings, CatalogueSettings):
     http_port: int = 8082
     smtp_host: str = "127.0.0.1"
     smtp_port: int = 2525

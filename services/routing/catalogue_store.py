@@ -5,6 +5,10 @@ validated and written into routing's tables in one transaction, under a version 
 SHA-256 of the files makes loading unchanged files a no-op. Journeys and delivery read an
 in-memory Catalogue built from those rows, swapped whole when the version changes, so every
 replica follows a change of the files within one refresh interval, without a code change.
+
+Each version is also kept whole, for good (routing_catalogue_snapshot): routing serves them to
+intake and notify over gRPC (grpc_api.CatalogueServicer), and follows the steps of the version
+a dossier was received under, so a reload never changes a dossier already under way.
 """
 
 from __future__ import annotations
@@ -12,53 +16,41 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
+from collections import OrderedDict
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import cast
 
+from google.protobuf.json_format import MessageToDict, ParseDict
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
 from core.catalogue import (
     Agency,
     Catalogue,
+    LiveCatalogue,
     Procedure,
     Step,
     catalogue_digest,
     parse_catalogue,
 )
+from core.catalogue_client import catalogue_of, snapshot_of
 from core.clock import SYSTEM_CLOCK, Clock
 from core.storage import upsert
+from gateway.v1.catalogue_pb2 import CatalogueSnapshot
 from services.routing.models import (
     catalogue_agencies,
     catalogue_procedures,
+    catalogue_snapshots,
     catalogue_steps,
     catalogue_versions,
 )
 from services.routing.rows import AgencyRow, ProcedureRow, StepRow
 
 log = logging.getLogger(__name__)
-
-
-class LiveCatalogue(Catalogue):
-    """The catalogue as last loaded from the database; readers always see one whole version."""
-
-    def __init__(self) -> None:
-        self._swap(Catalogue(procedures={}, agencies={}))
-
-    def _swap(self, current: Catalogue) -> None:
-        object.__setattr__(self, "_current", current)
-
-    @property
-    def procedures(self) -> Mapping[str, Procedure]:
-        current: Catalogue = object.__getattribute__(self, "_current")
-        return current.procedures
-
-    @property
-    def agencies(self) -> Mapping[str, Agency]:
-        current: Catalogue = object.__getattribute__(self, "_current")
-        return current.agencies
+# Past versions kept in memory; older ones are read from the table again when asked for.
+KEEP_VERSIONS = 32
 
 
 @dataclass(frozen=True)
@@ -86,6 +78,7 @@ class CatalogueStore:
         self._clock = clock
         self.catalogue = LiveCatalogue()
         self.version = 0
+        self._versions: OrderedDict[int, tuple[CatalogueSnapshot, Catalogue]] = OrderedDict()
         # Workers that need the catalogue (consumer, delivery) wait for the first load.
         self.ready = asyncio.Event()
 
@@ -128,6 +121,16 @@ class CatalogueStore:
                     .where(catalogue_versions.c.id == 1)
                     .values(version=version, sha256=sha256, loaded_at=now)
                 )
+            # Unchanged files are this version too: a database from before snapshots gets
+            # the current one's.
+            snapshot = MessageToDict(
+                snapshot_of(parsed, version, sha256), preserving_proto_field_name=True
+            )
+            await session.execute(
+                upsert(self._engine, catalogue_snapshots)
+                .values(version=version, sha256=sha256, loaded_at=now, snapshot=snapshot)
+                .on_conflict_do_nothing(index_elements=["version"])
+            )
         log.info(
             "catalogue %s: version %d (%s)", "loaded" if changed else "unchanged", version, sha256
         )
@@ -158,9 +161,48 @@ class CatalogueStore:
         for agency in built.agencies.values():
             if not agency.secret:
                 log.warning("agency %s has no signing secret configured", agency.code)
-        self.catalogue._swap(built)
+        self.catalogue.swap(built)
         self.version = version
         self.ready.set()
+
+    async def snapshot(self, version: int | None = None) -> CatalogueSnapshot | None:
+        """Version `version` (the current one by default) whole; None if never loaded."""
+        kept = await self._kept(self.version if version is None else version)
+        return kept[0] if kept else None
+
+    async def procedure(
+        self, version: int, code: str, session: AsyncSession | None = None
+    ) -> Procedure | None:
+        """The procedure as version `version` had it: what a dossier received under that
+        version follows. Version 0 (received before versions were recorded) and a version
+        not in the table take the current catalogue, procedures that left the files too.
+        `session`: the caller's transaction, read in rather than beside it."""
+        kept = await self._kept(version, session) if version else None
+        if kept is None:
+            return self.catalogue.procedure(code)
+        return kept[1].procedure(code)
+
+    async def _kept(
+        self, version: int, session: AsyncSession | None = None
+    ) -> tuple[CatalogueSnapshot, Catalogue] | None:
+        if version in self._versions:
+            self._versions.move_to_end(version)
+            return self._versions[version]
+        query = select(catalogue_snapshots.c.snapshot).where(
+            catalogue_snapshots.c.version == version
+        )
+        if session is not None:
+            stored = await session.scalar(query)
+        else:
+            async with self._sessions() as own:
+                stored = await own.scalar(query)
+        if stored is None:
+            return None
+        snapshot = ParseDict(stored, CatalogueSnapshot())
+        self._versions[version] = (snapshot, catalogue_of(snapshot))
+        while len(self._versions) > KEEP_VERSIONS:
+            self._versions.popitem(last=False)
+        return self._versions[version]
 
 
 async def _write(

@@ -17,7 +17,7 @@ from fastapi import Depends, FastAPI
 from sqlalchemy import and_
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
-from core.auth import JOURNEYS_READ, TokenVerifier, token_verifier
+from core.auth import CATALOGUE_READ, JOURNEYS_READ, TokenVerifier, token_verifier
 from core.auth_grpc import AuthInterceptor
 from core.calendar import WorkingCalendar
 from core.catalogue import Catalogue
@@ -30,12 +30,12 @@ from core.handlers import EventHandlers
 from core.outbox import Outbox
 from core.queue_metrics import QueueCount, count_of
 from core.runtime import Runtime, Worker
-from gateway.v1 import events_pb2, routing_pb2, routing_pb2_grpc
+from gateway.v1 import catalogue_pb2, catalogue_pb2_grpc, events_pb2, routing_pb2, routing_pb2_grpc
 from services.routing import models
 from services.routing.catalogue_store import CatalogueStore
 from services.routing.deadlines import DeadlineScheduler
 from services.routing.delivery import DeliveryWorker
-from services.routing.grpc_api import RoutingServicer
+from services.routing.grpc_api import CatalogueServicer, RoutingServicer
 from services.routing.journeys import JourneyService
 from services.routing.lifecycle import OPEN_STATES
 from services.routing.models import PushStatus, TransferStatus
@@ -98,6 +98,7 @@ def compose(settings: RoutingSettings | None = None, *, clock: Clock = SYSTEM_CL
         deadline_override_procedures=frozenset(
             code.strip() for code in settings.deadline_override_procedures.split(",") if code
         ),
+        procedure_at=store.procedure,
     )
     deadlines = DeadlineScheduler(
         runtime.engine,
@@ -172,11 +173,22 @@ def _add_workers(deps: RoutingDeps) -> None:
 
 def _serve_grpc(deps: RoutingDeps) -> None:
     servicer = RoutingServicer(deps.sessions, deps.catalogue)
+    # The catalogue's one owner serves it: intake and notify read no files.
+    catalogue = CatalogueServicer(deps.catalogue_store)
     service_name = routing_pb2.DESCRIPTOR.services_by_name["RoutingService"].full_name
-    grpc_scopes = {f"/{service_name}/GetJourney": JOURNEYS_READ}
+    catalogue_name = catalogue_pb2.DESCRIPTOR.services_by_name["CatalogueService"].full_name
+    grpc_scopes = {
+        f"/{service_name}/GetJourney": JOURNEYS_READ,
+        f"/{catalogue_name}/GetCatalogue": CATALOGUE_READ,
+    }
     grpc_server = GrpcServer(
-        [lambda server: routing_pb2_grpc.add_RoutingServiceServicer_to_server(servicer, server)],
-        [service_name],
+        [
+            lambda server: routing_pb2_grpc.add_RoutingServiceServicer_to_server(servicer, server),
+            lambda server: catalogue_pb2_grpc.add_CatalogueServiceServicer_to_server(
+                catalogue, server
+            ),
+        ],
+        [service_name, catalogue_name],
         [AuthInterceptor(deps.token_verifier, grpc_scopes)],
     )
     deps.runtime.serve_grpc(grpc_server, deps.settings.http_host, deps.settings.grpc_port)

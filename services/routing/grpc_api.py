@@ -1,4 +1,5 @@
-"""RoutingService over gRPC: the journey of a dossier, for intake and operators."""
+"""Routing over gRPC: the journey of a dossier (RoutingService), for intake and operators,
+and the catalogue it owns (CatalogueService), for intake and notify."""
 
 from __future__ import annotations
 
@@ -10,8 +11,9 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from core.catalogue import Catalogue
 from core.events import timestamp
 from core.telemetry import trace_id_of
-from gateway.v1 import routing_pb2, routing_pb2_grpc
+from gateway.v1 import catalogue_pb2, catalogue_pb2_grpc, routing_pb2, routing_pb2_grpc
 from services.routing import queries
+from services.routing.catalogue_store import CatalogueStore
 from services.routing.lifecycle import State
 from services.routing.rows import TransferRow
 
@@ -61,6 +63,28 @@ class RoutingServicer(routing_pb2_grpc.RoutingServiceServicer):
             if value is not None:
                 getattr(step, field).CopyFrom(timestamp(value))
         return step
+
+
+class CatalogueServicer(catalogue_pb2_grpc.CatalogueServiceServicer):
+    def __init__(self, store: CatalogueStore) -> None:
+        self._store = store
+
+    async def GetCatalogue(
+        self,
+        request: catalogue_pb2.GetCatalogueRequest,
+        context: grpc.aio.ServicerContext[
+            catalogue_pb2.GetCatalogueRequest, catalogue_pb2.CatalogueSnapshot
+        ],
+    ) -> catalogue_pb2.CatalogueSnapshot:
+        if not self._store.ready.is_set():
+            # Retried by the caller: a catalogue half-known is never served.
+            await context.abort(grpc.StatusCode.UNAVAILABLE, "catalogue not loaded yet")
+        version = request.version if request.HasField("version") else None
+        snapshot = await self._store.snapshot(version)
+        if snapshot is None:
+            await context.abort(grpc.StatusCode.NOT_FOUND, f"no catalogue version {version}")
+            raise AssertionError("unreachable")  # abort raises
+        return snapshot
 
 
 def _journey_status(state: str) -> str:

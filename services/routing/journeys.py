@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import uuid
-from collections.abc import Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
 
@@ -59,6 +59,8 @@ from services.routing.outcomes import (
 )
 from services.routing.rows import JourneyRow, Json, TransferRow
 
+# The procedure as a catalogue version had it (catalogue_store.CatalogueStore.procedure).
+ProcedureAt = Callable[[int, str, AsyncSession], Awaitable[Procedure | None]]
 TRANSFER_NAMESPACE = uuid.UUID("6f1c2b8e-5d4a-4c1e-9a51-0d7f3e2b9c10")
 tracer = trace.get_tracer("gateway.routing")
 
@@ -86,10 +88,13 @@ class JourneyService:
         *,
         deadline_override_s: float = 0.0,
         deadline_override_procedures: frozenset[str] = frozenset(),
+        procedure_at: ProcedureAt,
     ) -> None:
         self.sessions = sessions
         self.outbox = outbox
         self.catalogue = catalogue
+        # Steps are the version's the dossier was received under, whatever was loaded since.
+        self._procedure_at = procedure_at
         self.calendar = calendar
         self.clock: Clock = clock or SystemClock()
         self._override = timedelta(seconds=deadline_override_s)
@@ -110,17 +115,22 @@ class JourneyService:
         async with self.sessions.begin() as session:
             batch = _TakeIn()
             for event in await first_seen(session, processed_events, events):
-                self._plan_journey(batch, event, now)
+                assert isinstance(event.data, events_pb2.DossierSubmitted)
+                version, code = event.data.catalogue_version, event.data.dossier.procedure_code
+                # As the catalogue version intake received the dossier under had it.
+                procedure = await self._procedure_at(version, code, session)
+                if procedure is None:
+                    raise PoisonEvent(f"procedure {code!r} is not in catalogue version {version}")
+                self._plan_journey(batch, event, procedure, version, now)
             await batch.write(session, self.outbox)
         self.transfers_waiting.set()
         self.deadlines_changed.set()
 
-    def _plan_journey(self, batch: _TakeIn, event: Event, now: datetime) -> None:
+    def _plan_journey(
+        self, batch: _TakeIn, event: Event, procedure: Procedure, version: int, now: datetime
+    ) -> None:
         assert isinstance(event.data, events_pb2.DossierSubmitted)
         dossier = event.data.dossier
-        procedure = self.catalogue.procedure(dossier.procedure_code)
-        if procedure is None:
-            raise PoisonEvent(f"procedure {dossier.procedure_code!r} is not in the catalogue")
         received_at = dossier.received_at.ToDatetime(tzinfo=now.tzinfo)
         due_at = dossier.due_at.ToDatetime(tzinfo=now.tzinfo)
         if self._overridden(procedure.code):
@@ -142,6 +152,7 @@ class JourneyService:
                 "due_at": due_at,
                 "appointment_at": due_at,
                 "receiving_agency_code": dossier.receiving_agency_code,
+                "catalogue_version": version,
                 "paused_s": 0.0,
                 "next_deadline_at": min([due_at, *step_dues]),
             }
@@ -272,7 +283,9 @@ class JourneyService:
         )
         if still_open:
             return
-        procedure = self.catalogue.procedure(journey.procedure_code)
+        procedure = await self._procedure_at(
+            journey.catalogue_version, journey.procedure_code, session
+        )
         assert procedure is not None
         next_stage = transfer.stage + 1
         if next_stage < procedure.stage_count:

@@ -58,6 +58,9 @@ journeys = Table(
     # (finished, or clock stopped). Survives restarts: the scheduler reads it back.
     Column("next_deadline_at", UtcDateTime()),
     Index("ix_routing_dossier_next_deadline", "next_deadline_at"),
+    # The catalogue version intake received the dossier under: its steps are that version's.
+    # 0: received before versions were recorded (the current version applies).
+    Column("catalogue_version", Integer, nullable=False, server_default="0"),
 )
 
 transfers = Table(
@@ -117,6 +120,18 @@ catalogue_versions = Table(
     # SHA-256 of the files: loading the same files again changes nothing.
     Column("sha256", String(64), nullable=False),
     Column("loaded_at", UtcDateTime(), nullable=False),
+)
+
+# Every version ever loaded, whole (a gateway.v1.CatalogueSnapshot as JSON), never deleted:
+# intake and notify ask for the version a dossier was received under, and routing follows
+# its steps, however the files changed since.
+catalogue_snapshots = Table(
+    "routing_catalogue_snapshot",
+    metadata,
+    Column("version", Integer, primary_key=True, autoincrement=False),
+    Column("sha256", String(64), nullable=False),
+    Column("loaded_at", UtcDateTime(), nullable=False),
+    Column("snapshot", JSON, nullable=False),
 )
 
 # ${VARIABLES} (endpoints, secret references) are stored as written, never resolved.

@@ -1,5 +1,7 @@
 """The catalogue lives in routing's database; a changed file is loaded by a reload and
-routes the next dossier, an unchanged one is a no-op and a broken one changes nothing."""
+routes the next dossier, an unchanged one is a no-op and a broken one changes nothing.
+A dossier already received keeps the version it was received under, in intake, routing
+and notify alike."""
 
 from __future__ import annotations
 
@@ -17,7 +19,16 @@ from sqlalchemy.ext.asyncio import create_async_engine
 
 from devstack.stack import Stack
 from tests.support.agencies import birth_registration
-from tests.support.flows import as_operator, submit, wait_completed
+from tests.support.flows import (
+    CHAIN,
+    as_operator,
+    chain_dossier,
+    dossier_view,
+    eventually,
+    mails_to,
+    submit,
+    wait_completed,
+)
 
 
 async def catalogue_rows(database_url: str) -> dict[str, Any]:
@@ -73,6 +84,13 @@ def reload(stack: Stack) -> httpx.Response:
     )
 
 
+def intake_procedure(stack: Stack, code: str) -> dict[str, Any]:
+    response = httpx.get(f"{stack.url('intake')}/v1/procedures/{code}", timeout=10)
+    assert response.status_code == 200, response.text
+    body: dict[str, Any] = response.json()
+    return body
+
+
 def test_the_catalogue_is_in_the_database_and_a_changed_file_reloads(
     stack: Stack, database_url: str, procedures_file: Path
 ) -> None:
@@ -95,7 +113,9 @@ def test_the_catalogue_is_in_the_database_and_a_changed_file_reloads(
     assert asyncio.run(catalogue_rows(database_url))["birth_steps"] == [
         (renamed, "000.21.31.H22", 1)
     ]
-    # The next dossier follows the new catalogue, without a restart.
+    # The next dossier follows the new catalogue, without a restart: once intake has it
+    # from routing (within CATALOGUE_REFRESH_S).
+    eventually(lambda: intake_procedure(stack, "HT.KS")["steps"][0]["name"] == renamed)
     code = submit(stack, birth_registration("reloaded@example.vn"))
     assert wait_completed(stack, code)["steps"][0]["name"] == renamed
 
@@ -108,3 +128,62 @@ def test_the_catalogue_is_in_the_database_and_a_changed_file_reloads(
         f"{stack.url('routing')}/v1/catalogue", headers=as_operator(stack), timeout=10
     ).json()
     assert shown["version"] == rows["version"] + 1
+
+
+def maintenance(stack: Stack, on: bool) -> None:
+    response = httpx.put(
+        f"{stack.url('routing')}/v1/maintenance",
+        json={"on": on, "reason": "catalogue overhaul"},
+        headers=as_operator(stack),
+        timeout=10,
+    )
+    assert response.status_code == 200, response.text
+
+
+def test_a_reload_never_changes_a_dossier_already_received(
+    stack: Stack, procedures_file: Path
+) -> None:
+    files = yaml.safe_load(procedures_file.read_text())["procedures"]
+    chain = next(p for p in files if p["code"] == CHAIN)
+    old_name, old_steps = chain["name"], [s["name"] for s in chain["steps"]]
+    # Routing delivers nothing in maintenance: the first dossier waits, received, while
+    # the catalogue changes under it.
+    maintenance(stack, True)
+    try:
+        in_flight = submit(stack, chain_dossier("received-before@example.vn"))
+        version = dossier_view(stack, in_flight)["catalogue_version"]
+        assert version >= 1
+
+        # The chain loses its last step (health insurance) and is renamed.
+        changed = copy.deepcopy(files)
+        new = next(p for p in changed if p["code"] == CHAIN)
+        new["name"], new["steps"] = "Liên thông khai sinh, thường trú", new["steps"][:2]
+        procedures_file.write_text(
+            yaml.safe_dump({"procedures": changed}, allow_unicode=True, sort_keys=False)
+        )
+        new_version = reload(stack).json()["version"]
+        assert new_version > version
+        # Intake follows routing's catalogue within its refresh interval.
+        eventually(lambda: len(intake_procedure(stack, CHAIN)["steps"]) == 2, timeout=60)
+        after = submit(stack, chain_dossier("received-after@example.vn"))
+    finally:
+        maintenance(stack, False)
+
+    # The dossier under way still crosses all three agencies, under its own version.
+    old = wait_completed(stack, in_flight, timeout=90)
+    assert [s["name"] for s in old["steps"]] == old_steps
+    assert all(s["status"] == "completed" for s in old["steps"])
+    assert (old["catalogue_version"], old["procedure_name"]) == (version, old_name)
+    # The next one follows the new version.
+    fresh = wait_completed(stack, after, timeout=90)
+    assert [s["name"] for s in fresh["steps"]] == old_steps[:2]
+    assert (fresh["catalogue_version"], fresh["procedure_name"]) == (
+        new_version,
+        "Liên thông khai sinh, thường trú",
+    )
+    # Notify names the procedure as the citizen filed it, in the message after the reload.
+    done = f"Hồ sơ {in_flight} đã được giải quyết xong"
+    mails = eventually(
+        lambda: [m for m in mails_to(stack, "received-before@example.vn") if m["subject"] == done]
+    )
+    assert old_name in mails[0]["text"]

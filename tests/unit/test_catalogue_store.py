@@ -50,5 +50,24 @@ async def test_files_are_loaded_once_per_version_and_read_back_from_the_rows(
         assert retired is not None
         assert not retired.active
         assert [s.name for s in retired.steps] == ["Đăng ký khai sinh"]
+
+        # Every version stays whole: a dossier received under version 1 follows its steps.
+        first_chain = await store.procedure(1, "LT.KS-TT-BHYT")
+        assert first_chain is not None
+        assert [s.days for s in first_chain.steps] == [1, 3, 1]
+        assert await store.procedure(1, "HT.KS") is not None
+        assert await store.procedure(2, "HT.KS") is None
+        # Before versions were recorded (0): the current catalogue, retired procedures too.
+        assert await store.procedure(0, "HT.KS") == retired
+        served = await store.snapshot()
+        assert served is not None
+        assert (served.version, served.digest) == (2, changed.sha256)
+        assert "HT.KS" not in {p.code for p in served.procedures}
+        marital = next(p for p in served.procedures if p.code == "HT.XNTTHN")
+        assert (list(marital.needs), marital.min_assurance) == (["residence"], 2)
+        old = await store.snapshot(1)
+        assert old is not None
+        assert old.digest == first.sha256
+        assert await store.snapshot(3) is None
     finally:
         await engine.dispose()

@@ -89,12 +89,12 @@ def test_prometheus_scrapes_each_service_of_the_compose_file_on_its_port() -> No
         assert compose[name]["environment"]["HTTP_PORT"] == port
 
 
-def test_requests_are_counted_by_route_template(tmp_path: Path) -> None:
+def test_requests_are_counted_by_route_template(tmp_path: Path, routing_catalogue: str) -> None:
     issuer = TestIssuer()
     settings = IntakeSettings(
         database_url=f"sqlite+aiosqlite:///{tmp_path / 'intake.db'}",
         kafka_bootstrap_servers="127.0.0.1:1",
-        routing_grpc_target="127.0.0.1:1",
+        routing_grpc_target=routing_catalogue,
         **issuer.settings(),
     )
     with TestClient(build_app(settings), raise_server_exceptions=False) as client:

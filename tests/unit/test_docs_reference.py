@@ -30,6 +30,7 @@ CONFIGURATION = REFERENCE / "configuration.md"
 SETTINGS_MODULES = [
     "core.settings",
     "core.outbound",
+    "core.catalogue_client",
     *sorted(
         f"services.{path.parent.name}.settings"
         for path in (REPO / "services").glob("*/settings.py")

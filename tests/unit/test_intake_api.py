@@ -51,11 +51,11 @@ def database(tmp_path: Path) -> Path:
 
 
 @pytest.fixture
-def client(database: Path) -> Iterator[TestClient]:
+def client(database: Path, routing_catalogue: str) -> Iterator[TestClient]:
     settings = IntakeSettings(
         database_url=f"sqlite+aiosqlite:///{database}",
         kafka_bootstrap_servers="127.0.0.1:1",  # nothing listens: events stay in the outbox
-        routing_grpc_target="127.0.0.1:1",
+        routing_grpc_target=routing_catalogue,
         journey_timeout_s=0.2,
         **ISSUER.settings(),
     )
@@ -94,6 +94,25 @@ def test_submission_returns_receipt_due_date_and_stages_one_event(
     assert body["due_at"].endswith(("Z", "+00:00"))
     assert "T10:00:00" in body["due_at"]
     assert outbox_rows(database) == 1
+
+
+def test_the_dossier_records_the_catalogue_version_it_was_received_under(
+    client: TestClient, database: Path
+) -> None:
+    response = client.post("/v1/dossiers", json=dossier())
+    assert response.status_code == 201, response.text
+    # Routing's catalogue stood in serves version 1 (tests/support/catalogue_server.py).
+    assert response.json()["catalogue_version"] == 1
+    code = response.json()["code"]
+    assert client.get(f"/v1/dossiers/{code}").json()["catalogue_version"] == 1
+    with create_engine(f"sqlite:///{database}").connect() as conn:
+        row = conn.execute(text("SELECT key, value, headers FROM intake_outbox")).one()
+        stored = conn.execute(text("SELECT catalogue_version FROM intake_dossier")).scalar_one()
+    assert stored == 1
+    headers = {k: v.encode() for k, v in json.loads(row.headers).items()}
+    event = from_kafka(row.key, row.value, headers)
+    assert isinstance(event.data, events_pb2.DossierSubmitted)
+    assert event.data.catalogue_version == 1
 
 
 def test_the_preferred_channel_travels_in_the_event(client: TestClient, database: Path) -> None:

@@ -21,11 +21,11 @@ ISSUER = TestIssuer()
 
 
 @pytest.fixture
-def client(tmp_path: Path) -> Iterator[TestClient]:
+def client(tmp_path: Path, routing_catalogue: str) -> Iterator[TestClient]:
     settings = IntakeSettings(
         database_url=f"sqlite+aiosqlite:///{tmp_path / 'intake.db'}",
         kafka_bootstrap_servers="127.0.0.1:1",
-        routing_grpc_target="127.0.0.1:1",
+        routing_grpc_target=routing_catalogue,
         identity_grpc_target="127.0.0.1:1",  # nothing listens
         identity_timeout_s=0.5,
         **ISSUER.settings(),

@@ -113,11 +113,11 @@ async def test_a_queue_held_by_maintenance_claims_nothing_until_it_ends(
 
 
 @pytest.fixture
-def intake(tmp_path: Path) -> Iterator[TestClient]:
+def intake(tmp_path: Path, routing_catalogue: str) -> Iterator[TestClient]:
     settings = IntakeSettings(
         database_url=f"sqlite+aiosqlite:///{tmp_path / 'intake.db'}",
         kafka_bootstrap_servers="127.0.0.1:1",
-        routing_grpc_target="127.0.0.1:1",
+        routing_grpc_target=routing_catalogue,
         journey_timeout_s=0.2,
         maintenance_cache_s=0,
         maintenance_retry_after_s=120,

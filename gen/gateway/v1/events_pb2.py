@@ -26,7 +26,7 @@ from gateway.v1 import dossier_pb2 as gateway_dot_v1_dot_dossier__pb2
 from google.protobuf import timestamp_pb2 as google_dot_protobuf_dot_timestamp__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x17gateway/v1/events.proto\x12\ngateway.v1\x1a\x18gateway/v1/dossier.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"8\n\x10\x44ossierSubmitted\x12$\n\x07\x64ossier\x18\x01 \x01(\x0b\x32\x13.gateway.v1.Dossier\"\xbc\x01\n\rDossierRouted\x12\x14\n\x0c\x64ossier_code\x18\x01 \x01(\t\x12\x12\n\nstep_index\x18\x02 \x01(\x05\x12\x11\n\tstep_name\x18\x03 \x01(\t\x12\x13\n\x0b\x61gency_code\x18\x04 \x01(\t\x12\x13\n\x0b\x61gency_name\x18\x05 \x01(\t\x12\x13\n\x0btransfer_id\x18\x06 \x01(\t\x12/\n\x0bstep_due_at\x18\x07 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"\xaa\x01\n\x10\x44ossierDelivered\x12\x14\n\x0c\x64ossier_code\x18\x01 \x01(\t\x12\x12\n\nstep_index\x18\x02 \x01(\x05\x12\x13\n\x0b\x61gency_code\x18\x03 \x01(\t\x12\x13\n\x0btransfer_id\x18\x04 \x01(\t\x12\x10\n\x08\x61ttempts\x18\x05 \x01(\x05\x12\x30\n\x0c\x64\x65livered_at\x18\x06 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"\xa6\x01\n\rStepCompleted\x12\x14\n\x0c\x64ossier_code\x18\x01 \x01(\t\x12\x12\n\nstep_index\x18\x02 \x01(\x05\x12\x13\n\x0b\x61gency_code\x18\x03 \x01(\t\x12\x13\n\x0btransfer_id\x18\x04 \x01(\t\x12\x0f\n\x07outcome\x18\x05 \x01(\t\x12\x30\n\x0c\x63ompleted_at\x18\x06 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"h\n\x10\x44ossierCompleted\x12\x14\n\x0c\x64ossier_code\x18\x01 \x01(\t\x12\x30\n\x0c\x63ompleted_at\x18\x02 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x0c\n\x04late\x18\x03 \x01(\x08\"\xa7\x01\n\x0e\x44ossierOverdue\x12\x14\n\x0c\x64ossier_code\x18\x01 \x01(\t\x12\x13\n\x0b\x61gency_code\x18\x02 \x01(\t\x12*\n\x06\x64ue_at\x18\x03 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x0e\n\x06reason\x18\x04 \x01(\t\x12.\n\nnew_due_at\x18\x05 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"\x86\x03\n\x14\x44ossierStatusChanged\x12\x14\n\x0c\x64ossier_code\x18\x01 \x01(\t\x12\x16\n\x0eprocedure_code\x18\x02 \x01(\t\x12)\n\x06status\x18\x03 \x01(\x0e\x32\x19.gateway.v1.DossierStatus\x12\x32\n\x0fprevious_status\x18\x04 \x01(\x0e\x32\x19.gateway.v1.DossierStatus\x12\x13\n\x0b\x61gency_code\x18\x05 \x01(\t\x12\x0e\n\x06reason\x18\x06 \x01(\t\x12.\n\nchanged_at\x18\x07 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12/\n\x0breceived_at\x18\x08 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12*\n\x06\x64ue_at\x18\t \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12/\n\x0b\x66inished_at\x18\n \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"\xab\x01\n\x13SupplementRequested\x12\x14\n\x0c\x64ossier_code\x18\x01 \x01(\t\x12\x12\n\nstep_index\x18\x02 \x01(\x05\x12\x13\n\x0b\x61gency_code\x18\x03 \x01(\t\x12\x13\n\x0b\x61gency_name\x18\x04 \x01(\t\x12\x0e\n\x06reason\x18\x05 \x01(\t\x12\x30\n\x0crequested_at\x18\x06 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"\xa4\x01\n\x0e\x44ossierRefused\x12\x14\n\x0c\x64ossier_code\x18\x01 \x01(\t\x12\x12\n\nstep_index\x18\x02 \x01(\x05\x12\x13\n\x0b\x61gency_code\x18\x03 \x01(\t\x12\x13\n\x0b\x61gency_name\x18\x04 \x01(\t\x12\x0e\n\x06reason\x18\x05 \x01(\t\x12.\n\nrefused_at\x18\x06 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"\xc2\x01\n\x14TransferDeadLettered\x12\x14\n\x0c\x64ossier_code\x18\x01 \x01(\t\x12\x12\n\nstep_index\x18\x02 \x01(\x05\x12\x13\n\x0b\x61gency_code\x18\x03 \x01(\t\x12\x13\n\x0btransfer_id\x18\x04 \x01(\t\x12\x10\n\x08\x61ttempts\x18\x05 \x01(\x05\x12\x0e\n\x06reason\x18\x06 \x01(\t\x12\x34\n\x10\x64\x65\x61\x64_lettered_at\x18\x07 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"{\n\x19NotificationStatusChanged\x12\x17\n\x0fnotification_id\x18\x01 \x01(\t\x12\x14\n\x0c\x64ossier_code\x18\x02 \x01(\t\x12\x0f\n\x07\x63hannel\x18\x03 \x01(\t\x12\x0e\n\x06status\x18\x04 \x01(\t\x12\x0e\n\x06reason\x18\x05 \x01(\tb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x17gateway/v1/events.proto\x12\ngateway.v1\x1a\x18gateway/v1/dossier.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"S\n\x10\x44ossierSubmitted\x12$\n\x07\x64ossier\x18\x01 \x01(\x0b\x32\x13.gateway.v1.Dossier\x12\x19\n\x11\x63\x61talogue_version\x18\x02 \x01(\x05\"\xbc\x01\n\rDossierRouted\x12\x14\n\x0c\x64ossier_code\x18\x01 \x01(\t\x12\x12\n\nstep_index\x18\x02 \x01(\x05\x12\x11\n\tstep_name\x18\x03 \x01(\t\x12\x13\n\x0b\x61gency_code\x18\x04 \x01(\t\x12\x13\n\x0b\x61gency_name\x18\x05 \x01(\t\x12\x13\n\x0btransfer_id\x18\x06 \x01(\t\x12/\n\x0bstep_due_at\x18\x07 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"\xaa\x01\n\x10\x44ossierDelivered\x12\x14\n\x0c\x64ossier_code\x18\x01 \x01(\t\x12\x12\n\nstep_index\x18\x02 \x01(\x05\x12\x13\n\x0b\x61gency_code\x18\x03 \x01(\t\x12\x13\n\x0btransfer_id\x18\x04 \x01(\t\x12\x10\n\x08\x61ttempts\x18\x05 \x01(\x05\x12\x30\n\x0c\x64\x65livered_at\x18\x06 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"\xa6\x01\n\rStepCompleted\x12\x14\n\x0c\x64ossier_code\x18\x01 \x01(\t\x12\x12\n\nstep_index\x18\x02 \x01(\x05\x12\x13\n\x0b\x61gency_code\x18\x03 \x01(\t\x12\x13\n\x0btransfer_id\x18\x04 \x01(\t\x12\x0f\n\x07outcome\x18\x05 \x01(\t\x12\x30\n\x0c\x63ompleted_at\x18\x06 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"h\n\x10\x44ossierCompleted\x12\x14\n\x0c\x64ossier_code\x18\x01 \x01(\t\x12\x30\n\x0c\x63ompleted_at\x18\x02 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x0c\n\x04late\x18\x03 \x01(\x08\"\xa7\x01\n\x0e\x44ossierOverdue\x12\x14\n\x0c\x64ossier_code\x18\x01 \x01(\t\x12\x13\n\x0b\x61gency_code\x18\x02 \x01(\t\x12*\n\x06\x64ue_at\x18\x03 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x0e\n\x06reason\x18\x04 \x01(\t\x12.\n\nnew_due_at\x18\x05 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"\x86\x03\n\x14\x44ossierStatusChanged\x12\x14\n\x0c\x64ossier_code\x18\x01 \x01(\t\x12\x16\n\x0eprocedure_code\x18\x02 \x01(\t\x12)\n\x06status\x18\x03 \x01(\x0e\x32\x19.gateway.v1.DossierStatus\x12\x32\n\x0fprevious_status\x18\x04 \x01(\x0e\x32\x19.gateway.v1.DossierStatus\x12\x13\n\x0b\x61gency_code\x18\x05 \x01(\t\x12\x0e\n\x06reason\x18\x06 \x01(\t\x12.\n\nchanged_at\x18\x07 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12/\n\x0breceived_at\x18\x08 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12*\n\x06\x64ue_at\x18\t \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12/\n\x0b\x66inished_at\x18\n \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"\xab\x01\n\x13SupplementRequested\x12\x14\n\x0c\x64ossier_code\x18\x01 \x01(\t\x12\x12\n\nstep_index\x18\x02 \x01(\x05\x12\x13\n\x0b\x61gency_code\x18\x03 \x01(\t\x12\x13\n\x0b\x61gency_name\x18\x04 \x01(\t\x12\x0e\n\x06reason\x18\x05 \x01(\t\x12\x30\n\x0crequested_at\x18\x06 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"\xa4\x01\n\x0e\x44ossierRefused\x12\x14\n\x0c\x64ossier_code\x18\x01 \x01(\t\x12\x12\n\nstep_index\x18\x02 \x01(\x05\x12\x13\n\x0b\x61gency_code\x18\x03 \x01(\t\x12\x13\n\x0b\x61gency_name\x18\x04 \x01(\t\x12\x0e\n\x06reason\x18\x05 \x01(\t\x12.\n\nrefused_at\x18\x06 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"\xc2\x01\n\x14TransferDeadLettered\x12\x14\n\x0c\x64ossier_code\x18\x01 \x01(\t\x12\x12\n\nstep_index\x18\x02 \x01(\x05\x12\x13\n\x0b\x61gency_code\x18\x03 \x01(\t\x12\x13\n\x0btransfer_id\x18\x04 \x01(\t\x12\x10\n\x08\x61ttempts\x18\x05 \x01(\x05\x12\x0e\n\x06reason\x18\x06 \x01(\t\x12\x34\n\x10\x64\x65\x61\x64_lettered_at\x18\x07 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"{\n\x19NotificationStatusChanged\x12\x17\n\x0fnotification_id\x18\x01 \x01(\t\x12\x14\n\x0c\x64ossier_code\x18\x02 \x01(\t\x12\x0f\n\x07\x63hannel\x18\x03 \x01(\t\x12\x0e\n\x06status\x18\x04 \x01(\t\x12\x0e\n\x06reason\x18\x05 \x01(\tb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -34,25 +34,25 @@ _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'gateway.v1.events_pb2', _gl
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
   _globals['_DOSSIERSUBMITTED']._serialized_start=98
-  _globals['_DOSSIERSUBMITTED']._serialized_end=154
-  _globals['_DOSSIERROUTED']._serialized_start=157
-  _globals['_DOSSIERROUTED']._serialized_end=345
-  _globals['_DOSSIERDELIVERED']._serialized_start=348
-  _globals['_DOSSIERDELIVERED']._serialized_end=518
-  _globals['_STEPCOMPLETED']._serialized_start=521
-  _globals['_STEPCOMPLETED']._serialized_end=687
-  _globals['_DOSSIERCOMPLETED']._serialized_start=689
-  _globals['_DOSSIERCOMPLETED']._serialized_end=793
-  _globals['_DOSSIEROVERDUE']._serialized_start=796
-  _globals['_DOSSIEROVERDUE']._serialized_end=963
-  _globals['_DOSSIERSTATUSCHANGED']._serialized_start=966
-  _globals['_DOSSIERSTATUSCHANGED']._serialized_end=1356
-  _globals['_SUPPLEMENTREQUESTED']._serialized_start=1359
-  _globals['_SUPPLEMENTREQUESTED']._serialized_end=1530
-  _globals['_DOSSIERREFUSED']._serialized_start=1533
-  _globals['_DOSSIERREFUSED']._serialized_end=1697
-  _globals['_TRANSFERDEADLETTERED']._serialized_start=1700
-  _globals['_TRANSFERDEADLETTERED']._serialized_end=1894
-  _globals['_NOTIFICATIONSTATUSCHANGED']._serialized_start=1896
-  _globals['_NOTIFICATIONSTATUSCHANGED']._serialized_end=2019
+  _globals['_DOSSIERSUBMITTED']._serialized_end=181
+  _globals['_DOSSIERROUTED']._serialized_start=184
+  _globals['_DOSSIERROUTED']._serialized_end=372
+  _globals['_DOSSIERDELIVERED']._serialized_start=375
+  _globals['_DOSSIERDELIVERED']._serialized_end=545
+  _globals['_STEPCOMPLETED']._serialized_start=548
+  _globals['_STEPCOMPLETED']._serialized_end=714
+  _globals['_DOSSIERCOMPLETED']._serialized_start=716
+  _globals['_DOSSIERCOMPLETED']._serialized_end=820
+  _globals['_DOSSIEROVERDUE']._serialized_start=823
+  _globals['_DOSSIEROVERDUE']._serialized_end=990
+  _globals['_DOSSIERSTATUSCHANGED']._serialized_start=993
+  _globals['_DOSSIERSTATUSCHANGED']._serialized_end=1383
+  _globals['_SUPPLEMENTREQUESTED']._serialized_start=1386
+  _globals['_SUPPLEMENTREQUESTED']._serialized_end=1557
+  _globals['_DOSSIERREFUSED']._serialized_start=1560
+  _globals['_DOSSIERREFUSED']._serialized_end=1724
+  _globals['_TRANSFERDEADLETTERED']._serialized_start=1727
+  _globals['_TRANSFERDEADLETTERED']._serialized_end=1921
+  _globals['_NOTIFICATIONSTATUSCHANGED']._serialized_start=1923
+  _globals['_NOTIFICATIONSTATUSCHANGED']._serialized_end=2046
 # @@protoc_insertion_point(module_scope)

@@ -28,16 +28,22 @@ class DossierSubmitted(_message.Message):
     DESCRIPTOR: _descriptor.Descriptor
 
     DOSSIER_FIELD_NUMBER: _builtins.int
+    CATALOGUE_VERSION_FIELD_NUMBER: _builtins.int
+    catalogue_version: _builtins.int
+    """The catalogue version (routing's) intake received the dossier under: routing follows
+    that version's steps, whatever is loaded later. 0 from producers before versions.
+    """
     @_builtins.property
     def dossier(self) -> _dossier_pb2.Dossier: ...
     def __init__(
         self,
         *,
         dossier: _dossier_pb2.Dossier | None = ...,
+        catalogue_version: _builtins.int = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["dossier", b"dossier"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["dossier", b"dossier"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["catalogue_version", b"catalogue_version", "dossier", b"dossier"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
