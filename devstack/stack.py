@@ -171,7 +171,7 @@ class Stack:
                 "OUTBOUND_ALLOW": self.url("sandbox") + "/webhooks/",
                 "INTAKE_PUBLIC_URL": self.url("intake"),
                 # The catalogue comes from routing, read with notify's own token.
-                "ROUTING_GRPC_TARGET": f"{HOST}:{p.routing_grpc}",
+                "ROUTING_GRPC_TARGET": self.grpc_target("routing"),
                 **self.credentials.client_env("gateway-notify"),
             },
             "identity": {
