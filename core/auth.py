@@ -29,7 +29,7 @@ from joserfc.errors import JoseError
 from joserfc.jwk import KeySet
 
 from core.audit import forbidden
-from core.deps import token_verifier_of
+from core.deps import part_of
 from core.openapi import ScopeRequirement
 from core.problems import Problem
 from core.settings import ServiceSettings
@@ -302,6 +302,11 @@ def require_token() -> Callable[..., Awaitable[AgencyPrincipal]]:
         return await _verified(request, credentials)
 
     return principal
+
+
+def token_verifier_of(request: Request) -> TokenVerifier:
+    """What checks agency access tokens (kept by core.http.create_app)."""
+    return part_of(request.app, "token_verifier", TokenVerifier)
 
 
 async def _verified(request: Request, credentials: Credentials) -> AgencyPrincipal:

@@ -16,11 +16,10 @@ from pydantic import BaseModel
 from sqlalchemy import select
 
 from core.auth import DEAD_LETTERS_MANAGE, require_scope
-from core.deps import runtime_of
 from core.openapi import problems
 from core.outbox import Outbox
 from core.problems import Problem
-from core.runtime import Runtime
+from core.runtime import Runtime, runtime_of
 
 # Row ids are BIGINT: a larger number is no row, and the database would refuse to compare it.
 ROW_ID_MAX = 2**63 - 1

@@ -8,39 +8,36 @@ application, and routes take them as `Annotated[..., Depends(...)]` aliases of t
 Depends(get_session)]`), never by reading `app.state` themselves: this module is the only
 place that does.
 
-No import of core's services at run time: core/maintenance and core/auth use it, and the
-runtime imports them.
+Core's own parts (the runtime, the token verifier, the maintenance switch) are kept by
+name and read back with `part_of` by the module that defines each: this module imports none
+of them, so it stays at the bottom of the house.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import TYPE_CHECKING, TypeVar
+from typing import TypeVar
 
 from fastapi import FastAPI, Request
 from starlette.applications import Starlette
 
-if TYPE_CHECKING:
-    from core.auth import TokenVerifier
-    from core.runtime import Runtime
-
 D = TypeVar("D")
 
 
-def install(
-    app: FastAPI,
-    *,
-    deps: object = None,
-    runtime: Runtime | None = None,
-    token_verifier: TokenVerifier | None = None,
-) -> None:
-    """Keep a service's composition on its application (only what is given)."""
-    if deps is not None:
-        app.state.deps = deps
-    if runtime is not None:
-        app.state.runtime = runtime
-    if token_verifier is not None:
-        app.state.token_verifier = token_verifier
+def install(app: FastAPI, **parts: object) -> None:
+    """Keep a service's composition (`deps`) and core's parts on its application, by name
+    (only those given)."""
+    for name, part in parts.items():
+        if part is not None:
+            setattr(app.state, name, part)
+
+
+def part_of(app: Starlette, name: str, kind: type[D]) -> D:
+    """A part kept by `install`, checked to be of the kind its reader expects."""
+    part = getattr(app.state, name, None)
+    if not isinstance(part, kind):
+        raise TypeError(f"the application holds no {kind.__name__} as {name!r}")
+    return part
 
 
 def deps_of(app: Starlette, kind: type[D]) -> D:
@@ -60,15 +57,3 @@ def provider(kind: type[D]) -> Callable[[Request], D]:
 
     composed.__name__ = f"{kind.__name__.lower()}_of"
     return composed
-
-
-def runtime_of(request: Request) -> Runtime:
-    """The service's runtime (database, producer, maintenance switch), for core's routes."""
-    runtime: Runtime = request.app.state.runtime
-    return runtime
-
-
-def token_verifier_of(request: Request) -> TokenVerifier:
-    """What checks agency access tokens, for core.auth's dependencies."""
-    verifier: TokenVerifier = request.app.state.token_verifier
-    return verifier

@@ -22,13 +22,13 @@ from prometheus_client import make_asgi_app
 
 from core.admission import Admission, AdmissionMiddleware
 from core.auth import SCOPES, TokenVerifier, token_url
-from core.deps import install, runtime_of
+from core.deps import install
 from core.http_metrics import RequestMetrics
 from core.limits import RequestLimits
 from core.maintenance import maintenance_router
 from core.openapi import install_openapi, operation_id
 from core.problems import Problem, install_problem_handlers
-from core.runtime import Runtime
+from core.runtime import Runtime, runtime_of
 from core.telemetry import redact_request_span
 
 Lifespan = Callable[[FastAPI], AbstractAsyncContextManager[None]]
@@ -54,7 +54,13 @@ def create_app(
         lifespan=lifespan or runtime_lifespan(runtime),
         generate_unique_id_function=operation_id,
     )
-    install(app, deps=deps, runtime=runtime, token_verifier=token_verifier)
+    install(
+        app,
+        deps=deps,
+        runtime=runtime,
+        token_verifier=token_verifier,
+        maintenance=runtime.maintenance,
+    )
     install_problem_handlers(app)
     settings = runtime.settings
     install_openapi(

@@ -34,7 +34,7 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from core.audit import record_action
 from core.auth import MAINTENANCE_MANAGE, AgencyPrincipal, require_scope, require_token
 from core.clock import SYSTEM_CLOCK, Clock
-from core.deps import runtime_of
+from core.deps import part_of
 from core.openapi import problems
 from core.problems import Problem
 from core.storage import UtcDateTime, rowcount
@@ -83,13 +83,18 @@ class Maintenance:
         sessions: async_sessionmaker[AsyncSession],
         table: Table,
         *,
+        service: str,
         cache_s: float = 2.0,
+        retry_after_s: int = 60,
         clock: Clock = SYSTEM_CLOCK,
         monotonic: Callable[[], float] = time.monotonic,
     ) -> None:
         self.sessions = sessions
         self.table = table
+        self.service = service
         self.cache_s = cache_s
+        # What a write refused in maintenance is told (Retry-After).
+        self.retry_after_s = retry_after_s
         self.clock = clock
         self._monotonic = monotonic
         self._known = OFF
@@ -157,8 +162,8 @@ def _state_of(row: Any) -> MaintenanceState:
 
 
 def of(request: Request) -> Maintenance:
-    maintenance: Maintenance = runtime_of(request).maintenance
-    return maintenance
+    """The service's switch (kept by core.http.create_app)."""
+    return part_of(request.app, "maintenance", Maintenance)
 
 
 async def writes_allowed(request: Request) -> None:
@@ -166,9 +171,10 @@ async def writes_allowed(request: Request) -> None:
     Retry-After; the client (an agency system) submits again later."""
     if request.method in READS:
         return
-    state = await of(request).state()
+    maintenance = of(request)
+    state = await maintenance.state()
     if state.on:
-        retry_after = runtime_of(request).settings.maintenance_retry_after_s
+        retry_after = maintenance.retry_after_s
         raise Problem(
             503,
             "maintenance",
@@ -193,7 +199,7 @@ class MaintenanceOut(BaseModel):
 
 def _out(request: Request, state: MaintenanceState) -> MaintenanceOut:
     return MaintenanceOut(
-        service=runtime_of(request).name,
+        service=of(request).service,
         on=state.on,
         reason=state.reason,
         changed_by=state.changed_by,
@@ -236,7 +242,7 @@ def maintenance_router() -> APIRouter:
             agency=operator.agency_code,
             event="maintenance.switched",
             action=f"{request.method} {request.url.path}",
-            target=runtime_of(request).name,
+            target=of(request).service,
             on=body.on,
             reason=body.reason,
         )

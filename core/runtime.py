@@ -9,7 +9,9 @@ from collections.abc import Awaitable, Callable
 from pathlib import Path
 
 from sqlalchemy import MetaData
+from starlette.requests import Request
 
+from core.deps import part_of
 from core.grpc import GrpcServer
 from core.kafka import EventProducer
 from core.maintenance import Maintenance, table_name
@@ -55,7 +57,11 @@ class Runtime:
         # The switch every service has (core/maintenance.py): its table is in the service's
         # metadata (maintenance_table in its models).
         self.maintenance = Maintenance(
-            self.sessions, metadata.tables[table_name(name)], cache_s=settings.maintenance_cache_s
+            self.sessions,
+            metadata.tables[table_name(name)],
+            service=name,
+            cache_s=settings.maintenance_cache_s,
+            retry_after_s=settings.maintenance_retry_after_s,
         )
         # Conditions under which every work queue of the process stops claiming (maintenance
         # mode first); the queues ask `held` before each claim.
@@ -219,3 +225,8 @@ def configure_logging(level: str) -> None:
     logging.getLogger("aiokafka").setLevel(logging.CRITICAL)
     # One INFO line per outgoing request is noise at a thousand dossiers a second.
     logging.getLogger("httpx").setLevel(logging.WARNING)
+
+
+def runtime_of(request: Request) -> Runtime:
+    """The service's runtime (database, producer, outbox), for core's routes."""
+    return part_of(request.app, "runtime", Runtime)

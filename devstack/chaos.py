@@ -35,12 +35,11 @@ from typing import Any
 import httpx
 import psutil
 
-from devstack.chaos_census import Census, Offer, WebhookReceiver, replica_work, take_census
+from devstack.chaos_census import TOPIC, Census, Offer, WebhookReceiver, replica_work, take_census
 from devstack.kafka_cluster import KafkaCluster
 from devstack.postgres import ensure_postgres
 from devstack.stack import AGENCY_INBOX_TOPICS, REPO, Ports, Stack
 
-TOPIC = "dossier.events"
 DESK = "000.00.01.H22"
 VICTIMS = ("intake", "routing", "notify", "identity", "sandbox", "kafka")
 REPLICA_VICTIMS = ("intake", "routing", "notify", "identity", "kafka")

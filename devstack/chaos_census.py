@@ -36,6 +36,9 @@ STEP_COMPLETED = b"vn.gov.dossier.step_completed.v1"
 AGENCIES = ("000.21.31.H22", "000.22.31.H22", "000.23.05.H22", "000.00.12.H22", "000.00.15.H22")
 OUTBOXES = ("intake", "routing", "notify")
 
+# The chaos stack's dossier events (DOSSIER_EVENTS_TOPIC), which the census reads back.
+TOPIC = "dossier.events"
+
 
 @dataclass
 class Offer:
@@ -205,8 +208,6 @@ async def take_census(
     receiver: WebhookReceiver,
     database_url: str | None,
 ) -> Census:
-    from devstack.chaos import TOPIC
-
     census = Census(
         offered=len(offered.accepted) + len(offered.refused) + len(offered.unanswered),
         accepted=len(offered.accepted),

@@ -43,9 +43,8 @@ from services.routing.channels import (
     NotConfigured,
     Sent,
 )
-from services.routing.journeys import delivery_key
 from services.routing.lifecycle import SOURCE
-from services.routing.models import TransferStatus, journeys, transfers
+from services.routing.models import TransferStatus, delivery_key, journeys, transfers
 from services.routing.rows import TransferRow
 from services.routing.settings import RoutingSettings
 

@@ -8,7 +8,6 @@ live in lifecycle.py; deadlines in deadlines.py; supplements and refusals in out
 from __future__ import annotations
 
 import asyncio
-import uuid
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
@@ -45,6 +44,7 @@ from services.routing.models import (
     journeys,
     processed_events,
     status_changes,
+    transfer_id_for,
     transfers,
 )
 from services.routing.outcomes import (
@@ -61,20 +61,9 @@ from services.routing.rows import JourneyRow, Json, TransferRow
 
 # The procedure as a catalogue version had it (catalogue_store.CatalogueStore.procedure).
 ProcedureAt = Callable[[int, str, AsyncSession], Awaitable[Procedure | None]]
-TRANSFER_NAMESPACE = uuid.UUID("6f1c2b8e-5d4a-4c1e-9a51-0d7f3e2b9c10")
 tracer = trace.get_tracer("gateway.routing")
 
-__all__ = ["SOURCE", "JourneyService", "delivery_key", "transfer_id_for"]
-
-
-def transfer_id_for(dossier_code: str, step_index: int) -> str:
-    return str(uuid.uuid5(TRANSFER_NAMESPACE, f"{dossier_code}/{step_index}"))
-
-
-def delivery_key(transfer_id: str, round_: int) -> str:
-    """Idempotency key of a delivery: the transfer id, plus the supplement round after the
-    first, so an agency that de-duplicates takes the supplemented dossier as new."""
-    return transfer_id if round_ == 0 else f"{transfer_id}/{round_}"
+__all__ = ["SOURCE", "JourneyService"]
 
 
 class JourneyService:

@@ -3,6 +3,7 @@ status history and the apologies for overdue dossiers."""
 
 from __future__ import annotations
 
+import uuid
 from enum import StrEnum
 from typing import Literal
 
@@ -261,3 +262,17 @@ apologies = Table(
 outbox = outbox_table(metadata, "routing")
 processed_events = inbox_table(metadata, "routing")
 maintenance = maintenance_table(metadata, "routing")
+
+# Transfers have ids derived from their dossier and step, so a redelivered event or a replay
+# names the same transfer.
+TRANSFER_NAMESPACE = uuid.UUID("6f1c2b8e-5d4a-4c1e-9a51-0d7f3e2b9c10")
+
+
+def transfer_id_for(dossier_code: str, step_index: int) -> str:
+    return str(uuid.uuid5(TRANSFER_NAMESPACE, f"{dossier_code}/{step_index}"))
+
+
+def delivery_key(transfer_id: str, round_: int) -> str:
+    """Idempotency key of a delivery: the transfer id, plus the supplement round after the
+    first, so an agency that de-duplicates takes the supplemented dossier as new."""
+    return transfer_id if round_ == 0 else f"{transfer_id}/{round_}"

@@ -9,7 +9,7 @@ from typing import Any
 import httpx
 
 from devstack.stack import Stack
-from services.routing.journeys import transfer_id_for
+from services.routing.models import transfer_id_for
 from tests.support.flows import DESK, as_agency, chain_dossier, eventually, receiving_agency, submit
 
 JUSTICE = "000.21.31.H22"  # a desk too (hotich-tanphong may submit), but of its own dossiers

@@ -49,7 +49,7 @@ async def engine(tmp_path: Path) -> AsyncIterator[AsyncEngine]:
 
 
 async def test_off_until_switched_and_kept_in_the_database(engine: AsyncEngine) -> None:
-    maintenance = Maintenance(session_factory(engine), table)
+    maintenance = Maintenance(session_factory(engine), table, service="test")
     assert not await maintenance.held()
 
     state = await maintenance.switch(True, "PostgreSQL upgrade", "gateway-operator")
@@ -58,7 +58,7 @@ async def test_off_until_switched_and_kept_in_the_database(engine: AsyncEngine) 
     assert state.changed_at is not None
 
     # A restarted process (a new component over the same table) finds it on.
-    restarted = Maintenance(session_factory(engine), table)
+    restarted = Maintenance(session_factory(engine), table, service="test")
     found = await restarted.state()
     assert (found.on, found.reason, found.changed_by) == (
         True,
@@ -71,8 +71,10 @@ async def test_off_until_switched_and_kept_in_the_database(engine: AsyncEngine) 
 
 async def test_a_replica_sees_the_switch_once_its_cache_is_stale(engine: AsyncEngine) -> None:
     ticks = Ticks()
-    here = Maintenance(session_factory(engine), table, cache_s=2.0, monotonic=ticks)
-    replica = Maintenance(session_factory(engine), table, cache_s=2.0, monotonic=ticks)
+    here = Maintenance(session_factory(engine), table, service="test", cache_s=2.0, monotonic=ticks)
+    replica = Maintenance(
+        session_factory(engine), table, service="test", cache_s=2.0, monotonic=ticks
+    )
     assert not await replica.held()  # read now, cached for 2 s
 
     await here.switch(True, "agency system down", "op")
