@@ -68,6 +68,20 @@ def procedures_file(stack: Stack) -> Iterator[Path]:
         ).status_code
         == 200
     )
+    # Intake follows within its refresh interval: the next test's dossiers must be received
+    # under the restored catalogue, not the changed one.
+    restored = {
+        p["code"]: [s["name"] for s in p["steps"]]
+        for p in yaml.safe_load(original)["procedures"]
+        if p["code"] in ("HT.KS", CHAIN)  # the procedures these tests change
+    }
+    eventually(
+        lambda: all(
+            [s["name"] for s in intake_procedure(stack, code)["steps"]] == steps
+            for code, steps in restored.items()
+        ),
+        timeout=60,
+    )
 
 
 def with_birth_step(procedures: list[dict[str, Any]], **changes: str) -> str:
