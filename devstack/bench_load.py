@@ -97,14 +97,26 @@ async def run_phase(
 
         async def submit(i: int) -> None:
             started = time.time()
+            # Told to come back later (back-pressure), a client waits as asked and submits
+            # the same dossier again under the same key: the dossier counts from its first try.
+            key = {"Idempotency-Key": f"bench-{started:.0f}-{i}"}
+            give_up = started + settle_s
             try:
                 url = f"{target.intake_for(i)}/v1/dossiers"
-                async with client.post(url, json=payload(i), headers=headers) as response:
-                    if response.status >= 300:
+                while True:
+                    async with client.post(url, json=payload(i), headers=headers | key) as response:
                         why = f"HTTP {response.status}"
-                        phase.refused[why] = phase.refused.get(why, 0) + 1
+                        wait = response.headers.get("Retry-After", "")
+                        later = response.status in (429, 503) and wait.isdigit()
+                        if later and time.time() + int(wait) < give_up:
+                            phase.told_later[why] = phase.told_later.get(why, 0) + 1
+                            await asyncio.sleep(int(wait))
+                            continue
+                        if response.status >= 300:
+                            phase.refused[why] = phase.refused.get(why, 0) + 1
+                            return
+                        sent_at[(await response.json())["code"]] = started
                         return
-                    sent_at[(await response.json())["code"]] = started
             except (aiohttp.ClientError, TimeoutError) as exc:
                 why = type(exc).__name__
                 phase.refused[why] = phase.refused.get(why, 0) + 1

@@ -100,6 +100,9 @@ class Phase:
     offered: int
     # Refused or unanswered submissions: status or exception name -> how many.
     refused: dict[str, int] = field(default_factory=dict)
+    # Submissions told to come back later (429/503 with Retry-After) and submitted again,
+    # as an agency system does: status -> how many times.
+    told_later: dict[str, int] = field(default_factory=dict)
     accepted: int = 0
     submit_seconds: float = 0.0
     # Per accepted dossier: submit -> the agency took it, submit -> its completion mail.
@@ -131,7 +134,9 @@ class Phase:
         out = [
             f"{self.pipeline}, {self.load}",
             f"  accepted         {self.accepted} of {self.offered} in {self.submit_seconds:.2f} s"
-            f" = {accepted:.0f}/s" + (f"   REFUSED {self.refused}" if self.refused else ""),
+            f" = {accepted:.0f}/s"
+            + (f"   told to come back later {self.told_later}" if self.told_later else "")
+            + (f"   REFUSED {self.refused}" if self.refused else ""),
             f"  completed        {len(c)} in {self.end_to_end_seconds:.2f} s"
             f" = {self.throughput:.1f} dossiers/s end to end",
             f"  submit->delivered to agency  p50 {percentile(d, 50):6.0f} ms"
