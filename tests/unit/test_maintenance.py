@@ -88,7 +88,7 @@ async def test_a_replica_sees_the_switch_once_its_cache_is_stale(engine: AsyncEn
 async def test_a_queue_held_by_maintenance_claims_nothing_until_it_ends(
     engine: AsyncEngine,
 ) -> None:
-    maintenance = Maintenance(session_factory(engine), table, cache_s=0)
+    maintenance = Maintenance(session_factory(engine), table, service="test", cache_s=0)
     await maintenance.switch(True, "", "op")
     batches = 0
 
