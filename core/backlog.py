@@ -21,8 +21,9 @@ import asyncio
 import logging
 import math
 import time
+from collections import deque
 from collections.abc import Awaitable, Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from aiokafka import AIOKafkaConsumer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient
@@ -45,21 +46,31 @@ BACKLOG_SECONDS = Gauge(
 )
 
 
+# The pace is judged over this many measuring intervals of uninterrupted work at least (a
+# consumer commits once per batch, so one interval can show no progress while it works),
+# and over this many at most (what it did a minute ago says little of now).
+JUDGED_AFTER_INTERVALS = 5
+WINDOW_INTERVALS = 15
+
+
 @dataclass
 class GroupPace:
     """One consumer group's backlog and how fast it has lately been draining it."""
 
     committed: int = -1
     backlog: int = 0
-    # Events committed a second while the group had work waiting the whole time (its
-    # capacity, not the arrival rate of a quiet hour), smoothed; None until seen busy.
+    # Events committed a second over the last window in which the group had work waiting
+    # the whole time (its capacity, not the arrival rate of a quiet hour); None until it
+    # has been seen busy long enough to tell.
     rate: float | None = None
     measured_at: float = 0.0
+    # (time, committed) while busy without a break, oldest first.
+    busy: deque[tuple[float, int]] = field(default_factory=deque)
 
     def seconds(self, floor_events: int) -> float:
         """Seconds to drain at the busy pace. A backlog under the floor counts as none
         (batches in flight between commits); an unknown pace as none (a first burst after
-        a quiet time is taken in); one that does not move as endless."""
+        a quiet time is taken in); one that did not move for a whole window as endless."""
         if self.backlog <= floor_events or self.rate is None:
             return 0.0
         return self.backlog / self.rate if self.rate > 0 else math.inf
@@ -75,6 +86,7 @@ class PipelineBacklog:
         max_backlog_s: float,
         floor_events: int,
         interval_s: float,
+        retry_after_max_s: int = 10,
     ) -> None:
         self._bootstrap = bootstrap_servers
         self._topic = topic
@@ -82,6 +94,7 @@ class PipelineBacklog:
         self.max_backlog_s = max_backlog_s
         self._floor = floor_events
         self._interval_s = interval_s
+        self._retry_after_max_s = retry_after_max_s
         self.paces = {group: GroupPace() for group in self._groups}
         self._measured = False
 
@@ -98,9 +111,13 @@ class PipelineBacklog:
 
     @property
     def retry_after_s(self) -> int:
-        """About when the backlog will be back under the limit, between 1 s and a minute."""
+        """About when the backlog will be back under the limit, at most `retry_after_max_s`:
+        clients told to wait longer than the pipeline needs would leave it without work
+        (the gate opens again at the limit, with that much work still waiting), while one
+        that comes back too early costs a cheap 503."""
         excess = self.behind_s - self.max_backlog_s
-        return 60 if math.isinf(excess) else max(1, min(60, math.ceil(excess)))
+        ceiling = self._retry_after_max_s
+        return ceiling if math.isinf(excess) else max(1, min(ceiling, math.ceil(excess)))
 
     async def run(self) -> None:
         """Measure every `interval_s` for as long as the service runs (a Runtime worker)."""
@@ -148,11 +165,19 @@ class PipelineBacklog:
 
     def _update(self, group: str, committed: int, backlog: int, now: float) -> None:
         pace = self.paces[group]
-        busy = pace.backlog > self._floor and backlog > self._floor
-        if busy and pace.committed >= 0 and now > pace.measured_at:
-            instant = max(0, committed - pace.committed) / (now - pace.measured_at)
-            # Smoothed, so one slow poll or commit pause does not swing the verdict.
-            pace.rate = instant if pace.rate is None else 0.7 * pace.rate + 0.3 * instant
+        if pace.backlog > self._floor and backlog > self._floor and pace.committed >= 0:
+            if not pace.busy:
+                pace.busy.append((pace.measured_at, pace.committed))
+            pace.busy.append((now, committed))
+            window = WINDOW_INTERVALS * self._interval_s
+            while len(pace.busy) > 2 and now - pace.busy[1][0] >= window:
+                pace.busy.popleft()
+            since, first = pace.busy[0]
+            span = now - since
+            if span >= JUDGED_AFTER_INTERVALS * self._interval_s * 0.99:  # 0.99: timer jitter
+                pace.rate = max(0, committed - first) / span
+        else:
+            pace.busy.clear()  # the rate stays: what the group could do when last busy
         pace.committed, pace.backlog, pace.measured_at = committed, backlog, now
         BACKLOG.labels(group).set(backlog)
         BACKLOG_SECONDS.labels(group).set(min(pace.seconds(self._floor), 1e9))

@@ -11,9 +11,11 @@ at a time, so only a poison event is dead-lettered, with its reason, and the res
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import dataclasses
 import logging
-from collections.abc import Sequence
+import time
+from collections.abc import Awaitable, Callable, Sequence
 from typing import Any
 
 from aiokafka import AIOKafkaConsumer
@@ -43,6 +45,7 @@ class EventConsumer:
         handlers: EventHandlers,
         producer: EventProducer,
         topics: Sequence[str] | None = None,
+        room: Callable[[], Awaitable[bool]] | None = None,
     ) -> None:
         self._settings = settings
         self._group_id = group_id
@@ -51,6 +54,8 @@ class EventConsumer:
         self._handle: BatchHandler = handlers
         self._producer = producer
         self._topics = list(topics or [settings.dossier_events_topic])
+        # False while the work queues this consumer feeds are full (core.queue_metrics).
+        self._room = room
 
     async def run(self) -> None:
         consumer = AIOKafkaConsumer(
@@ -62,19 +67,46 @@ class EventConsumer:
             max_poll_records=self._settings.consumer_max_records,
         )
         await consumer.start()
+        interval_s = self._settings.consumer_commit_interval_ms / 1000
+        uncommitted, committed_at = False, time.monotonic()
         try:
             while True:
+                await self._hold_while_full(consumer)
                 batches = await consumer.getmany(
-                    timeout_ms=500, max_records=self._settings.consumer_max_records
+                    timeout_ms=min(500, max(1, self._settings.consumer_commit_interval_ms)),
+                    max_records=self._settings.consumer_max_records,
                 )
                 records = [r for partition in batches.values() for r in partition]
                 if records:
                     await self._process(records)
+                    uncommitted = True
+                if uncommitted and time.monotonic() - committed_at >= interval_s:
+                    # The positions after what was handled; a crash before this hands the
+                    # events since the last commit over again, and the inbox skips them.
                     await consumer.commit()
+                    uncommitted, committed_at = False, time.monotonic()
         finally:
-            # Offsets are committed after every batch: leaving the group is a courtesy that
-            # must not hang a shutdown when the broker is gone.
+            if uncommitted:  # a clean stop hands nothing over again
+                with contextlib.suppress(Exception):
+                    await asyncio.wait_for(consumer.commit(), timeout=2)
+            # Leaving the group is a courtesy that must not hang a shutdown when the broker
+            # is gone; what was handled since the last commit is recognised when read again.
             await stop_within(consumer.stop(), f"consumer {self._group_id}")
+
+    async def _hold_while_full(self, consumer: AIOKafkaConsumer) -> None:
+        """Pause every assigned partition while there is no room, resume when there is.
+        Polling goes on meanwhile (a consumer that stops polling is put out of its group),
+        and a partition assigned while paused is paused at the next turn."""
+        if self._room is None:
+            return
+        if await self._room():
+            if consumer.paused():
+                log.info("consumer %s takes events in again", self._group_id)
+                consumer.resume(*consumer.paused())
+        elif set(consumer.assignment()) - set(consumer.paused()):
+            if not consumer.paused():
+                log.info("consumer %s holds: its work queues are full", self._group_id)
+            consumer.pause(*consumer.assignment())
 
     async def _process(self, records: list[Any]) -> None:
         accepted: list[tuple[Event, Span, Any]] = []

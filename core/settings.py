@@ -56,6 +56,13 @@ class ServiceSettings(BaseSettings):
     # Kafka producer batching: a little linger buys large batches at high load.
     kafka_linger_ms: int = 5
     consumer_max_records: int = 500
+    # Offsets are committed at most this often (and within it after the last batch): every
+    # handler claims its event ids (core/inbox.py), so what a crash makes Kafka hand over
+    # again changes nothing, and one commit a batch cost the broker a request per batch.
+    consumer_commit_interval_ms: int = Field(default=500, ge=0)
+    # A consumer takes no more events in while a work queue it feeds has this many rows due
+    # (0: never holds): the backlog then waits in Kafka, where intake's gate sees it.
+    consumer_max_due_rows: int = Field(default=2000, ge=0)
     log_level: str = "INFO"
     # How long a request waits for the schema at start-up before answering 503.
     schema_wait_s: float = 5.0

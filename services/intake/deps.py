@@ -55,6 +55,7 @@ def compose(settings: IntakeSettings | None = None, *, clock: Clock = SYSTEM_CLO
         max_backlog_s=settings.pipeline_max_backlog_s,
         floor_events=settings.pipeline_backlog_floor_events,
         interval_s=settings.pipeline_backlog_interval_s,
+        retry_after_max_s=settings.pipeline_retry_after_max_s,
     )
     runtime.add_worker("pipeline-backlog", backlog.run)
     catalogues = CatalogueClient.from_settings(settings)

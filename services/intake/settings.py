@@ -31,6 +31,9 @@ class IntakeSettings(ServiceSettings, CatalogueSettings):
     pipeline_max_backlog_s: float = Field(default=120.0, ge=0)
     pipeline_backlog_floor_events: int = Field(default=1000, ge=0)
     pipeline_backlog_interval_s: float = Field(default=2.0, gt=0)
+    # The longest Retry-After a refused submission is given: longer, and the pipeline runs
+    # out of work while the clients wait.
+    pipeline_retry_after_max_s: int = Field(default=10, ge=1)
 
     @property
     def form_data_shape(self) -> JsonShape:

@@ -19,7 +19,7 @@ from core.deps import provider
 from core.handlers import EventHandlers
 from core.outbound import OutboundClient
 from core.outbox import Outbox
-from core.queue_metrics import QueueCount
+from core.queue_metrics import QueueCount, QueueRoom
 from core.runtime import Runtime, Worker
 from services.notify import models
 from services.notify.channels import (
@@ -77,13 +77,6 @@ def compose(settings: NotifySettings | None = None, *, clock: Clock = SYSTEM_CLO
         intake_url=settings.intake_public_url,
         clock=clock,
     )
-    handlers = EventHandlers()
-    service.subscribe(handlers)
-    consumer = EventConsumer(
-        settings, group_id="notify", handlers=handlers, producer=runtime.producer
-    )
-    # Messages name procedures: nothing is consumed before the catalogue is in.
-    runtime.add_worker("dossier-consumer", _after(catalogues, consumer.run))
     outbound = webhook_client(settings)
     channels: list[Channel] = [
         EmailChannel(settings),
@@ -91,8 +84,24 @@ def compose(settings: NotifySettings | None = None, *, clock: Clock = SYSTEM_CLO
     ]
     if settings.sms_enabled:
         channels.append(SmsChannel(settings))
-    for channel in channels:
-        _add_sender(runtime, settings, channel, service, status_log)
+    queues = [_add_sender(runtime, settings, channel, service, status_log) for channel in channels]
+    handlers = EventHandlers()
+    service.subscribe(handlers)
+    consumer = EventConsumer(
+        settings,
+        group_id="notify",
+        handlers=handlers,
+        producer=runtime.producer,
+        room=QueueRoom(
+            "notify",
+            runtime.sessions,
+            queues,
+            max_due=settings.consumer_max_due_rows,
+            clock=clock,
+        ),
+    )
+    # Messages name procedures: nothing is consumed before the catalogue is in.
+    runtime.add_worker("dossier-consumer", _after(catalogues, consumer.run))
     verification = token_verifier(settings)
     runtime.on_stop(verification.close)
     return NotifyDeps(
@@ -123,7 +132,7 @@ def _add_sender(
     channel: Channel,
     service: NotificationService,
     status_log: StatusLog,
-) -> None:
+) -> QueueCount:
     sender = ChannelSender(
         channel,
         settings,
@@ -135,13 +144,13 @@ def _add_sender(
     )
     runtime.add_worker(f"{channel.name}-sender", sender.run)
     c = models.notifications.c
-    runtime.count_queue(
-        QueueCount(
-            sender.name,
-            models.notifications,
-            and_(c.channel == channel.name, c.status.in_(CLAIMABLE)),
-        )
+    queue = QueueCount(
+        sender.name,
+        models.notifications,
+        and_(c.channel == channel.name, c.status.in_(CLAIMABLE)),
     )
+    runtime.count_queue(queue)
+    return queue
 
 
 Deps = Annotated[NotifyDeps, Depends(provider(NotifyDeps))]

@@ -5,8 +5,11 @@ taking dossiers in (503, Retry-After) instead of letting the topic grow without 
 answering reads, and take them in again once the backlog drains; nothing accepted is lost.
 
 The laggard is real: notify's process is frozen with SIGSTOP, so its consumer group stops
-committing while intake goes on publishing. The flood goes to an extra intake replica with
-a small backlog limit (same database and broker), so the rest of the suite keeps its own.
+committing while intake goes on publishing. Or notify runs but its mail goes out slower
+than dossiers come in: its work queue fills, its consumer holds (CONSUMER_MAX_DUE_ROWS), and
+the backlog shows in Kafka, where intake looks, instead of growing unseen in notify's
+database. The flood goes to an extra intake replica with a small backlog limit (same
+database and broker), so the rest of the suite keeps its own.
 """
 
 from __future__ import annotations
@@ -56,11 +59,32 @@ def watchful_intake(stack: Stack) -> Iterator[str]:
         log.close()
 
 
-def submit(url: str, token: str, i: int) -> httpx.Response:
+@pytest.fixture
+def slow_mail(stack: Stack) -> Iterator[None]:
+    """Notify restarted with mail paced to one a second and room for 3 due rows."""
+
+    def restart(extra: dict[str, str]) -> None:
+        stack.stop_service("notify")
+        default = stack.env
+        stack.env = {**default, **extra}
+        try:
+            stack.start_service("notify")
+        finally:
+            stack.env = default
+        stack.wait_ready("notify")
+
+    restart({"EMAIL_RATE_PER_S": "1", "EMAIL_BURST": "1", "CONSUMER_MAX_DUE_ROWS": "3"})
+    try:
+        yield
+    finally:
+        restart({})
+
+
+def submit(url: str, token: str, i: int, prefix: str = "backlog") -> httpx.Response:
     return httpx.post(
         url + "/v1/dossiers",
-        json=chain_dossier(f"backlog-{i}@example.vn"),
-        headers={"Authorization": f"Bearer {token}", "Idempotency-Key": f"backlog-{i}"},
+        json=chain_dossier(f"{prefix}-{i}@example.vn"),
+        headers={"Authorization": f"Bearer {token}", "Idempotency-Key": f"{prefix}-{i}"},
         timeout=15,
     )
 
@@ -98,7 +122,7 @@ def test_a_stalled_consumer_stops_intake_taking_dossiers_in_until_it_drains(
         assert refused is not None, f"{len(accepted)} accepted, none refused; {gauges}"
         assert refused.headers["content-type"] == "application/problem+json"
         assert refused.json()["type"].endswith("pipeline-backlog"), refused.text
-        assert 1 <= int(refused.headers["retry-after"]) <= 60
+        assert 1 <= int(refused.headers["retry-after"]) <= 10
         # Refused for the backlog, not for being busy: it says so again at once, and reads
         # of what it already took in go on.
         assert submit(url, token, i).status_code == 503
@@ -113,5 +137,43 @@ def test_a_stalled_consumer_stops_intake_taking_dossiers_in_until_it_drains(
         return answer if answer.status_code == 201 else None
 
     accepted[i] = eventually(taken_in, timeout=180, every=1.0).json()["code"]
+    for code in accepted.values():
+        assert wait_completed(stack, code, timeout=180)["status"] == "completed"
+
+
+def test_a_full_work_queue_holds_its_consumer_so_intake_sees_the_backlog(
+    stack: Stack, slow_mail: None, watchful_intake: str
+) -> None:
+    url, token = watchful_intake, agency_token(stack, DESK)
+    notify = stack.url("notify")
+    accepted: dict[int, str] = {}
+    refused: httpx.Response | None = None
+    held = False
+    deadline = time.monotonic() + 120
+    i = 0
+    while refused is None and time.monotonic() < deadline:
+        answer = submit(url, token, i, "mailqueue")
+        if answer.status_code == 503:
+            refused = answer
+            break
+        assert answer.status_code == 201, answer.text
+        accepted[i] = answer.json()["code"]
+        i += 1
+        metrics = httpx.get(notify + "/metrics/", follow_redirects=True).text
+        held = held or 'gateway_consumer_held{group="notify"} 1.0' in metrics
+        time.sleep(0.2)
+    assert refused is not None, f"{len(accepted)} accepted, none refused"
+    assert refused.json()["type"].endswith("pipeline-backlog"), refused.text
+    # Refused because notify held its consumer with its mail queue full, not because it
+    # stopped: it kept sending meanwhile.
+    assert held
+    assert 1 <= int(refused.headers["retry-after"]) <= 10
+
+    def taken_in() -> httpx.Response | None:
+        answer = submit(url, token, i, "mailqueue")
+        return answer if answer.status_code == 201 else None
+
+    # At one mail a second the queue drains, notify takes the topic in again, intake too.
+    accepted[i] = eventually(taken_in, timeout=240, every=1.0).json()["code"]
     for code in accepted.values():
         assert wait_completed(stack, code, timeout=180)["status"] == "completed"

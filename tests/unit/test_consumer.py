@@ -6,6 +6,7 @@ and offsets committed only after the handler's work."""
 from __future__ import annotations
 
 import asyncio
+import itertools
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
@@ -198,6 +199,104 @@ async def test_offsets_are_committed_after_the_handler_and_never_automatically(
 
     assert Kafka.journal == ["start", "handled A,B", "commit", "stop"]
     assert made[0].config["enable_auto_commit"] is False
+
+
+class SteadyKafka(Kafka):
+    """A batch on each of the first `busy` polls, then nothing; each poll takes 125 ms."""
+
+    busy = 7
+    now = 0.0
+
+    async def getmany(self, **_: Any) -> dict[str, list[Record]]:
+        self.polls += 1
+        SteadyKafka.now += 0.125
+        if self.polls > 12:
+            raise asyncio.CancelledError
+        if self.polls > self.busy:
+            return {}
+        return {"p0": [record(f"D{self.polls}", self.polls)]}
+
+
+async def test_offsets_are_committed_at_most_once_an_interval_and_soon_after_the_last_batch(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    Kafka.journal, SteadyKafka.now = [], 0.0
+    monkeypatch.setattr(consumer_module, "AIOKafkaConsumer", SteadyKafka)
+    monkeypatch.setattr(consumer_module.time, "monotonic", lambda: SteadyKafka.now)
+
+    async def handle(events: Sequence[Event]) -> None:
+        Kafka.journal.append(",".join(e.subject for e in events))
+
+    consumer = consumer_with(Handler(), Producer())
+    assert consumer._settings.consumer_commit_interval_ms == 500
+    consumer._handle = handle
+    with pytest.raises(asyncio.CancelledError):
+        await consumer.run()
+
+    # Seven batches, two commits: one when the interval ran out mid-stream, one when it
+    # ran out again with the last three batches handled and nothing more coming. Nothing is
+    # left for the stop.
+    assert Kafka.journal == [
+        *("start", "D1", "D2", "D3", "D4", "commit"),
+        *("D5", "D6", "D7", "commit", "stop"),
+    ]
+
+
+class PausableKafka(Kafka):
+    """Serves a record on every poll of a partition that is not paused."""
+
+    def __init__(self, *topics: str, **config: Any) -> None:
+        super().__init__(*topics, **config)
+        self._paused: set[str] = set()
+
+    def assignment(self) -> set[str]:
+        return {"p0", "p1"}
+
+    def paused(self) -> set[str]:
+        return set(self._paused)
+
+    def pause(self, *partitions: str) -> None:
+        self._paused |= set(partitions)
+
+    def resume(self, *partitions: str) -> None:
+        self._paused -= set(partitions)
+
+    async def getmany(self, **_: Any) -> dict[str, list[Record]]:
+        self.polls += 1
+        if self.polls > 6:
+            raise asyncio.CancelledError
+        served = sorted(self.assignment() - self._paused)
+        self.journal.append(f"poll {'+'.join(served) or 'nothing'}")
+        return {p: [record(f"{p}-{self.polls}", self.polls)] for p in served}
+
+
+async def test_a_consumer_whose_work_queues_are_full_pauses_and_still_polls(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    Kafka.journal = []
+    monkeypatch.setattr(consumer_module, "AIOKafkaConsumer", PausableKafka)
+    rooms = itertools.chain([True, False, False], itertools.repeat(True))
+
+    async def room() -> bool:
+        return next(rooms)
+
+    async def handle(events: Sequence[Event]) -> None:
+        Kafka.journal.append("handled " + ",".join(e.subject for e in events))
+
+    handlers = EventHandlers()
+    handlers.on(events_pb2.DossierSubmitted)(Handler())
+    consumer = EventConsumer(
+        ServiceSettings(), group_id="notify", handlers=handlers, producer=Producer(), room=room
+    )
+    consumer._handle = handle
+    with pytest.raises(asyncio.CancelledError):
+        await consumer.run()
+
+    polls = [entry for entry in Kafka.journal if entry.startswith("poll")]
+    # Two turns without room: both partitions paused, polling goes on (the group keeps
+    # the consumer), nothing is taken in; then it takes events in again.
+    assert polls == ["poll p0+p1", "poll nothing", "poll nothing"] + ["poll p0+p1"] * 3
+    assert "handled p0-4,p1-4" in Kafka.journal
 
 
 def routed(code: str, offset: int) -> Record:
