@@ -27,6 +27,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections import Counter
 from collections.abc import Iterator
 from contextlib import contextmanager
 from functools import partial
@@ -112,8 +113,12 @@ def bench_gateway(
         phases = run_loads("gateway", target, loads, pids, settle_s)
         time.sleep(2)  # the last spans' export batch
         dossiers = WARM_UP.dossiers + sum(p.accepted for p in phases)
-        spans = len(sink.spans()) / max(dossiers, 1)
-        print(f"gateway: {spans:.1f} spans exported per dossier (warm-up included)\n")
+        received = sink.spans()
+        per_dossier = len(received) / max(dossiers, 1)
+        print(f"gateway: {per_dossier:.1f} spans exported per dossier (warm-up included)")
+        # Which spans, so that "fewer spans" has a target: service and name, per dossier.
+        kinds = Counter(f"{s.service}: {s.name}" for s in received).most_common(12)
+        print("  " + "; ".join(f"{name} {n / max(dossiers, 1):.1f}" for name, n in kinds) + "\n")
         return phases
     finally:
         stack.stop()
