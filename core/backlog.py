@@ -165,19 +165,25 @@ class PipelineBacklog:
 
     def _update(self, group: str, committed: int, backlog: int, now: float) -> None:
         pace = self.paces[group]
-        if pace.backlog > self._floor and backlog > self._floor and pace.committed >= 0:
+        if committed < pace.committed:
+            pace.busy.clear()  # offsets went back (the group was reset): measure anew
+        elif pace.backlog > self._floor and backlog > self._floor and pace.committed >= 0:
             if not pace.busy:
                 pace.busy.append((pace.measured_at, pace.committed))
             pace.busy.append((now, committed))
-            window = WINDOW_INTERVALS * self._interval_s
-            while len(pace.busy) > 2 and now - pace.busy[1][0] >= window:
+            window = WINDOW_INTERVALS * self._interval_s * 1.01  # 1.01: timer jitter
+            while len(pace.busy) > 2 and now - pace.busy[0][0] > window:
                 pace.busy.popleft()
             since, first = pace.busy[0]
             span = now - since
             if span >= JUDGED_AFTER_INTERVALS * self._interval_s * 0.99:  # 0.99: timer jitter
                 pace.rate = max(0, committed - first) / span
         else:
-            pace.busy.clear()  # the rate stays: what the group could do when last busy
+            # The rate stays: what the group could do when last busy. But not a standstill:
+            # a group whose backlog drained has moved since.
+            pace.busy.clear()
+            if pace.rate == 0 and backlog <= self._floor:
+                pace.rate = None
         pace.committed, pace.backlog, pace.measured_at = committed, backlog, now
         BACKLOG.labels(group).set(backlog)
         BACKLOG_SECONDS.labels(group).set(min(pace.seconds(self._floor), 1e9))

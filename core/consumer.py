@@ -18,7 +18,7 @@ import time
 from collections.abc import Awaitable, Callable, Sequence
 from typing import Any
 
-from aiokafka import AIOKafkaConsumer
+from aiokafka import AIOKafkaConsumer, TopicPartition
 from opentelemetry import trace
 from opentelemetry.propagate import extract, inject
 from opentelemetry.trace import Span, SpanKind, StatusCode
@@ -54,7 +54,7 @@ class EventConsumer:
         self._handle: BatchHandler = handlers
         self._producer = producer
         self._topics = list(topics or [settings.dossier_events_topic])
-        # False while the work queues this consumer feeds are full (core.queue_metrics).
+        # False while the work queues this consumer feeds are full (core/room.py).
         self._room = room
 
     async def run(self) -> None:
@@ -68,27 +68,30 @@ class EventConsumer:
         )
         await consumer.start()
         interval_s = self._settings.consumer_commit_interval_ms / 1000
-        uncommitted, committed_at = False, time.monotonic()
+        # Per partition, the offset after the last record handled: committed explicitly, as
+        # the consumer's own position is already past a batch it returned and that a stop or
+        # crash may cut off before its transaction commits.
+        handled: dict[TopicPartition, int] = {}
+        committed_at = time.monotonic()
         try:
             while True:
                 await self._hold_while_full(consumer)
                 batches = await consumer.getmany(
-                    timeout_ms=min(500, max(1, self._settings.consumer_commit_interval_ms)),
-                    max_records=self._settings.consumer_max_records,
+                    timeout_ms=500, max_records=self._settings.consumer_max_records
                 )
                 records = [r for partition in batches.values() for r in partition]
                 if records:
                     await self._process(records)
-                    uncommitted = True
-                if uncommitted and time.monotonic() - committed_at >= interval_s:
-                    # The positions after what was handled; a crash before this hands the
-                    # events since the last commit over again, and the inbox skips them.
-                    await consumer.commit()
-                    uncommitted, committed_at = False, time.monotonic()
+                    handled |= {tp: batch[-1].offset + 1 for tp, batch in batches.items() if batch}
+                if handled and time.monotonic() - committed_at >= interval_s:
+                    # A crash before this hands the events since the last commit over
+                    # again, and the inbox skips them.
+                    await _commit(consumer, handled)
+                    committed_at = time.monotonic()
         finally:
-            if uncommitted:  # a clean stop hands nothing over again
+            if handled:  # a clean stop hands nothing handled over again
                 with contextlib.suppress(Exception):
-                    await asyncio.wait_for(consumer.commit(), timeout=2)
+                    await asyncio.wait_for(_commit(consumer, handled), timeout=2)
             # Leaving the group is a courtesy that must not hang a shutdown when the broker
             # is gone; what was handled since the last commit is recognised when read again.
             await stop_within(consumer.stop(), f"consumer {self._group_id}")
@@ -190,3 +193,13 @@ class EventConsumer:
             headers=headers,
         )
         await until_available("dead-letter topic", lambda: self._producer.send_batch([dead]))
+
+
+async def _commit(consumer: AIOKafkaConsumer, handled: dict[TopicPartition, int]) -> None:
+    """Commit what was handled on the partitions still assigned. One a rebalance took away
+    is its new owner's: read again from its last commit, the inbox skips what was handled."""
+    assigned = consumer.assignment()
+    offsets = {tp: offset for tp, offset in handled.items() if tp in assigned}
+    handled.clear()
+    if offsets:
+        await consumer.commit(offsets)

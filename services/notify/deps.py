@@ -19,7 +19,8 @@ from core.deps import provider
 from core.handlers import EventHandlers
 from core.outbound import OutboundClient
 from core.outbox import Outbox
-from core.queue_metrics import QueueCount, QueueRoom
+from core.queue_metrics import QueueCount
+from core.room import QueueRoom
 from core.runtime import Runtime, Worker
 from services.notify import models
 from services.notify.channels import (
@@ -84,21 +85,20 @@ def compose(settings: NotifySettings | None = None, *, clock: Clock = SYSTEM_CLO
     ]
     if settings.sms_enabled:
         channels.append(SmsChannel(settings))
-    queues = [_add_sender(runtime, settings, channel, service, status_log) for channel in channels]
+    senders = [_add_sender(runtime, settings, channel, service, status_log) for channel in channels]
     handlers = EventHandlers()
     service.subscribe(handlers)
+    # The consumer holds while a channel's queue is full (core/room.py).
+    room = QueueRoom(
+        "notify",
+        runtime.sessions,
+        [sender.lease for sender in senders],
+        max_due=settings.consumer_max_due_rows,
+        clock=clock,
+        hold=runtime.held,
+    )
     consumer = EventConsumer(
-        settings,
-        group_id="notify",
-        handlers=handlers,
-        producer=runtime.producer,
-        room=QueueRoom(
-            "notify",
-            runtime.sessions,
-            queues,
-            max_due=settings.consumer_max_due_rows,
-            clock=clock,
-        ),
+        settings, group_id="notify", handlers=handlers, producer=runtime.producer, room=room
     )
     # Messages name procedures: nothing is consumed before the catalogue is in.
     runtime.add_worker("dossier-consumer", _after(catalogues, consumer.run))
@@ -132,7 +132,7 @@ def _add_sender(
     channel: Channel,
     service: NotificationService,
     status_log: StatusLog,
-) -> QueueCount:
+) -> ChannelSender:
     sender = ChannelSender(
         channel,
         settings,
@@ -144,13 +144,14 @@ def _add_sender(
     )
     runtime.add_worker(f"{channel.name}-sender", sender.run)
     c = models.notifications.c
-    queue = QueueCount(
-        sender.name,
-        models.notifications,
-        and_(c.channel == channel.name, c.status.in_(CLAIMABLE)),
+    runtime.count_queue(
+        QueueCount(
+            sender.name,
+            models.notifications,
+            and_(c.channel == channel.name, c.status.in_(CLAIMABLE)),
+        )
     )
-    runtime.count_queue(queue)
-    return queue
+    return sender
 
 
 Deps = Annotated[NotifyDeps, Depends(provider(NotifyDeps))]

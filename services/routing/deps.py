@@ -28,8 +28,10 @@ from core.deps import provider
 from core.grpc import GrpcServer
 from core.handlers import EventHandlers
 from core.outbox import Outbox
-from core.queue_metrics import QueueCount, QueueRoom, count_of
+from core.queue_metrics import QueueCount, count_of
+from core.room import QueueRoom
 from core.runtime import Runtime, Worker
+from core.workqueue import Lease
 from gateway.v1 import catalogue_pb2, catalogue_pb2_grpc, events_pb2, routing_pb2, routing_pb2_grpc
 from services.routing import models
 from services.routing.catalogue_store import CatalogueStore
@@ -149,7 +151,6 @@ def compose(settings: RoutingSettings | None = None, *, clock: Clock = SYSTEM_CL
 
 def _add_workers(deps: RoutingDeps) -> None:
     runtime, settings, store = deps.runtime, deps.settings, deps.catalogue_store
-    delivery_queue, portal_queue = _count_queues(runtime)
     submitted = EventHandlers()
     submitted.on(events_pb2.DossierSubmitted)(deps.journeys.take_in)
     consumer = EventConsumer(
@@ -157,17 +158,21 @@ def _add_workers(deps: RoutingDeps) -> None:
         group_id="routing",
         handlers=submitted,
         producer=runtime.producer,
-        room=_room(deps, "routing", delivery_queue),
+        room=_room(deps, "routing", [deps.delivery.lease]),
     )
     status_changed = EventHandlers()
     status_changed.on(events_pb2.DossierStatusChanged)(deps.portal.take_in)
+    # Without a portal to push to, nothing drains the pushes: they are kept, never a reason
+    # to hold.
+    pushed = [deps.portal.lease] if settings.portal_sync_url else []
     portal_consumer = EventConsumer(
         settings,
         group_id="portal-sync",
         handlers=status_changed,
         producer=runtime.producer,
-        room=_room(deps, "portal-sync", portal_queue),
+        room=_room(deps, "portal-sync", pushed),
     )
+    _count_queues(runtime)
     runtime.add_worker("catalogue", store.run)
     # Outcome reports and reads need the catalogue: until it is loaded they get 503.
     runtime.add_gate("catalogue", store.ready)
@@ -202,33 +207,33 @@ def _serve_grpc(deps: RoutingDeps) -> None:
     deps.runtime.serve_grpc(grpc_server, deps.settings.http_host, deps.settings.grpc_port)
 
 
-def _room(deps: RoutingDeps, group: str, queue: QueueCount) -> QueueRoom:
+def _room(deps: RoutingDeps, group: str, leases: list[Lease]) -> QueueRoom:
+    """Room in the queues the consumer feeds (core/room.py)."""
     return QueueRoom(
         group,
         deps.sessions,
-        [queue],
+        leases,
         max_due=deps.settings.consumer_max_due_rows,
         clock=deps.clock,
+        hold=deps.runtime.held,
     )
 
 
-def _count_queues(runtime: Runtime) -> tuple[QueueCount, QueueCount]:
-    """The gauges of routing's queues and of its overdue dossiers (core/queue_metrics.py);
-    the delivery and portal queues, which also hold their consumers when full."""
+def _count_queues(runtime: Runtime) -> None:
+    """The gauges of routing's queues and of its overdue dossiers (core/queue_metrics.py)."""
     t, p, j = models.transfers.c, models.portal_pushes.c, models.journeys.c
     pending, dead = TransferStatus.PENDING, TransferStatus.DEAD_LETTERED
-    delivery = QueueCount("delivery", models.transfers, t.status == pending, t.status == dead)
-    runtime.count_queue(delivery)
-    pushing, parked = PushStatus.PENDING, PushStatus.DEAD_LETTERED
-    portal = QueueCount(
-        "portal-sync", models.portal_pushes, p.status == pushing, p.status == parked
+    runtime.count_queue(
+        QueueCount("delivery", models.transfers, t.status == pending, t.status == dead)
     )
-    runtime.count_queue(portal)
+    pushing, parked = PushStatus.PENDING, PushStatus.DEAD_LETTERED
+    runtime.count_queue(
+        QueueCount("portal-sync", models.portal_pushes, p.status == pushing, p.status == parked)
+    )
     runtime.queue_metrics.overdue = count_of(
         models.journeys,
         and_(j.overdue_at.is_not(None), j.status.in_([s.value for s in OPEN_STATES])),
     )
-    return delivery, portal
 
 
 def _after(store: CatalogueStore, worker: Callable[[], Awaitable[None]]) -> Worker:

@@ -170,8 +170,15 @@ class Kafka:
             raise asyncio.CancelledError
         return {"p0": [record("A", 1), record("B", 2)]}
 
-    async def commit(self) -> None:
+    # What each commit committed: partition -> the offset after the last record handled.
+    committed: ClassVar[list[dict[str, int]]] = []
+
+    def assignment(self) -> set[str]:
+        return {"p0"}
+
+    async def commit(self, offsets: dict[str, int]) -> None:
         self.journal.append("commit")
+        self.committed.append(dict(offsets))
 
     async def stop(self) -> None:
         self.journal.append("stop")
@@ -201,6 +208,31 @@ async def test_offsets_are_committed_after_the_handler_and_never_automatically(
     assert made[0].config["enable_auto_commit"] is False
 
 
+async def test_a_stop_while_a_batch_is_handled_commits_only_what_was_handled(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """getmany has moved the consumer's position past the batch it returned: committing
+    that position when a stop cuts the batch off would skip it for good."""
+    Kafka.journal, Kafka.committed, SteadyKafka.now = [], [], 0.0
+    monkeypatch.setattr(consumer_module, "AIOKafkaConsumer", SteadyKafka)
+    monkeypatch.setattr(consumer_module.time, "monotonic", lambda: SteadyKafka.now)
+
+    async def handle(events: Sequence[Event]) -> None:
+        if events[0].subject == "D3":
+            raise asyncio.CancelledError  # the stop, while D3's transaction is open
+        Kafka.journal.append(",".join(e.subject for e in events))
+
+    consumer = consumer_with(Handler(), Producer())
+    consumer._handle = handle
+    with pytest.raises(asyncio.CancelledError):
+        await consumer.run()
+
+    # D1 and D2 were handled, not yet committed (the interval had not run out): the stop
+    # commits up to D2 (offset 2, next 3), so D3 is read again.
+    assert Kafka.journal == ["start", "D1", "D2", "commit", "stop"]
+    assert Kafka.committed == [{"p0": 3}]
+
+
 class SteadyKafka(Kafka):
     """A batch on each of the first `busy` polls, then nothing; each poll takes 125 ms."""
 
@@ -220,7 +252,7 @@ class SteadyKafka(Kafka):
 async def test_offsets_are_committed_at_most_once_an_interval_and_soon_after_the_last_batch(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    Kafka.journal, SteadyKafka.now = [], 0.0
+    Kafka.journal, Kafka.committed, SteadyKafka.now = [], [], 0.0
     monkeypatch.setattr(consumer_module, "AIOKafkaConsumer", SteadyKafka)
     monkeypatch.setattr(consumer_module.time, "monotonic", lambda: SteadyKafka.now)
 
@@ -240,6 +272,7 @@ async def test_offsets_are_committed_at_most_once_an_interval_and_soon_after_the
         *("start", "D1", "D2", "D3", "D4", "commit"),
         *("D5", "D6", "D7", "commit", "stop"),
     ]
+    assert Kafka.committed == [{"p0": 5}, {"p0": 8}]
 
 
 class PausableKafka(Kafka):
