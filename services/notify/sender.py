@@ -36,6 +36,7 @@ from typing import Any
 
 from opentelemetry import trace
 from opentelemetry.trace import SpanKind
+from sqlalchemy import ColumnElement, and_, or_
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
 from core.clock import SYSTEM_CLOCK, Clock
@@ -198,8 +199,10 @@ class ChannelSender(LeasedQueue[dict[str, Any]]):
                     break
                 permitted.append(row)
             if permitted:
-                await self._record(done, in_flight=permitted)
-                done = [(row, await self._send(row)) for row in permitted]
+                marked = await self._record(done, in_flight=permitted)
+                # A row whose lease ran out while it waited its turn (a slow batch) may be
+                # another replica's now: only those still this claim's are handed over.
+                done = [(row, await self._send(row)) for row in permitted if row["id"] in marked]
             if len(permitted) < len(rows[start : start + group]):
                 unsent = len(rows) - start - len(permitted)
                 await self._give_back(rows[start + len(permitted) :])
@@ -217,7 +220,9 @@ class ChannelSender(LeasedQueue[dict[str, Any]]):
         self,
         done: list[tuple[dict[str, Any], Outcome]],
         in_flight: Sequence[dict[str, Any]] = (),
-    ) -> None:
+    ) -> set[str]:
+        """Commit the outcomes of `done` and mark `in_flight` as handed over, in one
+        transaction; the ids of the rows marked (those still held under this claim)."""
         now = self.clock.now()
         changes = []
         for row, outcome in done:
@@ -241,15 +246,19 @@ class ChannelSender(LeasedQueue[dict[str, Any]]):
                 )
             changes.append((row, values))
         if not changes and not in_flight:
-            return
+            return set()
         async with self.sessions.begin() as session:
             await self._status_log.change(session, changes, now)
-            if in_flight:
-                await session.execute(
-                    notifications.update()
-                    .where(notifications.c.id.in_([row["id"] for row in in_flight]))
-                    .values(in_flight_at=now)
-                )
+            if not in_flight:
+                return set()
+            c = notifications.c
+            marked = await session.execute(
+                notifications.update()
+                .where(_claimed_by_us(in_flight), c.status == "sending", c.in_flight_at.is_(None))
+                .values(in_flight_at=now)
+                .returning(c.id)
+            )
+            return set(marked.scalars())
 
     async def _send(self, row: dict[str, Any]) -> Outcome:
         with tracer.start_as_current_span(
@@ -281,6 +290,16 @@ class ChannelSender(LeasedQueue[dict[str, Any]]):
         async with self.sessions.begin() as session:
             await session.execute(
                 notifications.update()
-                .where(notifications.c.id.in_([r["id"] for r in rows]))
+                .where(_claimed_by_us(rows))
                 .values(next_attempt_at=due, attempts=notifications.c.attempts - 1)
             )
+
+
+def _claimed_by_us(rows: Sequence[dict[str, Any]]) -> ColumnElement[bool]:
+    """The rows as this claim left them: every claim counts an attempt, so a row another
+    replica claimed after this lease ran out has a higher count and is not ours to touch."""
+    c = notifications.c
+    by_attempts: dict[int, list[str]] = {}
+    for row in rows:
+        by_attempts.setdefault(row["attempts"], []).append(row["id"])
+    return or_(*(and_(c.attempts == n, c.id.in_(ids)) for n, ids in by_attempts.items()))

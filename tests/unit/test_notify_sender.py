@@ -187,3 +187,30 @@ async def test_emails_marked_in_flight_together_are_given_up_together_at_a_crash
         "n3": "technical-failure",
         "n4": "delivered",
     }
+
+
+async def test_an_email_whose_lease_ran_out_and_was_claimed_again_is_sent_once(
+    sessions: async_sessionmaker[AsyncSession],
+) -> None:
+    """A slow replica: its batch outlives its lease, another replica claims the rows it had
+    not reached yet and sends them. The slow one must not send them too (at most once)."""
+    await seed(sessions, "email", 3)
+    slow_channel, other_channel = FakeChannel("email", False), FakeChannel("email", False)
+    slow, other = sender(slow_channel, sessions), sender(other_channel, sessions)
+    late = await slow._claim()
+    assert len(late) == 3
+    # The lease runs out before the slow replica gets to them; the other claims and sends.
+    async with sessions.begin() as session:
+        await session.execute(
+            update(notifications).values(next_attempt_at=datetime.now(UTC) - timedelta(1))
+        )
+    await other._send_all(await other._claim())
+    assert sorted(other_channel.sent) == ["n0", "n1", "n2"]
+
+    await slow._send_all(late)  # the slow replica reaches its batch at last
+
+    assert slow_channel.sent == []
+    async with sessions() as session:
+        rows = list(await session.execute(select(notifications)))
+    assert {r.status for r in rows} == {"delivered"}
+    assert {r.attempts for r in rows} == {2}  # the slow one gave nothing back either
