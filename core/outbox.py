@@ -22,9 +22,10 @@ from sqlalchemy.orm import Session
 from core.clock import SYSTEM_CLOCK, Clock
 from core.events import Event, to_kafka
 from core.kafka import OutboundRecord
+from core.retry import retryable_kafka
 from core.storage import BigId, UtcDateTime, supports_skip_locked
 from core.telemetry import current_carrier
-from core.workqueue import Hold, WorkQueue, describe, retryable_kafka
+from core.workqueue import Hold, WorkQueue, describe
 
 log = logging.getLogger(__name__)
 

@@ -9,7 +9,9 @@ that its worker would claim now; the backlog then waits in Kafka, where the gate
 
 Counted exactly as the worker claims (its Lease: claimable statuses, its own narrowing such
 as the portal's one-push-at-a-time order, due now), so rows backing off from a failing agency
-or provider, or held back behind an earlier push, never hold a consumer. While the service
+or provider, or held back behind an earlier push, never hold a consumer; nor do the rows
+of a lane with no place left (core/lanes.py): one slow agency's backlog waits in the
+database without closing intake to the dossiers of every other agency. While the service
 is in maintenance its workers claim nothing by design: the work waits in the database, and
 the consumer goes on taking events in.
 """
@@ -88,12 +90,7 @@ class QueueRoom:
         counts = []
         async with self._sessions() as session:
             for lease in self._leases:
-                c = lease.table.c
-                query = select(literal(1)).where(
-                    c.status.in_(lease.claimable), c.next_attempt_at <= now
-                )
-                if lease.where is not None:
-                    query = query.where(lease.where)
+                query = lease.due(now, literal(1))
                 # Counted up to the limit only: a long queue costs no more than a full one.
                 limited = query.limit(self._max_due).subquery()
                 found = await session.execute(select(func.count()).select_from(limited))

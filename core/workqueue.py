@@ -11,7 +11,8 @@ timeout, 408/425/429/5xx, gRPC UNAVAILABLE, a retriable Kafka error) with expone
 backoff and jitter; or parked as a dead letter with its reason (a refusal, a record Kafka
 will never take, or the last attempt spent). A parked row never blocks the rows behind it
 and stays until an operator replays it. A database or broker outage parks nothing: the
-queue waits it out.
+queue waits it out. A queue whose rows go out to many counterparts works them in lanes, one
+per counterpart, so that a slow one holds up none of the others (core/lanes.py).
 """
 
 from __future__ import annotations
@@ -25,16 +26,14 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any, Generic, TypeVar
 
-import grpc
-from aiokafka import errors as kafka_errors
-from aiokafka.errors import KafkaError
 from prometheus_client import Counter
 from pydantic import BaseModel, Field
-from sqlalchemy import Column, ColumnElement, Table, select
+from sqlalchemy import Column, ColumnElement, Select, Table, select
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 from tenacity import RetryCallState, Retrying, wait_exponential
 
 from core.clock import SYSTEM_CLOCK, Clock
+from core.lanes import Lanes
 from core.retry import TRANSIENT_ERRORS
 from core.storage import rowcount, supports_skip_locked
 
@@ -44,55 +43,6 @@ R = TypeVar("R")
 Hold = Callable[[], Awaitable[bool]]
 CLAIMED = Counter("gateway_work_claimed", "Rows claimed by each work queue", ["queue"])
 OUTAGES = Counter("gateway_work_outages", "Batches a database or broker outage put off", ["queue"])
-
-# Worth retrying over HTTP: the server was busy, down or slow, not the request wrong.
-RETRYABLE_HTTP = frozenset({408, 425, 429})
-RETRYABLE_GRPC = frozenset(
-    {
-        grpc.StatusCode.UNAVAILABLE,
-        grpc.StatusCode.DEADLINE_EXCEEDED,
-        grpc.StatusCode.RESOURCE_EXHAUSTED,
-        grpc.StatusCode.ABORTED,
-        grpc.StatusCode.INTERNAL,
-        grpc.StatusCode.UNKNOWN,
-        grpc.StatusCode.CANCELLED,
-    }
-)
-
-
-def retryable_http(status: int) -> bool:
-    return status in RETRYABLE_HTTP or status >= 500
-
-
-def retryable_grpc(code: grpc.StatusCode) -> bool:
-    return code in RETRYABLE_GRPC
-
-
-# Refusals of the record itself, the same however often it is sent. aiokafka's own
-# `retriable` flag cannot decide this: it is False for many outages too (a broker not
-# available, a producer closing, a timeout), which must never dead-letter an event.
-PERMANENT_KAFKA: tuple[type[KafkaError], ...] = (
-    kafka_errors.MessageSizeTooLargeError,
-    kafka_errors.RecordTooLargeError,
-    kafka_errors.RecordListTooLargeError,
-    kafka_errors.InvalidTopicError,
-    kafka_errors.TopicAuthorizationFailedError,
-    kafka_errors.CorruptRecordException,
-    kafka_errors.InvalidMessageError,
-    kafka_errors.InvalidTimestampError,
-    kafka_errors.UnsupportedForMessageFormatError,
-    kafka_errors.PolicyViolationError,
-)
-
-
-def retryable_kafka(exc: BaseException) -> bool:
-    """False only for a record Kafka will refuse every time (too large, a bad topic, no
-    right to write it) or for a fault of our own (a bug): anything else is the broker being
-    away, and waits."""
-    if isinstance(exc, KafkaError):
-        return not isinstance(exc, PERMANENT_KAFKA)
-    # Not connected yet, connection reset, timed out, the producer closing under it.
-    return isinstance(exc, OSError | TimeoutError | asyncio.CancelledError)
 
 
 class RetryPolicy(BaseModel):
@@ -157,6 +107,24 @@ class Lease:
     where: ColumnElement[bool] | None = None
     # Columns set to the claim's instant (say, updated_at).
     stamped: Sequence[str] = ()
+    # One lane per counterpart (core/lanes.py): a slow one holds up none of the others.
+    lanes: Lanes | None = None
+
+    def due(self, now: datetime, *columns: Any) -> Select[Any]:
+        """The rows a claim would take now: claimable, due, narrowed, in a lane with room.
+        The one definition, for the claim and for the consumer's room (core/room.py)."""
+        c = self.table.c
+        query = select(*(columns or [self.table])).where(
+            c.status.in_(self.claimable), c.next_attempt_at <= now
+        )
+        if self.where is not None:
+            query = query.where(self.where)
+        if (
+            self.lanes is not None
+            and (open_lanes := self.lanes.passing_over_full(self.table)) is not None
+        ):
+            query = query.where(open_lanes)
+        return query
 
     def key_of(self, row: Any) -> Any:
         return _field(row, self.key.name)
@@ -249,25 +217,75 @@ class LeasedQueue(WorkQueue, Generic[R]):
         self._prepare = prepare
         self.clock = clock
         self.retry = retry
+        # The lanes' work still out (core/lanes.py); held here, as the loop keeps only weak
+        # references to tasks.
+        self._in_flight: set[asyncio.Task[None]] = set()
+
+    async def run(self) -> None:
+        try:
+            await super().run()
+        finally:
+            # Their rows stay leased: claimed again when the lease runs out, as after a crash.
+            for task in self._in_flight:
+                task.cancel()
+            await asyncio.gather(*self._in_flight, return_exceptions=True)
 
     async def _claim_and_work(self) -> int:
+        lanes = self.lease.lanes
+        if lanes is not None:
+            return await self._claim_into_lanes(lanes)
         claimed = await self.claim()
         if claimed:
             await self._work(claimed)
         return len(claimed)
 
-    async def claim(self) -> list[R]:
+    async def _claim_into_lanes(self, lanes: Lanes) -> int:
+        room = lanes.room()
+        claimed = await self.claim(min(self.lease.limit, room)) if room else []
+        batch = [
+            self._start_lane(lanes, lane, items) for lane, items in lanes.split(claimed).items()
+        ]
+        if batch:
+            await asyncio.wait(batch, timeout=lanes.patience_s)
+        return len(claimed)
+
+    def _start_lane(self, lanes: Lanes, lane: str, items: list[R]) -> asyncio.Task[None]:
+        lanes.enter(lane, len(items))
+        task = asyncio.create_task(self._work_lane(lanes, lane, items), name=f"{self.name} {lane}")
+        self._in_flight.add(task)
+        task.add_done_callback(self._in_flight.discard)
+        return task
+
+    async def _work_lane(self, lanes: Lanes, lane: str, items: list[R]) -> None:
+        try:
+            await self._work(items)
+        except TRANSIENT_ERRORS as exc:
+            OUTAGES.labels(self.name).inc()
+            log.warning(
+                "%s could not record lane %s (%r); claimed again after the lease",
+                self.name,
+                lane,
+                exc,
+            )
+        except Exception:
+            # One lane's fault is that lane's: its rows are claimed again after the lease,
+            # and the other lanes go on.
+            log.exception("%s failed on lane %s; claimed again after the lease", self.name, lane)
+        finally:
+            lanes.leave(lane, len(items))
+            self.wake()  # the lane has room again
+
+    async def claim(self, limit: int | None = None) -> list[R]:
         """Due rows, leased, their attempts counted (rows as they were before the claim)."""
         lease, c = self.lease, self.lease.table.c
         now = self.clock.now()
-        query = select(lease.table).where(c.status.in_(lease.claimable), c.next_attempt_at <= now)
-        query = query.order_by(c.next_attempt_at).limit(lease.limit)
-        if lease.where is not None:
-            query = query.where(lease.where)
+        query = lease.due(now).order_by(c.next_attempt_at).limit(limit or lease.limit)
         if supports_skip_locked(self._engine):
             query = query.with_for_update(skip_locked=True)
         async with self.sessions.begin() as session:
             rows: list[Any] = list((await session.execute(query)).all())
+            if lease.lanes is not None:
+                rows = lease.lanes.within_places(rows)
             if rows and self._take is not None:
                 rows = await self._take(session, rows, now)
             if not rows:

@@ -35,6 +35,9 @@ class Channel(Protocol):
     span_name: str
     # Whether the provider de-duplicates a resend of the same notification id (see sender).
     idempotent: bool
+    # The column whose value is a separate far end, worked in its own lane (core/lanes.py)
+    # so that a slow one holds up no other; None: one provider for the whole channel.
+    lane: str | None
 
     async def start(self) -> None: ...
 
@@ -51,6 +54,7 @@ class EmailChannel:
     span_name = "smtp send"
     # SMTP has no idempotency key; the stable Message-ID lets a mailbox spot a resend.
     idempotent = False
+    lane: str | None = None
 
     def __init__(self, settings: NotifySettings) -> None:
         self._settings = settings
@@ -142,6 +146,7 @@ class SmsChannel:
     span_name = "sms send"
     # The notification id is the gateway's reference: a resend is answered, not billed.
     idempotent = True
+    lane: str | None = None
 
     def __init__(self, settings: NotifySettings) -> None:
         self._gateway = SmsGateway(
@@ -172,6 +177,9 @@ class WebhookChannel:
     name = "webhook"
     span_name = "webhook send"
     idempotent = True
+    # Each subscription is its own receiver: one that never answers (a tarpit) must not
+    # delay the callbacks of the others.
+    lane: str | None = "subscription_id"
 
     def __init__(
         self,

@@ -30,7 +30,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -40,6 +40,7 @@ from sqlalchemy import ColumnElement, and_, or_
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
 from core.clock import SYSTEM_CLOCK, Clock
+from core.lanes import Lanes
 from core.ratelimit import RateLimiter
 from core.telemetry import context_from_carrier
 from core.workqueue import Hold, Lease, LeasedQueue, describe
@@ -61,6 +62,10 @@ def pace_for(channel: str, settings: NotifySettings) -> tuple[float, int]:
     rate: float = getattr(settings, f"{channel}_rate_per_s")
     burst: int = getattr(settings, f"{channel}_burst")
     return rate / replicas, max(1, burst // replicas)
+
+
+def _lane_of(column: str) -> Callable[[dict[str, Any]], str]:
+    return lambda row: str(row[column])
 
 
 def limiter_for(channel: str, settings: NotifySettings) -> RateLimiter:
@@ -92,14 +97,24 @@ class ChannelSender(LeasedQueue[dict[str, Any]]):
         self._policy = RetryPolicy(
             settings.retry_for_s, settings.retry_backoff_base_s, settings.retry_backoff_max_s
         )
+        limit = max(1, min(settings.send_batch_size, within_lease))
+        lanes = None
+        if channel.lane is not None:
+            lanes = Lanes(
+                channel.lane,
+                _lane_of(channel.lane),
+                per_lane=settings.webhook_subscription_in_flight_max,
+                total=limit,
+            )
         lease = Lease(
             notifications,
             CLAIMABLE,
             settings.send_lease_s,
-            max(1, min(settings.send_batch_size, within_lease)),
+            limit,
             claimed_status="sending",
             where=notifications.c.channel == channel.name,
             stamped=("updated_at",),
+            lanes=lanes,
         )
         super().__init__(
             f"{channel.name}-sender",

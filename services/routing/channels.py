@@ -27,9 +27,9 @@ from core.catalogue import Agency
 from core.clock import SYSTEM_CLOCK, Clock
 from core.grpc import traced_channel
 from core.kafka import EventProducer, OutboundRecord
+from core.retry import retryable_grpc, retryable_http
 from core.signing import signature_headers
 from core.telemetry import current_carrier
-from core.workqueue import retryable_grpc, retryable_http
 from gateway.v1 import agency_pb2
 
 SOURCE = "/gateway/routing"

@@ -30,6 +30,7 @@ from core.catalogue import Catalogue
 from core.clock import SYSTEM_CLOCK, Clock
 from core.events import new_event, timestamp
 from core.kafka import EventProducer
+from core.lanes import Lanes
 from core.outbox import Outbox
 from core.storage import rowcount
 from core.telemetry import context_from_carrier, current_carrier
@@ -96,6 +97,12 @@ class DeliveryWorker(LeasedQueue[tuple[TransferRow, bytes]]):
             settings.delivery_lease_s,
             settings.delivery_batch_size,
             where=CLAIMABLE,
+            lanes=Lanes(
+                "agency_code",
+                _agency_of,
+                per_lane=settings.delivery_agency_in_flight_max,
+                total=settings.delivery_in_flight_max,
+            ),
         )
         super().__init__(
             "delivery",
@@ -197,7 +204,8 @@ class DeliveryWorker(LeasedQueue[tuple[TransferRow, bytes]]):
         )
 
     async def _record(self, attempts: list[Attempt]) -> None:
-        """Every attempt of a batch in one transaction: one commit, not one per transfer."""
+        """Every attempt of a batch (one agency's part of it, its lane) in one transaction:
+        one commit, not one per transfer."""
         now = self.clock.now()
         async with self.sessions.begin() as session:
             for attempt in attempts:
@@ -320,6 +328,10 @@ class DeliveryWorker(LeasedQueue[tuple[TransferRow, bytes]]):
             )
             event = new_event(dead, source=SOURCE, dossier_code=row.dossier_code)
             await self._outbox.put(session, event, trace=attempt.trace)
+
+
+def _agency_of(item: tuple[TransferRow, bytes]) -> str:
+    return item[0].agency_code
 
 
 async def _with_dossiers(

@@ -26,6 +26,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
 from core.clock import SYSTEM_CLOCK, VIETNAM, Clock
 from core.events import Event
+from core.retry import retryable_http
 from core.storage import upsert
 from core.workqueue import (
     Hold,
@@ -33,7 +34,6 @@ from core.workqueue import (
     LeasedQueue,
     RetryPolicy,
     describe,
-    retryable_http,
 )
 from gateway.v1 import events_pb2
 from services.routing.models import PushStatus, portal_pushes

@@ -32,6 +32,7 @@ class FakeChannel:
     idempotent: bool
     crash_on: int | None = None
     span_name: str = "fake send"
+    lane: str | None = None
 
     def __post_init__(self) -> None:
         self.sent: list[str] = []

@@ -23,14 +23,9 @@ from sqlalchemy import MetaData, func, select
 from core.events import new_event
 from core.kafka import OutboundRecord
 from core.outbox import Outbox, OutboxRelay, outbox_table
+from core.retry import retryable_grpc, retryable_http, retryable_kafka
 from core.storage import create_engine, create_tables, session_factory
-from core.workqueue import (
-    RetryPolicy,
-    describe,
-    retryable_grpc,
-    retryable_http,
-    retryable_kafka,
-)
+from core.workqueue import RetryPolicy, describe
 from gateway.v1 import events_pb2
 
 
