@@ -1,11 +1,14 @@
-"""The catalogue as routing serves it (gateway.v1.CatalogueService), for intake and notify.
+"""The catalogue as routing serves it (gateway.v1.CatalogueService), for intake, notify and
+identity.
 
 Routing is the catalogue's one owner: it alone reads catalogue/*.yaml and keeps every version
 it loaded. This client fetches the current version at start (retried while routing is away,
 core/retry.py), follows new versions every `refresh_s`, and keeps the last versions it saw,
 fetching an older one on demand: a dossier received under version N is handled under N even
 after a reload. Until the first version is in, `ready` stays unset, so the service's gate
-(core/runtime.py) answers 503 instead of validating against an empty catalogue.
+(core/runtime.py) answers 503 instead of validating against an empty catalogue. Identity
+alone keeps its gate open (routing checks the catalogue request against identity's keys):
+there only the consents, which need a procedure, answer 503 until then.
 """
 
 from __future__ import annotations
@@ -14,6 +17,7 @@ import asyncio
 import logging
 from collections import OrderedDict
 from dataclasses import dataclass
+from typing import Protocol
 
 import grpc
 from pydantic import Field
@@ -45,6 +49,17 @@ class CatalogueSettings(BaseSettings):
 
 class CatalogueUnavailable(ConnectionError):
     """Routing could not be asked: a passing outage, retried like one (core/retry.py)."""
+
+
+class TokenSource(Protocol):
+    """The service's own access token: fetched from identity (core/tokens.py), or signed
+    by identity itself for its own calls (services/identity/own_token.py)."""
+
+    async def token(self) -> str: ...
+
+    def forget(self) -> None: ...
+
+    async def close(self) -> None: ...
 
 
 @dataclass(frozen=True)
@@ -128,7 +143,7 @@ class CatalogueClient:
         self,
         target: str,
         timeout_s: float,
-        tokens: ServiceTokens | None,
+        tokens: TokenSource | None,
         *,
         refresh_s: float = 30.0,
         keep: int = 16,
@@ -147,9 +162,10 @@ class CatalogueClient:
         self.ready = asyncio.Event()
 
     @classmethod
-    def from_settings(cls, settings: CatalogueSettings) -> CatalogueClient:
-        tokens = None
-        if isinstance(settings, ServiceSettings) and settings.auth_client_id:
+    def from_settings(
+        cls, settings: CatalogueSettings, tokens: TokenSource | None = None
+    ) -> CatalogueClient:
+        if tokens is None and isinstance(settings, ServiceSettings) and settings.auth_client_id:
             tokens = ServiceTokens.from_settings(settings, scope=CATALOGUE_READ)
         return cls(
             settings.routing_grpc_target,

@@ -14,17 +14,22 @@ A queue with lanes (a column of its table, say `agency_code`) instead:
 - keeps at most `per_lane` rows of one lane in flight: a claim passes over a full lane,
   whose rows stay due for later, and the consumer feeding the queue does not count them
   as room taken (core/room.py), so one agency's backlog waits in the database without
-  closing intake to the others; `total` bounds the rows in flight altogether.
+  closing intake to the others; `total` bounds the rows in flight altogether (memory), so
+  only `total` / `per_lane` lanes hanging at once would fill the queue: set it well above;
+- never claims again a row whose call is still out in this process (a call that outlived
+  its lease): one call at a time per row here; another replica may still take it over;
+- records the outcomes of lanes that return together in one transaction (`GroupCommit`).
 
 The counts are this process's: each replica gives a lane `per_lane` places.
 """
 
 from __future__ import annotations
 
+import asyncio
 from collections import Counter
-from collections.abc import Callable, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Generic, TypeVar
 
 from sqlalchemy import ColumnElement, Table
 
@@ -73,3 +78,37 @@ class Lanes:
         self.in_flight[lane] -= count
         if self.in_flight[lane] <= 0:
             del self.in_flight[lane]
+
+
+T = TypeVar("T")
+
+
+class GroupCommit(Generic[T]):
+    """Outcomes of lanes that return at about the same time, recorded in one transaction
+    (group commit): lanes would otherwise commit one by one, where a queue without lanes
+    committed a batch once. Whoever records takes everything waiting; each caller returns
+    once its own outcomes are recorded, or raises what recording them raised."""
+
+    def __init__(self, record: Callable[[list[T]], Awaitable[None]]) -> None:
+        self._record = record
+        self._waiting: list[tuple[list[T], asyncio.Future[None]]] = []
+        self._lock = asyncio.Lock()
+
+    async def __call__(self, outcomes: list[T]) -> None:
+        recorded = asyncio.get_running_loop().create_future()
+        self._waiting.append((outcomes, recorded))
+        async with self._lock:
+            if not recorded.done():
+                group, self._waiting = self._waiting, []
+                try:
+                    await self._record([o for outcomes, _ in group for o in outcomes])
+                except BaseException as exc:
+                    for _, future in group:
+                        if future is not recorded and not future.done():
+                            future.set_exception(exc)
+                    raise
+                for _, future in group:
+                    if not future.done():
+                        future.set_result(None)
+                return
+        await recorded

@@ -217,18 +217,21 @@ class LeasedQueue(WorkQueue, Generic[R]):
         self._prepare = prepare
         self.clock = clock
         self.retry = retry
-        # The lanes' work still out (core/lanes.py); held here, as the loop keeps only weak
-        # references to tasks.
+        # The lanes' work still out (core/lanes.py), held here as the loop keeps only weak
+        # references to tasks, and the keys of their rows, never claimed twice here.
         self._in_flight: set[asyncio.Task[None]] = set()
+        self._busy: set[Any] = set()
 
     async def run(self) -> None:
         try:
             await super().run()
-        finally:
-            # Their rows stay leased: claimed again when the lease runs out, as after a crash.
+        except asyncio.CancelledError:
+            # Stopping: their rows stay leased, claimed again when the lease runs out, as
+            # after a crash. (A loop that failed otherwise is restarted, its lanes still out.)
             for task in self._in_flight:
                 task.cancel()
             await asyncio.gather(*self._in_flight, return_exceptions=True)
+            raise
 
     async def _claim_and_work(self) -> int:
         lanes = self.lease.lanes
@@ -240,20 +243,32 @@ class LeasedQueue(WorkQueue, Generic[R]):
         return len(claimed)
 
     async def _claim_into_lanes(self, lanes: Lanes) -> int:
-        room = lanes.room()
-        claimed = await self.claim(min(self.lease.limit, room)) if room else []
+        room = min(self.lease.limit, lanes.room())
+        leased, claimed = await self._claim_leased(room) if room else ([], [])
+        keys: dict[str, list[Any]] = {}
+        for row in leased:
+            keys.setdefault(str(_field(row, lanes.column)), []).append(self.lease.key_of(row))
         batch = [
-            self._start_lane(lanes, lane, items) for lane, items in lanes.split(claimed).items()
+            self._start_lane(lanes, lane, items, keys.get(lane, []))
+            for lane, items in lanes.split(claimed).items()
         ]
         if batch:
             await asyncio.wait(batch, timeout=lanes.patience_s)
         return len(claimed)
 
-    def _start_lane(self, lanes: Lanes, lane: str, items: list[R]) -> asyncio.Task[None]:
+    def _start_lane(
+        self, lanes: Lanes, lane: str, items: list[R], keys: list[Any]
+    ) -> asyncio.Task[None]:
         lanes.enter(lane, len(items))
+        self._busy.update(keys)
         task = asyncio.create_task(self._work_lane(lanes, lane, items), name=f"{self.name} {lane}")
         self._in_flight.add(task)
-        task.add_done_callback(self._in_flight.discard)
+
+        def done(task: asyncio.Task[None]) -> None:
+            self._in_flight.discard(task)
+            self._busy.difference_update(keys)
+
+        task.add_done_callback(done)
         return task
 
     async def _work_lane(self, lanes: Lanes, lane: str, items: list[R]) -> None:
@@ -277,9 +292,16 @@ class LeasedQueue(WorkQueue, Generic[R]):
 
     async def claim(self, limit: int | None = None) -> list[R]:
         """Due rows, leased, their attempts counted (rows as they were before the claim)."""
+        return (await self._claim_leased(limit))[1]
+
+    async def _claim_leased(self, limit: int | None = None) -> tuple[list[Any], list[R]]:
+        """The rows leased, and what the work gets of them (after `take` and `prepare`)."""
         lease, c = self.lease, self.lease.table.c
         now = self.clock.now()
         query = lease.due(now).order_by(c.next_attempt_at).limit(limit or lease.limit)
+        if self._busy:
+            # A call of this process that outlived its lease: not a second one beside it.
+            query = query.where(lease.key.not_in(self._busy))
         if supports_skip_locked(self._engine):
             query = query.with_for_update(skip_locked=True)
         async with self.sessions.begin() as session:
@@ -289,7 +311,7 @@ class LeasedQueue(WorkQueue, Generic[R]):
             if rows and self._take is not None:
                 rows = await self._take(session, rows, now)
             if not rows:
-                return []
+                return [], []
             values: dict[str, Any] = {
                 "next_attempt_at": now + timedelta(seconds=lease.lease_s),
                 "attempts": c.attempts + 1,
@@ -300,8 +322,8 @@ class LeasedQueue(WorkQueue, Generic[R]):
             await session.execute(lease.table.update().where(lease.key.in_(keys)).values(values))
             CLAIMED.labels(self.name).inc(len(rows))
             if self._prepare is not None:
-                return await self._prepare(session, rows, now)
-        return rows
+                return rows, await self._prepare(session, rows, now)
+        return rows, rows
 
     async def fail(
         self,

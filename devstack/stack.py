@@ -177,6 +177,8 @@ class Stack:
             "identity": {
                 "HTTP_PORT": str(own.identity),
                 "GRPC_PORT": str(own.identity_grpc),
+                # The catalogue (which procedures need residence) comes from routing.
+                "ROUTING_GRPC_TARGET": self.grpc_target("routing"),
                 **self.credentials.identity_env(),
             },
             "sandbox": {

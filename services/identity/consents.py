@@ -16,7 +16,7 @@ from google.protobuf.json_format import MessageToDict, ParseDict
 from sqlalchemy import select, update
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
-from core.catalogue import Catalogue
+from core.catalogue_client import CatalogueClient
 from core.clock import SYSTEM_CLOCK, Clock
 from gateway.v1 import registry_pb2
 from services.identity import access_log
@@ -47,14 +47,14 @@ class Consents:
     def __init__(
         self,
         sessions: async_sessionmaker[AsyncSession],
-        catalogue: Catalogue,
+        catalogues: CatalogueClient,
         registry: RegistryClient,
         citizens: Citizens,
         seal: ResidenceSeal,
         clock: Clock = SYSTEM_CLOCK,
     ) -> None:
         self._sessions = sessions
-        self._catalogue = catalogue
+        self._catalogues = catalogues
         self._registry = registry
         self._citizens = citizens
         self._seal = seal
@@ -63,7 +63,13 @@ class Consents:
     async def preview(
         self, citizen: CitizenSession, procedure_code: str, purpose: str
     ) -> dict[str, Any]:
-        procedure = self._catalogue.procedure(procedure_code)
+        if not self._catalogues.ready.is_set():
+            # Routing has not answered since identity started: nothing to judge the request by.
+            raise ConsentRefused(
+                503, grpc.StatusCode.UNAVAILABLE, "catalogue-unavailable",
+                "The procedure catalogue is not loaded yet", "Try again in a moment",
+            )  # fmt: skip
+        procedure = self._catalogues.catalogue.procedure(procedure_code)
         if procedure is None:
             raise ConsentRefused(
                 422, grpc.StatusCode.INVALID_ARGUMENT, "unknown-procedure", "Unknown procedure",

@@ -11,9 +11,9 @@ from typing import Annotated, Any
 from fastapi import Depends
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
-from core.auth import CITIZEN_DATA_READ, Fetch, TokenVerifier, token_verifier
+from core.auth import CATALOGUE_READ, CITIZEN_DATA_READ, Fetch, TokenVerifier, token_verifier
 from core.auth_grpc import AuthInterceptor
-from core.catalogue import load_catalogue
+from core.catalogue_client import CatalogueClient
 from core.clock import SYSTEM_CLOCK, Clock
 from core.deps import provider
 from core.grpc import GrpcServer
@@ -28,6 +28,7 @@ from services.identity.eid import EidClient, RelyingParty
 from services.identity.grpc_api import CitizenIdentityServicer
 from services.identity.keys import SigningKeys, load_signing_keys
 from services.identity.oauth import AgencyTokens
+from services.identity.own_token import OwnToken
 from services.identity.registry import RegistryClient
 from services.identity.sealing import ResidenceSeal
 from services.identity.settings import IdentitySettings
@@ -130,7 +131,12 @@ def compose(
         runtime.sessions, key, settings.eid_login_ttl_s, settings.citizen_session_ttl_s
     )
     registry = RegistryClient(settings.registry_grpc_target, settings.registry_timeout_s)
-    consents = Consents(runtime.sessions, load_catalogue(), registry, citizens, ResidenceSeal(key))
+    # No gate on the catalogue: routing checks identity's token against identity's keys, so
+    # identity serves those first; only the consents wait for it (services/identity/consents.py).
+    catalogues = CatalogueClient.from_settings(settings, OwnToken(tokens, CATALOGUE_READ))
+    runtime.add_worker("catalogue", catalogues.run)
+    runtime.on_stop(catalogues.close)
+    consents = Consents(runtime.sessions, catalogues, registry, citizens, ResidenceSeal(key))
     servicer = CitizenIdentityServicer(runtime.sessions, citizens, consents)
     grpc_server = GrpcServer(
         [lambda server: identity_pb2_grpc.add_CitizenIdentityServicer_to_server(servicer, server)],

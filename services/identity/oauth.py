@@ -256,6 +256,10 @@ class AgencyTokens(AuthorizationServer):  # type: ignore[misc]
         return answer
 
     def _access_token(self, client: AgencyClient, grant_type: str, user: Any, scope: str) -> str:
+        return self.sign(client, scope)
+
+    def sign(self, client: AgencyClient, scope: str) -> str:
+        """An access token (RFC 9068 JWT) for `client`, signed with the current key."""
         now = int(self._clock())
         claims = {
             "iss": self.issuer,

@@ -4,11 +4,13 @@ from typing import Literal
 
 from pydantic import Field, SecretStr
 
+from core.catalogue_client import CatalogueSettings
 from core.settings import ServiceSettings
 from services.identity.eid_policy import DEFAULT_ACR_LEVELS, DEFAULT_ACR_VALUES
 
 
-class IdentitySettings(ServiceSettings):
+# Which procedures need residence, and at what assurance, comes from routing's catalogue.
+class IdentitySettings(ServiceSettings, CatalogueSettings):
     http_port: int = 8083
     grpc_port: int = 50052
 

@@ -205,7 +205,14 @@ class WebhookChannel:
                     webhook_subscriptions.c.id.in_(ids)
                 )
             )
-        self._secrets = {row.id: row.secret for row in found}
+        # Updated, not replaced: other lanes (subscriptions) are sending concurrently with
+        # what they loaded; a subscription deleted since is forgotten.
+        secrets = {row.id: row.secret for row in found}
+        for subscription_id in ids:
+            if subscription_id in secrets:
+                self._secrets[subscription_id] = secrets[subscription_id]
+            else:
+                self._secrets.pop(subscription_id, None)
 
     async def send(self, row: dict[str, Any]) -> Outcome:
         secret = self._secrets.get(row["subscription_id"])

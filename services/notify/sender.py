@@ -40,7 +40,7 @@ from sqlalchemy import ColumnElement, and_, or_
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
 from core.clock import SYSTEM_CLOCK, Clock
-from core.lanes import Lanes
+from core.lanes import GroupCommit, Lanes
 from core.ratelimit import RateLimiter
 from core.telemetry import context_from_carrier
 from core.workqueue import Hold, Lease, LeasedQueue, describe
@@ -104,7 +104,7 @@ class ChannelSender(LeasedQueue[dict[str, Any]]):
                 channel.lane,
                 _lane_of(channel.lane),
                 per_lane=settings.webhook_subscription_in_flight_max,
-                total=limit,
+                total=settings.webhook_in_flight_max,
             )
         lease = Lease(
             notifications,
@@ -130,6 +130,7 @@ class ChannelSender(LeasedQueue[dict[str, Any]]):
             clock=clock,
         )
         self._claim = self.claim
+        self._record_together = GroupCommit(self._record_outcomes)
 
     async def run(self) -> None:
         await self._channel.start()
@@ -197,7 +198,8 @@ class ChannelSender(LeasedQueue[dict[str, Any]]):
             outcomes = await asyncio.gather(*(self._paced(row, deadline) for row in rows))
             refused = [r for r, o in zip(rows, outcomes, strict=True) if o is None]
             await self._give_back(refused)
-            await self._record(
+            # With the other lanes' that returned meanwhile: one commit (core/lanes.py).
+            await self._record_together(
                 [(r, o) for r, o in zip(rows, outcomes, strict=True) if o is not None]
             )
             return len(refused)
@@ -274,6 +276,9 @@ class ChannelSender(LeasedQueue[dict[str, Any]]):
                 .returning(c.id)
             )
             return set(marked.scalars())
+
+    async def _record_outcomes(self, done: list[tuple[dict[str, Any], Outcome]]) -> None:
+        await self._record(done)
 
     async def _send(self, row: dict[str, Any]) -> Outcome:
         with tracer.start_as_current_span(

@@ -30,7 +30,9 @@ class NotifySettings(ServiceSettings, OutboundSettings, CatalogueSettings):
     webhook_timeout_s: float = 10.0
     # Callbacks of one subscription in flight at once: the rest of its queue waits, and the
     # other subscriptions' callbacks go on (core/lanes.py).
-    webhook_subscription_in_flight_max: int = Field(default=10, ge=1)
+    webhook_subscription_in_flight_max: int = Field(default=4, ge=1)
+    # ...and of all subscriptions together: 125 receivers holding every call open at once.
+    webhook_in_flight_max: int = Field(default=500, ge=1)
     # Subscriptions one agency may hold: each is a stream of signed requests we send.
     webhook_max_subscriptions: int = 20
     # Where agency systems read a dossier (intake's GET /v1/dossiers/{code}, which checks

@@ -30,7 +30,7 @@ from core.catalogue import Catalogue
 from core.clock import SYSTEM_CLOCK, Clock
 from core.events import new_event, timestamp
 from core.kafka import EventProducer
-from core.lanes import Lanes
+from core.lanes import GroupCommit, Lanes
 from core.outbox import Outbox
 from core.storage import rowcount
 from core.telemetry import context_from_carrier, current_carrier
@@ -91,6 +91,7 @@ class DeliveryWorker(LeasedQueue[tuple[TransferRow, bytes]]):
         self._catalogue = catalogue
         self._producer = producer
         self._channels: dict[str, Channel] = {}
+        self._record_together = GroupCommit(self._record)
         lease = Lease(
             transfers,
             [TransferStatus.PENDING, TransferStatus.DELIVERED],
@@ -142,7 +143,8 @@ class DeliveryWorker(LeasedQueue[tuple[TransferRow, bytes]]):
     async def _work(self, claimed: list[tuple[TransferRow, bytes]]) -> None:
         channels = self._channels
         attempts = await asyncio.gather(*(self._deliver(channels, *item) for item in claimed))
-        await self._record(list(attempts))
+        # With the other agencies' that returned meanwhile: one commit (core/lanes.py).
+        await self._record_together(list(attempts))
 
     def _escalating(self, row: TransferRow) -> bool:
         return bool(
@@ -204,8 +206,8 @@ class DeliveryWorker(LeasedQueue[tuple[TransferRow, bytes]]):
         )
 
     async def _record(self, attempts: list[Attempt]) -> None:
-        """Every attempt of a batch (one agency's part of it, its lane) in one transaction:
-        one commit, not one per transfer."""
+        """Every attempt of a batch (of the agencies that returned together) in one
+        transaction: one commit, not one per transfer."""
         now = self.clock.now()
         async with self.sessions.begin() as session:
             for attempt in attempts:

@@ -29,9 +29,10 @@ class RoutingSettings(ServiceSettings):
     delivery_batch_size: int = 100
     delivery_poll_interval_s: float = 1.0
     # Each agency is a lane (core/lanes.py): at most this many of its transfers in flight,
-    # so a slow agency cannot take every place; and at most this many altogether.
+    # so a slow agency cannot take every place; and at most this many altogether (each
+    # holds its dossier in memory), 20 agencies hanging at once.
     delivery_agency_in_flight_max: int = Field(default=25, ge=1)
-    delivery_in_flight_max: int = Field(default=200, ge=1)
+    delivery_in_flight_max: int = Field(default=500, ge=1)
 
     # Overdue: the apology's new appointment is this many working days after the lapse.
     apology_working_days: int = 2

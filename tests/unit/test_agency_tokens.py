@@ -22,6 +22,8 @@ from services.identity.deps import compose
 from services.identity.keys import SigningKeys, generate_key, load_signing_keys
 from services.identity.models import metadata
 from services.identity.oauth import MAX_ASSERTION_LIFETIME_S, AgencyTokens
+from services.identity.own_token import CLIENT_ID as OWN_CLIENT
+from services.identity.own_token import OwnToken
 from services.identity.settings import IdentitySettings
 from services.identity.token_api import router
 from services.identity.token_guard import GuardLimits, SecretGuard
@@ -291,3 +293,21 @@ def test_a_client_asking_again_at_once_gets_the_same_token_with_less_lifetime() 
     later = tokens._bearer("client_credentials", hotich, scope="transfers:report")
     assert later["access_token"] != first["access_token"]
     assert later["expires_in"] == 300
+
+
+async def test_identity_signs_its_own_catalogue_token_which_no_client_can_ask_for(
+    client: TestClient, server: AgencyTokens
+) -> None:
+    own = OwnToken(server, "catalogue:read")
+    token = await own.token()
+    principal = await verified(server, token)
+    assert (principal.client_id, principal.agency_code) == (OWN_CLIENT, "GATEWAY")
+    assert principal.scopes == {"catalogue:read"}
+    assert await own.token() == token  # signed once a lifetime, not once a call
+    own.forget()
+    assert await own.token() != token  # e.g. after a key rotation
+    # Not a client of the endpoint: there is no secret or key to present for it.
+    answer = client.post(
+        "/oauth2/token", data={"grant_type": "client_credentials"}, auth=(OWN_CLIENT, "")
+    )
+    assert answer.status_code == 401

@@ -118,7 +118,9 @@ async def test_routing_away_is_a_transient_failure_and_the_gate_stays_closed() -
 def test_only_routing_reads_the_catalogue_files() -> None:
     readers = ("load_catalogue", "parse_catalogue", "catalogue_digest", "DEFAULT_DIR")
     root = Path(__file__).resolve().parents[2] / "services"
-    for service in ("intake", "notify"):
+    for service in ("intake", "notify", "identity"):
+        # Identity reads its agency clients (catalogue/agency_clients.yaml), not procedures.
+        reader = readers[:3] if service == "identity" else readers
         for source in (root / service).rglob("*.py"):
             text = source.read_text(encoding="utf-8")
-            assert not [r for r in readers if r in text], f"{source} reads catalogue/*.yaml"
+            assert not [r for r in reader if r in text], f"{source} reads catalogue/*.yaml"

@@ -16,7 +16,7 @@ from sqlalchemy import Column, Integer, MetaData, String, Table, select
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from core.clock import TestClock
-from core.lanes import Lanes
+from core.lanes import GroupCommit, Lanes
 from core.room import QueueRoom
 from core.storage import UtcDateTime, create_engine, create_tables, session_factory
 from core.workqueue import Lease, LeasedQueue
@@ -96,6 +96,12 @@ async def until(engine: AsyncEngine, done: set[str]) -> None:
             await asyncio.sleep(0.02)
 
 
+async def in_flight(lanes: Lanes, expected: dict[str, int]) -> None:
+    async with asyncio.timeout(5):
+        while dict(lanes.in_flight) != expected:  # noqa: ASYNC110
+            await asyncio.sleep(0.01)
+
+
 @contextlib.asynccontextmanager
 async def running(queue: LeasedQueue[Any]) -> AsyncIterator[asyncio.Task[None]]:
     task = asyncio.create_task(queue.run())
@@ -112,7 +118,7 @@ async def test_a_hanging_agency_holds_up_no_other(engine: AsyncEngine) -> None:
     agencies.hanging.add("slow")
     await add(engine, "slow", "s1")
     async with running(agencies.queue):
-        await asyncio.sleep(0.1)  # s1 is out, hanging
+        await in_flight(agencies.lanes, {"slow": 1})  # s1 is out, hanging
         await add(engine, "fast", "f1", "f2")
         agencies.queue.wake()
         await until(engine, {"f1", "f2"})  # delivered while s1 still hangs
@@ -135,8 +141,9 @@ async def test_a_lane_takes_no_more_than_its_places_and_its_backlog_takes_no_roo
     )
     assert not await room()  # five due, three the most: no room yet
     async with running(agencies.queue):
-        await asyncio.sleep(0.2)
-        assert agencies.lanes.in_flight == {"slow": 2}
+        await in_flight(agencies.lanes, {"slow": 2})
+        await asyncio.sleep(0.1)  # the queue goes on claiming meanwhile...
+        assert agencies.lanes.in_flight == {"slow": 2}  # ...none of the full lane's rows
         async with engine.connect() as conn:
             leased = (await conn.execute(select(calls.c.id).where(calls.c.attempts == 1))).all()
         assert len(leased) == 2  # the other three were not claimed: still due
@@ -175,10 +182,57 @@ async def test_a_stop_cancels_the_calls_out_and_leaves_their_rows_leased(
     agencies.hanging.add("slow")
     await add(engine, "slow", "s1")
     async with running(agencies.queue):
-        await asyncio.sleep(0.1)
+        await in_flight(agencies.lanes, {"slow": 1})
         [task] = agencies.queue._in_flight
     assert task.cancelled()
+    assert not agencies.lanes.in_flight
     assert await statuses(engine) == {"s1": "pending"}
     clock.advance(timedelta(seconds=LEASE_S))
     [again] = await Agencies(engine, clock).queue.claim()
     assert (again.id, again.attempts) == ("s1", 1)
+
+
+async def test_a_call_that_outlives_its_lease_is_not_made_twice_here(engine: AsyncEngine) -> None:
+    clock = TestClock(START)
+    agencies = Agencies(engine, clock)
+    agencies.hanging.add("slow")
+    calls_made: list[str] = []
+    work = agencies.work
+
+    async def counted(rows: list[Any]) -> None:
+        calls_made.extend(row.id for row in rows)
+        await work(rows)
+
+    agencies.queue._work = counted
+    await add(engine, "slow", "s1")
+    async with running(agencies.queue):
+        await in_flight(agencies.lanes, {"slow": 1})
+        clock.advance(timedelta(seconds=LEASE_S + 1))  # the call is still out, its lease over
+        agencies.queue.wake()
+        await asyncio.sleep(0.2)
+        assert calls_made == ["s1"]
+        # Another replica may take it over (it cannot know the call is still out).
+        [taken] = await Agencies(engine, clock).queue.claim()
+        assert taken.id == "s1"
+        agencies.release.set()
+
+
+async def test_lanes_that_return_together_are_recorded_in_one_commit() -> None:
+    commits: list[list[int]] = []
+
+    async def record(outcomes: list[int]) -> None:
+        await asyncio.sleep(0.05)  # a commit takes a while: others return meanwhile
+        commits.append(sorted(outcomes))
+
+    together = GroupCommit(record)
+    await asyncio.gather(together([1]), together([2, 3]), together([4]))
+    assert sorted(o for c in commits for o in c) == [1, 2, 3, 4]
+    assert len(commits) == 2  # the first alone, the rest in the commit after it
+
+    async def failing(outcomes: list[int]) -> None:
+        await asyncio.sleep(0.05)
+        raise ConnectionError("database away")
+
+    broken = GroupCommit(failing)
+    results = await asyncio.gather(broken([1]), broken([2]), return_exceptions=True)
+    assert all(isinstance(r, ConnectionError) for r in results)  # no outcome taken for done
