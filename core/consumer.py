@@ -80,10 +80,14 @@ class EventConsumer:
                     timeout_ms=500, max_records=self._settings.consumer_max_records
                 )
                 records = [r for partition in batches.values() for r in partition]
+                dead_lettered = False
                 if records:
-                    await self._process(records)
+                    dead_lettered = await self._process(records)
                     handled |= {tp: batch[-1].offset + 1 for tp, batch in batches.items() if batch}
-                if handled and time.monotonic() - committed_at >= interval_s:
+                # A dead letter is not covered by the inbox: committed at once, so that a
+                # crash does not read the poison again and dead-letter it a second time.
+                due = time.monotonic() - committed_at >= interval_s
+                if handled and (due or dead_lettered):
                     # A crash before this hands the events since the last commit over
                     # again, and the inbox skips them.
                     await _commit(consumer, handled)
@@ -111,7 +115,9 @@ class EventConsumer:
                 log.info("consumer %s holds: its work queues are full", self._group_id)
             consumer.pause(*consumer.assignment())
 
-    async def _process(self, records: list[Any]) -> None:
+    async def _process(self, records: list[Any]) -> bool:
+        """Handle a batch; True when some of it was dead-lettered."""
+        dead_lettered = False
         accepted: list[tuple[Event, Span, Any]] = []
         for record in records:
             headers = {k: v for k, v in (record.headers or ())}
@@ -124,13 +130,14 @@ class EventConsumer:
                 event = from_kafka(record.key, record.value, headers)
             except PoisonEvent as exc:
                 await self._dead_letter(record, str(exc))
+                dead_lettered = True
                 continue
             span = self._start_span(record, headers, event)
             carrier: dict[str, str] = {}
             inject(carrier, context=trace.set_span_in_context(span))
             accepted.append((dataclasses.replace(event, trace=carrier), span, record))
         if not accepted:
-            return
+            return dead_lettered
         try:
             await until_available(self._group_id, lambda: self._handle([e for e, _, _ in accepted]))
         except Exception:
@@ -140,9 +147,11 @@ class EventConsumer:
                 if failure is not None:
                     span.set_status(StatusCode.ERROR, failure)
                     await self._dead_letter(record, failure)
+                    dead_lettered = True
         finally:
             for _, span, _ in accepted:
                 span.end()
+        return dead_lettered
 
     def _start_span(self, record: Any, headers: dict[str, bytes], event: Event) -> Span:
         parent = extract({k: v.decode(errors="replace") for k, v in headers.items()})

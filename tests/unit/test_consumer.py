@@ -275,6 +275,40 @@ async def test_offsets_are_committed_at_most_once_an_interval_and_soon_after_the
     assert Kafka.committed == [{"p0": 5}, {"p0": 8}]
 
 
+class PoisonedKafka(SteadyKafka):
+    """Three batches, the second of them poison (not an event at all)."""
+
+    busy = 3
+
+    async def getmany(self, **_: Any) -> dict[str, list[Record]]:
+        batches = await super().getmany()
+        if self.polls == 2:
+            return {"p0": [Record(b"G", b"\xff", [], 2)]}
+        return batches
+
+
+async def test_a_dead_letter_is_committed_at_once(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The dead-letter topic is not covered by the inbox: were the poison read again after
+    a crash, it would be dead-lettered a second time."""
+    Kafka.journal, Kafka.committed, SteadyKafka.now = [], [], 0.0
+    monkeypatch.setattr(consumer_module, "AIOKafkaConsumer", PoisonedKafka)
+    monkeypatch.setattr(consumer_module.time, "monotonic", lambda: SteadyKafka.now)
+
+    async def handle(events: Sequence[Event]) -> None:
+        Kafka.journal.append(",".join(e.subject for e in events))
+
+    producer = Producer()
+    consumer = consumer_with(Handler(), producer)
+    consumer._handle = handle
+    with pytest.raises(asyncio.CancelledError):
+        await consumer.run()
+
+    assert len(producer.sent) == 1
+    # Committed right after the poison's batch (250 ms in, the interval is 500 ms).
+    assert Kafka.journal[:4] == ["start", "D1", "commit", "D3"]
+    assert Kafka.committed[0] == {"p0": 3}
+
+
 class PausableKafka(Kafka):
     """Serves a record on every poll of a partition that is not paused."""
 
