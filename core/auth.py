@@ -58,7 +58,7 @@ SCOPES: Mapping[str, str] = {
     NOTIFICATIONS_READ: "notify: messages sent to citizens and agencies, with their status",
     WEBHOOKS_MANAGE: "notify: the agency's own webhook subscriptions",
     JOURNEYS_READ: "routing gRPC: RoutingService.GetJourney",
-    CATALOGUE_READ: "routing gRPC: CatalogueService.GetCatalogue (intake and notify)",
+    CATALOGUE_READ: "routing gRPC: CatalogueService.GetCatalogue (intake, notify, identity)",
     CITIZEN_DATA_READ: "identity gRPC: consented reads of citizen data",
     MAINTENANCE_MANAGE: "every service: turn its maintenance mode on or off (operators)",
 }

@@ -184,7 +184,9 @@ class CatalogueClient:
 
     async def run(self) -> None:
         """Worker: the first version (the gate opens with it), then each new one."""
-        await until_available("catalogue from routing", self.refresh)
+        # At most 2 s between tries: the catalogue is one cheap call, and every second of
+        # the wait is a second of 503s once routing is there.
+        await until_available("catalogue from routing", self.refresh, max_delay_s=2)
         while True:
             await asyncio.sleep(self._refresh_s)
             try:

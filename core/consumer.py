@@ -84,8 +84,9 @@ class EventConsumer:
                 if records:
                     dead_lettered = await self._process(records)
                     handled |= {tp: batch[-1].offset + 1 for tp, batch in batches.items() if batch}
-                # A dead letter is not covered by the inbox: committed at once, so that a
-                # crash does not read the poison again and dead-letter it a second time.
+                # A dead letter is not covered by the inbox: committed at once, which leaves
+                # only a crash between the dead letter and this commit to dead-letter the
+                # poison a second time (within 500 ms, it was any crash of the interval).
                 due = time.monotonic() - committed_at >= interval_s
                 if handled and (due or dead_lettered):
                     # A crash before this hands the events since the last commit over

@@ -87,7 +87,7 @@ def stack(
             "DEADLINE_OVERRIDE_S": "6",
             "DEADLINE_OVERRIDE_PROCEDURES": "HT.KS",
             "CATALOGUE_DIR": str(var_dir / "catalogue"),
-            # Intake and notify ask routing for a new catalogue version every second.
+            # Intake, notify and identity ask routing for a new catalogue version every second.
             "CATALOGUE_REFRESH_S": "1",
             # Unacknowledged transfers go again after 5 s, escalated after 2 re-deliveries.
             "DELIVERY_ACK_TIMEOUT_S": "5",

@@ -292,6 +292,13 @@ async def my_access_log(
     return {"reads": reads}
 
 
+def refused(exc: ConsentRefused) -> Problem:
+    # A 503 (the registry or the catalogue not there yet) passes: the client is told when
+    # to ask again, as for every 503 of the gateway.
+    headers = {"Retry-After": "5"} if exc.status == 503 else None
+    return Problem(exc.status, exc.type, exc.title, exc.detail, headers=headers)
+
+
 @router.post(
     "/consents",
     status_code=201,
@@ -307,7 +314,7 @@ async def preview_consent(
     try:
         record = await consents.preview(session, body.procedure_code, body.purpose)
     except ConsentRefused as exc:
-        raise Problem(exc.status, exc.type, exc.title, exc.detail) from None
+        raise refused(exc) from None
     return consent_view(record)
 
 
@@ -325,5 +332,5 @@ async def confirm_consent(
     try:
         record = await consents.confirm(session, consent_id)
     except ConsentRefused as exc:
-        raise Problem(exc.status, exc.type, exc.title, exc.detail) from None
+        raise refused(exc) from None
     return consent_view(record)

@@ -29,6 +29,9 @@ from core.catalogue import DEFAULT_DIR
 log = logging.getLogger(__name__)
 CLIENTS_FILE = DEFAULT_DIR / "agency_clients.yaml"
 SECRET_METHODS = ("client_secret_basic", "client_secret_post")
+# Identity's own client (services/identity/own_token.py): it signs its token itself, and the
+# token endpoint must never issue one, so no file may register it.
+OWN_CLIENT_ID = "gateway-identity"
 KEY_METHOD = "private_key_jwt"
 # scrypt at interactive cost: a token request pays ~50 ms once per token lifetime.
 _SCRYPT = {"n": 2**14, "r": 8, "p": 1}
@@ -102,6 +105,8 @@ def load_clients(
     clients: dict[str, AgencyClient] = {}
     for entry in raw.get("clients", []):
         client = _client(entry, env)
+        if client.client_id == OWN_CLIENT_ID:
+            raise ClientsError(f"client id {OWN_CLIENT_ID} is identity's own: not for a file")
         if client.client_id in clients:
             raise ClientsError(f"client {client.client_id} is listed twice")
         if not client.auth_methods:

@@ -3,17 +3,17 @@
 Every other service asks identity's token endpoint with its client secret (core/tokens.py).
 Identity is the issuer: it signs its own token with the key it signs agency tokens with, so
 it holds no secret for itself and its calls never wait on its own HTTP endpoint. The client
-`gateway-identity` is not in the clients file, so no one can ask the endpoint for its token.
+`gateway-identity` may not be in the clients file (load_clients refuses it), so the endpoint
+never issues its token.
 """
 
 from __future__ import annotations
 
 import time
 
-from services.identity.clients import AgencyClient
+from services.identity.clients import OWN_CLIENT_ID, AgencyClient
 from services.identity.oauth import AgencyTokens
 
-CLIENT_ID = "gateway-identity"
 # Signed anew this long before it expires: a token must not expire on its way to the callee.
 REFRESH_MARGIN_S = 30.0
 
@@ -21,7 +21,7 @@ REFRESH_MARGIN_S = 30.0
 class OwnToken:
     def __init__(self, tokens: AgencyTokens, scope: str) -> None:
         self._tokens = tokens
-        self._client = AgencyClient(CLIENT_ID, "GATEWAY", frozenset({scope}))
+        self._client = AgencyClient(OWN_CLIENT_ID, "GATEWAY", frozenset({scope}))
         self._scope = scope
         self._token = ""
         self._renew_at = 0.0

@@ -17,12 +17,17 @@ from core.auth import TokenVerifier
 from core.deps import install
 from core.problems import install_problem_handlers
 from core.storage import create_tables
-from services.identity.clients import AgencyClient, hash_secret, load_clients
+from services.identity.clients import (
+    OWN_CLIENT_ID,
+    AgencyClient,
+    ClientsError,
+    hash_secret,
+    load_clients,
+)
 from services.identity.deps import compose
 from services.identity.keys import SigningKeys, generate_key, load_signing_keys
 from services.identity.models import metadata
 from services.identity.oauth import MAX_ASSERTION_LIFETIME_S, AgencyTokens
-from services.identity.own_token import CLIENT_ID as OWN_CLIENT
 from services.identity.own_token import OwnToken
 from services.identity.settings import IdentitySettings
 from services.identity.token_api import router
@@ -295,19 +300,24 @@ def test_a_client_asking_again_at_once_gets_the_same_token_with_less_lifetime() 
     assert later["expires_in"] == 300
 
 
-async def test_identity_signs_its_own_catalogue_token_which_no_client_can_ask_for(
-    client: TestClient, server: AgencyTokens
-) -> None:
+async def test_identity_signs_its_own_catalogue_token(server: AgencyTokens) -> None:
     own = OwnToken(server, "catalogue:read")
     token = await own.token()
     principal = await verified(server, token)
-    assert (principal.client_id, principal.agency_code) == (OWN_CLIENT, "GATEWAY")
+    assert (principal.client_id, principal.agency_code) == (OWN_CLIENT_ID, "GATEWAY")
     assert principal.scopes == {"catalogue:read"}
     assert await own.token() == token  # signed once a lifetime, not once a call
     own.forget()
     assert await own.token() != token  # e.g. after a key rotation
-    # Not a client of the endpoint: there is no secret or key to present for it.
-    answer = client.post(
-        "/oauth2/token", data={"grant_type": "client_credentials"}, auth=(OWN_CLIENT, "")
+
+
+def test_no_clients_file_may_register_identitys_own_client(tmp_path: Any) -> None:
+    """Else the token endpoint would issue identity's own token to whoever holds that
+    entry's secret."""
+    clients = tmp_path / "clients.yaml"
+    clients.write_text(
+        f"clients:\n  - client_id: {OWN_CLIENT_ID}\n    agency: GATEWAY\n"
+        "    scopes: [catalogue:read]\n    secret_hash: ${OWN_SECRET_HASH}\n"
     )
-    assert answer.status_code == 401
+    with pytest.raises(ClientsError, match="identity's own"):
+        load_clients(clients, env={"OWN_SECRET_HASH": hash_secret(SECRET)})
